@@ -1,0 +1,1 @@
+//! TOML configs for process, preconditioning and timer, validated with errors that name key and value.

@@ -1,0 +1,27 @@
+//! Typed errors of the math core.
+
+/// Errors of tweedie-core; messages name the offending key and value.
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+pub enum CoreError {
+    /// A configuration value is out of its valid range.
+    #[error("invalid value for `{key}`: {value} ({reason})")]
+    InvalidValue { key: String, value: String, reason: String },
+    /// A configuration could not be parsed.
+    #[error("config error: {0}")]
+    Parse(String),
+    /// Shapes of inputs do not match.
+    #[error("shape mismatch: {0}")]
+    Shape(String),
+    /// A matrix that must be symmetric positive definite is not.
+    #[error("matrix `{0}` is not symmetric positive definite")]
+    NotPositiveDefinite(String),
+}
+
+pub type Result<T> = std::result::Result<T, CoreError>;
+
+impl CoreError {
+    /// Shorthand for [`CoreError::InvalidValue`].
+    pub fn invalid(key: &str, value: impl std::fmt::Display, reason: &str) -> Self {
+        CoreError::InvalidValue { key: key.to_string(), value: value.to_string(), reason: reason.to_string() }
+    }
+}

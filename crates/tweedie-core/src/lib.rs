@@ -1,0 +1,23 @@
+//! Math core of tweedie: every formula lives here once, in f64.
+//!
+//! Conventions (see docs/math.md): x_t = α(t)·x₀ + σ(t)·ε; the EDM noise level is
+//! σ̃ = σ/α and the EDM input is x̃ = x_t/α; networks are denoisers D(x̃; σ̃) ≈ E[x₀ | x_t].
+
+pub mod config;
+pub mod error;
+pub mod linalg;
+pub mod mixture;
+pub mod param;
+pub mod precond;
+pub mod process;
+pub mod rng;
+pub mod space;
+pub mod timer;
+pub mod weighting;
+
+pub use error::{CoreError, Result};
+pub use param::{Affine, Param};
+pub use precond::{Precond, PrecondCoeffs};
+pub use process::{Process, ProcessKind};
+pub use space::LinearSpace;
+pub use timer::{TimeGrid, Timer, TimerKind};

@@ -1,0 +1,1 @@
+//! Small dense linear algebra (Cholesky, solves, log-determinants) for the mixture.
