@@ -1,5 +1,7 @@
 //! A small linear-space trait that conversions and samplers are generic over.
 
+use ndarray::{Array, Dimension, Zip};
+
 /// Vector-space operations on a sampler state (f64, ndarray arrays, tch tensors).
 ///
 /// All scalars are f64: formulas are evaluated in f64 and only the state may be f32.
@@ -14,4 +16,125 @@ pub trait LinearSpace: Clone {
     fn zeros_like(&self) -> Self;
 }
 
-// TODO(core helper): impls for f64, ndarray::Array<f32|f64, D>, tch::Tensor (feature "tch").
+impl LinearSpace for f64 {
+    fn lincomb(&self, a: f64, other: &Self, b: f64) -> Self {
+        a * self + b * other
+    }
+    fn scale(&self, a: f64) -> Self {
+        a * self
+    }
+    fn dot(&self, other: &Self) -> f64 {
+        self * other
+    }
+    fn zeros_like(&self) -> Self {
+        0.0
+    }
+}
+
+impl<D: Dimension> LinearSpace for Array<f64, D> {
+    fn lincomb(&self, a: f64, other: &Self, b: f64) -> Self {
+        Zip::from(self)
+            .and(other)
+            .map_collect(|&x, &y| a * x + b * y)
+    }
+    fn scale(&self, a: f64) -> Self {
+        self.mapv(|x| a * x)
+    }
+    fn dot(&self, other: &Self) -> f64 {
+        Zip::from(self)
+            .and(other)
+            .fold(0.0, |acc, &x, &y| acc + x * y)
+    }
+    fn zeros_like(&self) -> Self {
+        Array::zeros(self.raw_dim())
+    }
+}
+
+/// f32 states: each element is combined in f64 and rounded once.
+impl<D: Dimension> LinearSpace for Array<f32, D> {
+    fn lincomb(&self, a: f64, other: &Self, b: f64) -> Self {
+        Zip::from(self)
+            .and(other)
+            .map_collect(|&x, &y| (a * x as f64 + b * y as f64) as f32)
+    }
+    fn scale(&self, a: f64) -> Self {
+        self.mapv(|x| (a * x as f64) as f32)
+    }
+    fn dot(&self, other: &Self) -> f64 {
+        Zip::from(self)
+            .and(other)
+            .fold(0.0, |acc, &x, &y| acc + x as f64 * y as f64)
+    }
+    fn zeros_like(&self) -> Self {
+        Array::zeros(self.raw_dim())
+    }
+}
+
+/// A tch tensor as a sampler state. `tch::Tensor` is not `Clone`; this wrapper's `clone` is a
+/// shallow clone (shared storage), which is sound because [`LinearSpace`] ops never mutate.
+#[cfg(feature = "tch")]
+#[derive(Debug)]
+pub struct TchTensor(pub tch::Tensor);
+
+#[cfg(feature = "tch")]
+impl Clone for TchTensor {
+    fn clone(&self) -> Self {
+        TchTensor(self.0.shallow_clone())
+    }
+}
+
+#[cfg(feature = "tch")]
+impl From<tch::Tensor> for TchTensor {
+    fn from(t: tch::Tensor) -> Self {
+        TchTensor(t)
+    }
+}
+
+#[cfg(feature = "tch")]
+impl std::ops::Deref for TchTensor {
+    type Target = tch::Tensor;
+    fn deref(&self) -> &tch::Tensor {
+        &self.0
+    }
+}
+
+#[cfg(feature = "tch")]
+impl LinearSpace for TchTensor {
+    fn lincomb(&self, a: f64, other: &Self, b: f64) -> Self {
+        TchTensor(&self.0 * a + &other.0 * b)
+    }
+    fn scale(&self, a: f64) -> Self {
+        TchTensor(&self.0 * a)
+    }
+    fn dot(&self, other: &Self) -> f64 {
+        (&self.0 * &other.0)
+            .sum(tch::Kind::Double)
+            .double_value(&[])
+    }
+    fn zeros_like(&self) -> Self {
+        TchTensor(self.0.zeros_like())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{arr1, arr2};
+
+    #[test]
+    fn ndarray_ops() {
+        let x = arr2(&[[1.0, 2.0], [3.0, 4.0]]);
+        let y = arr2(&[[0.5, -1.0], [2.0, 0.0]]);
+        assert_eq!(x.lincomb(2.0, &y, -1.0), arr2(&[[1.5, 5.0], [4.0, 8.0]]));
+        assert_eq!(LinearSpace::dot(&x, &y), 0.5 - 2.0 + 6.0);
+        assert_eq!(x.scale(0.5), arr2(&[[0.5, 1.0], [1.5, 2.0]]));
+        assert_eq!(x.zeros_like(), arr2(&[[0.0, 0.0], [0.0, 0.0]]));
+        let xf = arr1(&[1.0_f32, 2.0]);
+        assert_eq!(
+            xf.lincomb(0.1, &xf, 0.2),
+            arr1(&[(0.3_f64) as f32, (0.6_f64) as f32])
+        );
+        assert_eq!(LinearSpace::dot(&xf, &xf), 5.0);
+        assert_eq!(3.0_f64.lincomb(2.0, &1.0, 4.0), 10.0);
+    }
+}
