@@ -1,1 +1,145 @@
-fn main() { println!("xtask: not yet"); }
+//! `cargo xtask …`: project automation that builds without libtorch.
+//!
+//! - `setup`: project-local virtualenv `.venv` with torch (libtorch for tch) and the
+//!   digits data set, unless the user points `LIBTORCH`/`LIBTORCH_USE_PYTORCH` elsewhere;
+//! - `test`: set-up, then every test, plus the libtorch-free check of the math crates;
+//! - `ci`: `cargo fmt --check`, clippy with `-D warnings`, then `test`;
+//! - anything else is forwarded to the `tweedie` binary: `cargo xtask train …` runs
+//!   `tweedie train …` after the set-up.
+
+mod run;
+mod setup;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+use clap::{Parser, Subcommand};
+
+use run::{cargo, step};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "tweedie project tasks; unknown subcommands run `tweedie <subcommand> …` after the set-up",
+    after_help = "Forwarded to the tweedie CLI: train, sample, info, schedule, eval, nets, … \
+                  (`cargo xtask train --help`)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create .venv with torch 2.13.0 (libtorch) and the digits data; fast when done.
+    Setup,
+    /// Set up, then run all tests (extra arguments go to `cargo test --workspace`).
+    Test {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// What CI runs: cargo fmt --check, clippy -D warnings, then `cargo xtask test`.
+    Ci,
+    #[command(external_subcommand)]
+    Forward(Vec<OsString>),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let root = workspace_root();
+    let result = match cli.command {
+        Command::Setup => setup::run(&root).map(|_| 0),
+        Command::Test { args } => test(&root, &args).map(|()| 0),
+        Command::Ci => ci(&root).map(|()| 0),
+        Command::Forward(args) => forward(&root, &args),
+    };
+    match result {
+        Ok(0) => std::process::ExitCode::SUCCESS,
+        Ok(code) => std::process::ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root: xtask lives one level below it.
+fn workspace_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}
+
+/// Set-up, then `cargo test --workspace`, then the math crates alone (no libtorch).
+fn test(root: &Path, extra: &[String]) -> Result<()> {
+    setup::run(root)?;
+
+    step("cargo test --workspace");
+    let mut args = vec!["test", "--workspace"];
+    args.extend(extra.iter().map(String::as_str));
+    cargo(root, &args)?;
+
+    // The math crates must never pull in libtorch: a user who only wants schedules or
+    // samplers does not pay for it. Check the dependency graph, then build and test
+    // them on their own (their default features, no `tch`).
+    step("libtorch-free check: cargo tree / cargo test -p tweedie-core -p tweedie-samplers");
+    let tree = run::cargo_output(
+        root,
+        &[
+            "tree",
+            "-p",
+            "tweedie-core",
+            "-p",
+            "tweedie-samplers",
+            "-e",
+            "normal,build",
+            "--prefix",
+            "none",
+        ],
+    )?;
+    if let Some(line) = tree
+        .lines()
+        .find(|l| l.starts_with("torch-sys") || l.starts_with("tch "))
+    {
+        bail!("tweedie-core / tweedie-samplers depend on libtorch by default: `{line}`");
+    }
+    cargo(
+        root,
+        &["test", "-p", "tweedie-core", "-p", "tweedie-samplers"],
+    )?;
+    println!("xtask: all tests passed");
+    Ok(())
+}
+
+/// Formatting, lints, tests: exactly what `.ci/run` and the GitHub workflow run.
+fn ci(root: &Path) -> Result<()> {
+    step("cargo fmt --all --check");
+    cargo(root, &["fmt", "--all", "--check"])?;
+    // Clippy compiles torch-sys, which needs libtorch: set up first.
+    setup::run(root)?;
+    step("cargo clippy --workspace --all-targets -- -D warnings");
+    cargo(
+        root,
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )?;
+    test(root, &[])
+}
+
+/// `cargo xtask <cmd> …` = set-up, then `tweedie <cmd> …`; returns tweedie's exit code.
+fn forward(root: &Path, args: &[OsString]) -> Result<i32> {
+    setup::run(root)?;
+    let mut cmd = run::cargo_command(root);
+    cmd.args(["run", "--package", "tweedie", "--bin", "tweedie", "--"])
+        .args(args);
+    let status = cmd
+        .status()
+        .map_err(|e| anyhow::anyhow!("cannot start cargo: {e}"))?;
+    Ok(status.code().unwrap_or(1))
+}
