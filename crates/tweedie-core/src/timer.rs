@@ -1,6 +1,14 @@
 //! Timers: explicit decreasing time discretisations for samplers.
+//!
+//! Grid contract (every timer): `t` is strictly decreasing, `t.len() == steps + 1`, and the last
+//! entry is the terminal point t = 0 with σ̃ = 0 (every built-in process has σ̃(0) = 0). Most
+//! timers place `steps` noise levels and append the terminal 0 (the last step of a sampler is
+//! then a jump to σ̃ = 0, as in Karras et al. 2022, Algorithm 1); `UniformTime` spaces all
+//! `steps + 1` points evenly down to 0, and DDIM grids append t = 0 (ᾱ = 1) after the table
+//! indices, as DDIM's final step to x₀ does.
 
-use crate::process::Process;
+use crate::error::{check_lt, check_pos, CoreError, Result};
+use crate::process::{iddpm_u_grid, Process};
 
 /// A decreasing grid of times and the matching EDM noise levels σ̃ = σ/α.
 ///
@@ -12,10 +20,85 @@ pub struct TimeGrid {
     pub sigma_tilde: Vec<f64>,
 }
 
+impl TimeGrid {
+    /// Number of steps (`t.len() − 1`).
+    pub fn steps(&self) -> usize {
+        self.t.len().saturating_sub(1)
+    }
+
+    /// Grid from noise levels (decreasing, without the terminal 0), mapped to t by the process,
+    /// with the terminal (t = 0, σ̃ = 0) appended.
+    pub fn from_sigma_tilde(process: &dyn Process, sigma_tilde: Vec<f64>) -> Result<Self> {
+        let mut s = sigma_tilde;
+        s.push(0.0);
+        let t = s
+            .iter()
+            .map(|&x| {
+                if x == 0.0 {
+                    0.0
+                } else {
+                    process.t_of_sigma_tilde(x)
+                }
+            })
+            .collect();
+        Self::checked(TimeGrid { t, sigma_tilde: s })
+    }
+
+    /// Grid from times (decreasing, including the terminal entry), σ̃ from the process.
+    pub fn from_times(process: &dyn Process, t: Vec<f64>) -> Result<Self> {
+        let sigma_tilde = t
+            .iter()
+            .map(|&x| {
+                if x == 0.0 {
+                    0.0
+                } else {
+                    process.sigma_tilde(x)
+                }
+            })
+            .collect();
+        Self::checked(TimeGrid { t, sigma_tilde })
+    }
+
+    fn checked(self) -> Result<Self> {
+        for (i, w) in self.t.windows(2).enumerate() {
+            if !(w[0] > w[1]) {
+                return Err(CoreError::invalid(
+                    "steps",
+                    self.t.len() - 1,
+                    &format!(
+                        "grid not strictly decreasing at entry {}: t = {} then {}",
+                        i, w[0], w[1]
+                    ),
+                ));
+            }
+        }
+        if self.t.iter().chain(&self.sigma_tilde).any(|v| v.is_nan()) {
+            return Err(CoreError::invalid(
+                "grid",
+                format!("{:?}", self.t),
+                "contains NaN",
+            ));
+        }
+        Ok(self)
+    }
+}
+
 /// A time discretisation.
 pub trait Timer: Send + Sync + std::fmt::Debug {
     /// The grid for `steps` steps under `process`.
     fn grid(&self, process: &dyn Process, steps: usize) -> crate::Result<TimeGrid>;
+}
+
+/// DDIM sub-sequences of a T-step training table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DdimSpacing {
+    /// j_i = i·⌊T/S⌋, i = 0..S−1 (Song et al. 2021 DDIM "uniform"; diffusers "leading").
+    Uniform,
+    /// j_i = ⌊(i/(S−1)·√(0.8T))²⌋ (Song et al. 2021 DDIM "quadratic").
+    Quadratic,
+    /// j_i = round(T − i·T/S) − 1 (Lin et al. 2024, "trailing"; starts at j = T−1).
+    Trailing,
 }
 
 /// Every built-in timer (TOML: `timer = { type = "edm", rho = 7.0, ... }`).
@@ -23,7 +106,533 @@ pub trait Timer: Send + Sync + std::fmt::Debug {
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum TimerKind {
     /// Karras et al. 2022 ρ-schedule in σ̃: (σ_max^{1/ρ} + i/(N−1)·(σ_min^{1/ρ} − σ_max^{1/ρ}))^ρ, then 0.
-    Edm { sigma_min: f64, sigma_max: f64, rho: f64 },
-    // TODO(core helper): vp_linear, ve_geometric, iddpm, ddim{uniform,quadratic,trailing},
-    //   exponential, uniform_logsnr, shift option for flow models.
+    Edm {
+        #[serde(default = "d::edm_sigma_min")]
+        sigma_min: f64,
+        #[serde(default = "d::edm_sigma_max")]
+        sigma_max: f64,
+        #[serde(default = "d::rho")]
+        rho: f64,
+    },
+    /// VP: t_i = t_max + i/(N−1)·(ε_s − t_max), then 0 (Song et al. 2021; Karras et al. 2022, Table 1).
+    VpLinear {
+        #[serde(default = "d::eps_s")]
+        eps_s: f64,
+    },
+    /// VE: σ̃_i = σ_max·(σ_min/σ_max)^{i/(N−1)}, then 0 (Song et al. 2021; Karras et al. 2022, Table 1).
+    VeGeometric {
+        #[serde(default = "d::ve_sigma_min")]
+        sigma_min: f64,
+        #[serde(default = "d::ve_sigma_max")]
+        sigma_max: f64,
+    },
+    /// iDDPM: σ̃_i = u_{⌊j₀ + (M−1−j₀)·i/(N−1) + ½⌋}, then 0 (Karras et al. 2022, Table 1; j₀ = 8).
+    Iddpm {
+        #[serde(default = "d::c1")]
+        c1: f64,
+        #[serde(default = "d::c2")]
+        c2: f64,
+        #[serde(default = "d::m")]
+        m: usize,
+        #[serde(default = "d::j0")]
+        j0: usize,
+    },
+    /// DDIM sub-sequence of a `num_train_steps` table, table index j at t = (j+1)/T, then t = 0.
+    Ddim {
+        #[serde(default = "d::spacing")]
+        spacing: DdimSpacing,
+        #[serde(default = "d::m")]
+        num_train_steps: usize,
+    },
+    /// Log-uniform σ̃ from σ_max to σ_min, then 0 (k-diffusion `get_sigmas_exponential`;
+    /// the same formula as `VeGeometric`, with EDM default bounds).
+    Exponential {
+        #[serde(default = "d::edm_sigma_min")]
+        sigma_min: f64,
+        #[serde(default = "d::edm_sigma_max")]
+        sigma_max: f64,
+    },
+    /// Uniform in λ = log(α/σ) = −log σ̃ from λ(t_max) to λ(t_min), then 0 (Lu et al. 2022,
+    /// DPM-Solver "logSNR" steps); bounds default to the process's `t_range` (t_min = 1e-3 when
+    /// σ̃(t_min) = 0, DPM-Solver's ε).
+    UniformLogsnr {
+        #[serde(default)]
+        t_min: Option<f64>,
+        #[serde(default)]
+        t_max: Option<f64>,
+    },
+    /// t_i = t_max·(1 − i/N), i = 0..N, ending at 0 (flow Euler grid); t_max defaults to the
+    /// process's.
+    UniformTime {
+        #[serde(default)]
+        t_max: Option<f64>,
+    },
+    /// A base grid with every noise level scaled, σ̃′ = s·σ̃; for rectified flow this is
+    /// t′ = s·t/(1 + (s−1)·t) (Esser et al. 2024, SD3, eq. 23).
+    Shifted { shift: f64, base: Box<TimerKind> },
+}
+
+mod d {
+    use super::DdimSpacing;
+    pub fn edm_sigma_min() -> f64 {
+        0.002
+    }
+    pub fn edm_sigma_max() -> f64 {
+        80.0
+    }
+    pub fn rho() -> f64 {
+        7.0
+    }
+    pub fn eps_s() -> f64 {
+        1e-3
+    }
+    pub fn ve_sigma_min() -> f64 {
+        0.02
+    }
+    pub fn ve_sigma_max() -> f64 {
+        100.0
+    }
+    pub fn c1() -> f64 {
+        0.001
+    }
+    pub fn c2() -> f64 {
+        0.008
+    }
+    pub fn m() -> usize {
+        1000
+    }
+    pub fn j0() -> usize {
+        8
+    }
+    pub fn spacing() -> DdimSpacing {
+        DdimSpacing::Uniform
+    }
+}
+
+impl TimerKind {
+    /// EDM ρ = 7 schedule, σ̃ ∈ [0.002, 80] (Karras et al. 2022, eq. 5).
+    pub fn edm() -> Self {
+        TimerKind::Edm {
+            sigma_min: d::edm_sigma_min(),
+            sigma_max: d::edm_sigma_max(),
+            rho: d::rho(),
+        }
+    }
+    /// VP linear t with ε_s = 1e-3 (Karras et al. 2022, Table 1).
+    pub fn vp_linear() -> Self {
+        TimerKind::VpLinear { eps_s: d::eps_s() }
+    }
+    /// VE geometric σ̃ ∈ [0.02, 100].
+    pub fn ve_geometric() -> Self {
+        TimerKind::VeGeometric {
+            sigma_min: d::ve_sigma_min(),
+            sigma_max: d::ve_sigma_max(),
+        }
+    }
+    /// iDDPM u-grid with C₁ = 0.001, C₂ = 0.008, M = 1000, j₀ = 8.
+    pub fn iddpm() -> Self {
+        TimerKind::Iddpm {
+            c1: d::c1(),
+            c2: d::c2(),
+            m: d::m(),
+            j0: d::j0(),
+        }
+    }
+    /// DDIM with the given spacing on a 1000-step table.
+    pub fn ddim(spacing: DdimSpacing) -> Self {
+        TimerKind::Ddim {
+            spacing,
+            num_train_steps: d::m(),
+        }
+    }
+    /// Uniform time down to 0 (flow models).
+    pub fn uniform_time() -> Self {
+        TimerKind::UniformTime { t_max: None }
+    }
+    /// `base` with σ̃ scaled by `shift`.
+    pub fn shifted(shift: f64, base: TimerKind) -> Self {
+        TimerKind::Shifted {
+            shift,
+            base: Box::new(base),
+        }
+    }
+
+    /// Checks the parameters (not the step count); errors name the key and the value.
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            TimerKind::Edm {
+                sigma_min,
+                sigma_max,
+                rho,
+            } => {
+                check_pos("sigma_min", *sigma_min)?;
+                check_lt("sigma_min", *sigma_min, "sigma_max", *sigma_max)?;
+                check_pos("rho", *rho)
+            }
+            TimerKind::VpLinear { eps_s } => check_pos("eps_s", *eps_s),
+            TimerKind::VeGeometric {
+                sigma_min,
+                sigma_max,
+            }
+            | TimerKind::Exponential {
+                sigma_min,
+                sigma_max,
+            } => {
+                check_pos("sigma_min", *sigma_min)?;
+                check_lt("sigma_min", *sigma_min, "sigma_max", *sigma_max)
+            }
+            TimerKind::Iddpm { c1, c2, m, j0 } => {
+                check_pos("c1", *c1)?;
+                check_pos("c2", *c2)?;
+                if *m < 2 {
+                    return Err(CoreError::invalid("m", m, "must be >= 2"));
+                }
+                if *j0 >= m - 1 {
+                    return Err(CoreError::invalid(
+                        "j0",
+                        j0,
+                        &format!("must be < m − 1 = {}", m - 1),
+                    ));
+                }
+                Ok(())
+            }
+            TimerKind::Ddim {
+                num_train_steps, ..
+            } => {
+                if *num_train_steps < 1 {
+                    return Err(CoreError::invalid(
+                        "num_train_steps",
+                        num_train_steps,
+                        "must be >= 1",
+                    ));
+                }
+                Ok(())
+            }
+            TimerKind::UniformLogsnr { t_min, t_max } => {
+                if let Some(v) = t_min {
+                    check_pos("t_min", *v)?;
+                }
+                if let Some(v) = t_max {
+                    check_pos("t_max", *v)?;
+                }
+                if let (Some(a), Some(b)) = (t_min, t_max) {
+                    check_lt("t_min", *a, "t_max", *b)?;
+                }
+                Ok(())
+            }
+            TimerKind::UniformTime { t_max } => match t_max {
+                Some(v) => check_pos("t_max", *v),
+                None => Ok(()),
+            },
+            TimerKind::Shifted { shift, base } => {
+                check_pos("shift", *shift)?;
+                base.validate()
+            }
+        }
+    }
+}
+
+/// x_i = a + i/(n−1)·(b − a), i = 0..n−1 (just `a` when n = 1).
+fn ramp(n: usize, a: f64, b: f64) -> Vec<f64> {
+    (0..n)
+        .map(|i| {
+            if n == 1 {
+                a
+            } else {
+                a + (b - a) * i as f64 / (n - 1) as f64
+            }
+        })
+        .collect()
+}
+
+impl Timer for TimerKind {
+    fn grid(&self, process: &dyn Process, steps: usize) -> Result<TimeGrid> {
+        if steps < 1 {
+            return Err(CoreError::invalid("steps", steps, "must be >= 1"));
+        }
+        self.validate()?;
+        let n = steps;
+        match self {
+            TimerKind::Edm {
+                sigma_min,
+                sigma_max,
+                rho,
+            } => {
+                let s = ramp(n, sigma_max.powf(1.0 / rho), sigma_min.powf(1.0 / rho))
+                    .into_iter()
+                    .map(|v| v.powf(*rho))
+                    .collect();
+                TimeGrid::from_sigma_tilde(process, s)
+            }
+            TimerKind::VpLinear { eps_s } => {
+                let t_max = process.t_range().1;
+                check_lt("eps_s", *eps_s, "t_max", t_max)?;
+                let mut t = ramp(n, t_max, *eps_s);
+                t.push(0.0);
+                TimeGrid::from_times(process, t)
+            }
+            TimerKind::VeGeometric {
+                sigma_min,
+                sigma_max,
+            }
+            | TimerKind::Exponential {
+                sigma_min,
+                sigma_max,
+            } => {
+                let s = ramp(n, sigma_max.ln(), sigma_min.ln())
+                    .into_iter()
+                    .map(f64::exp)
+                    .collect();
+                TimeGrid::from_sigma_tilde(process, s)
+            }
+            TimerKind::Iddpm { c1, c2, m, j0 } => {
+                let u = iddpm_u_grid(*c1, *c2, *m);
+                let s = ramp(n, *j0 as f64, (*m - 1) as f64)
+                    .into_iter()
+                    .map(|j| u[((j + 0.5).floor() as usize).min(m - 1)])
+                    .collect();
+                TimeGrid::from_sigma_tilde(process, s)
+            }
+            TimerKind::Ddim {
+                spacing,
+                num_train_steps,
+            } => {
+                let big_t = *num_train_steps;
+                if n > big_t {
+                    return Err(CoreError::invalid(
+                        "steps",
+                        n,
+                        &format!("must be <= num_train_steps = {big_t}"),
+                    ));
+                }
+                let js: Vec<f64> = match spacing {
+                    DdimSpacing::Uniform => {
+                        (0..n).rev().map(|i| (i * (big_t / n)) as f64).collect()
+                    }
+                    DdimSpacing::Quadratic => ramp(n, 0.0, (0.8 * big_t as f64).sqrt())
+                        .into_iter()
+                        .rev()
+                        .map(|v| (v * v).floor())
+                        .collect(),
+                    DdimSpacing::Trailing => (0..n)
+                        .map(|i| (big_t as f64 - i as f64 * big_t as f64 / n as f64).round() - 1.0)
+                        .collect(),
+                };
+                let mut t: Vec<f64> = js.into_iter().map(|j| (j + 1.0) / big_t as f64).collect();
+                t.push(0.0);
+                TimeGrid::from_times(process, t)
+            }
+            TimerKind::UniformLogsnr { t_min, t_max } => {
+                let (lo, hi) = process.t_range();
+                // σ̃(t_min) = 0 would put λ at +∞: fall back to DPM-Solver's ε = 1e-3.
+                let lo = t_min.unwrap_or(if process.sigma_tilde(lo) > 0.0 {
+                    lo
+                } else {
+                    1e-3
+                });
+                let hi = t_max.unwrap_or(hi);
+                check_lt("t_min", lo, "t_max", hi)?;
+                let (l_hi, l_lo) = (process.sigma_tilde(hi).ln(), process.sigma_tilde(lo).ln());
+                if !(l_hi.is_finite() && l_lo.is_finite()) {
+                    return Err(CoreError::invalid(
+                        "t_max",
+                        hi,
+                        "σ̃ must be finite and > 0 at both ends; set t_min/t_max",
+                    ));
+                }
+                let s = ramp(n, l_hi, l_lo).into_iter().map(f64::exp).collect();
+                TimeGrid::from_sigma_tilde(process, s)
+            }
+            TimerKind::UniformTime { t_max } => {
+                let hi = t_max.unwrap_or(process.t_range().1);
+                let t = (0..=n).map(|i| hi * (1.0 - i as f64 / n as f64)).collect();
+                TimeGrid::from_times(process, t)
+            }
+            TimerKind::Shifted { shift, base } => {
+                let g = base.grid(process, steps)?;
+                let mut t = Vec::with_capacity(g.t.len());
+                let mut s = Vec::with_capacity(g.t.len());
+                for (&ti, &si) in g.t.iter().zip(&g.sigma_tilde) {
+                    if si.is_infinite() || si == 0.0 {
+                        t.push(ti);
+                        s.push(si);
+                    } else {
+                        t.push(process.t_of_sigma_tilde(shift * si));
+                        s.push(shift * si);
+                    }
+                }
+                TimeGrid::checked(TimeGrid { t, sigma_tilde: s })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::process::ProcessKind;
+    use approx::assert_relative_eq;
+
+    fn check_contract(g: &TimeGrid, steps: usize) {
+        assert_eq!(g.t.len(), steps + 1);
+        assert_eq!(g.sigma_tilde.len(), steps + 1);
+        assert_eq!(*g.t.last().unwrap(), 0.0);
+        assert_eq!(*g.sigma_tilde.last().unwrap(), 0.0);
+        assert!(g.t.windows(2).all(|w| w[0] > w[1]));
+        assert!(g.sigma_tilde.windows(2).all(|w| w[0] > w[1]));
+    }
+
+    #[test]
+    fn edm_18_step_grid_matches_published_values() {
+        let p = ProcessKind::edm().build();
+        let g = TimerKind::edm().grid(p.as_ref(), 18).unwrap();
+        check_contract(&g, 18);
+        assert_relative_eq!(g.sigma_tilde[0], 80.0, epsilon = 1e-12);
+        assert_relative_eq!(g.sigma_tilde[1], 57.586, epsilon = 5e-4);
+        assert_relative_eq!(g.sigma_tilde[2], 40.786, epsilon = 5e-4);
+        assert_relative_eq!(g.sigma_tilde[16], 0.00753, epsilon = 5e-6);
+        assert_relative_eq!(g.sigma_tilde[17], 0.002, epsilon = 1e-12);
+        assert_eq!(g.t, g.sigma_tilde);
+    }
+
+    #[test]
+    fn every_timer_obeys_the_contract_on_every_process() {
+        let timers = vec![
+            TimerKind::edm(),
+            TimerKind::vp_linear(),
+            TimerKind::ve_geometric(),
+            TimerKind::iddpm(),
+            TimerKind::ddim(DdimSpacing::Uniform),
+            TimerKind::ddim(DdimSpacing::Quadratic),
+            TimerKind::ddim(DdimSpacing::Trailing),
+            TimerKind::Exponential {
+                sigma_min: 0.002,
+                sigma_max: 80.0,
+            },
+            TimerKind::UniformLogsnr {
+                t_min: None,
+                t_max: None,
+            },
+            TimerKind::uniform_time(),
+            TimerKind::shifted(3.0, TimerKind::uniform_time()),
+        ];
+        let procs = [
+            ProcessKind::vp(),
+            ProcessKind::vp_cosine(),
+            ProcessKind::ddpm_linear(),
+            ProcessKind::edm(),
+        ];
+        for tk in &timers {
+            for pk in &procs {
+                let p = pk.build();
+                if matches!(tk, TimerKind::Ddim { .. }) && matches!(pk, ProcessKind::Edm { .. }) {
+                    continue; // DDIM times live on [0, 1]
+                }
+                for steps in [1, 2, 10, 50] {
+                    if steps == 50 && *tk == TimerKind::ddim(DdimSpacing::Quadratic) {
+                        // ⌊(1/49·√800)²⌋ = ⌊(0/49·√800)²⌋ = 0: a repeated index is an error.
+                        assert!(tk.grid(p.as_ref(), steps).is_err());
+                        continue;
+                    }
+                    let g = tk
+                        .grid(p.as_ref(), steps)
+                        .unwrap_or_else(|e| panic!("{tk:?} {pk:?} {steps}: {e}"));
+                    check_contract(&g, steps);
+                    for (t, s) in g.t.iter().zip(&g.sigma_tilde) {
+                        if *t > 0.0 && s.is_finite() {
+                            assert_relative_eq!(p.sigma_tilde(*t), *s, max_relative = 1e-9);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn vp_and_ve_and_iddpm_endpoints() {
+        let vp = ProcessKind::vp().build();
+        let g = TimerKind::vp_linear().grid(vp.as_ref(), 5).unwrap();
+        for (a, b) in g.t.iter().zip([1.0, 0.75025, 0.5005, 0.25075, 0.001, 0.0]) {
+            assert_relative_eq!(*a, b, epsilon = 1e-15);
+        }
+        let ve = ProcessKind::ve().build();
+        let g = TimerKind::ve_geometric().grid(ve.as_ref(), 3).unwrap();
+        assert_relative_eq!(
+            g.sigma_tilde[1],
+            (100.0_f64 * 0.02).sqrt(),
+            max_relative = 1e-12
+        );
+        assert_relative_eq!(g.t[0], 1e4, max_relative = 1e-12);
+        let edm = ProcessKind::edm().build();
+        let g = TimerKind::iddpm().grid(edm.as_ref(), 2).unwrap();
+        let u = iddpm_u_grid(0.001, 0.008, 1000);
+        assert_eq!(g.sigma_tilde, vec![u[8], u[999], 0.0]);
+    }
+
+    #[test]
+    fn ddim_index_sequences() {
+        let p = ProcessKind::ddpm_linear().build();
+        let idx = |sp| -> Vec<f64> {
+            let g = TimerKind::ddim(sp).grid(p.as_ref(), 4).unwrap();
+            g.t.iter().map(|t| (t * 1000.0 - 1.0).round()).collect()
+        };
+        assert_eq!(
+            idx(DdimSpacing::Uniform),
+            vec![750.0, 500.0, 250.0, 0.0, -1.0]
+        );
+        assert_eq!(
+            idx(DdimSpacing::Trailing),
+            vec![999.0, 749.0, 499.0, 249.0, -1.0]
+        );
+        // ⌊(i/3·√800)²⌋ = 0, 88, 355, 800.
+        assert_eq!(
+            idx(DdimSpacing::Quadratic),
+            vec![800.0, 355.0, 88.0, 0.0, -1.0]
+        );
+        assert!(TimerKind::ddim(DdimSpacing::Quadratic)
+            .grid(p.as_ref(), 900)
+            .is_err());
+    }
+
+    #[test]
+    fn flow_shift_matches_sd3_formula() {
+        let p = ProcessKind::flow().build();
+        let base = TimerKind::uniform_time().grid(p.as_ref(), 4).unwrap();
+        assert_eq!(base.t, vec![1.0, 0.75, 0.5, 0.25, 0.0]);
+        assert!(base.sigma_tilde[0].is_infinite());
+        let g = TimerKind::shifted(3.0, TimerKind::uniform_time())
+            .grid(p.as_ref(), 4)
+            .unwrap();
+        for (tb, ts) in base.t.iter().zip(&g.t) {
+            assert_relative_eq!(*ts, 3.0 * tb / (1.0 + 2.0 * tb), max_relative = 1e-12);
+        }
+    }
+
+    #[test]
+    fn validation_errors_name_key_and_value() {
+        let p = ProcessKind::edm().build();
+        let e = TimerKind::edm()
+            .grid(p.as_ref(), 0)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("steps") && e.contains('0'), "{e}");
+        let e = TimerKind::Edm {
+            sigma_min: 1.0,
+            sigma_max: 0.5,
+            rho: 7.0,
+        }
+        .grid(p.as_ref(), 3)
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("sigma_max") && e.contains("0.5"), "{e}");
+        let e = TimerKind::Edm {
+            sigma_min: 0.1,
+            sigma_max: 0.5,
+            rho: -2.0,
+        }
+        .grid(p.as_ref(), 3)
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("rho") && e.contains("-2"), "{e}");
+    }
 }
