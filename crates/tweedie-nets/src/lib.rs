@@ -2,16 +2,24 @@
 //! configured by Karras et al. 2022) with the reference's variable names, an MLP for
 //! low-dimensional data, preconditioned denoisers D(x̃; σ̃), EMA, checkpoints and devices.
 
+pub mod checkpoint;
 pub mod config;
+pub mod device;
+pub mod ema;
 pub mod error;
 mod layers;
 pub mod mlp;
 pub mod network;
+pub mod precond;
 pub mod unet;
 
+pub use checkpoint::{load_checkpoint, load_reference_state_dict, read_config, save_checkpoint, LoadedModel, ModelConfig};
 pub use config::{DecoderType, Embedding, EncoderType, MlpConfig, NetConfig, UnetConfig, PRESETS};
+pub use device::{cuda_available, inference, set_threads, DeviceSpec};
+pub use ema::{Ema, EmaSchedule};
 pub use error::{NetsError, Result};
 pub use mlp::Mlp;
 pub use network::{build_network, count_params, params_report, Network, ParamCount};
+pub use precond::{CoeffTensors, ParamAdapter, PrecondDenoiser, Wrapper};
 pub use tch;
 pub use unet::SongUnet;
