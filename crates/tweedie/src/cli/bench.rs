@@ -1,0 +1,872 @@
+//! `tweedie bench-samplers`: quality against exact answers vs cost, for every sampler, side by
+//! side with k-diffusion and diffusers on the same mixture, latents and σ grid.
+//!
+//! Ground truth: the analytic Gaussian mixture. The deterministic endpoint of each sampler is
+//! compared with a reference solve of the probability-flow ODE dx/dσ = (x − D(x; σ))/σ
+//! (Karras et al. 2022, eq. 3) by classical RK4 in log σ with many steps; the sample
+//! distribution is compared component by component with the exact mixture.
+
+mod cases;
+mod font;
+mod plot;
+mod python;
+mod stats;
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use ndarray::Array2;
+use tweedie::samplers::{MixtureModel, Model};
+
+use cases::{Case, CaseKind};
+use stats::ComponentErrors;
+
+/// Options of `tweedie bench-samplers`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Results folder: bench.md, bench.csv, error_vs_nfe.png and the reference job files.
+    #[arg(long, default_value = "results/bench-samplers")]
+    pub out: PathBuf,
+    /// Smoke run for CI: NFE {5, 10, 20}, 256 samples, a short reference solve.
+    #[arg(long)]
+    pub quick: bool,
+    /// NFE budgets to measure (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub nfe: Option<Vec<usize>>,
+    /// Samples per mixture (default 4000 in 2-D, 1000 in 64-D).
+    #[arg(long)]
+    pub samples: Option<usize>,
+    /// Mixture dimensions to run (presets exist for 2 and 64).
+    #[arg(long, value_delimiter = ',', default_value = "2,64")]
+    pub dims: Vec<usize>,
+    /// Seed of the latents and of the stochastic samplers' noise.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Skip the side-by-side runs of k-diffusion and diffusers.
+    #[arg(long)]
+    pub no_python: bool,
+    /// Do not pip-install k-diffusion/diffusers into the virtualenv when they are missing.
+    #[arg(long)]
+    pub no_install: bool,
+    /// Python interpreter for the side-by-side runs (default: .venv/bin/python).
+    #[arg(long)]
+    pub python: Option<PathBuf>,
+    /// A trained checkpoint to benchmark against its own reference solve.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+}
+
+/// Karras et al. 2022 grid parameters used throughout (EDM defaults).
+const SIGMA_MIN: f64 = 0.002;
+const SIGMA_MAX: f64 = 80.0;
+const RHO: f64 = 7.0;
+
+/// Adaptive-solver tolerances (rtol = atol) swept in place of NFE budgets.
+const ADAPTIVE_TOLS: [f64; 4] = [1e-2, 1e-3, 1e-4, 1e-5];
+
+/// A model wrapper that counts calls and the time spent inside them, so that the sampler's
+/// own overhead is wall time minus model time.
+pub struct Timed<'a> {
+    inner: &'a dyn Model<Array2<f64>>,
+    nanos: AtomicU64,
+    calls: AtomicUsize,
+}
+
+impl<'a> Timed<'a> {
+    fn new(inner: &'a dyn Model<Array2<f64>>) -> Self {
+        Timed {
+            inner,
+            nanos: AtomicU64::new(0),
+            calls: AtomicUsize::new(0),
+        }
+    }
+    fn seconds(&self) -> f64 {
+        self.nanos.load(Ordering::Relaxed) as f64 * 1e-9
+    }
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::Relaxed)
+    }
+}
+
+impl Model<Array2<f64>> for Timed<'_> {
+    fn denoise(&self, x: &Array2<f64>, sigma: f64) -> tweedie::samplers::Result<Array2<f64>> {
+        let t0 = Instant::now();
+        let r = self.inner.denoise(x, sigma);
+        self.nanos
+            .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        r
+    }
+}
+
+/// One measured run (ours or a reference library's).
+#[derive(Debug, Clone)]
+struct Row {
+    mixture: String,
+    lib: String,
+    sampler: String,
+    deterministic: bool,
+    /// NFE budget asked for (or tolerance label for the adaptive solver).
+    budget: String,
+    steps: usize,
+    nfe: usize,
+    rms_err: Option<f64>,
+    comp: ComponentErrors,
+    wall_s: f64,
+    model_s: f64,
+    samples: usize,
+    notes: String,
+}
+
+impl Row {
+    fn overhead_s(&self) -> f64 {
+        (self.wall_s - self.model_s).max(0.0)
+    }
+    fn overhead_per_step_us(&self) -> f64 {
+        self.overhead_s() / self.steps.max(1) as f64 * 1e6
+    }
+    fn overhead_frac(&self) -> f64 {
+        if self.model_s > 0.0 {
+            self.overhead_s() / self.model_s
+        } else {
+            f64::NAN
+        }
+    }
+    fn wall_per_sample_us(&self) -> f64 {
+        self.wall_s / self.samples.max(1) as f64 * 1e6
+    }
+}
+
+/// The reference endpoint and its own error estimate.
+struct Reference {
+    x0: Array2<f64>,
+    steps: usize,
+    nfe: usize,
+    /// Richardson estimate of the RK4 solve's RMS error: ‖x_N − x_{N/2}‖ / 15.
+    self_err: f64,
+    seconds: f64,
+}
+
+/// The benchmark mixtures: fixed, seeded, documented in docs/benchmarks.md.
+///
+/// 2-D: 8 components on a ring of radius 4 with anisotropic covariances and unequal weights
+/// (mode separation ≫ spread, so a sampler that smears modes shows it). 64-D: 6 components,
+/// means at distance ≈ 6 apart, covariances with eigenvalues spread over 0.05 … 1.
+pub fn bench_mixture(dim: usize) -> Result<MixtureModel> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha12Rng::seed_from_u64(0x7eed_1e00 + dim as u64);
+    let k = if dim <= 2 { 8 } else { 6 };
+    let raw: Vec<f64> = (0..k).map(|i| 1.0 + (i % 3) as f64).collect();
+    let total: f64 = raw.iter().sum();
+    let weights: Vec<f64> = raw.iter().map(|w| w / total).collect();
+    let mut means = Array2::<f64>::zeros((k, dim));
+    let mut covs = Vec::new();
+    for c in 0..k {
+        if dim == 2 {
+            let a = 2.0 * std::f64::consts::PI * c as f64 / k as f64;
+            means[[c, 0]] = 4.0 * a.cos();
+            means[[c, 1]] = 4.0 * a.sin();
+        } else {
+            for j in 0..dim {
+                means[[c, j]] = rng.gen_range(-0.75..0.75);
+            }
+        }
+        // Σ = Q diag(λ) Qᵀ with Q from Gram–Schmidt of a random matrix.
+        let mut q = Array2::<f64>::from_shape_fn((dim, dim), |_| rng.gen_range(-1.0..1.0));
+        for j in 0..dim {
+            for i in 0..j {
+                let p = q.column(i).dot(&q.column(j));
+                let qi = q.column(i).to_owned();
+                q.column_mut(j).scaled_add(-p, &qi);
+            }
+            let n = q.column(j).dot(&q.column(j)).sqrt();
+            q.column_mut(j).mapv_inplace(|v| v / n);
+        }
+        let lam: Vec<f64> = if dim == 2 {
+            vec![
+                0.05 + 0.25 * rng.gen::<f64>(),
+                0.02 + 0.05 * rng.gen::<f64>(),
+            ]
+        } else {
+            (0..dim)
+                .map(|j| 0.05 * (20f64).powf(j as f64 / (dim - 1) as f64))
+                .collect()
+        };
+        let cov = q
+            .dot(&Array2::from_diag(&ndarray::Array1::from(lam)))
+            .dot(&q.t());
+        covs.push((&cov + &cov.t()) * 0.5);
+    }
+    Ok(MixtureModel::new(&weights, means, covs)?)
+}
+
+/// Karras et al. 2022 eq. 5 grid of `steps` noise levels, then 0.
+fn karras_grid(steps: usize) -> Result<Vec<f64>> {
+    cases::karras_grid(steps, SIGMA_MIN, SIGMA_MAX, RHO)
+}
+
+/// RK4 on dx/du = x − D(x; eᵘ), u = log σ, from σ_max to σ_min in `steps` equal steps, then
+/// x₀ = D(x; σ_min): the same last step every grid here ends with.
+fn rk4_solve(model: &dyn Model<Array2<f64>>, x: &Array2<f64>, steps: usize) -> Result<Array2<f64>> {
+    let (u0, u1) = (SIGMA_MAX.ln(), SIGMA_MIN.ln());
+    let h = (u1 - u0) / steps as f64;
+    let f =
+        |x: &Array2<f64>, u: f64| -> Result<Array2<f64>> { Ok(x - &model.denoise(x, u.exp())?) };
+    let mut x = x.clone();
+    for i in 0..steps {
+        let u = u0 + i as f64 * h;
+        let k1 = f(&x, u)?;
+        let k2 = f(&(&x + &(&k1 * (0.5 * h))), u + 0.5 * h)?;
+        let k3 = f(&(&x + &(&k2 * (0.5 * h))), u + 0.5 * h)?;
+        let k4 = f(&(&x + &(&k3 * h)), u + h)?;
+        x = &x + &((&k1 + &(&k2 * 2.0) + &(&k3 * 2.0) + &k4) * (h / 6.0));
+    }
+    Ok(model.denoise(&x, SIGMA_MIN)?)
+}
+
+fn reference_solve(model: &MixtureModel, xt: &Array2<f64>, steps: usize) -> Result<Reference> {
+    let t0 = Instant::now();
+    let fine = rk4_solve(model, xt, steps)?;
+    let coarse = rk4_solve(model, xt, steps / 2)?;
+    // RK4 halves its error 16-fold per step doubling: err(fine) ≈ ‖fine − coarse‖ / 15.
+    let self_err = stats::rms_distance(&fine, &coarse) / 15.0;
+    Ok(Reference {
+        x0: fine,
+        steps,
+        nfe: 4 * steps + 1,
+        self_err,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
+fn fmt_e(v: Option<f64>) -> String {
+    match v {
+        Some(v) if v.is_finite() => format!("{v:.2e}"),
+        Some(_) => "inf".into(),
+        None => "—".into(),
+    }
+}
+
+struct Settings {
+    nfe: Vec<usize>,
+    samples_2d: usize,
+    samples_hd: usize,
+    ref_steps_2d: usize,
+    ref_steps_hd: usize,
+}
+
+impl Settings {
+    fn new(a: &Args) -> Self {
+        let mut s = if a.quick {
+            Settings {
+                nfe: vec![5, 10, 20],
+                samples_2d: 256,
+                samples_hd: 256,
+                ref_steps_2d: 128,
+                ref_steps_hd: 64,
+            }
+        } else {
+            Settings {
+                nfe: vec![5, 10, 20, 50, 100],
+                samples_2d: 4000,
+                samples_hd: 1000,
+                ref_steps_2d: 512,
+                ref_steps_hd: 256,
+            }
+        };
+        if let Some(n) = &a.nfe {
+            s.nfe = n.clone();
+        }
+        if let Some(n) = a.samples {
+            s.samples_2d = n;
+            s.samples_hd = n;
+        }
+        s
+    }
+}
+
+/// Runs the benchmark.
+pub fn run(args: Args) -> Result<()> {
+    let settings = Settings::new(&args);
+    if settings.nfe.iter().any(|&n| n < 2) {
+        bail!("--nfe values must be at least 2, got {:?}", settings.nfe);
+    }
+    if let Some(&d) = args.dims.iter().find(|&&d| d == 0) {
+        bail!("--dims: dimension {d} is not valid");
+    }
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let started = Instant::now();
+    let threads = rayon::current_num_threads();
+
+    let harness = if args.no_python {
+        eprintln!("[bench] side-by-side runs skipped: --no-python");
+        None
+    } else {
+        match python::prepare(
+            args.python.as_deref(),
+            !args.no_install,
+            &args.out.join("reference"),
+        ) {
+            Ok(h) => {
+                eprintln!(
+                    "[bench] side by side with k-diffusion {} and diffusers {} (torch {}, {})",
+                    h.kdiffusion.as_deref().unwrap_or("(unavailable)"),
+                    h.diffusers.as_deref().unwrap_or("(unavailable)"),
+                    h.torch,
+                    h.python.display()
+                );
+                Some(h)
+            }
+            Err(e) => {
+                eprintln!("[bench] side-by-side runs skipped: {e:#}");
+                None
+            }
+        }
+    };
+
+    let mut rows: Vec<Row> = Vec::new();
+    let mut refs: Vec<(String, Reference, usize)> = Vec::new();
+    let mut notes: Vec<String> = Vec::new();
+    for &dim in &args.dims {
+        let name = format!("mixture-{dim}d");
+        let mixture = bench_mixture(dim)?;
+        let n = if dim <= 2 {
+            settings.samples_2d
+        } else {
+            settings.samples_hd
+        };
+        let xt = mixture.sample_rows(n, SIGMA_MAX, args.seed, 0);
+        let ref_steps = if dim <= 2 {
+            settings.ref_steps_2d
+        } else {
+            settings.ref_steps_hd
+        };
+        eprintln!(
+            "[bench] {name}: {n} samples, {} components; reference RK4 solve ({ref_steps} steps)…",
+            mixture.n_components()
+        );
+        let reference = reference_solve(&mixture, &xt, ref_steps)?;
+        eprintln!(
+            "[bench] {name}: reference done in {:.1} s, estimated RMS error {:.1e}",
+            reference.seconds, reference.self_err
+        );
+
+        // Exact samples give the floor of the moment errors at this sample count.
+        let exact = mixture.sample_rows(n, 0.0, args.seed ^ 0x5eed, 0);
+        let comp = stats::component_errors(
+            &exact,
+            &mixture.classify(&exact),
+            &mixture.weights(),
+            mixture.means(),
+            mixture.covs(),
+        );
+        rows.push(Row {
+            mixture: name.clone(),
+            lib: "exact".into(),
+            sampler: "exact draws".into(),
+            deterministic: false,
+            budget: "—".into(),
+            steps: 0,
+            nfe: 0,
+            rms_err: None,
+            comp,
+            wall_s: 0.0,
+            model_s: 0.0,
+            samples: n,
+            notes: "moment-error floor at this sample count".into(),
+        });
+        let ref_comp = stats::component_errors(
+            &reference.x0,
+            &mixture.classify(&reference.x0),
+            &mixture.weights(),
+            mixture.means(),
+            mixture.covs(),
+        );
+        rows.push(Row {
+            mixture: name.clone(),
+            lib: "tweedie".into(),
+            sampler: "reference RK4".into(),
+            deterministic: true,
+            budget: "—".into(),
+            steps: reference.steps,
+            nfe: reference.nfe,
+            rms_err: Some(reference.self_err),
+            comp: ref_comp,
+            wall_s: 0.0,
+            model_s: 0.0,
+            samples: n,
+            notes: "RMS error column: Richardson estimate of its own error".into(),
+        });
+
+        let all_cases = cases::all(args.seed)?;
+        let mut py_runs = Vec::new();
+        for case in &all_cases {
+            let budgets: Vec<(String, usize, Option<f64>)> = match case.kind {
+                CaseKind::Adaptive => ADAPTIVE_TOLS
+                    .iter()
+                    .map(|t| (format!("tol {t:.0e}"), 0, Some(*t)))
+                    .collect(),
+                _ => settings
+                    .nfe
+                    .iter()
+                    .filter_map(|&b| case.steps_for_nfe(b).map(|s| (b.to_string(), s, None)))
+                    .collect(),
+            };
+            for (budget, steps, tol) in budgets {
+                let row = run_case(case, &mixture, &xt, &reference, &name, &budget, steps, tol)?;
+                eprintln!(
+                    "[bench] {name} {:<22} {:>8} nfe={:>4} err={:>9} ovh/model={:.3}",
+                    case.name,
+                    budget,
+                    row.nfe,
+                    fmt_e(row.rms_err),
+                    row.overhead_frac()
+                );
+                rows.push(row);
+                if harness.is_some() && tol.is_none() {
+                    let grid = karras_grid(steps)?;
+                    for (lib, sampler) in case.reference_equivalents() {
+                        py_runs.push(python::RunSpec {
+                            id: format!("{}_{}_s{}", lib.replace('-', ""), sampler, steps),
+                            lib,
+                            sampler: sampler.to_string(),
+                            sigmas: grid.clone(),
+                            grid: python::GridSpec {
+                                kind: "karras",
+                                sigma_min: SIGMA_MIN,
+                                sigma_max: SIGMA_MAX,
+                                rho: RHO,
+                                steps,
+                            },
+                            seed: args.seed,
+                            options: Default::default(),
+                        });
+                    }
+                }
+            }
+        }
+        py_runs.sort_by(|a, b| a.id.cmp(&b.id));
+        py_runs.dedup_by(|a, b| a.id == b.id);
+        if let Some(h) = &harness {
+            let dir = args.out.join("reference").join(&name);
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            eprintln!("[bench] {name}: {} reference-library runs…", py_runs.len());
+            let spec = python::MixtureSpec {
+                weights: &mixture.weights(),
+                means: mixture.means(),
+                covs: mixture.covs(),
+            };
+            match python::run(h, &dir, &spec, &xt, &py_runs, threads) {
+                Ok(results) => {
+                    for r in results {
+                        if let Some(msg) = r.error.as_ref().or(r.skipped.as_ref()) {
+                            notes.push(format!(
+                                "{name}: {} ({} {}, {} steps) not measured: {msg}",
+                                r.id, r.lib, r.sampler, r.steps
+                            ));
+                            continue;
+                        }
+                        let Some(x0) = &r.x0 else { continue };
+                        let deterministic = !cases::is_stochastic(&r.lib, &r.sampler);
+                        let comp = stats::component_errors(
+                            x0,
+                            &mixture.classify(x0),
+                            &mixture.weights(),
+                            mixture.means(),
+                            mixture.covs(),
+                        );
+                        let budget = cases::budget_of(&r.lib, &r.sampler, r.steps, &settings.nfe);
+                        let mut note = r.notes.clone();
+                        if r.grid_max_rel_diff > 0.0 {
+                            if !note.is_empty() {
+                                note.push_str("; ");
+                            }
+                            let _ = write!(note, "grid max rel. diff {:.1e}", r.grid_max_rel_diff);
+                        }
+                        rows.push(Row {
+                            mixture: name.clone(),
+                            lib: r.lib.clone(),
+                            sampler: r.sampler.clone(),
+                            deterministic,
+                            budget,
+                            steps: r.steps,
+                            nfe: r.nfe,
+                            rms_err: deterministic.then(|| stats::rms_distance(x0, &reference.x0)),
+                            comp,
+                            wall_s: r.wall_s,
+                            model_s: r.model_s,
+                            samples: n,
+                            notes: note,
+                        });
+                    }
+                }
+                Err(e) => {
+                    eprintln!("[bench] {name}: reference-library runs failed, skipped: {e:#}");
+                    notes.push(format!("{name}: reference-library runs failed: {e:#}"));
+                }
+            }
+        }
+        refs.push((name, reference, n));
+    }
+
+    if let Some(ckpt) = &args.model {
+        notes.push(format!(
+            "--model {}: not measured — the checkpoint loader of tweedie-nets is not available to this command yet",
+            ckpt.display()
+        ));
+        eprintln!(
+            "[bench] {}",
+            notes.last().map(String::as_str).unwrap_or_default()
+        );
+    }
+
+    let md = render_markdown(
+        &rows,
+        &refs,
+        &notes,
+        &settings,
+        threads,
+        harness.as_ref(),
+        started.elapsed().as_secs_f64(),
+    );
+    write_atomic(&args.out.join("bench.md"), md.as_bytes())?;
+    write_atomic(&args.out.join("bench.csv"), render_csv(&rows).as_bytes())?;
+    let panels: Vec<plot::Panel> = refs
+        .iter()
+        .map(|(name, _, n)| plot_panel(&rows, name, *n))
+        .collect();
+    plot::write_png(&args.out.join("error_vs_nfe.png"), &panels)?;
+    eprintln!(
+        "[bench] wrote {}/bench.md, bench.csv, error_vs_nfe.png in {:.0} s",
+        args.out.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_case(
+    case: &Case,
+    mixture: &MixtureModel,
+    xt: &Array2<f64>,
+    reference: &Reference,
+    name: &str,
+    budget: &str,
+    steps: usize,
+    tol: Option<f64>,
+) -> Result<Row> {
+    // Warm-up run (allocator, rayon pool), then the timed run.
+    let mut best: Option<(f64, f64, usize, Array2<f64>)> = None;
+    for _ in 0..2 {
+        let timed = Timed::new(mixture);
+        let t0 = Instant::now();
+        let x0 = case
+            .run(&timed, xt, steps, tol)
+            .with_context(|| format!("{} at {budget}", case.name))?;
+        let wall = t0.elapsed().as_secs_f64();
+        if best.as_ref().is_none_or(|b| wall < b.0) {
+            best = Some((wall, timed.seconds(), timed.calls(), x0));
+        }
+    }
+    let Some((wall, model_s, calls, x0)) = best else {
+        bail!("no run")
+    };
+    let deterministic = !matches!(case.kind, CaseKind::Stochastic);
+    let comp = stats::component_errors(
+        &x0,
+        &mixture.classify(&x0),
+        &mixture.weights(),
+        mixture.means(),
+        mixture.covs(),
+    );
+    Ok(Row {
+        mixture: name.to_string(),
+        lib: "tweedie".into(),
+        sampler: case.name.to_string(),
+        deterministic,
+        budget: budget.to_string(),
+        steps: if tol.is_some() { calls } else { steps },
+        nfe: calls,
+        rms_err: deterministic.then(|| stats::rms_distance(&x0, &reference.x0)),
+        comp,
+        wall_s: wall,
+        model_s,
+        samples: xt.nrows(),
+        notes: String::new(),
+    })
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
+}
+
+fn render_csv(rows: &[Row]) -> String {
+    let mut s = String::from(
+        "mixture,lib,sampler,budget,steps,nfe,rms_err,weight_err,mean_err,cov_err,wall_s,model_s,overhead_s,\
+         wall_per_sample_us,overhead_over_model,overhead_per_step_us,samples\n",
+    );
+    let num = |v: Option<f64>| v.map(|v| format!("{v:.6e}")).unwrap_or_default();
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "{},{},{},{},{},{},{},{:.6e},{:.6e},{:.6e},{:.6e},{:.6e},{:.6e},{:.4},{:.4},{:.3},{}",
+            r.mixture,
+            r.lib,
+            r.sampler,
+            r.budget,
+            r.steps,
+            r.nfe,
+            num(r.rms_err),
+            r.comp.weight,
+            r.comp.mean,
+            r.comp.cov,
+            r.wall_s,
+            r.model_s,
+            r.overhead_s(),
+            r.wall_per_sample_us(),
+            r.overhead_frac(),
+            r.overhead_per_step_us(),
+            r.samples
+        );
+    }
+    s
+}
+
+/// Label of a line in the plot and tables: "tweedie heun", "k-diffusion heun", …
+fn label(r: &Row) -> String {
+    format!("{} {}", r.lib, r.sampler)
+}
+
+fn plot_panel(rows: &[Row], mixture: &str, n: usize) -> plot::Panel {
+    let mut series: Vec<plot::Series> = Vec::new();
+    for r in rows
+        .iter()
+        .filter(|r| r.mixture == mixture && r.deterministic && r.lib != "exact" && r.steps > 0)
+    {
+        if r.sampler == "reference RK4" {
+            continue;
+        }
+        let (Some(e), l) = (r.rms_err, label(r)) else {
+            continue;
+        };
+        match series.iter_mut().find(|s| s.label == l) {
+            Some(s) => s.points.push((r.nfe as f64, e)),
+            None => series.push(plot::Series {
+                label: l,
+                points: vec![(r.nfe as f64, e)],
+                reference: r.lib != "tweedie",
+            }),
+        }
+    }
+    for s in &mut series {
+        s.points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    plot::Panel {
+        title: format!("{mixture}, {n} samples"),
+        x_label: "NFE".into(),
+        y_label: "RMS error vs reference".into(),
+        series,
+    }
+}
+
+/// Empirical order: −slope of log err vs log NFE over the runs with NFE ≥ 20 (the asymptotic
+/// range; below that every solver is pre-asymptotic on these grids).
+fn order_of(rows: &[Row], mixture: &str, lib: &str, sampler: &str) -> Option<f64> {
+    let pts: Vec<(f64, f64)> = rows
+        .iter()
+        .filter(|r| {
+            r.mixture == mixture
+                && r.lib == lib
+                && r.sampler == sampler
+                && r.nfe >= 19
+                && r.budget != "—"
+        })
+        .filter_map(|r| r.rms_err.map(|e| (r.nfe as f64, e)))
+        .collect();
+    stats::loglog_slope(&pts).map(|s| -s)
+}
+
+fn render_markdown(
+    rows: &[Row],
+    refs: &[(String, Reference, usize)],
+    notes: &[String],
+    settings: &Settings,
+    threads: usize,
+    harness: Option<&python::Harness>,
+    seconds: f64,
+) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "# tweedie bench-samplers\n");
+    let _ = writeln!(
+        s,
+        "Karras grid σ ∈ [{SIGMA_MIN}, {SIGMA_MAX}], ρ = {RHO}, then σ = 0; NFE budgets {:?}; {} rayon threads; total {:.0} s.",
+        settings.nfe, threads, seconds
+    );
+    match harness {
+        Some(h) => {
+            let _ = writeln!(
+                s,
+                "Side by side: k-diffusion {}, diffusers {}, torch {} (same mixture denoiser in PyTorch f64, same latents, same σ grid).",
+                h.kdiffusion.as_deref().unwrap_or("unavailable"),
+                h.diffusers.as_deref().unwrap_or("unavailable"),
+                h.torch
+            );
+        }
+        None => {
+            let _ = writeln!(s, "Side-by-side runs: skipped (see the run's log).");
+        }
+    }
+    let _ = writeln!(
+        s,
+        "\nColumns: RMS err = RMS over samples of ‖x₀ − x₀_ref‖ (deterministic samplers only); w/μ/Σ err = max over \
+         components of |ŵ−w|, ‖μ̂−μ‖/√trΣ, ‖Σ̂−Σ‖_F/‖Σ‖_F (samples assigned to their most likely component); \
+         ovh/model = time outside model calls ÷ time inside them; ovh/step = time outside model calls per step.\n"
+    );
+    for (name, reference, n) in refs {
+        let _ = writeln!(s, "## {name} ({n} samples)\n");
+        let _ = writeln!(
+            s,
+            "Reference: RK4 in log σ, {} steps ({} NFE), estimated RMS error {:.1e}, {:.1} s.\n",
+            reference.steps, reference.nfe, reference.self_err, reference.seconds
+        );
+        let _ = writeln!(
+            s,
+            "| lib | sampler | budget | steps | NFE | RMS err | w err | μ err | Σ err | µs/sample | ovh/model | ovh/step µs |"
+        );
+        let _ = writeln!(
+            s,
+            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        );
+        for r in rows.iter().filter(|r| &r.mixture == name) {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} | {:.3} | {:.3} | {:.3} | {} | {} | {} |",
+                r.lib,
+                r.sampler,
+                r.budget,
+                r.steps,
+                r.nfe,
+                fmt_e(r.rms_err),
+                r.comp.weight,
+                r.comp.mean,
+                r.comp.cov,
+                if r.wall_s > 0.0 {
+                    format!("{:.1}", r.wall_per_sample_us())
+                } else {
+                    "—".into()
+                },
+                if r.wall_s > 0.0 {
+                    format!("{:.3}", r.overhead_frac())
+                } else {
+                    "—".into()
+                },
+                if r.wall_s > 0.0 {
+                    format!("{:.1}", r.overhead_per_step_us())
+                } else {
+                    "—".into()
+                },
+            );
+        }
+        // Convergence orders.
+        let _ = writeln!(
+            s,
+            "\nEmpirical convergence order (−slope of log RMS err vs log NFE, NFE ≥ 19):\n"
+        );
+        let _ = writeln!(s, "| lib | sampler | order |");
+        let _ = writeln!(s, "|---|---|---:|");
+        let mut seen: Vec<(String, String)> = Vec::new();
+        for r in rows
+            .iter()
+            .filter(|r| &r.mixture == name && r.deterministic && r.budget != "—")
+        {
+            let key = (r.lib.clone(), r.sampler.clone());
+            if seen.contains(&key) || r.budget.starts_with("tol") {
+                continue;
+            }
+            seen.push(key);
+            let o = order_of(rows, name, &r.lib, &r.sampler);
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} |",
+                r.lib,
+                r.sampler,
+                o.map(|o| format!("{o:.2}")).unwrap_or("—".into())
+            );
+        }
+        // Side by side.
+        let pairs: Vec<(&Row, &Row)> = rows
+            .iter()
+            .filter(|r| &r.mixture == name && r.lib != "tweedie" && r.lib != "exact")
+            .filter_map(|theirs| {
+                let ours_name = cases::ours_for(&theirs.lib, &theirs.sampler)?;
+                rows.iter()
+                    .find(|o| {
+                        &o.mixture == name
+                            && o.lib == "tweedie"
+                            && o.sampler == ours_name
+                            && o.steps == theirs.steps
+                    })
+                    .map(|ours| (ours, theirs))
+            })
+            .collect();
+        if !pairs.is_empty() {
+            let _ = writeln!(
+                s,
+                "\nSide by side at equal steps (ratio < 1: tweedie lower):\n"
+            );
+            let _ = writeln!(
+                s,
+                "| tweedie | reference | steps | NFE ours/theirs | err ours | err theirs | err ratio | ovh/step ours µs | ovh/step theirs µs | ovh ratio |"
+            );
+            let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+            for (o, t) in pairs {
+                let ratio = match (o.rms_err, t.rms_err) {
+                    (Some(a), Some(b)) if b > 0.0 => format!("{:.3}", a / b),
+                    _ => "—".into(),
+                };
+                let _ = writeln!(
+                    s,
+                    "| {} | {} {} | {} | {}/{} | {} | {} | {} | {:.1} | {:.1} | {:.3} |",
+                    o.sampler,
+                    t.lib,
+                    t.sampler,
+                    o.steps,
+                    o.nfe,
+                    t.nfe,
+                    fmt_e(o.rms_err),
+                    fmt_e(t.rms_err),
+                    ratio,
+                    o.overhead_per_step_us(),
+                    t.overhead_per_step_us(),
+                    o.overhead_per_step_us() / t.overhead_per_step_us().max(1e-9),
+                );
+            }
+        }
+        let _ = writeln!(s);
+    }
+    let extra: Vec<&Row> = rows
+        .iter()
+        .filter(|r| !r.notes.is_empty() && r.lib != "exact")
+        .collect();
+    if !extra.is_empty() || !notes.is_empty() {
+        let _ = writeln!(s, "## Notes\n");
+        let mut seen = Vec::new();
+        for r in extra {
+            let key = format!("{} {}: {}", r.lib, r.sampler, r.notes);
+            if !seen.contains(&key) {
+                let _ = writeln!(s, "- {key}");
+                seen.push(key);
+            }
+        }
+        for n in notes {
+            let _ = writeln!(s, "- {n}");
+        }
+    }
+    s
+}

@@ -1,0 +1,259 @@
+//! The samplers under test, how many steps fit an NFE budget, and their counterparts in
+//! k-diffusion and diffusers.
+
+use anyhow::{Context, Result};
+use ndarray::Array2;
+use tweedie::core::process::Edm;
+use tweedie::core::{Timer, TimerKind};
+use tweedie::samplers::{Denoiser, Init, Model, SamplerKind};
+
+/// How a sampler is measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaseKind {
+    /// ODE solver on a fixed grid: endpoint error and convergence order.
+    Deterministic,
+    /// SDE / ancestral sampler: distribution errors only.
+    Stochastic,
+    /// Error-controlled solver: swept over tolerances; the NFE is an outcome.
+    Adaptive,
+}
+
+/// One of our samplers.
+#[derive(Debug, Clone)]
+pub struct Case {
+    pub name: &'static str,
+    pub kind: CaseKind,
+    sampler: SamplerKind,
+    /// Denoiser calls per step on a grid of N steps ending at 0: nfe = a·N + b.
+    nfe_per_step: (usize, isize),
+    seed: u64,
+}
+
+/// The process of every bench run: EDM, α = 1, σ(t) = t (Karras et al. 2022), so σ̃ = σ.
+pub fn process() -> Edm {
+    Edm {
+        sigma_min: super::SIGMA_MIN,
+        sigma_max: super::SIGMA_MAX,
+    }
+}
+
+fn timer(sigma_min: f64, sigma_max: f64, rho: f64) -> TimerKind {
+    TimerKind::Edm {
+        sigma_min,
+        sigma_max,
+        rho,
+    }
+}
+
+/// The Karras et al. 2022 (eq. 5) grid of `steps` noise levels followed by 0, from tweedie-core.
+pub fn karras_grid(steps: usize, sigma_min: f64, sigma_max: f64, rho: f64) -> Result<Vec<f64>> {
+    let grid = timer(sigma_min, sigma_max, rho)
+        .grid(&process(), steps)
+        .context("EDM timer grid")?;
+    Ok(grid.sigma_tilde)
+}
+
+impl Case {
+    fn new(
+        name: &'static str,
+        kind: CaseKind,
+        sampler: SamplerKind,
+        nfe_per_step: (usize, isize),
+        seed: u64,
+    ) -> Self {
+        Case {
+            name,
+            kind,
+            sampler,
+            nfe_per_step,
+            seed,
+        }
+    }
+
+    /// NFE on a grid of `steps` steps.
+    pub fn nfe(&self, steps: usize) -> usize {
+        (self.nfe_per_step.0 as isize * steps as isize + self.nfe_per_step.1).max(0) as usize
+    }
+
+    /// The most steps whose NFE fits `budget` (at least 2 steps, so multistep methods take a
+    /// step of their own order); `None` when even that exceeds the budget.
+    pub fn steps_for_nfe(&self, budget: usize) -> Option<usize> {
+        let mut steps = None;
+        for s in 2..=budget.max(2) {
+            if self.nfe(s) <= budget {
+                steps = Some(s);
+            } else {
+                break;
+            }
+        }
+        steps
+    }
+
+    /// Runs the sampler from latents `xt` (x at σ_max) on the Karras grid of `steps` steps, or
+    /// for the adaptive solver with rtol = atol = `tol` between the same end points.
+    pub fn run(
+        &self,
+        model: &dyn Model<Array2<f64>>,
+        xt: &Array2<f64>,
+        steps: usize,
+        tol: Option<f64>,
+    ) -> Result<Array2<f64>> {
+        let sampler = match (&self.sampler, tol) {
+            (SamplerKind::Adaptive { .. }, Some(t)) => SamplerKind::Adaptive { rtol: t, atol: t },
+            (k, _) => k.clone(),
+        };
+        // The adaptive solver uses only the grid's end points; any grid ending at 0 will do.
+        let steps = if tol.is_some() { 2 } else { steps };
+        let p = process();
+        let grid = timer(super::SIGMA_MIN, super::SIGMA_MAX, super::RHO)
+            .grid(&p, steps)
+            .context("EDM timer grid")?;
+        let d = Denoiser::new(&p, grid, sampler, model)?.seed(self.seed);
+        let out = d.run(Init::Latents(xt.clone()), None)?;
+        Ok(out.samples)
+    }
+
+    /// (library, sampler) of the reference runs to put next to this one at equal steps.
+    pub fn reference_equivalents(&self) -> Vec<(&'static str, &'static str)> {
+        match self.name {
+            "euler" => vec![
+                ("k-diffusion", "euler"),
+                ("diffusers", "euler"),
+                ("diffusers", "edm_euler"),
+            ],
+            "heun" => vec![
+                ("k-diffusion", "heun"),
+                ("diffusers", "heun"),
+                ("k-diffusion", "dpm_2"),
+            ],
+            "dpmpp_2s" => vec![("k-diffusion", "dpmpp_2s")],
+            "dpmpp_2m" => vec![("k-diffusion", "dpmpp_2m"), ("diffusers", "edm_dpmpp_2m")],
+            // k-diffusion's linear multistep (order 4 in σ) is the nearest higher-order multistep.
+            "deis3" => vec![("k-diffusion", "lms")],
+            "euler_ancestral" => vec![("k-diffusion", "euler_ancestral")],
+            "dpmpp_2m_sde" => vec![("k-diffusion", "dpmpp_2m_sde")],
+            _ => vec![],
+        }
+    }
+}
+
+/// Our sampler that a reference run is the counterpart of (same method, same grid), if any.
+pub fn ours_for(lib: &str, sampler: &str) -> Option<&'static str> {
+    match (lib, sampler) {
+        ("k-diffusion", "euler") | ("diffusers", "euler") | ("diffusers", "edm_euler") => {
+            Some("euler")
+        }
+        ("k-diffusion", "heun") | ("diffusers", "heun") => Some("heun"),
+        ("k-diffusion", "dpmpp_2s") => Some("dpmpp_2s"),
+        ("k-diffusion", "dpmpp_2m") | ("diffusers", "edm_dpmpp_2m") => Some("dpmpp_2m"),
+        ("k-diffusion", "euler_ancestral") => Some("euler_ancestral"),
+        ("k-diffusion", "dpmpp_2m_sde") => Some("dpmpp_2m_sde"),
+        _ => None,
+    }
+}
+
+/// The NFE budget a reference run at `steps` steps belongs to (the one our counterpart's steps
+/// were chosen for), for the tables.
+pub fn budget_of(lib: &str, sampler: &str, steps: usize, budgets: &[usize]) -> String {
+    let two_evals = matches!(
+        (lib, sampler),
+        (_, "heun") | (_, "dpm_2") | ("k-diffusion", "dpmpp_2s")
+    );
+    let nfe = if two_evals { 2 * steps - 1 } else { steps };
+    budgets
+        .iter()
+        .find(|&&b| nfe <= b && (two_evals && b < nfe + 2 || !two_evals && b == nfe))
+        .map(|b| b.to_string())
+        .unwrap_or_else(|| nfe.to_string())
+}
+
+/// Whether a reference run is stochastic (its endpoint is not comparable with the ODE solution).
+pub fn is_stochastic(_lib: &str, sampler: &str) -> bool {
+    matches!(
+        sampler,
+        "euler_ancestral" | "dpmpp_2s_ancestral" | "dpmpp_2m_sde"
+    )
+}
+
+/// Every sampler of tweedie-samplers, in table order.
+pub fn all(seed: u64) -> Result<Vec<Case>> {
+    use CaseKind::*;
+    let named = |n: &str| SamplerKind::from_name(n).with_context(|| format!("sampler `{n}`"));
+    Ok(vec![
+        Case::new("euler", Deterministic, named("euler")?, (1, 0), seed),
+        Case::new("heun", Deterministic, named("heun")?, (2, -1), seed),
+        Case::new("ddim", Deterministic, named("ddim")?, (1, 0), seed),
+        Case::new("dpmpp_2s", Deterministic, named("dpmpp_2s")?, (2, -1), seed),
+        Case::new("dpmpp_2m", Deterministic, named("dpmpp_2m")?, (1, 0), seed),
+        Case::new("deis3", Deterministic, named("deis3")?, (1, 0), seed),
+        Case::new("adaptive", Adaptive, named("adaptive")?, (0, 0), seed),
+        Case::new(
+            "edm_stochastic",
+            Stochastic,
+            named("edm_stochastic")?,
+            (2, -1),
+            seed,
+        ),
+        Case::new(
+            "euler_ancestral",
+            Stochastic,
+            named("euler_ancestral")?,
+            (1, 0),
+            seed,
+        ),
+        Case::new(
+            "ddpm_ancestral",
+            Stochastic,
+            named("ddpm_ancestral")?,
+            (1, 0),
+            seed,
+        ),
+        Case::new(
+            "dpmpp_2m_sde",
+            Stochastic,
+            named("dpmpp_2m_sde")?,
+            (1, 0),
+            seed,
+        ),
+        Case::new(
+            "euler_maruyama",
+            Stochastic,
+            named("euler_maruyama")?,
+            (1, 0),
+            seed,
+        ),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_fit_the_budget() {
+        let cases = all(0).unwrap();
+        let heun = cases.iter().find(|c| c.name == "heun").unwrap();
+        assert_eq!(heun.steps_for_nfe(5), Some(3));
+        assert_eq!(heun.steps_for_nfe(10), Some(5));
+        assert_eq!(heun.steps_for_nfe(100), Some(50));
+        let euler = cases.iter().find(|c| c.name == "euler").unwrap();
+        assert_eq!(euler.steps_for_nfe(20), Some(20));
+        assert_eq!(
+            budget_of("k-diffusion", "heun", 50, &[5, 10, 20, 50, 100]),
+            "100"
+        );
+        assert_eq!(
+            budget_of("diffusers", "euler", 20, &[5, 10, 20, 50, 100]),
+            "20"
+        );
+    }
+
+    #[test]
+    fn grid_is_the_published_karras_grid() {
+        // EDM's 18-step grid starts 80, 57.586, 40.786 and ends 0.002 (Karras et al. 2022).
+        let g = karras_grid(18, 0.002, 80.0, 7.0).unwrap();
+        assert_eq!(g.len(), 19);
+        assert!((g[1] - 57.586).abs() < 1e-3 && (g[2] - 40.786).abs() < 1e-3);
+        assert!((g[17] - 0.002).abs() < 1e-12 && g[18] == 0.0);
+    }
+}

@@ -1,0 +1,283 @@
+//! The side-by-side part: drives `benches/samplers/reference.py` (k-diffusion and diffusers
+//! on the same exact mixture denoiser, written in PyTorch) from the project's virtualenv.
+//!
+//! The script is compiled into the binary and written next to each job, so the bench runs
+//! from any working directory. Every failure here is a reason to skip, never a crash.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use ndarray::Array2;
+use serde::{Deserialize, Serialize};
+
+/// The harness, as committed in benches/samplers/.
+const REFERENCE_PY: &str = include_str!("../../../../../benches/samplers/reference.py");
+
+/// Packages the harness needs. k-diffusion is installed without its dependencies (wandb,
+/// clip, torchvision…), which sampling.py does not use; these are the ones it does.
+const KDIFF_DEPS: [&str; 6] = [
+    "scipy",
+    "torchdiffeq",
+    "torchsde",
+    "tqdm",
+    "pillow",
+    "safetensors",
+];
+
+/// A python interpreter with torch, and which reference libraries import there.
+#[derive(Debug, Clone)]
+pub struct Harness {
+    pub python: PathBuf,
+    pub kdiffusion: Option<String>,
+    pub diffusers: Option<String>,
+    pub torch: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct CheckOut {
+    torch: String,
+    #[serde(rename = "k-diffusion")]
+    kdiffusion: Option<String>,
+    #[serde(rename = "k-diffusion-error")]
+    kdiffusion_error: Option<String>,
+    diffusers: Option<String>,
+    #[serde(rename = "diffusers-error")]
+    diffusers_error: Option<String>,
+}
+
+/// The virtualenv's python: `explicit`, else `.venv/bin/python` in the working directory or
+/// in the workspace this binary was built from.
+pub fn find_python(explicit: Option<&Path>) -> Option<PathBuf> {
+    if let Some(p) = explicit {
+        return Some(p.to_path_buf());
+    }
+    let rel = Path::new(".venv").join("bin").join("python");
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("..");
+    [rel.clone(), workspace.join(&rel)]
+        .into_iter()
+        .find(|p| p.exists())
+}
+
+fn write_script(dir: &Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join("reference.py");
+    std::fs::write(&path, REFERENCE_PY).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
+fn check(python: &Path, script: &Path) -> Result<CheckOut> {
+    let out = Command::new(python)
+        .arg(script)
+        .arg("check")
+        .output()
+        .with_context(|| format!("running {}", python.display()))?;
+    if !out.status.success() {
+        bail!(
+            "`{} reference.py check` failed: {}",
+            python.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    serde_json::from_slice(&out.stdout).context("parsing the harness's check output")
+}
+
+fn pip(python: &Path, args: &[&str]) -> Result<()> {
+    eprintln!(
+        "[bench] {} -m pip install {}",
+        python.display(),
+        args.join(" ")
+    );
+    let out = Command::new(python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
+        .args(args)
+        .output()
+        .with_context(|| format!("running pip from {}", python.display()))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = err.lines().rev().take(3).collect();
+        bail!(
+            "pip install {} failed: {}",
+            args.join(" "),
+            tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+        );
+    }
+    Ok(())
+}
+
+/// Finds the interpreter and makes k-diffusion and diffusers importable (installing them into
+/// that environment when `install`); `Err` carries the reason the side-by-side part is skipped.
+pub fn prepare(explicit: Option<&Path>, install: bool, work: &Path) -> Result<Harness> {
+    let python = find_python(explicit).context(
+        "no virtualenv python (.venv/bin/python; run `cargo xtask setup` or pass --python)",
+    )?;
+    let script = write_script(work)?;
+    let mut st = check(&python, &script)?;
+    if install && st.kdiffusion.is_none() {
+        if let Err(e) =
+            pip(&python, &KDIFF_DEPS).and_then(|_| pip(&python, &["--no-deps", "k-diffusion"]))
+        {
+            eprintln!("[bench] could not install k-diffusion: {e:#}");
+        }
+    }
+    if install && st.diffusers.is_none() {
+        if let Err(e) = pip(&python, &["diffusers"]) {
+            eprintln!("[bench] could not install diffusers: {e:#}");
+        }
+    }
+    if install {
+        st = check(&python, &script)?;
+    }
+    if st.kdiffusion.is_none() && st.diffusers.is_none() {
+        bail!(
+            "neither k-diffusion ({}) nor diffusers ({}) imports",
+            st.kdiffusion_error.as_deref().unwrap_or("not installed"),
+            st.diffusers_error.as_deref().unwrap_or("not installed")
+        );
+    }
+    Ok(Harness {
+        python,
+        kdiffusion: st.kdiffusion,
+        diffusers: st.diffusers,
+        torch: st.torch,
+    })
+}
+
+/// The σ grid a run uses, and how it was built (the diffusers EDM schedulers rebuild it).
+#[derive(Debug, Clone, Serialize)]
+pub struct GridSpec {
+    pub kind: &'static str,
+    pub sigma_min: f64,
+    pub sigma_max: f64,
+    pub rho: f64,
+    pub steps: usize,
+}
+
+/// One reference run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSpec {
+    pub id: String,
+    pub lib: &'static str,
+    pub sampler: String,
+    pub sigmas: Vec<f64>,
+    pub grid: GridSpec,
+    pub seed: u64,
+    pub options: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug, Serialize)]
+struct MixtureJson<'a> {
+    weights: &'a [f64],
+    means: Vec<Vec<f64>>,
+    covs: Vec<Vec<Vec<f64>>>,
+}
+
+#[derive(Debug, Serialize)]
+struct JobJson<'a> {
+    mixture: &'a str,
+    latents: &'a str,
+    threads: usize,
+    repeats: usize,
+    runs: &'a [RunSpec],
+}
+
+/// What the harness measured for one run.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RunResult {
+    pub id: String,
+    pub lib: String,
+    pub sampler: String,
+    pub steps: usize,
+    #[serde(default)]
+    pub nfe: usize,
+    #[serde(default)]
+    pub wall_s: f64,
+    #[serde(default)]
+    pub model_s: f64,
+    #[serde(default)]
+    pub grid_max_rel_diff: f64,
+    #[serde(default)]
+    pub notes: String,
+    pub endpoint: Option<String>,
+    pub error: Option<String>,
+    pub skipped: Option<String>,
+    /// Endpoints `[N, D]`, read back from `endpoint`.
+    #[serde(skip)]
+    pub x0: Option<Array2<f64>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ResultsJson {
+    runs: Vec<RunResult>,
+}
+
+/// A mixture given by weights, means `[K, D]` and covariances.
+pub struct MixtureSpec<'a> {
+    pub weights: &'a [f64],
+    pub means: &'a Array2<f64>,
+    pub covs: &'a [Array2<f64>],
+}
+
+/// Writes the job (mixture, latents, runs) into `dir`, runs the harness, reads the endpoints.
+pub fn run(
+    h: &Harness,
+    dir: &Path,
+    mixture: &MixtureSpec,
+    latents: &Array2<f64>,
+    runs: &[RunSpec],
+    threads: usize,
+) -> Result<Vec<RunResult>> {
+    let script = write_script(dir)?;
+    let mj = MixtureJson {
+        weights: mixture.weights,
+        means: mixture.means.outer_iter().map(|r| r.to_vec()).collect(),
+        covs: mixture
+            .covs
+            .iter()
+            .map(|c| c.outer_iter().map(|r| r.to_vec()).collect())
+            .collect(),
+    };
+    std::fs::write(dir.join("mixture.json"), serde_json::to_vec(&mj)?)
+        .context("writing mixture.json")?;
+    ndarray_npy::write_npy(dir.join("latents.npy"), latents).context("writing latents.npy")?;
+    let job = JobJson {
+        mixture: "mixture.json",
+        latents: "latents.npy",
+        threads,
+        repeats: 2,
+        runs,
+    };
+    std::fs::write(dir.join("job.json"), serde_json::to_vec(&job)?).context("writing job.json")?;
+    let status = Command::new(&h.python)
+        .arg(&script)
+        .arg("run")
+        .arg(dir)
+        .status()
+        .with_context(|| format!("running {}", h.python.display()))?;
+    if !status.success() {
+        bail!("the reference harness exited with {status}");
+    }
+    let text = std::fs::read(dir.join("results.json")).context("reading results.json")?;
+    let mut res: ResultsJson = serde_json::from_slice(&text).context("parsing results.json")?;
+    for r in &mut res.runs {
+        if let Some(rel) = &r.endpoint {
+            let a: Array2<f64> = ndarray_npy::read_npy(dir.join(rel))
+                .with_context(|| format!("reading endpoint {rel}"))?;
+            if a.dim() != latents.dim() {
+                bail!(
+                    "endpoint {rel} has shape {:?}, latents {:?}",
+                    a.dim(),
+                    latents.dim()
+                );
+            }
+            r.x0 = Some(a);
+        }
+    }
+    Ok(res.runs)
+}
