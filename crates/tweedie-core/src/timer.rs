@@ -61,7 +61,7 @@ impl TimeGrid {
 
     fn checked(self) -> Result<Self> {
         for (i, w) in self.t.windows(2).enumerate() {
-            if !(w[0] > w[1]) {
+            if w[0].partial_cmp(&w[1]) != Some(std::cmp::Ordering::Greater) {
                 return Err(CoreError::invalid(
                     "steps",
                     self.t.len() - 1,
