@@ -52,11 +52,18 @@ pub struct LoadedModel {
 }
 
 fn io_err(path: &Path, e: impl std::fmt::Display) -> NetsError {
-    NetsError::CheckpointIo { path: path.to_path_buf(), reason: e.to_string() }
+    NetsError::CheckpointIo {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    }
 }
 
 fn to_bytes(t: &Tensor) -> Result<(Vec<usize>, Vec<u8>)> {
-    let t = t.detach().to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
+    let t = t
+        .detach()
+        .to_device(Device::Cpu)
+        .to_kind(Kind::Float)
+        .contiguous();
     let shape = t.size().iter().map(|&d| d as usize).collect();
     let v: Vec<f32> = Vec::<f32>::try_from(t.flatten(0, -1))?;
     let bytes = v.iter().flat_map(|x| x.to_le_bytes()).collect();
@@ -65,7 +72,11 @@ fn to_bytes(t: &Tensor) -> Result<(Vec<usize>, Vec<u8>)> {
 
 /// Writes named tensors (as f32) and metadata to `path` atomically: a crash leaves either the
 /// old file or the new one, never half of one.
-pub fn save_tensors(path: &Path, tensors: &[(String, Tensor)], metadata: &BTreeMap<String, String>) -> Result<()> {
+pub fn save_tensors(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    metadata: &BTreeMap<String, String>,
+) -> Result<()> {
     let mut owned = Vec::with_capacity(tensors.len());
     for (name, t) in tensors {
         let (shape, bytes) = to_bytes(t)?;
@@ -74,13 +85,24 @@ pub fn save_tensors(path: &Path, tensors: &[(String, Tensor)], metadata: &BTreeM
     let views = owned
         .iter()
         .map(|(n, s, b)| {
-            safetensors::tensor::TensorView::new(Dtype::F32, s.clone(), b).map(|v| (n.clone(), v)).map_err(|e| io_err(path, e))
+            safetensors::tensor::TensorView::new(Dtype::F32, s.clone(), b)
+                .map(|v| (n.clone(), v))
+                .map_err(|e| io_err(path, e))
         })
         .collect::<Result<Vec<_>>>()?;
-    let meta: HashMap<String, String> = metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let meta: HashMap<String, String> = metadata
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     let bytes = safetensors::serialize(views, &Some(meta)).map_err(|e| io_err(path, e))?;
-    let file_name = path.file_name().ok_or_else(|| io_err(path, "path has no file name"))?;
-    let tmp = path.with_file_name(format!(".{}.tmp-{}", file_name.to_string_lossy(), std::process::id()));
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| io_err(path, "path has no file name"))?;
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp-{}",
+        file_name.to_string_lossy(),
+        std::process::id()
+    ));
     let write = || -> std::io::Result<()> {
         use std::io::Write;
         let mut f = std::fs::File::create(&tmp)?;
@@ -95,7 +117,12 @@ pub fn save_tensors(path: &Path, tensors: &[(String, Tensor)], metadata: &BTreeM
 }
 
 /// Saves the denoiser's variables (`vs`) with `config` and `extra` metadata to `path`.
-pub fn save_checkpoint(path: &Path, vs: &VarStore, config: &ModelConfig, extra: &BTreeMap<String, String>) -> Result<()> {
+pub fn save_checkpoint(
+    path: &Path,
+    vs: &VarStore,
+    config: &ModelConfig,
+    extra: &BTreeMap<String, String>,
+) -> Result<()> {
     let mut meta = extra.clone();
     let json = serde_json::to_string(config).map_err(|e| io_err(path, e))?;
     meta.insert(META_MODEL.into(), json);
@@ -109,13 +136,18 @@ pub fn save_checkpoint(path: &Path, vs: &VarStore, config: &ModelConfig, extra: 
 pub fn read_file(path: &Path) -> Result<Vec<u8>> {
     match std::fs::read(path) {
         Ok(b) => Ok(b),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(NetsError::CheckpointNotFound { path: path.to_path_buf() }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(NetsError::CheckpointNotFound {
+            path: path.to_path_buf(),
+        }),
         Err(e) => Err(io_err(path, e)),
     }
 }
 
 fn parse<'a>(path: &Path, bytes: &'a [u8]) -> Result<(SafeTensors<'a>, HashMap<String, String>)> {
-    let corrupt = |e: safetensors::SafeTensorError| NetsError::CheckpointCorrupt { path: path.to_path_buf(), reason: e.to_string() };
+    let corrupt = |e: safetensors::SafeTensorError| NetsError::CheckpointCorrupt {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
     let (_, meta) = SafeTensors::read_metadata(bytes).map_err(corrupt)?;
     let st = SafeTensors::deserialize(bytes).map_err(corrupt)?;
     Ok((st, meta.metadata().clone().unwrap_or_default()))
@@ -128,26 +160,49 @@ pub fn read_config(path: &Path) -> Result<(ModelConfig, BTreeMap<String, String>
     config_from_meta(path, meta)
 }
 
-fn config_from_meta(path: &Path, mut meta: HashMap<String, String>) -> Result<(ModelConfig, BTreeMap<String, String>)> {
-    let bad = |reason: String| NetsError::CheckpointMetadata { path: path.to_path_buf(), reason };
-    let json = meta.remove(META_MODEL).ok_or_else(|| bad(format!("no `{META_MODEL}` entry (not a tweedie checkpoint?)")))?;
+fn config_from_meta(
+    path: &Path,
+    mut meta: HashMap<String, String>,
+) -> Result<(ModelConfig, BTreeMap<String, String>)> {
+    let bad = |reason: String| NetsError::CheckpointMetadata {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let json = meta.remove(META_MODEL).ok_or_else(|| {
+        bad(format!(
+            "no `{META_MODEL}` entry (not a tweedie checkpoint?)"
+        ))
+    })?;
     match meta.remove(META_FORMAT).as_deref() {
         Some(FORMAT_VERSION) => {}
-        other => return Err(bad(format!("format version {other:?}, this build reads {FORMAT_VERSION}"))),
+        other => {
+            return Err(bad(format!(
+                "format version {other:?}, this build reads {FORMAT_VERSION}"
+            )))
+        }
     }
-    let config: ModelConfig = serde_json::from_str(&json).map_err(|e| bad(format!("model config: {e}")))?;
+    let config: ModelConfig =
+        serde_json::from_str(&json).map_err(|e| bad(format!("model config: {e}")))?;
     config.net.validate()?;
     Ok((config, meta.into_iter().collect()))
 }
 
-fn view_to_tensor(path: &Path, name: &str, v: &safetensors::tensor::TensorView<'_>) -> Result<Tensor> {
+fn view_to_tensor(
+    path: &Path,
+    name: &str,
+    v: &safetensors::tensor::TensorView<'_>,
+) -> Result<Tensor> {
     let kind = match v.dtype() {
         Dtype::F32 => Kind::Float,
         Dtype::F64 => Kind::Double,
         Dtype::F16 => Kind::Half,
         Dtype::BF16 => Kind::BFloat16,
         d => {
-            return Err(NetsError::UnsupportedDtype { path: path.to_path_buf(), name: name.into(), dtype: format!("{d:?}") });
+            return Err(NetsError::UnsupportedDtype {
+                path: path.to_path_buf(),
+                name: name.into(),
+                dtype: format!("{d:?}"),
+            });
         }
     };
     let shape: Vec<i64> = v.shape().iter().map(|&d| d as i64).collect();
@@ -162,7 +217,10 @@ pub fn load_into(path: &Path, bytes: &[u8], vs: &VarStore, ignore: &[&str]) -> R
     let mut names: Vec<&String> = vars.keys().collect();
     names.sort();
     for name in names {
-        let view = st.tensor(name).map_err(|_| NetsError::MissingTensor { path: path.to_path_buf(), name: name.clone() })?;
+        let view = st.tensor(name).map_err(|_| NetsError::MissingTensor {
+            path: path.to_path_buf(),
+            name: name.clone(),
+        })?;
         let src = view_to_tensor(path, name, &view)?;
         let mut dst = vars[name].shallow_clone();
         if src.size() != dst.size() {
@@ -175,10 +233,18 @@ pub fn load_into(path: &Path, bytes: &[u8], vs: &VarStore, ignore: &[&str]) -> R
         }
         tch::no_grad(|| dst.f_copy_(&src))?;
     }
-    let mut extra: Vec<String> = st.names().into_iter().filter(|n| !vars.contains_key(*n) && !ignore.contains(&n.as_str())).cloned().collect();
+    let mut extra: Vec<String> = st
+        .names()
+        .into_iter()
+        .filter(|n| !vars.contains_key(*n) && !ignore.contains(&n.as_str()))
+        .cloned()
+        .collect();
     extra.sort();
     if let Some(name) = extra.into_iter().next() {
-        return Err(NetsError::UnexpectedTensor { path: path.to_path_buf(), name });
+        return Err(NetsError::UnexpectedTensor {
+            path: path.to_path_buf(),
+            name,
+        });
     }
     Ok(())
 }
@@ -190,16 +256,30 @@ pub fn load_checkpoint(path: &Path, device: Device) -> Result<LoadedModel> {
     let (config, extra) = config_from_meta(path, meta)?;
     let (vs, denoiser) = config.build(device)?;
     load_into(path, &bytes, &vs, &[])?;
-    Ok(LoadedModel { vs, denoiser, config, extra })
+    Ok(LoadedModel {
+        vs,
+        denoiser,
+        config,
+        extra,
+    })
 }
 
 /// Loads a state_dict exported from the reference (NVlabs/edm `net.state_dict()` saved as
 /// safetensors: names `model.enc.32x32_conv.weight`, …) into a denoiser built from `config`.
 /// The iDDPM u-grid buffer `u` is recomputed by tweedie-core, so it is ignored.
-pub fn load_reference_state_dict(path: &Path, config: &ModelConfig, device: Device) -> Result<LoadedModel> {
+pub fn load_reference_state_dict(
+    path: &Path,
+    config: &ModelConfig,
+    device: Device,
+) -> Result<LoadedModel> {
     let bytes = read_file(path)?;
     let (_, meta) = parse(path, &bytes)?;
     let (vs, denoiser) = config.build(device)?;
     load_into(path, &bytes, &vs, &["u"])?;
-    Ok(LoadedModel { vs, denoiser, config: config.clone(), extra: meta.into_iter().collect() })
+    Ok(LoadedModel {
+        vs,
+        denoiser,
+        config: config.clone(),
+        extra: meta.into_iter().collect(),
+    })
 }

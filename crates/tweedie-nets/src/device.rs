@@ -23,13 +23,19 @@ pub enum DeviceSpec {
 impl FromStr for DeviceSpec {
     type Err = NetsError;
     fn from_str(s: &str) -> Result<Self> {
-        let bad = |reason: &str| NetsError::InvalidDevice { value: s.to_string(), reason: reason.to_string() };
+        let bad = |reason: &str| NetsError::InvalidDevice {
+            value: s.to_string(),
+            reason: reason.to_string(),
+        };
         match s.trim().to_ascii_lowercase().as_str() {
             "auto" => Ok(DeviceSpec::Auto),
             "cpu" => Ok(DeviceSpec::Cpu),
             "cuda" | "gpu" => Ok(DeviceSpec::Cuda(0)),
             other => match other.strip_prefix("cuda:") {
-                Some(n) => n.parse::<usize>().map(DeviceSpec::Cuda).map_err(|_| bad("expected cuda:N with N a GPU index")),
+                Some(n) => n
+                    .parse::<usize>()
+                    .map(DeviceSpec::Cuda)
+                    .map_err(|_| bad("expected cuda:N with N a GPU index")),
                 None => Err(bad("expected auto, cpu, cuda or cuda:N")),
             },
         }
@@ -87,7 +93,13 @@ pub fn cuda_available() -> bool {
 
 /// Sets libtorch's intra-op threads to `n`, or to the available cores when `None`; returns it.
 pub fn set_threads(n: Option<usize>) -> usize {
-    let n = n.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).max(1);
+    let n = n
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
+        .max(1);
     tch::set_num_threads(n as i32);
     n
 }

@@ -35,7 +35,10 @@ pub enum EmaSchedule {
 impl EmaSchedule {
     /// EDM's CIFAR-10 setting: half-life 500 kimg, ramp-up 0.05.
     pub fn edm_default() -> Self {
-        EmaSchedule::Edm { halflife_kimg: 500.0, rampup_ratio: Some(0.05) }
+        EmaSchedule::Edm {
+            halflife_kimg: 500.0,
+            rampup_ratio: Some(0.05),
+        }
     }
 
     /// Checks every value; the error names the key and value.
@@ -48,21 +51,37 @@ impl EmaSchedule {
             }
         };
         match self {
-            EmaSchedule::Edm { halflife_kimg, rampup_ratio } => {
+            EmaSchedule::Edm {
+                halflife_kimg,
+                rampup_ratio,
+            } => {
                 pos("halflife_kimg", *halflife_kimg)?;
                 if let Some(r) = rampup_ratio {
                     pos("rampup_ratio", *r)?;
                 }
                 Ok(())
             }
-            EmaSchedule::Power { inv_gamma, power, max_decay, min_decay } => {
+            EmaSchedule::Power {
+                inv_gamma,
+                power,
+                max_decay,
+                min_decay,
+            } => {
                 pos("inv_gamma", *inv_gamma)?;
                 pos("power", *power)?;
                 if !(0.0..=1.0).contains(max_decay) {
-                    return Err(NetsError::invalid("max_decay", max_decay, "must be in [0, 1]"));
+                    return Err(NetsError::invalid(
+                        "max_decay",
+                        max_decay,
+                        "must be in [0, 1]",
+                    ));
                 }
                 if !(0.0..=*max_decay).contains(min_decay) {
-                    return Err(NetsError::invalid("min_decay", min_decay, "must be in [0, max_decay]"));
+                    return Err(NetsError::invalid(
+                        "min_decay",
+                        min_decay,
+                        "must be in [0, max_decay]",
+                    ));
                 }
                 Ok(())
             }
@@ -73,14 +92,22 @@ impl EmaSchedule {
     /// before this batch of `batch_size`.
     pub fn beta(&self, step: u64, cur_nimg: u64, batch_size: usize) -> f64 {
         match self {
-            EmaSchedule::Edm { halflife_kimg, rampup_ratio } => {
+            EmaSchedule::Edm {
+                halflife_kimg,
+                rampup_ratio,
+            } => {
                 let mut h = halflife_kimg * 1000.0;
                 if let Some(r) = rampup_ratio {
                     h = h.min(cur_nimg as f64 * r);
                 }
                 0.5f64.powf(batch_size as f64 / h.max(1e-8))
             }
-            EmaSchedule::Power { inv_gamma, power, max_decay, min_decay } => {
+            EmaSchedule::Power {
+                inv_gamma,
+                power,
+                max_decay,
+                min_decay,
+            } => {
                 let v = 1.0 - (1.0 + step as f64 / inv_gamma).powf(-power);
                 v.clamp(*min_decay, *max_decay)
             }
@@ -97,7 +124,11 @@ pub struct Ema {
 }
 
 fn trainable_named(vs: &VarStore) -> Vec<(String, Tensor)> {
-    let mut v: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
+    let mut v: Vec<(String, Tensor)> = vs
+        .variables()
+        .into_iter()
+        .filter(|(_, t)| t.requires_grad())
+        .collect();
     v.sort_by(|a, b| a.0.cmp(&b.0));
     v
 }
@@ -106,8 +137,17 @@ impl Ema {
     /// Starts the average at the current weights of `vs`.
     pub fn new(vs: &VarStore, schedule: EmaSchedule) -> Result<Self> {
         schedule.validate()?;
-        let shadow = tch::no_grad(|| trainable_named(vs).into_iter().map(|(n, t)| (n, t.detach().copy())).collect());
-        Ok(Ema { schedule, shadow, step: 0 })
+        let shadow = tch::no_grad(|| {
+            trainable_named(vs)
+                .into_iter()
+                .map(|(n, t)| (n, t.detach().copy()))
+                .collect()
+        });
+        Ok(Ema {
+            schedule,
+            shadow,
+            step: 0,
+        })
     }
 
     /// Number of updates so far.
@@ -127,7 +167,9 @@ impl Ema {
         let vars = vs.variables();
         tch::no_grad(|| {
             for (name, s) in self.shadow.iter_mut() {
-                let p = vars.get(name).ok_or_else(|| NetsError::Shape(format!("EMA variable `{name}` is not in the var store")))?;
+                let p = vars.get(name).ok_or_else(|| {
+                    NetsError::Shape(format!("EMA variable `{name}` is not in the var store"))
+                })?;
                 let new = p.detach().to_device(s.device()).lerp(&*s, beta);
                 s.copy_(&new);
             }
@@ -142,7 +184,12 @@ impl Ema {
         let vars = vs.variables();
         tch::no_grad(|| {
             for (name, s) in &self.shadow {
-                let mut p = vars.get(name).ok_or_else(|| NetsError::Shape(format!("EMA variable `{name}` is not in the var store")))?.shallow_clone();
+                let mut p = vars
+                    .get(name)
+                    .ok_or_else(|| {
+                        NetsError::Shape(format!("EMA variable `{name}` is not in the var store"))
+                    })?
+                    .shallow_clone();
                 p.copy_(s);
             }
             Ok(())
@@ -155,12 +202,22 @@ impl Ema {
     }
 
     /// Replaces the averaged tensors (when resuming), checking names and shapes.
-    pub fn load(&mut self, named: &std::collections::HashMap<String, Tensor>, step: u64) -> Result<()> {
+    pub fn load(
+        &mut self,
+        named: &std::collections::HashMap<String, Tensor>,
+        step: u64,
+    ) -> Result<()> {
         tch::no_grad(|| {
             for (name, s) in self.shadow.iter_mut() {
-                let src = named.get(name).ok_or_else(|| NetsError::Shape(format!("EMA state lacks `{name}`")))?;
+                let src = named
+                    .get(name)
+                    .ok_or_else(|| NetsError::Shape(format!("EMA state lacks `{name}`")))?;
                 if src.size() != s.size() {
-                    return Err(NetsError::Shape(format!("EMA `{name}`: shape {:?} vs {:?}", src.size(), s.size())));
+                    return Err(NetsError::Shape(format!(
+                        "EMA `{name}`: shape {:?} vs {:?}",
+                        src.size(),
+                        s.size()
+                    )));
                 }
                 s.copy_(src);
             }

@@ -235,6 +235,18 @@ pub(crate) const INIT_ZERO: f64 = 1e-5;
 const INIT_ATTN: f64 = 0.447_213_595_499_958;
 
 impl UNetBlock {
+    /// [`UNetBlock::new`] on the heap (blocks are large next to the other U-Net items).
+    pub(crate) fn boxed(
+        p: &nn::Path,
+        cin: usize,
+        cout: usize,
+        resample: Resample,
+        attention: bool,
+        o: BlockOpts<'_>,
+    ) -> Box<Self> {
+        Box::new(Self::new(p, cin, cout, resample, attention, o))
+    }
+
     pub(crate) fn new(
         p: &nn::Path,
         cin: usize,

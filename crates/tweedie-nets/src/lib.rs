@@ -2,6 +2,10 @@
 //! configured by Karras et al. 2022) with the reference's variable names, an MLP for
 //! low-dimensional data, preconditioned denoisers D(x̃; σ̃), EMA, checkpoints and devices.
 
+// `a = a + b` on tensors stays out of place on purpose: `+=` is an in-place libtorch op that
+// would corrupt autograd graphs and could write into a caller's tensor.
+#![allow(clippy::assign_op_pattern)]
+
 pub mod checkpoint;
 pub mod config;
 pub mod device;
@@ -13,7 +17,10 @@ pub mod network;
 pub mod precond;
 pub mod unet;
 
-pub use checkpoint::{load_checkpoint, load_reference_state_dict, read_config, save_checkpoint, LoadedModel, ModelConfig};
+pub use checkpoint::{
+    load_checkpoint, load_reference_state_dict, read_config, save_checkpoint, LoadedModel,
+    ModelConfig,
+};
 pub use config::{DecoderType, Embedding, EncoderType, MlpConfig, NetConfig, UnetConfig, PRESETS};
 pub use device::{cuda_available, inference, set_threads, DeviceSpec};
 pub use ema::{Ema, EmaSchedule};

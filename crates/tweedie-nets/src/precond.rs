@@ -82,12 +82,23 @@ impl PrecondDenoiser {
             }
             Wrapper::Param(a) => {
                 if !(a.time_scale.is_finite() && a.time_scale > 0.0) {
-                    return Err(NetsError::invalid("time_scale", a.time_scale, "must be finite and > 0"));
+                    return Err(NetsError::invalid(
+                        "time_scale",
+                        a.time_scale,
+                        "must be finite and > 0",
+                    ));
                 }
                 (Some(a.process.try_build()?), None)
             }
         };
-        Ok(PrecondDenoiser { net, wrapper, process, u_grid, label_dim, autocast: false })
+        Ok(PrecondDenoiser {
+            net,
+            wrapper,
+            process,
+            u_grid,
+            label_dim,
+            autocast: false,
+        })
     }
 
     /// The wrapper (preconditioning or parametrization adapter).
@@ -116,7 +127,11 @@ impl PrecondDenoiser {
     /// Coefficients at one σ̃, in f64, from tweedie-core.
     pub fn coeffs(&self, sigma: f64) -> Result<PrecondCoeffs> {
         if !(sigma.is_finite() && sigma >= 0.0) {
-            return Err(NetsError::invalid("sigma", sigma, "noise level must be finite and >= 0"));
+            return Err(NetsError::invalid(
+                "sigma",
+                sigma,
+                "noise level must be finite and >= 0",
+            ));
         }
         match (&self.wrapper, &self.process) {
             (Wrapper::Precond(pc), _) => {
@@ -125,44 +140,86 @@ impl PrecondDenoiser {
                     None => pc.coeffs(sigma),
                 };
                 // At σ̃ = 0 a denoiser is the identity; EDM/VE's c_noise = log σ̃ is −∞ there.
-                Ok(if c.c_out == 0.0 { PrecondCoeffs { c_noise: 0.0, ..c } } else { c })
+                Ok(if c.c_out == 0.0 {
+                    PrecondCoeffs { c_noise: 0.0, ..c }
+                } else {
+                    c
+                })
             }
             (Wrapper::Param(a), Some(proc_)) => {
                 if sigma == 0.0 {
                     // No noise: E[x₀ | x̃] = x̃ for every parametrization.
-                    return Ok(PrecondCoeffs { c_skip: 1.0, c_out: 0.0, c_in: 1.0, c_noise: 0.0 });
+                    return Ok(PrecondCoeffs {
+                        c_skip: 1.0,
+                        c_out: 0.0,
+                        c_in: 1.0,
+                        c_noise: 0.0,
+                    });
                 }
                 let t = proc_.t_of_sigma_tilde(sigma);
                 let alpha = proc_.alpha(t);
                 let aff = convert_coeffs(a.param, Param::X0, proc_.as_ref(), t);
-                Ok(PrecondCoeffs { c_skip: aff.a * alpha, c_out: aff.b, c_in: alpha, c_noise: a.time_scale * t })
+                Ok(PrecondCoeffs {
+                    c_skip: aff.a * alpha,
+                    c_out: aff.b,
+                    c_in: alpha,
+                    c_noise: a.time_scale * t,
+                })
             }
-            (Wrapper::Param(_), None) => Err(NetsError::invalid("wrapper", "param", "process was not built")),
+            (Wrapper::Param(_), None) => Err(NetsError::invalid(
+                "wrapper",
+                "param",
+                "process was not built",
+            )),
         }
     }
 
     /// Per-sample coefficient tensors for σ̃ of shape [B] (or a scalar, broadcast to B),
     /// shaped [B, 1, …] to match an input of `ndim` dimensions.
-    pub fn coeff_tensors(&self, sigma: &Tensor, batch: i64, ndim: usize, kind: Kind, device: Device) -> Result<CoeffTensors> {
-        let s: Vec<f64> = Vec::<f64>::try_from(sigma.to_kind(Kind::Double).to_device(Device::Cpu).flatten(0, -1))?;
+    pub fn coeff_tensors(
+        &self,
+        sigma: &Tensor,
+        batch: i64,
+        ndim: usize,
+        kind: Kind,
+        device: Device,
+    ) -> Result<CoeffTensors> {
+        let s: Vec<f64> = Vec::<f64>::try_from(
+            sigma
+                .to_kind(Kind::Double)
+                .to_device(Device::Cpu)
+                .flatten(0, -1),
+        )?;
         let s = match s.len() {
             1 => vec![s[0]; batch as usize],
             n if n as i64 == batch => s,
-            n => return Err(NetsError::Shape(format!("sigma has {n} entries for a batch of {batch}"))),
+            n => {
+                return Err(NetsError::Shape(format!(
+                    "sigma has {n} entries for a batch of {batch}"
+                )))
+            }
         };
-        let cs = s.iter().map(|&v| self.coeffs(v)).collect::<Result<Vec<_>>>()?;
+        let cs = s
+            .iter()
+            .map(|&v| self.coeffs(v))
+            .collect::<Result<Vec<_>>>()?;
         let mut shape = vec![batch];
         shape.extend(std::iter::repeat_n(1i64, ndim.saturating_sub(1)));
         let col = |f: &dyn Fn(&PrecondCoeffs) -> f64| {
             let v: Vec<f64> = cs.iter().map(f).collect();
-            Tensor::from_slice(&v).to_kind(kind).reshape(shape.as_slice()).to_device(device)
+            Tensor::from_slice(&v)
+                .to_kind(kind)
+                .reshape(shape.as_slice())
+                .to_device(device)
         };
         let c_noise: Vec<f64> = cs.iter().map(|c| c.c_noise).collect();
         Ok(CoeffTensors {
             c_skip: col(&|c| c.c_skip),
             c_out: col(&|c| c.c_out),
             c_in: col(&|c| c.c_in),
-            c_noise: Tensor::from_slice(&c_noise).to_kind(Kind::Float).to_device(device),
+            c_noise: Tensor::from_slice(&c_noise)
+                .to_kind(Kind::Float)
+                .to_device(device),
             all_skip: cs.iter().all(|c| c.c_out == 0.0),
         })
     }
@@ -183,7 +240,11 @@ impl PrecondDenoiser {
         };
         if let Some(y) = class_labels {
             let ys = y.size();
-            if self.label_dim == 0 || ys.len() != 2 || ys[0] != batch || ys[1] != self.label_dim as i64 {
+            if self.label_dim == 0
+                || ys.len() != 2
+                || ys[0] != batch
+                || ys[1] != self.label_dim as i64
+            {
                 return Err(NetsError::Shape(format!(
                     "class labels {ys:?} do not fit batch {batch} × label_dim {}",
                     self.label_dim
@@ -195,39 +256,70 @@ impl PrecondDenoiser {
             return Ok(x * &c.c_skip);
         }
         let x_in = (x * &c.c_in).to_kind(Kind::Float);
-        let f = tch::autocast(self.autocast, || self.net.forward(&x_in, &c.c_noise, class_labels, augment_labels, train));
+        let f = tch::autocast(self.autocast, || {
+            self.net
+                .forward(&x_in, &c.c_noise, class_labels, augment_labels, train)
+        });
         let fs = f.size();
         if fs.len() != size.len() || fs[0] != batch {
-            return Err(NetsError::Shape(format!("network returned {fs:?} for input {size:?}")));
+            return Err(NetsError::Shape(format!(
+                "network returned {fs:?} for input {size:?}"
+            )));
         }
         // Learned-variance networks (iDDPM) emit extra channels: the mean is the first C.
-        let f = if fs[1] > size[1] { f.narrow(1, 0, size[1]) } else { f };
+        let f = if fs[1] > size[1] {
+            f.narrow(1, 0, size[1])
+        } else {
+            f
+        };
         let d = x * &c.c_skip + f.to_kind(x.kind()) * &c.c_out;
         // Samples with c_out = 0 are exactly x̃ (their network input may be meaningless).
         Ok(d.where_self(&c.c_out.ne(0.0), &(x * &c.c_skip)))
     }
 
     /// D(x̃; σ̃) in eval mode without gradients (sampling).
-    pub fn denoise(&self, x: &Tensor, sigma: &Tensor, class_labels: Option<&Tensor>) -> Result<Tensor> {
+    pub fn denoise(
+        &self,
+        x: &Tensor,
+        sigma: &Tensor,
+        class_labels: Option<&Tensor>,
+    ) -> Result<Tensor> {
         tch::no_grad(|| self.forward(x, sigma, class_labels, None, false))
     }
 
     /// D(x̃; σ̃) at one σ̃ shared by the batch, in eval mode without gradients.
-    pub fn denoise_at(&self, x: &Tensor, sigma: f64, class_labels: Option<&Tensor>) -> Result<Tensor> {
+    pub fn denoise_at(
+        &self,
+        x: &Tensor,
+        sigma: f64,
+        class_labels: Option<&Tensor>,
+    ) -> Result<Tensor> {
         self.denoise(x, &Tensor::from(sigma), class_labels)
     }
 
     /// (D(x̃; σ̃), J(x̃)ᵀ·v) with J = ∂D/∂x̃, through autograd (used by DPS-style guidance).
-    pub fn vjp(&self, x: &Tensor, sigma: &Tensor, class_labels: Option<&Tensor>, v: &Tensor) -> Result<(Tensor, Tensor)> {
+    pub fn vjp(
+        &self,
+        x: &Tensor,
+        sigma: &Tensor,
+        class_labels: Option<&Tensor>,
+        v: &Tensor,
+    ) -> Result<(Tensor, Tensor)> {
         tch::with_grad(|| {
             let xr = x.detach().set_requires_grad(true);
             let d = self.forward(&xr, sigma, class_labels, None, false)?;
             if d.size() != v.size() {
-                return Err(NetsError::Shape(format!("v {:?} does not match D {:?}", v.size(), d.size())));
+                return Err(NetsError::Shape(format!(
+                    "v {:?} does not match D {:?}",
+                    v.size(),
+                    d.size()
+                )));
             }
             let obj = (&d * v.to_kind(d.kind())).sum(d.kind());
             let mut g = Tensor::f_run_backward(&[&obj], &[&xr], false, false)?;
-            let g = g.pop().ok_or_else(|| NetsError::Shape("autograd returned no gradient".into()))?;
+            let g = g
+                .pop()
+                .ok_or_else(|| NetsError::Shape("autograd returned no gradient".into()))?;
             Ok((d.detach(), g))
         })
     }

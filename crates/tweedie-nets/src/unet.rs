@@ -13,7 +13,7 @@ use crate::network::Network;
 #[derive(Debug)]
 enum Enc {
     Conv(Conv2d),
-    Block(UNetBlock),
+    Block(Box<UNetBlock>),
     AuxDown(Conv2d),
     AuxSkip(Conv2d),
     AuxResidual(Conv2d),
@@ -21,7 +21,7 @@ enum Enc {
 
 #[derive(Debug)]
 enum Dec {
-    Block(UNetBlock),
+    Block(Box<UNetBlock>),
     AuxUp(Conv2d),
     AuxNorm(GroupNorm),
     AuxConv(Conv2d),
@@ -97,7 +97,7 @@ impl SongUnet {
             } else {
                 let b =
                     UNetBlock::new(&(&pe / name("down")), cout, cout, Resample::Down, false, bo);
-                enc.push(Enc::Block(b));
+                enc.push(Enc::Block(Box::new(b)));
                 skips.push(cout);
                 match cfg.encoder {
                     EncoderType::Standard => {}
@@ -139,7 +139,7 @@ impl SongUnet {
                 let cin = cout;
                 cout = mc * mult;
                 let attn = cfg.attn_resolutions.contains(&res);
-                enc.push(Enc::Block(UNetBlock::new(
+                enc.push(Enc::Block(UNetBlock::boxed(
                     &(&pe / name(&format!("block{idx}"))),
                     cin,
                     cout,
@@ -158,7 +158,7 @@ impl SongUnet {
             let res = cfg.resolution >> level;
             let name = |s: &str| format!("{res}x{res}_{s}");
             if level == levels - 1 {
-                dec.push(Dec::Block(UNetBlock::new(
+                dec.push(Dec::Block(UNetBlock::boxed(
                     &(&pd / name("in0")),
                     cout,
                     cout,
@@ -166,7 +166,7 @@ impl SongUnet {
                     true,
                     bo,
                 )));
-                dec.push(Dec::Block(UNetBlock::new(
+                dec.push(Dec::Block(UNetBlock::boxed(
                     &(&pd / name("in1")),
                     cout,
                     cout,
@@ -175,7 +175,7 @@ impl SongUnet {
                     bo,
                 )));
             } else {
-                dec.push(Dec::Block(UNetBlock::new(
+                dec.push(Dec::Block(UNetBlock::boxed(
                     &(&pd / name("up")),
                     cout,
                     cout,
@@ -189,7 +189,7 @@ impl SongUnet {
                 let cin = cout + skips.pop().unwrap_or(0);
                 cout = mc * mult;
                 let attn = idx == cfg.num_blocks && cfg.attn_resolutions.contains(&res);
-                dec.push(Dec::Block(UNetBlock::new(
+                dec.push(Dec::Block(UNetBlock::boxed(
                     &(&pd / name(&format!("block{idx}"))),
                     cin,
                     cout,
