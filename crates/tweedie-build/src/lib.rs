@@ -38,8 +38,9 @@ pub struct Libtorch {
 /// Emit the link arguments for this package's binaries and tests: an rpath to the
 /// libtorch folder and, when it has one, a forced `libtorch_cuda` dependency.
 ///
-/// Also exports `TWEEDIE_LIBTORCH_VERSION` and `TWEEDIE_LIBTORCH_LIB` to the crate
-/// (`env!`/`option_env!`), which the CLI prints in `tweedie info`. Returns `None` (and
+/// Also exports `TWEEDIE_LIBTORCH_VERSION`, `TWEEDIE_LIBTORCH_LIB` and
+/// `TWEEDIE_LIBTORCH_CUDA` (`1` or `0`) to the crate (`option_env!`), which the CLI prints
+/// in `tweedie info`. Returns `None` (and
 /// emits nothing) when torch-sys published no folder, e.g. when the package was built
 /// without its `tch` feature, or on Windows where torch-sys does not publish it.
 pub fn link_libtorch() -> Option<Libtorch> {
@@ -53,6 +54,10 @@ pub fn link_libtorch() -> Option<Libtorch> {
     println!(
         "cargo:rustc-env=TWEEDIE_LIBTORCH_LIB={}",
         info.lib_dir.display()
+    );
+    println!(
+        "cargo:rustc-env=TWEEDIE_LIBTORCH_CUDA={}",
+        u8::from(info.cuda)
     );
     if let Some(version) = &info.version {
         println!("cargo:rustc-env=TWEEDIE_LIBTORCH_VERSION={version}");

@@ -1,0 +1,61 @@
+//! Subcommands of `tweedie`.
+//!
+//! Adding a subcommand = a new module `cli/NAME.rs` with
+//! `pub struct Args` (`#[derive(clap::Args)]`) and `pub fn run(args: Args) -> anyhow::Result<()>`,
+//! plus one line in the `subcommands!` list below (its doc comment is the help text).
+
+use clap::{Parser, Subcommand};
+
+mod bench;
+mod info;
+mod schedule;
+mod train;
+
+/// Declares the `Command` enum (one variant per module) and its dispatch.
+macro_rules! subcommands {
+    ($($(#[$meta:meta])* $variant:ident => $module:ident,)+) => {
+        #[derive(Debug, Subcommand)]
+        pub enum Command {
+            $($(#[$meta])* $variant($module::Args),)+
+        }
+
+        impl Command {
+            /// Runs the chosen subcommand.
+            pub fn run(self) -> anyhow::Result<()> {
+                match self {
+                    $(Command::$variant(args) => $module::run(args),)+
+                }
+            }
+        }
+    };
+}
+
+subcommands! {
+    /// Print the libtorch version, CUDA and cuDNN availability and thread counts.
+    Info => info,
+    /// Sampler error vs NFE on exact Gaussian mixtures and cost, side by side with k-diffusion/diffusers.
+    BenchSamplers => bench,
+    /// Print a timer's time grid (i, t, σ̃) as a sampler would use it.
+    Schedule => schedule,
+    /// Train a model (arrives with issue 5).
+    Train => train,
+}
+
+/// Diffusion and flow generative models: sampling, training, evaluation.
+#[derive(Debug, Parser)]
+#[command(name = "tweedie", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}
