@@ -73,14 +73,14 @@ pub fn capture(program: &Path, args: &[&str]) -> Result<String> {
 const TAIL_LINES: usize = 30;
 
 /// Runs a long, chatty tool: its whole output (stdout and stderr) goes to `log`; lines
-/// for which `progress` returns true are echoed with the elapsed time, and a heartbeat
+/// that `progress` maps to `Some(text)` are echoed as that text with the elapsed time, and a heartbeat
 /// is printed when it has been quiet for a while. On failure the error carries the last
 /// lines of output.
 pub fn logged(
     program: &Path,
     args: &[impl AsRef<OsStr>],
     log: &Path,
-    progress: fn(&str) -> bool,
+    progress: fn(&str) -> Option<String>,
 ) -> Result<()> {
     let describe = format!(
         "{} {}",
@@ -128,8 +128,8 @@ pub fn logged(
                 if let Ok(mut f) = log_file.lock() {
                     let _ = writeln!(f, "{line}");
                 }
-                if progress(&line) {
-                    println!("    [{:>4}s] {}", start.elapsed().as_secs(), line.trim());
+                if let Some(text) = progress(&line) {
+                    println!("    [{:>4}s] {text}", start.elapsed().as_secs());
                     if let Ok(mut t) = last_output.lock() {
                         *t = Instant::now();
                     }

@@ -223,16 +223,36 @@ fn install_torch(python: &Path, venv: &Path) -> Result<()> {
             "numpy",
         ],
         &venv.join("pip-install.log"),
-        |line| {
-            let l = line.trim_start();
-            l.starts_with("Collecting")
-                || l.starts_with("Downloading")
-                || l.starts_with("Installing collected packages")
-                || l.starts_with("Successfully installed")
-                || l.starts_with("ERROR")
-        },
+        pip_progress,
     )
     .context("installing torch into .venv failed")
+}
+
+/// The lines of pip's output worth showing while it runs, shortened: what is being
+/// collected (not why), big downloads, how many packages get installed, errors.
+fn pip_progress(line: &str) -> Option<String> {
+    let l = line.trim();
+    if let Some(rest) = l.strip_prefix("Collecting ") {
+        let what = rest.split(" (from ").next().unwrap_or(rest);
+        return Some(format!("collecting {what}"));
+    }
+    if let Some(rest) = l.strip_prefix("Downloading ") {
+        // "name.whl (526.6 MB)": only downloads of 100 MB or more are worth a line.
+        let big = rest
+            .rsplit_once(" (")
+            .and_then(|(_, size)| size.strip_suffix(" MB)"))
+            .and_then(|mb| mb.parse::<f64>().ok())
+            .is_some_and(|mb| mb >= 100.0);
+        return big.then(|| format!("downloading {rest}"));
+    }
+    if let Some(rest) = l.strip_prefix("Installing collected packages: ") {
+        let n = rest.split(',').count();
+        return Some(format!("installing {n} packages (the slow part)"));
+    }
+    if l.starts_with("Successfully installed") {
+        return Some("installed".to_string());
+    }
+    l.starts_with("ERROR").then(|| l.to_string())
 }
 
 /// The venv's torch package folder, found without importing torch (which takes seconds).
@@ -316,7 +336,7 @@ fn fetch_digits(root: &Path, venv: &Path, dest: &Path) -> Result<()> {
                 &tmp.to_string_lossy(),
             ],
             &log,
-            |line| line.trim_start().starts_with("Downloading") || line.starts_with("ERROR"),
+            pip_progress,
         )
         .context("downloading the scikit-learn wheel failed")?;
         let wheel = std::fs::read_dir(&tmp)?
@@ -370,6 +390,31 @@ mod tests {
         assert!(version_matches("2.13.0+cpu"));
         assert!(!version_matches("2.13.1"));
         assert!(!version_matches("2.1.0+cu118"));
+    }
+
+    #[test]
+    fn pip_progress_is_short() {
+        assert_eq!(
+            pip_progress("Collecting sympy>=1.13.3 (from torch==2.13.0)").as_deref(),
+            Some("collecting sympy>=1.13.3")
+        );
+        assert_eq!(
+            pip_progress(
+                "  Downloading torch-2.13.0-cp311-cp311-manylinux_2_28_x86_64.whl (526.6 MB)"
+            )
+            .as_deref(),
+            Some("downloading torch-2.13.0-cp311-cp311-manylinux_2_28_x86_64.whl (526.6 MB)")
+        );
+        assert_eq!(
+            pip_progress("  Downloading jinja2-3.1.6-py3-none-any.whl (134 kB)"),
+            None
+        );
+        assert_eq!(
+            pip_progress("Installing collected packages: a, b, c").as_deref(),
+            Some("installing 3 packages (the slow part)")
+        );
+        assert_eq!(pip_progress("Requirement already satisfied: numpy"), None);
+        assert!(pip_progress("ERROR: No matching distribution").is_some());
     }
 
     #[test]
