@@ -137,4 +137,19 @@ mod tests {
         assert_eq!(LinearSpace::dot(&xf, &xf), 5.0);
         assert_eq!(3.0_f64.lincomb(2.0, &1.0, 4.0), 10.0);
     }
+
+    #[cfg(feature = "tch")]
+    #[test]
+    fn tch_ops() {
+        let x = TchTensor(tch::Tensor::from_slice(&[1.0_f32, 2.0, 3.0]));
+        let y = TchTensor(tch::Tensor::from_slice(&[0.5_f32, -1.0, 2.0]));
+        let z = x.lincomb(2.0, &y, -1.0);
+        assert_eq!(Vec::<f32>::try_from(&z.0).unwrap(), vec![1.5, 5.0, 4.0]);
+        assert_eq!(LinearSpace::dot(&x, &y), 0.5 - 2.0 + 6.0);
+        assert_eq!(
+            Vec::<f32>::try_from(&x.scale(0.5).0).unwrap(),
+            vec![0.5, 1.0, 1.5]
+        );
+        assert_eq!(LinearSpace::dot(&x.zeros_like(), &x), 0.0);
+    }
 }
