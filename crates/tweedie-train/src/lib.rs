@@ -1,7 +1,13 @@
 //! Training for tweedie: data sets, per-formulation losses, the training loop and evaluation.
 
+pub mod config;
 pub mod data;
 pub mod error;
 pub mod fft;
+pub mod formulation;
+pub mod loss;
 
+pub use config::TrainConfig;
 pub use error::{Result, TrainError};
+pub use formulation::{DiffusionConfig, Formulation, FormulationKind};
+pub use loss::Loss;

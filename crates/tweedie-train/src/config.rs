@@ -1,0 +1,691 @@
+//! The training config: TOML sections `[diffusion]`, `[sampling]`, `[data]`, `[network]`,
+//! `[training]`, `[eval]`; `--set key=value` overrides; validation naming key and value.
+//!
+//! `[network]` takes `preset = "ddpmpp-tiny"` (a tweedie-nets preset) plus any of the
+//! network's own keys, which override the preset. Shape keys (resolution, channels, dim,
+//! label_dim) are then set from the data by the trainer.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use tweedie_nets::{EmaSchedule, NetConfig};
+use tweedie_samplers::{SamplerKind, SamplerSpec};
+
+use crate::data::DataConfig;
+use crate::error::{Result, TrainError};
+use crate::formulation::{DiffusionConfig, Formulation};
+
+mod d {
+    pub fn steps_sampling() -> usize {
+        18
+    }
+    pub fn sampler() -> String {
+        "heun".into()
+    }
+    pub fn grid() -> usize {
+        64
+    }
+    pub fn batch_size() -> usize {
+        128
+    }
+    pub fn lr() -> f64 {
+        1e-3
+    }
+    pub fn warmup() -> u64 {
+        100
+    }
+    pub fn grad_clip() -> Option<f64> {
+        Some(1.0)
+    }
+    pub fn beta1() -> f64 {
+        0.9
+    }
+    pub fn beta2() -> f64 {
+        0.999
+    }
+    pub fn adam_eps() -> f64 {
+        1e-8
+    }
+    pub fn ema() -> tweedie_nets::EmaSchedule {
+        // Half-life ramp-up of 5 % of the images seen (EDM), capped at 500 kimg: suits short runs.
+        tweedie_nets::EmaSchedule::edm_default()
+    }
+    pub fn train_steps() -> u64 {
+        2000
+    }
+    pub fn ckpt_every() -> u64 {
+        500
+    }
+    pub fn sample_every() -> u64 {
+        1000
+    }
+    pub fn log_every() -> u64 {
+        25
+    }
+    pub fn device() -> String {
+        "auto".into()
+    }
+    pub fn eval_n() -> usize {
+        1000
+    }
+    pub fn eval_sigmas() -> Vec<f64> {
+        vec![0.1, 0.3, 1.0, 3.0]
+    }
+    pub fn eval_batch() -> usize {
+        500
+    }
+}
+
+/// `[sampling]`: how samples (grids, evaluation) are drawn.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SamplingConfig {
+    /// Steps N of the ρ-grid (EDM: 18 for Heun on CIFAR-10).
+    #[serde(default = "d::steps_sampling")]
+    pub steps: usize,
+    /// Sampler name (tweedie-samplers); "heun" with `s_churn` > 0 is EDM's stochastic sampler.
+    #[serde(default = "d::sampler")]
+    pub sampler: String,
+    /// EDM stochastic sampler: S_churn, S_min, S_max, S_noise (Karras et al. 2022, Alg. 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s_churn: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s_min: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s_max: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s_noise: Option<f64>,
+    /// η of DDIM / ancestral samplers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta: Option<f64>,
+    /// Samples in each PNG grid.
+    #[serde(default = "d::grid")]
+    pub grid: usize,
+    /// Seed of the sampler's noise (sample i depends on (seed, i) only).
+    #[serde(default)]
+    pub seed: u64,
+}
+
+impl Default for SamplingConfig {
+    fn default() -> Self {
+        SamplingConfig {
+            steps: d::steps_sampling(),
+            sampler: d::sampler(),
+            s_churn: None,
+            s_min: None,
+            s_max: None,
+            s_noise: None,
+            eta: None,
+            grid: d::grid(),
+            seed: 0,
+        }
+    }
+}
+
+impl SamplingConfig {
+    /// The sampler with its parameters, validated.
+    pub fn spec(&self) -> Result<SamplerSpec> {
+        let name = self.sampler.trim().to_ascii_lowercase();
+        let churn = self.s_churn.unwrap_or(0.0);
+        let mut kind = if name == "heun" && churn > 0.0 {
+            SamplerKind::from_name("edm_stochastic")
+        } else {
+            SamplerKind::from_name(&self.sampler)
+        }
+        .map_err(|e| TrainError::invalid("sampling.sampler", &self.sampler, &e.to_string()))?;
+        let mut used = Vec::new();
+        match &mut kind {
+            SamplerKind::EdmStochastic {
+                s_churn,
+                s_min,
+                s_max,
+                s_noise,
+            } => {
+                used.extend(["s_churn", "s_min", "s_max", "s_noise"]);
+                if let Some(v) = self.s_churn {
+                    *s_churn = v;
+                }
+                if let Some(v) = self.s_min {
+                    *s_min = v;
+                }
+                if let Some(v) = self.s_max {
+                    *s_max = v;
+                }
+                if let Some(v) = self.s_noise {
+                    *s_noise = v;
+                }
+            }
+            SamplerKind::EulerAncestral { eta, s_noise } => {
+                used.extend(["eta", "s_noise"]);
+                if let Some(v) = self.eta {
+                    *eta = v;
+                }
+                if let Some(v) = self.s_noise {
+                    *s_noise = v;
+                }
+            }
+            SamplerKind::Ddim { eta } | SamplerKind::DpmSolverPp2mSde { eta } => {
+                used.push("eta");
+                if let Some(v) = self.eta {
+                    *eta = v;
+                }
+            }
+            _ => {}
+        }
+        // "heun" with s_churn = 0 is plain Heun: the churn keys are accepted there too.
+        if name == "heun" {
+            used.extend(["s_churn", "s_min", "s_max", "s_noise"]);
+        }
+        for (key, set) in [
+            ("s_churn", self.s_churn.is_some()),
+            ("s_min", self.s_min.is_some()),
+            ("s_max", self.s_max.is_some()),
+            ("s_noise", self.s_noise.is_some()),
+            ("eta", self.eta.is_some()),
+        ] {
+            if set && !used.contains(&key) {
+                return Err(TrainError::invalid(
+                    &format!("sampling.{key}"),
+                    "(set)",
+                    &format!("not used by sampler `{}`", self.sampler),
+                ));
+            }
+        }
+        let spec = SamplerSpec {
+            kind,
+            steps: self.steps,
+        };
+        spec.validate()
+            .map_err(|e| TrainError::invalid("sampling", &self.sampler, &e.to_string()))?;
+        Ok(spec)
+    }
+}
+
+/// `[training]`: optimiser, schedule, intervals, seed, device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingConfig {
+    /// Samples per step.
+    #[serde(default = "d::batch_size")]
+    pub batch_size: usize,
+    /// Adam learning rate after warm-up.
+    #[serde(default = "d::lr")]
+    pub lr: f64,
+    /// Linear LR warm-up over this many steps (lr·min(1, (k+1)/warmup)).
+    #[serde(default = "d::warmup")]
+    pub warmup_steps: u64,
+    /// Clip the global gradient norm to this value (none when absent).
+    #[serde(default = "d::grad_clip", skip_serializing_if = "Option::is_none")]
+    pub grad_clip: Option<f64>,
+    /// Adam β₁, β₂, ε (Kingma & Ba 2015).
+    #[serde(default = "d::beta1")]
+    pub adam_beta1: f64,
+    #[serde(default = "d::beta2")]
+    pub adam_beta2: f64,
+    #[serde(default = "d::adam_eps")]
+    pub adam_eps: f64,
+    /// EMA of the weights (tweedie-nets schedules).
+    #[serde(default = "d::ema")]
+    pub ema: EmaSchedule,
+    /// Optimiser steps.
+    #[serde(default = "d::train_steps")]
+    pub steps: u64,
+    /// Write a checkpoint every N steps (and at the end, and on Ctrl-C).
+    #[serde(default = "d::ckpt_every")]
+    pub checkpoint_every: u64,
+    /// Write a sample grid every N steps (0 = only at the end).
+    #[serde(default = "d::sample_every")]
+    pub sample_every: u64,
+    /// Append to metrics.jsonl every N steps.
+    #[serde(default = "d::log_every")]
+    pub log_every: u64,
+    /// Seed of initial weights, batches, noise levels and noise.
+    #[serde(default)]
+    pub seed: u64,
+    /// `auto`, `cpu`, `cuda` or `cuda:N`.
+    #[serde(default = "d::device")]
+    pub device: String,
+    /// Train a class-conditional model on the data's labels.
+    #[serde(default)]
+    pub conditional: bool,
+    /// Random horizontal flips of image data (probability ½), off by default (digits are not symmetric).
+    #[serde(default)]
+    pub hflip: bool,
+}
+
+impl Default for TrainingConfig {
+    fn default() -> Self {
+        TrainingConfig {
+            batch_size: d::batch_size(),
+            lr: d::lr(),
+            warmup_steps: d::warmup(),
+            grad_clip: d::grad_clip(),
+            adam_beta1: d::beta1(),
+            adam_beta2: d::beta2(),
+            adam_eps: d::adam_eps(),
+            ema: d::ema(),
+            steps: d::train_steps(),
+            checkpoint_every: d::ckpt_every(),
+            sample_every: d::sample_every(),
+            log_every: d::log_every(),
+            seed: 0,
+            device: d::device(),
+            conditional: false,
+            hflip: false,
+        }
+    }
+}
+
+/// `[eval]`: what the report measures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalConfig {
+    /// Samples generated for evaluation.
+    #[serde(default = "d::eval_n")]
+    pub n_samples: usize,
+    /// Samples per sampler batch.
+    #[serde(default = "d::eval_batch")]
+    pub batch_size: usize,
+    /// σ̃ at which the trained denoiser is compared with the exact one (fields, mixture).
+    #[serde(default = "d::eval_sigmas")]
+    pub denoiser_sigmas: Vec<f64>,
+    /// Skip evaluation at the end of training.
+    #[serde(default)]
+    pub skip: bool,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        EvalConfig {
+            n_samples: d::eval_n(),
+            batch_size: d::eval_batch(),
+            denoiser_sigmas: d::eval_sigmas(),
+            skip: false,
+        }
+    }
+}
+
+/// A whole training config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub diffusion: DiffusionConfig,
+    pub sampling: SamplingConfig,
+    pub data: DataConfig,
+    pub network: NetConfig,
+    pub training: TrainingConfig,
+    pub eval: EvalConfig,
+}
+
+const SECTIONS: [&str; 6] = [
+    "diffusion",
+    "sampling",
+    "data",
+    "network",
+    "training",
+    "eval",
+];
+
+/// Parses `value` as a TOML value (number, bool, array, inline table, quoted string); anything
+/// that does not parse is taken as a bare string (`--set data.type=moons`).
+fn parse_value(value: &str) -> toml::Value {
+    match toml::from_str::<toml::Table>(&format!("v = {value}")) {
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(value.to_string())),
+        Err(_) => toml::Value::String(value.to_string()),
+    }
+}
+
+/// Applies one `key=value` override (dotted key) to a TOML table, creating tables on the way.
+pub fn apply_set(table: &mut toml::Table, assignment: &str) -> Result<()> {
+    let (key, value) = assignment
+        .split_once('=')
+        .ok_or_else(|| TrainError::Config(format!("--set `{assignment}`: expected key=value")))?;
+    let key = key.trim();
+    let parts: Vec<&str> = key.split('.').map(str::trim).collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err(TrainError::Config(format!(
+            "--set `{assignment}`: empty key component"
+        )));
+    }
+    let (last, path) = parts
+        .split_last()
+        .ok_or_else(|| TrainError::Config(format!("--set `{assignment}`: empty key")))?;
+    let mut cur = table;
+    for (i, p) in path.iter().enumerate() {
+        let entry = cur
+            .entry(p.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cur = match entry {
+            toml::Value::Table(t) => t,
+            _ => {
+                return Err(TrainError::Config(format!(
+                    "--set `{assignment}`: `{}` is a value, not a section",
+                    parts[..=i].join(".")
+                )))
+            }
+        };
+    }
+    cur.insert(last.to_string(), parse_value(value.trim()));
+    Ok(())
+}
+
+fn section<T: serde::de::DeserializeOwned>(raw: &mut toml::Table, name: &str) -> Result<Option<T>> {
+    match raw.remove(name) {
+        None => Ok(None),
+        Some(v) => T::deserialize(v)
+            .map(Some)
+            .map_err(|e| TrainError::Config(format!("[{name}]: {}", e.message()))),
+    }
+}
+
+/// The network preset used when `[network]` names none: an MLP for 2-D toys, the tiny U-Net otherwise.
+fn default_preset(raw: &toml::Table) -> &'static str {
+    let data_type = raw
+        .get("data")
+        .and_then(|d| d.get("type"))
+        .and_then(|t| t.as_str())
+        .unwrap_or("digits");
+    match data_type {
+        "mixture" | "checkerboard" | "moons" | "swiss_roll" | "npy" => "mlp-2d",
+        _ => "ddpmpp-tiny",
+    }
+}
+
+/// Expands `[network]`: the preset's full table with the user's keys on top.
+fn expand_network(raw: &toml::Table) -> Result<toml::Table> {
+    let user = match raw.get("network") {
+        None => toml::Table::new(),
+        Some(toml::Value::Table(t)) => t.clone(),
+        Some(other) => {
+            return Err(TrainError::Config(format!(
+                "[network] must be a table, got {other}"
+            )))
+        }
+    };
+    let preset = match user.get("preset") {
+        None => Some(default_preset(raw).to_string()),
+        Some(toml::Value::String(s)) if s == "none" => None,
+        Some(toml::Value::String(s)) => Some(s.clone()),
+        Some(other) => {
+            return Err(TrainError::invalid(
+                "network.preset",
+                other,
+                "must be a preset name",
+            ))
+        }
+    };
+    let mut out = match &preset {
+        Some(p) => {
+            let cfg = NetConfig::preset(p)
+                .map_err(|e| TrainError::invalid("network.preset", p, &e.to_string()))?;
+            match toml::Value::try_from(&cfg) {
+                Ok(toml::Value::Table(t)) => t,
+                _ => {
+                    return Err(TrainError::Config(format!(
+                        "network preset `{p}` does not serialise to a table"
+                    )))
+                }
+            }
+        }
+        None => toml::Table::new(),
+    };
+    if let (Some(a), Some(b)) = (out.get("type"), user.get("type")) {
+        if a != b {
+            // A different network type drops the preset's keys (they belong to the other type).
+            out = toml::Table::new();
+        }
+    }
+    for (k, v) in user {
+        if k != "preset" {
+            out.insert(k, v);
+        }
+    }
+    Ok(out)
+}
+
+impl TrainConfig {
+    /// Parses TOML text with overrides, expands the network preset and validates.
+    pub fn from_toml_str(text: &str, sets: &[String]) -> Result<Self> {
+        let mut raw: toml::Table =
+            toml::from_str(text).map_err(|e| TrainError::Config(e.to_string()))?;
+        for s in sets {
+            apply_set(&mut raw, s)?;
+        }
+        Self::from_table(raw)
+    }
+
+    /// Reads a config file with overrides.
+    pub fn from_file(path: &Path, sets: &[String]) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+        Self::from_toml_str(&text, sets).map_err(|e| match e {
+            TrainError::Config(m) => TrainError::Config(format!("{}: {m}", path.display())),
+            other => other,
+        })
+    }
+
+    /// Builds from a parsed TOML table (after overrides).
+    pub fn from_table(mut raw: toml::Table) -> Result<Self> {
+        if let Some(k) = raw.keys().find(|k| !SECTIONS.contains(&k.as_str())) {
+            return Err(TrainError::Config(format!(
+                "unknown section or key `{k}` (sections: {})",
+                SECTIONS.map(|s| format!("[{s}]")).join(", ")
+            )));
+        }
+        let net = expand_network(&raw)?;
+        raw.insert("network".into(), toml::Value::Table(net));
+        let diffusion: DiffusionConfig = section(&mut raw, "diffusion")?
+            .ok_or_else(|| TrainError::Config("missing section [diffusion]".into()))?;
+        let cfg = TrainConfig {
+            diffusion,
+            sampling: section(&mut raw, "sampling")?.unwrap_or_default(),
+            data: section(&mut raw, "data")?.unwrap_or_default(),
+            network: section(&mut raw, "network")?
+                .ok_or_else(|| TrainError::Config("missing [network]".into()))?,
+            training: section(&mut raw, "training")?.unwrap_or_default(),
+            eval: section(&mut raw, "eval")?.unwrap_or_default(),
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The resolved config as TOML (what the run directory keeps).
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string(self).map_err(|e| TrainError::Config(format!("cannot write config: {e}")))
+    }
+
+    /// The resolved formulation.
+    pub fn formulation(&self) -> Result<Formulation> {
+        self.diffusion.resolve()
+    }
+
+    /// Checks every value; errors name the key and value.
+    pub fn validate(&self) -> Result<()> {
+        self.diffusion.resolve()?;
+        self.sampling.spec()?;
+        self.data.validate()?;
+        self.network
+            .validate()
+            .map_err(|e| TrainError::invalid("network", "(config)", &e.to_string()))?;
+        let t = &self.training;
+        let pos = |k: &str, v: f64| {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err(TrainError::invalid(k, v, "must be finite and > 0"))
+            }
+        };
+        if t.batch_size == 0 {
+            return Err(TrainError::invalid("training.batch_size", 0, "must be ≥ 1"));
+        }
+        if t.steps == 0 {
+            return Err(TrainError::invalid("training.steps", 0, "must be ≥ 1"));
+        }
+        pos("training.lr", t.lr)?;
+        if let Some(c) = t.grad_clip {
+            pos("training.grad_clip", c)?;
+        }
+        for (k, v) in [
+            ("training.adam_beta1", t.adam_beta1),
+            ("training.adam_beta2", t.adam_beta2),
+        ] {
+            if !(0.0..1.0).contains(&v) {
+                return Err(TrainError::invalid(k, v, "must be in [0, 1)"));
+            }
+        }
+        pos("training.adam_eps", t.adam_eps)?;
+        if t.checkpoint_every == 0 {
+            return Err(TrainError::invalid(
+                "training.checkpoint_every",
+                0,
+                "must be ≥ 1",
+            ));
+        }
+        if t.log_every == 0 {
+            return Err(TrainError::invalid("training.log_every", 0, "must be ≥ 1"));
+        }
+        t.ema
+            .validate()
+            .map_err(|e| TrainError::invalid("training.ema", "(schedule)", &e.to_string()))?;
+        t.device
+            .parse::<tweedie_nets::DeviceSpec>()
+            .map_err(|e| TrainError::invalid("training.device", &t.device, &e.to_string()))?;
+        if self.sampling.grid == 0 {
+            return Err(TrainError::invalid("sampling.grid", 0, "must be ≥ 1"));
+        }
+        if self.eval.n_samples == 0 || self.eval.batch_size == 0 {
+            return Err(TrainError::invalid(
+                "eval.n_samples",
+                self.eval.n_samples,
+                "n_samples and batch_size must be ≥ 1",
+            ));
+        }
+        if let Some(s) = self
+            .eval
+            .denoiser_sigmas
+            .iter()
+            .find(|s| !(s.is_finite() && **s > 0.0))
+        {
+            return Err(TrainError::invalid(
+                "eval.denoiser_sigmas",
+                s,
+                "must be finite and > 0",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = "[diffusion]\ntype = \"EDM\"\n";
+
+    #[test]
+    fn minimal_config_takes_defaults_and_round_trips() -> Result<()> {
+        let c = TrainConfig::from_toml_str(MIN, &[])?;
+        assert_eq!(c.data, DataConfig::Digits { path: None });
+        assert!(matches!(c.network, NetConfig::Unet(_)));
+        assert_eq!(c.training.batch_size, 128);
+        let text = c.to_toml()?;
+        let back = TrainConfig::from_toml_str(&text, &[])?;
+        assert_eq!(back, c);
+        Ok(())
+    }
+
+    #[test]
+    fn issue_example_parses_and_heun_with_churn_is_the_edm_sampler() -> Result<()> {
+        let text = "[diffusion]\ntype = \"EDM\"\nsigma_data = 1.0\nsigma_min = 0.002\nsigma_max = 80.0\nrho = 7.0\n\
+                    p_mean = -1.2\np_std = 1.2\n[sampling]\nsteps = 40\nsampler = \"heun\"\ns_churn = 40.0\n\
+                    s_min = 0.05\ns_max = 50.0\ns_noise = 1.003\n";
+        let c = TrainConfig::from_toml_str(text, &[])?;
+        let spec = c.sampling.spec()?;
+        assert_eq!(spec.steps, 40);
+        assert_eq!(
+            spec.kind,
+            SamplerKind::EdmStochastic {
+                s_churn: 40.0,
+                s_min: 0.05,
+                s_max: 50.0,
+                s_noise: 1.003
+            }
+        );
+        assert_eq!(c.formulation()?.sigma_data, 1.0);
+        Ok(())
+    }
+
+    #[test]
+    fn set_overrides_reach_every_section_and_the_network_preset() -> Result<()> {
+        let sets: Vec<String> = [
+            "training.lr=2e-4",
+            "training.ema={ type = \"power\", inv_gamma = 1.0, power = 0.75, max_decay = 0.999 }",
+            "data.type=moons",
+            "data.n=100",
+            "network.hidden=32",
+            "diffusion.type=flow",
+            "sampling.sampler=euler",
+        ]
+        .map(String::from)
+        .to_vec();
+        let c = TrainConfig::from_toml_str(MIN, &sets)?;
+        assert_eq!(c.training.lr, 2e-4);
+        assert!(matches!(c.training.ema, EmaSchedule::Power { .. }));
+        assert!(matches!(c.data, DataConfig::Moons { n: 100, .. }));
+        match &c.network {
+            NetConfig::Mlp(m) => assert_eq!(m.hidden, 32),
+            other => panic!("{other:?}"),
+        }
+        let c = TrainConfig::from_toml_str(
+            MIN,
+            &[
+                "network.preset=ncsnpp-tiny".into(),
+                "network.model_channels=16".into(),
+            ],
+        )?;
+        match &c.network {
+            NetConfig::Unet(u) => assert_eq!((u.model_channels, u.resample_filter.len()), (16, 4)),
+            other => panic!("{other:?}"),
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn bad_configs_name_the_key_and_value() {
+        let err = |text: &str, sets: &[&str]| {
+            let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+            TrainConfig::from_toml_str(text, &sets)
+                .unwrap_err()
+                .to_string()
+        };
+        let e = err(MIN, &["training.lrr=1"]);
+        assert!(e.contains("[training]") && e.contains("lrr"), "{e}");
+        let e = err(MIN, &["training.lr=-1"]);
+        assert!(e.contains("training.lr") && e.contains("-1"), "{e}");
+        let e = err(MIN, &["training.batch_size=0"]);
+        assert!(e.contains("training.batch_size"), "{e}");
+        let e = err(MIN, &["trainin.lr=1"]);
+        assert!(e.contains("trainin"), "{e}");
+        let e = err(MIN, &["sampling.sampler=nope"]);
+        assert!(e.contains("sampling.sampler") && e.contains("nope"), "{e}");
+        let e = err(MIN, &["sampling.sampler=euler", "sampling.s_churn=10"]);
+        assert!(e.contains("sampling.s_churn") && e.contains("euler"), "{e}");
+        let e = err(MIN, &["network.preset=huge"]);
+        assert!(e.contains("network.preset") && e.contains("huge"), "{e}");
+        let e = err(MIN, &["training.device=tpu"]);
+        assert!(e.contains("training.device") && e.contains("tpu"), "{e}");
+        let e = err(MIN, &["diffusion.type=VP", "diffusion.p_mean=0"]);
+        assert!(e.contains("diffusion.p_mean"), "{e}");
+        let e = err("[diffusion]\ntype = \"EDM\"\n[training\n", &[]);
+        assert!(e.contains("line"), "{e}");
+        let e = err("", &[]);
+        assert!(e.contains("[diffusion]"), "{e}");
+        let e = err(MIN, &["training.lr"]);
+        assert!(e.contains("key=value"), "{e}");
+        let e = err(MIN, &["training.lr=1", "training.lr.x=1"]);
+        assert!(
+            e.contains("training.lr") && e.contains("not a section"),
+            "{e}"
+        );
+    }
+}
