@@ -192,7 +192,7 @@ fn main() -> Result<()> {
     );
     println!("forward+backward: tch {rfb:.2} ms, PyTorch eager {torch_fb:.2} ms, ratio tch/PyTorch = {:.3}", rfb / torch_fb);
     println!("forward (no grad): tch {rf:.2} ms, PyTorch eager {torch_f:.2} ms, ratio tch/PyTorch = {:.3}", rf / torch_f);
-    if !(diff <= 1e-4 * scale.max(1.0)) {
+    if diff.is_nan() || diff > 1e-4 * scale.max(1.0) {
         bail!("outputs differ: {diff:e}");
     }
     Ok(())
