@@ -43,7 +43,11 @@ pub fn sample(
     let init = match latents {
         Some(l) => {
             if l.shape() != shape.as_slice() {
-                return Err(SamplerError::Shape(format!("latents have shape {:?}, expected {:?}", l.shape(), shape)));
+                return Err(SamplerError::Shape(format!(
+                    "latents have shape {:?}, expected {:?}",
+                    l.shape(),
+                    shape
+                )));
             }
             Init::Latents(l)
         }
@@ -51,7 +55,10 @@ pub fn sample(
         None => Init::Noise(template),
     };
     let out = d.run(init, None)?;
-    Ok(Samples { x: out.samples, nfe: out.nfe })
+    Ok(Samples {
+        x: out.samples,
+        nfe: out.nfe,
+    })
 }
 
 /// [`sample`] for flat samples `[n, dim]` (e.g. an analytic mixture).
@@ -66,7 +73,19 @@ pub fn sample_rows(
     seed: u64,
     exact_start: bool,
 ) -> Result<(Array2<f64>, usize)> {
-    let s = sample(model, process, timer, spec, &[dim], n, seed, None, exact_start)?;
-    let x = s.x.into_dimensionality::<ndarray::Ix2>().map_err(|e| SamplerError::Shape(e.to_string()))?;
+    let s = sample(
+        model,
+        process,
+        timer,
+        spec,
+        &[dim],
+        n,
+        seed,
+        None,
+        exact_start,
+    )?;
+    let x =
+        s.x.into_dimensionality::<ndarray::Ix2>()
+            .map_err(|e| SamplerError::Shape(e.to_string()))?;
     Ok((x, s.nfe))
 }

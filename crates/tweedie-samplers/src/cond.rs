@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use tweedie_core::rng::normal_rows;
 use tweedie_core::{Process, TimeGrid};
 
-use crate::denoiser::{Denoiser, Init, NoiseKey, SampleOutput, StepHook, StepInfo};
+use crate::denoiser::{Callback, Denoiser, Init, NoiseKey, SampleOutput, StepHook};
 use crate::error::{Result, SamplerError};
 use crate::kind::SamplerKind;
 use crate::model::Model;
@@ -62,14 +62,22 @@ impl Guidance {
     /// Checks the parameters; errors name key and value.
     pub fn validate(&self) -> Result<()> {
         match self {
-            Guidance::Dps { scale } if !(*scale >= 0.0 && scale.is_finite()) => {
-                Err(SamplerError::invalid("scale", scale, "must be finite and ≥ 0"))
-            }
+            Guidance::Dps { scale } if !(*scale >= 0.0 && scale.is_finite()) => Err(
+                SamplerError::invalid("scale", scale, "must be finite and ≥ 0"),
+            ),
             Guidance::Pigdm { sigma_data } if !(*sigma_data > 0.0 && sigma_data.is_finite()) => {
-                Err(SamplerError::invalid("sigma_data", sigma_data, "must be positive"))
+                Err(SamplerError::invalid(
+                    "sigma_data",
+                    sigma_data,
+                    "must be positive",
+                ))
             }
             Guidance::Tmp { cg_iters, cg_tol } if *cg_iters == 0 || !(*cg_tol > 0.0) => {
-                Err(SamplerError::invalid("cg_iters/cg_tol", format!("{cg_iters}/{cg_tol}"), "need ≥ 1 iteration, tol > 0"))
+                Err(SamplerError::invalid(
+                    "cg_iters/cg_tol",
+                    format!("{cg_iters}/{cg_tol}"),
+                    "need ≥ 1 iteration, tol > 0",
+                ))
             }
             _ => Ok(()),
         }
@@ -80,7 +88,10 @@ impl Guidance {
             "exact" | "exact_posterior" => Guidance::ExactPosterior,
             "dps" => Guidance::Dps { scale: 1.0 },
             "pigdm" | "pgdm" | "πgdm" => Guidance::Pigdm { sigma_data: half() },
-            "tmp" => Guidance::Tmp { cg_iters: cg_iters(), cg_tol: cg_tol() },
+            "tmp" => Guidance::Tmp {
+                cg_iters: cg_iters(),
+                cg_tol: cg_tol(),
+            },
             "replacement" | "replace" => Guidance::Replacement,
             _ => {
                 return Err(SamplerError::invalid(
@@ -104,19 +115,27 @@ where
     let rr0: Array1<f64> = (&r * &r).sum_axis(Axis(1));
     let mut rr = rr0.clone();
     for _ in 0..iters {
-        if Zip::from(&rr).and(&rr0).all(|a, b| *a <= tol * tol * b.max(1e-300)) {
+        if Zip::from(&rr)
+            .and(&rr0)
+            .all(|a, b| *a <= tol * tol * b.max(1e-300))
+        {
             break;
         }
         let mp = matvec(&p)?;
         let pmp = (&p * &mp).sum_axis(Axis(1));
-        let alpha = Zip::from(&rr).and(&pmp).map_collect(|a, b| if *b > 0.0 && *a > 0.0 { a / b } else { 0.0 });
+        let alpha =
+            Zip::from(&rr)
+                .and(&pmp)
+                .map_collect(|a, b| if *b > 0.0 && *a > 0.0 { a / b } else { 0.0 });
         if pmp.iter().any(|v| !v.is_finite()) {
             return Err(SamplerError::Numerical("CG: non-finite curvature".into()));
         }
         u = u + &p * &alpha.clone().insert_axis(Axis(1));
         r = r - &mp * &alpha.insert_axis(Axis(1));
         let rr_new = (&r * &r).sum_axis(Axis(1));
-        let beta = Zip::from(&rr_new).and(&rr).map_collect(|a, b| if *b > 0.0 { a / b } else { 0.0 });
+        let beta = Zip::from(&rr_new)
+            .and(&rr)
+            .map_collect(|a, b| if *b > 0.0 { a / b } else { 0.0 });
         p = &r + &(p * &beta.insert_axis(Axis(1)));
         rr = rr_new;
     }
@@ -133,22 +152,48 @@ pub struct GuidedModel<'a, S: State> {
 
 impl<'a, S: State> GuidedModel<'a, S> {
     /// Guide `model` with `guidance` (DPS, ΠGDM or TMP) for measurement `y` of `op`.
-    pub fn new(model: &'a dyn Model<S>, op: &'a dyn ForwardModel, y: &Array1<f64>, guidance: Guidance) -> Result<Self> {
+    pub fn new(
+        model: &'a dyn Model<S>,
+        op: &'a dyn ForwardModel,
+        y: &Array1<f64>,
+        guidance: Guidance,
+    ) -> Result<Self> {
         guidance.validate()?;
         if y.len() != op.out_dim() {
-            return Err(SamplerError::Shape(format!("measurement has {} entries, operator output {}", y.len(), op.out_dim())));
+            return Err(SamplerError::Shape(format!(
+                "measurement has {} entries, operator output {}",
+                y.len(),
+                op.out_dim()
+            )));
         }
         match guidance {
             Guidance::Dps { .. } | Guidance::Pigdm { .. } | Guidance::Tmp { .. } => {}
-            _ => return Err(SamplerError::invalid("guidance", format!("{guidance:?}"), "not a gradient guidance")),
+            _ => {
+                return Err(SamplerError::invalid(
+                    "guidance",
+                    format!("{guidance:?}"),
+                    "not a gradient guidance",
+                ))
+            }
         }
         if !model.has_vjp() {
-            return Err(SamplerError::Unsupported(format!("{guidance:?} needs a vector-Jacobian product")));
+            return Err(SamplerError::Unsupported(format!(
+                "{guidance:?} needs a vector-Jacobian product"
+            )));
         }
         if matches!(guidance, Guidance::Dps { .. }) && op.noise_std() <= 0.0 {
-            return Err(SamplerError::invalid("noise_std", op.noise_std(), "DPS's likelihood N(y; A·D, s²I) needs s > 0"));
+            return Err(SamplerError::invalid(
+                "noise_std",
+                op.noise_std(),
+                "DPS's likelihood N(y; A·D, s²I) needs s > 0",
+            ));
         }
-        Ok(GuidedModel { model, op, y: y.clone().insert_axis(Axis(0)), guidance })
+        Ok(GuidedModel {
+            model,
+            op,
+            y: y.clone().insert_axis(Axis(0)),
+            guidance,
+        })
     }
 
     fn residual(&self, den: &S) -> Result<Array2<f64>> {
@@ -162,20 +207,30 @@ impl<S: State> Model<S> for GuidedModel<'_, S> {
         let den = self.model.denoise(x, sigma)?;
         let r = self.residual(&den)?;
         if x.sample_len() != self.op.in_dim() {
-            return Err(SamplerError::Shape(format!("state has {} elements per sample, operator input {}", x.sample_len(), self.op.in_dim())));
+            return Err(SamplerError::Shape(format!(
+                "state has {} elements per sample, operator input {}",
+                x.sample_len(),
+                self.op.in_dim()
+            )));
         }
         let s2 = self.op.noise_std().powi(2);
         let weighted = match &self.guidance {
             Guidance::Dps { scale } => r * (*scale / s2),
             Guidance::Pigdm { sigma_data } => {
-                let rt2 = sigma * sigma * sigma_data * sigma_data / (sigma * sigma + sigma_data * sigma_data);
+                let rt2 = sigma * sigma * sigma_data * sigma_data
+                    / (sigma * sigma + sigma_data * sigma_data);
                 let op = self.op;
-                cg_rows(|u| Ok(op.apply(&op.adjoint(u)?)? * rt2 + u * s2), &r, 100, 1e-10)?
+                cg_rows(
+                    |u| Ok(op.apply(&op.adjoint(u)?)? * rt2 + u * s2),
+                    &r,
+                    100,
+                    1e-10,
+                )?
             }
             Guidance::Tmp { cg_iters, cg_tol } => {
                 let (op, model) = (self.op, self.model);
                 let matvec = |u: &Array2<f64>| -> Result<Array2<f64>> {
-                    let v = x.from_rows(&op.adjoint(u)?)?;
+                    let v = x.with_rows(&op.adjoint(u)?)?;
                     let (_, jv) = model.denoise_vjp(x, sigma, &v)?;
                     Ok(op.apply(&jv.to_rows())? * (sigma * sigma) + u * s2)
                 };
@@ -183,7 +238,7 @@ impl<S: State> Model<S> for GuidedModel<'_, S> {
             }
             _ => return Err(SamplerError::Unsupported("guidance kind".into())),
         };
-        let v = x.from_rows(&self.op.adjoint(&weighted)?)?;
+        let v = x.with_rows(&self.op.adjoint(&weighted)?)?;
         let (_, jv) = self.model.denoise_vjp(x, sigma, &v)?;
         Ok(den.lincomb(1.0, &jv, sigma * sigma))
     }
@@ -203,12 +258,23 @@ impl<'a> Replacement<'a> {
     /// Replacement of the coordinates `op` selects by `y`.
     pub fn new(op: &'a dyn ForwardModel, y: &Array1<f64>) -> Result<Self> {
         if !op.is_selection() {
-            return Err(SamplerError::invalid("operator", format!("{op:?}"), "replacement needs a mask (selection) operator"));
+            return Err(SamplerError::invalid(
+                "operator",
+                format!("{op:?}"),
+                "replacement needs a mask (selection) operator",
+            ));
         }
         if y.len() != op.out_dim() {
-            return Err(SamplerError::Shape(format!("measurement has {} entries, operator output {}", y.len(), op.out_dim())));
+            return Err(SamplerError::Shape(format!(
+                "measurement has {} entries, operator output {}",
+                y.len(),
+                op.out_dim()
+            )));
         }
-        Ok(Replacement { op, y: y.clone().insert_axis(Axis(0)) })
+        Ok(Replacement {
+            op,
+            y: y.clone().insert_axis(Axis(0)),
+        })
     }
 }
 
@@ -220,7 +286,7 @@ impl<S: State> StepHook<S> for Replacement<'_> {
         let target = &self.y + &(z * sigma_next);
         // x − AᵀA x + Aᵀ target, valid because A·Aᵀ = I for a selection.
         let keep = &rows - &self.op.adjoint(&self.op.apply(&rows)?)?;
-        x.from_rows(&(keep + self.op.adjoint(&target)?))
+        x.with_rows(&(keep + self.op.adjoint(&target)?))
     }
 }
 
@@ -242,7 +308,7 @@ pub struct CondDenoiser<'a, S: State> {
 impl<S: State> CondDenoiser<'_, S> {
     /// Run from `init` (see [`Init`]); `Init::Exact` draws from the exact p_T of the posterior for
     /// `ExactPosterior` and of the prior otherwise.
-    pub fn run(&self, init: Init<S>, callback: Option<&mut dyn FnMut(&StepInfo<S>)>) -> Result<SampleOutput<S>> {
+    pub fn run(&self, init: Init<S>, callback: Option<Callback<'_, S>>) -> Result<SampleOutput<S>> {
         self.guidance.validate()?;
         let go = |m: &dyn Model<S>, hook: Option<&dyn StepHook<S>>, init: Init<S>, cb| {
             let mut d = Denoiser::new(self.process, self.grid.clone(), self.kind.clone(), m)?
@@ -250,7 +316,11 @@ impl<S: State> CondDenoiser<'_, S> {
                 .first_index(self.first_index);
             if let Some(h) = hook {
                 if matches!(self.kind, SamplerKind::Adaptive { .. }) {
-                    return Err(SamplerError::invalid("sampler", "adaptive", "replacement needs a fixed grid"));
+                    return Err(SamplerError::invalid(
+                        "sampler",
+                        "adaptive",
+                        "replacement needs a fixed grid",
+                    ));
                 }
                 d = d.hook(h);
             }

@@ -41,6 +41,9 @@ pub struct SampleOutput<S> {
     pub sigmas: Vec<f64>,
 }
 
+/// A per-step callback.
+pub type Callback<'c, S> = &'c mut (dyn FnMut(&StepInfo<S>) + 'c);
+
 /// What a per-step callback sees after step `step` (from σ̃ = `sigma` to `sigma_next`).
 #[derive(Debug)]
 pub struct StepInfo<'a, S> {
@@ -83,10 +86,19 @@ pub struct Denoiser<'a, S: State> {
 
 impl<'a, S: State> Denoiser<'a, S> {
     /// A sampler on `grid` (decreasing t, matching σ̃) with noise keyed by `seed`.
-    pub fn new(process: &'a dyn Process, grid: TimeGrid, kind: SamplerKind, model: &'a dyn Model<S>) -> Result<Self> {
+    pub fn new(
+        process: &'a dyn Process,
+        grid: TimeGrid,
+        kind: SamplerKind,
+        model: &'a dyn Model<S>,
+    ) -> Result<Self> {
         kind.validate()?;
         if grid.t.len() < 2 || grid.t.len() != grid.sigma_tilde.len() {
-            return Err(SamplerError::invalid("steps", grid.t.len().saturating_sub(1), "grid needs at least 1 step"));
+            return Err(SamplerError::invalid(
+                "steps",
+                grid.t.len().saturating_sub(1),
+                "grid needs at least 1 step",
+            ));
         }
         for w in grid.sigma_tilde.windows(2) {
             if !(w[0] > w[1]) || w[1] < 0.0 {
@@ -97,7 +109,16 @@ impl<'a, S: State> Denoiser<'a, S> {
                 ));
             }
         }
-        Ok(Denoiser { process, grid, kind, model, seed: 0, first_index: 0, record: false, hook: None })
+        Ok(Denoiser {
+            process,
+            grid,
+            kind,
+            model,
+            seed: 0,
+            first_index: 0,
+            record: false,
+            hook: None,
+        })
     }
     /// Noise seed (default 0).
     pub fn seed(mut self, seed: u64) -> Self {
@@ -136,20 +157,32 @@ impl<'a, S: State> Denoiser<'a, S> {
     }
 
     /// Run the sampler from `init`; `callback` sees every step.
-    pub fn run(&self, init: Init<S>, callback: Option<&mut dyn FnMut(&StepInfo<S>)>) -> Result<SampleOutput<S>> {
+    pub fn run(&self, init: Init<S>, callback: Option<Callback<'_, S>>) -> Result<SampleOutput<S>> {
         let sigmas = self.sigmas();
         let times = self.times();
         let s0 = sigmas[0];
         let x = match init {
-            Init::Noise(like) => like.randn_like(self.seed, self.first_index, streams::INIT)?.scale(s0),
+            Init::Noise(like) => like
+                .randn_like(self.seed, self.first_index, streams::INIT)?
+                .scale(s0),
             Init::Exact(like) => self
                 .model
                 .sample_marginal(&like, s0, self.seed, self.first_index)
-                .ok_or_else(|| SamplerError::Unsupported("exact marginal sampling (Init::Exact)".into()))??,
+                .ok_or_else(|| {
+                    SamplerError::Unsupported("exact marginal sampling (Init::Exact)".into())
+                })??,
             Init::Latents(x) => x.scale(1.0 / self.process.alpha(times[0])),
         };
         let counted = Counted::new(self.model);
-        let mut run = Run { d: self, m: &counted, s: sigmas, t: times, traj: Vec::new(), traj_s: Vec::new(), cb: callback };
+        let mut run = Run {
+            d: self,
+            m: &counted,
+            s: sigmas,
+            t: times,
+            traj: Vec::new(),
+            traj_s: Vec::new(),
+            cb: callback,
+        };
         if self.record {
             run.traj.push(x.clone());
             run.traj_s.push(run.s[0]);
@@ -157,9 +190,20 @@ impl<'a, S: State> Denoiser<'a, S> {
         let x = match self.kind.clone() {
             SamplerKind::Euler => run.euler(x),
             SamplerKind::Heun => run.heun(x, None),
-            SamplerKind::EdmStochastic { s_churn, s_min, s_max, s_noise } => {
-                run.heun(x, Some(Churn { s_churn, s_min, s_max, s_noise }))
-            }
+            SamplerKind::EdmStochastic {
+                s_churn,
+                s_min,
+                s_max,
+                s_noise,
+            } => run.heun(
+                x,
+                Some(Churn {
+                    s_churn,
+                    s_min,
+                    s_max,
+                    s_noise,
+                }),
+            ),
             SamplerKind::EulerAncestral { eta, s_noise } => run.euler_ancestral(x, eta, s_noise),
             SamplerKind::Ddim { eta } => run.ddim(x, eta),
             SamplerKind::DdpmAncestral => run.ddpm(x),
@@ -171,9 +215,18 @@ impl<'a, S: State> Denoiser<'a, S> {
             SamplerKind::Adaptive { rtol, atol } => run.adaptive(x, rtol, atol),
         }?;
         let t_end = *run.t.last().unwrap_or(&0.0);
-        let alpha_end = if t_end == 0.0 { 1.0 } else { self.process.alpha(t_end) };
+        let alpha_end = if t_end == 0.0 {
+            1.0
+        } else {
+            self.process.alpha(t_end)
+        };
         let Run { traj, traj_s, .. } = run;
-        Ok(SampleOutput { samples: x.scale(alpha_end), nfe: counted.nfe(), trajectory: traj, sigmas: traj_s })
+        Ok(SampleOutput {
+            samples: x.scale(alpha_end),
+            nfe: counted.nfe(),
+            trajectory: traj,
+            sigmas: traj_s,
+        })
     }
 }
 
@@ -192,7 +245,7 @@ struct Run<'r, 'c, 'a, S: State> {
     t: Vec<f64>,
     traj: Vec<S>,
     traj_s: Vec<f64>,
-    cb: Option<&'c mut (dyn FnMut(&StepInfo<S>) + 'c)>,
+    cb: Option<Callback<'c, S>>,
 }
 
 impl<S: State> Run<'_, '_, '_, S> {
@@ -203,7 +256,11 @@ impl<S: State> Run<'_, '_, '_, S> {
         self.m.denoise(x, sigma)
     }
     fn noise(&self, like: &S, step: usize, draw: u64) -> Result<S> {
-        like.randn_like(self.d.seed, self.d.first_index, streams::STEP_BASE + DRAWS_PER_STEP * step as u64 + draw)
+        like.randn_like(
+            self.d.seed,
+            self.d.first_index,
+            streams::STEP_BASE + DRAWS_PER_STEP * step as u64 + draw,
+        )
     }
     fn end_step(&mut self, i: usize, x: S, denoised: &S) -> Result<S> {
         let x = match self.d.hook {
@@ -220,14 +277,23 @@ impl<S: State> Run<'_, '_, '_, S> {
             None => x,
         };
         if !x.all_finite() {
-            return Err(SamplerError::Numerical(format!("non-finite state after step {i} (σ̃ = {})", self.s[i + 1])));
+            return Err(SamplerError::Numerical(format!(
+                "non-finite state after step {i} (σ̃ = {})",
+                self.s[i + 1]
+            )));
         }
         if self.d.record {
             self.traj.push(x.clone());
             self.traj_s.push(self.s[i + 1]);
         }
         if let Some(cb) = self.cb.as_mut() {
-            cb(&StepInfo { step: i, sigma: self.s[i], sigma_next: self.s[i + 1], x: &x, denoised });
+            cb(&StepInfo {
+                step: i,
+                sigma: self.s[i],
+                sigma_next: self.s[i + 1],
+                x: &x,
+                denoised,
+            });
         }
         Ok(x)
     }
@@ -253,7 +319,11 @@ impl<S: State> Run<'_, '_, '_, S> {
         for i in 0..n {
             let (mut s, s1) = (self.s[i], self.s[i + 1]);
             if let Some(c) = churn {
-                let gamma = if s >= c.s_min && s <= c.s_max { (c.s_churn / n as f64).min(2f64.sqrt() - 1.0) } else { 0.0 };
+                let gamma = if s >= c.s_min && s <= c.s_max {
+                    (c.s_churn / n as f64).min(2f64.sqrt() - 1.0)
+                } else {
+                    0.0
+                };
                 if gamma > 0.0 {
                     let s_hat = s * (1.0 + gamma);
                     let eps = self.noise(&x, i, 0)?;
@@ -268,7 +338,10 @@ impl<S: State> Run<'_, '_, '_, S> {
             let (xn, last_den) = if s1 > 0.0 {
                 let den2 = self.den(&xe, s1)?;
                 let d2 = xe.lincomb(1.0 / s1, &den2, -1.0 / s1);
-                (x.lincomb3(1.0, &d, 0.5 * (s1 - s), &d2, 0.5 * (s1 - s)), den2)
+                (
+                    x.lincomb3(1.0, &d, 0.5 * (s1 - s), &d2, 0.5 * (s1 - s)),
+                    den2,
+                )
             } else {
                 (xe, den)
             };
@@ -296,7 +369,14 @@ impl<S: State> Run<'_, '_, '_, S> {
     fn alpha_sigma(&self, i: usize) -> (f64, f64) {
         let t = self.t[i];
         if self.s[i] == 0.0 {
-            (if t == 0.0 { 1.0 } else { self.d.process.alpha(t) }, 0.0)
+            (
+                if t == 0.0 {
+                    1.0
+                } else {
+                    self.d.process.alpha(t)
+                },
+                0.0,
+            )
         } else {
             // σ from α and the grid's σ̃ keeps x̃ = x/α consistent with the grid exactly.
             let a = self.d.process.alpha(t);
@@ -463,9 +543,17 @@ impl<S: State> Run<'_, '_, '_, S> {
     }
 
     fn adaptive(&mut self, x: S, rtol: f64, atol: f64) -> Result<S> {
-        let last_pos = self.s.iter().rev().find(|v| **v > 0.0).copied().unwrap_or(self.s[0]);
+        let last_pos = self
+            .s
+            .iter()
+            .rev()
+            .find(|v| **v > 0.0)
+            .copied()
+            .unwrap_or(self.s[0]);
         let (l0, l1) = (-self.s[0].ln(), -last_pos.ln());
-        let f = |run: &Self, lam: f64, x: &S| -> Result<S> { Ok(run.den(x, (-lam).exp())?.lincomb(1.0, x, -1.0)) };
+        let f = |run: &Self, lam: f64, x: &S| -> Result<S> {
+            Ok(run.den(x, (-lam).exp())?.lincomb(1.0, x, -1.0))
+        };
         let mut x = x;
         let mut lam = l0;
         let mut h = ((l1 - l0) / 20.0).max(1e-6);
@@ -475,19 +563,29 @@ impl<S: State> Run<'_, '_, '_, S> {
         while lam < l1 - 1e-12 * (1.0 + l1.abs()) {
             tries += 1;
             if tries > 100_000 {
-                return Err(SamplerError::Numerical("adaptive solver exceeded 100000 step attempts".into()));
+                return Err(SamplerError::Numerical(
+                    "adaptive solver exceeded 100000 step attempts".into(),
+                ));
             }
             h = h.min(l1 - lam);
             let k2 = f(self, lam + 0.5 * h, &x.lincomb(1.0, &k1, 0.5 * h))?;
             let k3 = f(self, lam + 0.75 * h, &x.lincomb(1.0, &k2, 0.75 * h))?;
-            let xn = x.lincomb3(1.0, &k1, 2.0 / 9.0 * h, &k2, h / 3.0).lincomb(1.0, &k3, 4.0 / 9.0 * h);
+            let xn =
+                x.lincomb3(1.0, &k1, 2.0 / 9.0 * h, &k2, h / 3.0)
+                    .lincomb(1.0, &k3, 4.0 / 9.0 * h);
             let k4 = f(self, lam + h, &xn)?;
             let err = k1
                 .lincomb3(-5.0 / 72.0 * h, &k2, h / 12.0, &k3, h / 9.0)
                 .lincomb(1.0, &k4, -h / 8.0);
-            let e = err.scaled_rms(&x, &xn, atol, rtol).into_iter().fold(0.0f64, f64::max);
+            let e = err
+                .scaled_rms(&x, &xn, atol, rtol)
+                .into_iter()
+                .fold(0.0f64, f64::max);
             if !e.is_finite() {
-                return Err(SamplerError::Numerical(format!("non-finite error estimate at σ̃ = {}", (-lam).exp())));
+                return Err(SamplerError::Numerical(format!(
+                    "non-finite error estimate at σ̃ = {}",
+                    (-lam).exp()
+                )));
             }
             if e <= 1.0 {
                 lam += h;
@@ -499,10 +597,16 @@ impl<S: State> Run<'_, '_, '_, S> {
                     self.traj_s.push((-lam).exp());
                 }
             }
-            let fac = if e == 0.0 { 5.0 } else { (0.9 * e.powf(-1.0 / 3.0)).clamp(0.2, 5.0) };
+            let fac = if e == 0.0 {
+                5.0
+            } else {
+                (0.9 * e.powf(-1.0 / 3.0)).clamp(0.2, 5.0)
+            };
             h *= fac;
             if h < 1e-12 {
-                return Err(SamplerError::Numerical("adaptive step size underflow".into()));
+                return Err(SamplerError::Numerical(
+                    "adaptive step size underflow".into(),
+                ));
             }
         }
         let _ = accepted;
@@ -587,7 +691,11 @@ mod tests {
                     s += if k % 2 == 1 { 4.0 } else { 2.0 } * f(v);
                 }
                 let r = s * dv / 3.0;
-                assert!((exp_moment(n, h) - r).abs() < 1e-12, "n={n} h={h}: {} vs {r}", exp_moment(n, h));
+                assert!(
+                    (exp_moment(n, h) - r).abs() < 1e-12,
+                    "n={n} h={h}: {} vs {r}",
+                    exp_moment(n, h)
+                );
             }
             // Weights integrate polynomials of degree ≤ 2 exactly: Σ c_j p(v_j) = ∫ e^v p(v).
             let nodes = [-h, -1.7 * h, -2.2 * h];
@@ -595,7 +703,10 @@ mod tests {
             let p = |v: f64| 0.3 - 1.1 * v + 0.7 * v * v;
             let lhs: f64 = c.iter().zip(nodes).map(|(c, v)| c * p(v)).sum();
             let rhs = 0.3 * exp_moment(0, h) - 1.1 * exp_moment(1, h) + 0.7 * exp_moment(2, h);
-            assert!((lhs - rhs).abs() < 1e-10 * (1.0 + rhs.abs()), "{lhs} vs {rhs}");
+            assert!(
+                (lhs - rhs).abs() < 1e-10 * (1.0 + rhs.abs()),
+                "{lhs} vs {rhs}"
+            );
         }
     }
 }

@@ -7,7 +7,11 @@ use tweedie_core::CoreError;
 pub enum SamplerError {
     /// A sampler, guidance or operator parameter is out of its valid range.
     #[error("invalid value for `{key}`: {value} ({reason})")]
-    InvalidValue { key: String, value: String, reason: String },
+    InvalidValue {
+        key: String,
+        value: String,
+        reason: String,
+    },
     /// A sampler name that is not known; lists the known names.
     #[error("unknown sampler `{name}`; known samplers: {known}")]
     UnknownSampler { name: String, known: String },
@@ -31,6 +35,10 @@ pub type Result<T> = std::result::Result<T, SamplerError>;
 impl SamplerError {
     /// Shorthand for [`SamplerError::InvalidValue`].
     pub fn invalid(key: &str, value: impl std::fmt::Display, reason: &str) -> Self {
-        SamplerError::InvalidValue { key: key.to_string(), value: value.to_string(), reason: reason.to_string() }
+        SamplerError::InvalidValue {
+            key: key.to_string(),
+            value: value.to_string(),
+            reason: reason.to_string(),
+        }
     }
 }

@@ -114,14 +114,24 @@ impl SamplerKind {
     /// The sampler called `name` with its default parameters (aliases: `edm`, `euler_a`, `ddpm`, `em`,
     /// `dpm++2m`, …); unknown names give an error listing the known ones.
     pub fn from_name(name: &str) -> Result<Self> {
-        let n = name.trim().to_ascii_lowercase().replace("++", "pp").replace(['-', '+', ' '], "_");
+        let n = name
+            .trim()
+            .to_ascii_lowercase()
+            .replace("++", "pp")
+            .replace(['-', '+', ' '], "_");
         Ok(match n.as_str() {
             "euler" => SamplerKind::Euler,
             "heun" => SamplerKind::Heun,
-            "edm_stochastic" | "edm" | "edm_sde" => {
-                SamplerKind::EdmStochastic { s_churn: d::s_churn(), s_min: 0.0, s_max: f64::INFINITY, s_noise: 1.0 }
-            }
-            "euler_ancestral" | "euler_a" => SamplerKind::EulerAncestral { eta: 1.0, s_noise: 1.0 },
+            "edm_stochastic" | "edm" | "edm_sde" => SamplerKind::EdmStochastic {
+                s_churn: d::s_churn(),
+                s_min: 0.0,
+                s_max: f64::INFINITY,
+                s_noise: 1.0,
+            },
+            "euler_ancestral" | "euler_a" => SamplerKind::EulerAncestral {
+                eta: 1.0,
+                s_noise: 1.0,
+            },
             "ddim" => SamplerKind::Ddim { eta: 0.0 },
             "ddpm_ancestral" | "ddpm" => SamplerKind::DdpmAncestral,
             "dpmpp_2s" | "dpm_solver_pp_2s" => SamplerKind::DpmSolverPp2s,
@@ -129,9 +139,15 @@ impl SamplerKind {
             "dpmpp_2m_sde" | "dpm_solver_pp_2m_sde" => SamplerKind::DpmSolverPp2mSde { eta: 1.0 },
             "euler_maruyama" | "em" => SamplerKind::EulerMaruyama,
             "deis3" | "deis" | "deis_3" => SamplerKind::Deis3,
-            "adaptive" | "bs3" => SamplerKind::Adaptive { rtol: d::rtol(), atol: d::atol() },
+            "adaptive" | "bs3" => SamplerKind::Adaptive {
+                rtol: d::rtol(),
+                atol: d::atol(),
+            },
             _ => {
-                return Err(SamplerError::UnknownSampler { name: name.to_string(), known: SAMPLER_NAMES.join(", ") })
+                return Err(SamplerError::UnknownSampler {
+                    name: name.to_string(),
+                    known: SAMPLER_NAMES.join(", "),
+                })
             }
         })
     }
@@ -153,7 +169,12 @@ impl SamplerKind {
             }
         };
         match self {
-            SamplerKind::EdmStochastic { s_churn, s_min, s_max, s_noise } => {
+            SamplerKind::EdmStochastic {
+                s_churn,
+                s_min,
+                s_max,
+                s_noise,
+            } => {
                 nonneg("s_churn", *s_churn)?;
                 nonneg("s_min", *s_min)?;
                 nonneg("s_noise", *s_noise)?;
@@ -168,8 +189,17 @@ impl SamplerKind {
             }
             SamplerKind::Ddim { eta } | SamplerKind::DpmSolverPp2mSde { eta } => eta01(*eta),
             SamplerKind::Adaptive { rtol, atol } => {
-                if !(*rtol > 0.0 || *atol > 0.0) || rtol.is_nan() || atol.is_nan() || *rtol < 0.0 || *atol < 0.0 {
-                    return Err(SamplerError::invalid("rtol/atol", format!("{rtol}/{atol}"), "need ≥ 0, not both 0"));
+                if !(*rtol > 0.0 || *atol > 0.0)
+                    || rtol.is_nan()
+                    || atol.is_nan()
+                    || *rtol < 0.0
+                    || *atol < 0.0
+                {
+                    return Err(SamplerError::invalid(
+                        "rtol/atol",
+                        format!("{rtol}/{atol}"),
+                        "need ≥ 0, not both 0",
+                    ));
                 }
                 Ok(())
             }
@@ -181,9 +211,9 @@ impl SamplerKind {
     pub fn is_stochastic(&self) -> bool {
         match self {
             SamplerKind::EdmStochastic { s_churn, .. } => *s_churn > 0.0,
-            SamplerKind::EulerAncestral { eta, .. } | SamplerKind::Ddim { eta } | SamplerKind::DpmSolverPp2mSde { eta } => {
-                *eta > 0.0
-            }
+            SamplerKind::EulerAncestral { eta, .. }
+            | SamplerKind::Ddim { eta }
+            | SamplerKind::DpmSolverPp2mSde { eta } => *eta > 0.0,
             SamplerKind::DdpmAncestral | SamplerKind::EulerMaruyama => true,
             _ => false,
         }
@@ -221,7 +251,10 @@ pub struct SamplerSpec {
 impl SamplerSpec {
     /// Parse a name and step count: `steps = 0` and unknown names are errors.
     pub fn parse(name: &str, steps: usize) -> Result<Self> {
-        let spec = SamplerSpec { kind: SamplerKind::from_name(name)?, steps };
+        let spec = SamplerSpec {
+            kind: SamplerKind::from_name(name)?,
+            steps,
+        };
         spec.validate()?;
         Ok(spec)
     }
@@ -245,7 +278,10 @@ mod tests {
             assert_eq!(k.name(), n);
             k.validate().unwrap();
         }
-        assert_eq!(SamplerKind::from_name("DPM++ 2M").unwrap(), SamplerKind::DpmSolverPp2m);
+        assert_eq!(
+            SamplerKind::from_name("DPM++ 2M").unwrap(),
+            SamplerKind::DpmSolverPp2m
+        );
         let e = SamplerKind::from_name("eulr").unwrap_err().to_string();
         assert!(e.contains("eulr") && e.contains("heun"), "{e}");
         let e = SamplerSpec::parse("heun", 0).unwrap_err().to_string();
@@ -259,10 +295,21 @@ mod tests {
         let k: SamplerKind = toml::from_str("type = \"ddim\"\neta = 0.5").unwrap();
         assert_eq!(k, SamplerKind::Ddim { eta: 0.5 });
         let k: SamplerKind = toml::from_str("type = \"edm_stochastic\"\ns_churn = 10.0").unwrap();
-        assert_eq!(k, SamplerKind::EdmStochastic { s_churn: 10.0, s_min: 0.0, s_max: f64::INFINITY, s_noise: 1.0 });
+        assert_eq!(
+            k,
+            SamplerKind::EdmStochastic {
+                s_churn: 10.0,
+                s_min: 0.0,
+                s_max: f64::INFINITY,
+                s_noise: 1.0
+            }
+        );
         assert!(toml::from_str::<SamplerKind>("type = \"ddim\"\netta = 0.5").is_err());
         let j = serde_json::to_string(&SamplerKind::DpmSolverPp2mSde { eta: 1.0 }).unwrap();
-        assert_eq!(serde_json::from_str::<SamplerKind>(&j).unwrap(), SamplerKind::DpmSolverPp2mSde { eta: 1.0 });
+        assert_eq!(
+            serde_json::from_str::<SamplerKind>(&j).unwrap(),
+            SamplerKind::DpmSolverPp2mSde { eta: 1.0 }
+        );
         let s: SamplerSpec = toml::from_str("steps = 18\n[kind]\ntype = \"heun\"").unwrap();
         assert_eq!(s.steps, 18);
     }

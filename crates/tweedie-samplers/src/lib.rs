@@ -7,6 +7,9 @@
 //! wraps the model (DPS, ΠGDM, TMP), replaces coordinates (inpainting) or samples the exact
 //! posterior of analytic models. Everything is proven on Gaussian mixtures (see tests/).
 
+// Negated float comparisons (`!(x > 0.0)`) are deliberate: they also reject NaN.
+#![allow(clippy::neg_cmp_op_on_partial_ord)]
+
 pub mod api;
 pub mod cond;
 pub mod denoiser;

@@ -68,7 +68,12 @@ pub(crate) fn sym_eigen(a: &Array2<f64>) -> (Array1<f64>, Array2<f64>) {
     let n = a.nrows();
     let mut m = a.clone();
     let mut u = Array2::<f64>::eye(n);
-    let scale: f64 = a.iter().map(|x| x * x).sum::<f64>().sqrt().max(f64::MIN_POSITIVE);
+    let scale: f64 = a
+        .iter()
+        .map(|x| x * x)
+        .sum::<f64>()
+        .sqrt()
+        .max(f64::MIN_POSITIVE);
     for _sweep in 0..100 {
         let mut off = 0.0;
         for p in 0..n {
@@ -118,7 +123,9 @@ mod tests {
     #[test]
     fn eigen_and_cholesky_reconstruct() {
         let n = 7;
-        let b = Array2::from_shape_fn((n, n), |(i, j)| ((i * 3 + j * 5) % 7) as f64 - 3.0 + (i == j) as u8 as f64);
+        let b = Array2::from_shape_fn((n, n), |(i, j)| {
+            ((i * 3 + j * 5) % 7) as f64 - 3.0 + (i == j) as u8 as f64
+        });
         let a = b.dot(&b.t()) + Array2::<f64>::eye(n);
         let (lam, u) = sym_eigen(&a);
         let rec = u.dot(&Array2::from_diag(&lam)).dot(&u.t());
@@ -126,7 +133,9 @@ mod tests {
         let l = cholesky(&a).unwrap();
         assert!((l.dot(&l.t()) - &a).iter().all(|d| d.abs() < 1e-10));
         let x = chol_solve(&l, &Array1::ones(n));
-        assert!((a.dot(&x) - Array1::<f64>::ones(n)).iter().all(|d| d.abs() < 1e-10));
+        assert!((a.dot(&x) - Array1::<f64>::ones(n))
+            .iter()
+            .all(|d| d.abs() < 1e-10));
         let logdet: f64 = lam.iter().map(|v| v.ln()).sum();
         assert!((chol_logdet(&l) - logdet).abs() < 1e-10);
         assert!(cholesky(&(-a)).is_none());

@@ -11,10 +11,10 @@ use rand::Rng;
 use rand_distr::Distribution;
 use rayon::prelude::*;
 
-use crate::ops::ForwardModel;
 use crate::error::{Result, SamplerError};
 use crate::linalg;
 use crate::model::{ClassModel, Model};
+use crate::ops::ForwardModel;
 use crate::state::State;
 use tweedie_core::rng::{stream_rng, streams};
 
@@ -53,16 +53,29 @@ impl MixtureModel {
         let total: f64 = weights.iter().sum();
         for (i, w) in weights.iter().enumerate() {
             if !(*w > 0.0 && w.is_finite()) {
-                return Err(SamplerError::invalid(&format!("weights[{i}]"), w, "must be positive and finite"));
+                return Err(SamplerError::invalid(
+                    &format!("weights[{i}]"),
+                    w,
+                    "must be positive and finite",
+                ));
             }
         }
         for (i, c) in covs.iter().enumerate() {
             if c.shape() != [d, d] {
-                return Err(SamplerError::Shape(format!("covs[{i}] is {:?}, expected [{d}, {d}]", c.shape())));
+                return Err(SamplerError::Shape(format!(
+                    "covs[{i}] is {:?}, expected [{d}, {d}]",
+                    c.shape()
+                )));
             }
             let asym = (c - &c.t()).iter().fold(0.0f64, |m, v| m.max(v.abs()));
-            if asym > 1e-10 * (1.0 + c.iter().fold(0.0f64, |m, v| m.max(v.abs()))) || linalg::cholesky(c).is_none() {
-                return Err(SamplerError::invalid(&format!("covs[{i}]"), "matrix", "not symmetric positive definite"));
+            if asym > 1e-10 * (1.0 + c.iter().fold(0.0f64, |m, v| m.max(v.abs())))
+                || linalg::cholesky(c).is_none()
+            {
+                return Err(SamplerError::invalid(
+                    &format!("covs[{i}]"),
+                    "matrix",
+                    "not symmetric positive definite",
+                ));
             }
         }
         let log_w = weights.iter().map(|w| (w / total).ln()).collect();
@@ -80,7 +93,13 @@ impl MixtureModel {
             lam.push(l.mapv(|x| x.max(floor * top).max(1e-300)));
             u.push(v);
         }
-        MixtureModel { log_w, means, covs, lam, u }
+        MixtureModel {
+            log_w,
+            means,
+            covs,
+            lam,
+            u,
+        }
     }
 
     /// Dimension D.
@@ -106,7 +125,11 @@ impl MixtureModel {
     /// Component k alone: p(x₀ | c = k).
     pub fn component(&self, k: usize) -> Result<MixtureModel> {
         if k >= self.n_components() {
-            return Err(SamplerError::invalid("class", k, "no such mixture component"));
+            return Err(SamplerError::invalid(
+                "class",
+                k,
+                "no such mixture component",
+            ));
         }
         Ok(MixtureModel {
             log_w: vec![0.0],
@@ -130,10 +153,15 @@ impl MixtureModel {
             let logdet: f64 = var.iter().map(|v| v.ln()).sum();
             let shrink = &self.lam[k] / &var;
             for i in 0..b {
-                let q: f64 = z.row(i).iter().zip(var.iter()).map(|(z, v)| z * z / v).sum();
+                let q: f64 = z
+                    .row(i)
+                    .iter()
+                    .zip(var.iter())
+                    .map(|(z, v)| z * z / v)
+                    .sum();
                 log_r[[i, k]] = self.log_w[k] - 0.5 * (q + logdet + d as f64 * ln2pi);
             }
-            m.push((z * &shrink).dot(&self.u[k].t()) + &self.means.row(k));
+            m.push((z * &shrink).dot(&self.u[k].t()) + self.means.row(k));
         }
         for mut row in log_r.outer_iter_mut() {
             let mx = row.iter().fold(f64::NEG_INFINITY, |a, v| a.max(*v));
@@ -164,14 +192,24 @@ impl MixtureModel {
 
     /// Posterior responsibilities p(c = k | x̃) at noise level σ̃, rows [B, K].
     pub fn responsibilities(&self, x: &Array2<f64>, sigma: f64) -> Array2<f64> {
-        self.par_rows(x, self.n_components(), |c, _| self.eval_chunk(c, sigma).log_r.mapv(f64::exp))
+        self.par_rows(x, self.n_components(), |c, _| {
+            self.eval_chunk(c, sigma).log_r.mapv(f64::exp)
+        })
     }
 
     /// The most likely component of each clean sample (σ̃ = 0).
     pub fn classify(&self, x: &Array2<f64>) -> Vec<usize> {
         let r = self.responsibilities(x, 0.0);
         r.outer_iter()
-            .map(|row| row.iter().enumerate().fold((0, f64::NEG_INFINITY), |a, (k, v)| if *v > a.1 { (k, *v) } else { a }).0)
+            .map(|row| {
+                row.iter()
+                    .enumerate()
+                    .fold(
+                        (0, f64::NEG_INFINITY),
+                        |a, (k, v)| if *v > a.1 { (k, *v) } else { a },
+                    )
+                    .0
+            })
             .collect()
     }
 
@@ -191,7 +229,12 @@ impl MixtureModel {
     ///
     /// Cov[x₀|x̃] = Σ_k r_k (C_k + (m_k − D)(m_k − D)ᵀ), C_k = Σ_k(Σ_k + σ̃²I)⁻¹σ̃², so
     /// Cov·v/σ̃² = Σ_k r_k (U_k diag(λ/(λ+σ̃²)) U_kᵀ v + (m_k − D)((m_k − D)·v)/σ̃²).
-    pub fn denoise_vjp_rows(&self, x: &Array2<f64>, sigma: f64, v: &Array2<f64>) -> (Array2<f64>, Array2<f64>) {
+    pub fn denoise_vjp_rows(
+        &self,
+        x: &Array2<f64>,
+        sigma: f64,
+        v: &Array2<f64>,
+    ) -> (Array2<f64>, Array2<f64>) {
         let d = self.dim();
         let both = self.par_rows(x, 2 * d, |c, s0| {
             let vc = v.slice(s![s0..s0 + c.nrows(), ..]).to_owned();
@@ -212,12 +255,15 @@ impl MixtureModel {
                     let dm = &e.m[k] - &den;
                     let proj = (&dm * &vc).sum_axis(Axis(1)) / s2;
                     let between = &dm * &proj.insert_axis(Axis(1));
-                    jv += &((within + between) * &r.column(k).insert_axis(Axis(1)));
+                    jv += &((within + between) * r.column(k).insert_axis(Axis(1)));
                 }
             }
             ndarray::concatenate![Axis(1), den, jv]
         });
-        (both.slice(s![.., ..d]).to_owned(), both.slice(s![.., d..]).to_owned())
+        (
+            both.slice(s![.., ..d]).to_owned(),
+            both.slice(s![.., d..]).to_owned(),
+        )
     }
 
     /// Posterior covariance Cov[x₀ | x̃] of one row (D×D), for tests and diagnostics.
@@ -247,12 +293,15 @@ impl MixtureModel {
                         break;
                     }
                 }
-                let z: Vec<f64> = (0..d).map(|_| rand_distr::StandardNormal.sample(&mut rng)).collect();
-                let e: Vec<f64> = (0..d).map(|_| rand_distr::StandardNormal.sample(&mut rng)).collect();
+                let z: Vec<f64> = (0..d)
+                    .map(|_| rand_distr::StandardNormal.sample(&mut rng))
+                    .collect();
+                let e: Vec<f64> = (0..d)
+                    .map(|_| rand_distr::StandardNormal.sample(&mut rng))
+                    .collect();
                 let mut x = self.means.row(k).to_owned();
-                for j in 0..d {
-                    let c = self.lam[k][j].sqrt() * z[j];
-                    x.scaled_add(c, &self.u[k].column(j));
+                for (j, zj) in z.iter().enumerate() {
+                    x.scaled_add(self.lam[k][j].sqrt() * zj, &self.u[k].column(j));
                 }
                 x.iter().zip(e).map(|(x, e)| x + sigma * e).collect()
             })
@@ -263,11 +312,20 @@ impl MixtureModel {
     /// The exact posterior mixture p(x₀ | y) for y = A·x₀ + n, n ~ N(0, s²I): components
     /// N(μ_k + K_k(y − Aμ_k), Σ_k − K_k A Σ_k), K_k = Σ_k Aᵀ S_k⁻¹, S_k = AΣ_kAᵀ + s²I,
     /// weights ∝ w_k N(y; Aμ_k, S_k) (Bishop 2006 §2.3.3).
-    pub fn posterior(&self, a: &Array2<f64>, y: &Array1<f64>, noise_std: f64) -> Result<MixtureModel> {
+    pub fn posterior(
+        &self,
+        a: &Array2<f64>,
+        y: &Array1<f64>,
+        noise_std: f64,
+    ) -> Result<MixtureModel> {
         let d = self.dim();
         let m = a.nrows();
         if a.ncols() != d || y.len() != m {
-            return Err(SamplerError::Shape(format!("A is {:?}, y has {} entries, dimension {d}", a.shape(), y.len())));
+            return Err(SamplerError::Shape(format!(
+                "A is {:?}, y has {} entries, dimension {d}",
+                a.shape(),
+                y.len()
+            )));
         }
         let mut log_w = Vec::new();
         let mut means = Array2::<f64>::zeros((self.n_components(), d));
@@ -276,15 +334,19 @@ impl MixtureModel {
         for k in 0..self.n_components() {
             let asig = a.dot(&self.covs[k]);
             let sk = asig.dot(&a.t()) + Array2::<f64>::eye(m) * noise_std * noise_std;
-            let l = linalg::cholesky(&sk)
-                .ok_or_else(|| SamplerError::Numerical(format!("A Σ_{k} Aᵀ + s²I is not positive definite")))?;
+            let l = linalg::cholesky(&sk).ok_or_else(|| {
+                SamplerError::Numerical(format!("A Σ_{k} Aᵀ + s²I is not positive definite"))
+            })?;
             let resid = y - &a.dot(&self.means.row(k));
             let sol = linalg::chol_solve(&l, &resid);
             let gain_t = linalg::chol_solve_mat(&l, &asig);
             let mean = &self.means.row(k) + &gain_t.t().dot(&resid);
             let mut cov = &self.covs[k] - &asig.t().dot(&gain_t);
             cov = (&cov + &cov.t()) * 0.5;
-            log_w.push(self.log_w[k] - 0.5 * (resid.dot(&sol) + linalg::chol_logdet(&l) + m as f64 * ln2pi));
+            log_w.push(
+                self.log_w[k]
+                    - 0.5 * (resid.dot(&sol) + linalg::chol_logdet(&l) + m as f64 * ln2pi),
+            );
             means.row_mut(k).assign(&mean);
             covs.push(cov);
         }
@@ -297,20 +359,32 @@ impl MixtureModel {
 
 impl<S: State> Model<S> for MixtureModel {
     fn denoise(&self, x: &S, sigma: f64) -> Result<S> {
-        x.from_rows(&self.denoise_rows(&x.to_rows(), sigma))
+        x.with_rows(&self.denoise_rows(&x.to_rows(), sigma))
     }
     fn denoise_vjp(&self, x: &S, sigma: f64, v: &S) -> Result<(S, S)> {
         let (d, jv) = self.denoise_vjp_rows(&x.to_rows(), sigma, &v.to_rows());
-        Ok((x.from_rows(&d)?, x.from_rows(&jv)?))
+        Ok((x.with_rows(&d)?, x.with_rows(&jv)?))
     }
     fn has_vjp(&self) -> bool {
         true
     }
-    fn exact_posterior(&self, op: &dyn ForwardModel, y: &Array1<f64>) -> Option<Result<Box<dyn Model<S>>>> {
-        let r = op.matrix().and_then(|a| self.posterior(&a, y, op.noise_std()));
+    fn exact_posterior(
+        &self,
+        op: &dyn ForwardModel,
+        y: &Array1<f64>,
+    ) -> Option<Result<Box<dyn Model<S>>>> {
+        let r = op
+            .matrix()
+            .and_then(|a| self.posterior(&a, y, op.noise_std()));
         Some(r.map(|m| Box::new(m) as Box<dyn Model<S>>))
     }
-    fn sample_marginal(&self, template: &S, sigma: f64, seed: u64, first: u64) -> Option<Result<S>> {
+    fn sample_marginal(
+        &self,
+        template: &S,
+        sigma: f64,
+        seed: u64,
+        first: u64,
+    ) -> Option<Result<S>> {
         if template.sample_len() != self.dim() {
             return Some(Err(SamplerError::Shape(format!(
                 "state has {} elements per sample, mixture dimension {}",
@@ -318,7 +392,7 @@ impl<S: State> Model<S> for MixtureModel {
                 self.dim()
             ))));
         }
-        Some(template.from_rows(&self.sample_rows(template.batch(), sigma, seed, first)))
+        Some(template.with_rows(&self.sample_rows(template.batch(), sigma, seed, first)))
     }
 }
 
@@ -341,7 +415,10 @@ mod tests {
         MixtureModel::new(
             &[0.3, 0.7],
             array![[-1.0, 0.5], [2.0, -1.0]],
-            vec![array![[0.5, 0.2], [0.2, 0.3]], array![[0.2, -0.05], [-0.05, 0.4]]],
+            vec![
+                array![[0.5, 0.2], [0.2, 0.3]],
+                array![[0.2, -0.05], [-0.05, 0.4]],
+            ],
         )
         .unwrap()
     }
@@ -363,7 +440,11 @@ mod tests {
                     let dd = (m.denoise_rows(&xp, sigma) - m.denoise_rows(&xm, sigma)) / (2.0 * h);
                     // (Jᵀ v)_j = Σ_l ∂D_l/∂x_j v_l
                     let fd: f64 = (0..2).map(|l| dd[[i, l]] * v[[i, l]]).sum();
-                    assert!((fd - jv[[i, j]]).abs() < 1e-6, "σ={sigma} row {i} coord {j}: {fd} vs {}", jv[[i, j]]);
+                    assert!(
+                        (fd - jv[[i, j]]).abs() < 1e-6,
+                        "σ={sigma} row {i} coord {j}: {fd} vs {}",
+                        jv[[i, j]]
+                    );
                 }
             }
         }
@@ -376,7 +457,8 @@ mod tests {
                 let c = &m.covs()[k] + &(Array2::<f64>::eye(2) * sigma * sigma);
                 let det = c[[0, 0]] * c[[1, 1]] - c[[0, 1]] * c[[1, 0]];
                 let (da, db) = (a - m.means()[[k, 0]], b - m.means()[[k, 1]]);
-                let q = (c[[1, 1]] * da * da - 2.0 * c[[0, 1]] * da * db + c[[0, 0]] * db * db) / det;
+                let q =
+                    (c[[1, 1]] * da * da - 2.0 * c[[0, 1]] * da * db + c[[0, 0]] * db * db) / det;
                 p += m.weights()[k] * (-0.5 * q).exp() / (2.0 * std::f64::consts::PI * det.sqrt());
             }
             p.ln()
@@ -401,9 +483,19 @@ mod tests {
         let y = array![0.4, 0.1];
         let s = 0.6;
         let post = m.posterior(&Array2::eye(2), &y, s).unwrap();
-        let mean: Array1<f64> = post.weights().iter().enumerate().map(|(k, w)| &post.means().row(k) * *w).fold(Array1::zeros(2), |a, b| a + b);
+        let mean: Array1<f64> = post
+            .weights()
+            .iter()
+            .enumerate()
+            .map(|(k, w)| &post.means().row(k) * *w)
+            .fold(Array1::zeros(2), |a, b| a + b);
         let d = m.denoise_rows(&y.clone().insert_axis(Axis(0)), s);
         assert!((mean - d.row(0)).iter().all(|e| e.abs() < 1e-12));
-        assert!(MixtureModel::new(&[1.0], array![[0.0, 0.0]], vec![array![[1.0, 2.0], [2.0, 1.0]]]).is_err());
+        assert!(MixtureModel::new(
+            &[1.0],
+            array![[0.0, 0.0]],
+            vec![array![[1.0, 2.0], [2.0, 1.0]]]
+        )
+        .is_err());
     }
 }

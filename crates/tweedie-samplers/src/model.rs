@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ndarray::Array1;
 
-use crate::ops::ForwardModel;
 use crate::error::{Result, SamplerError};
+use crate::ops::ForwardModel;
 use crate::state::State;
 
 /// A denoiser D(x̃; σ̃) ≈ E[x₀ | x̃], x̃ = x_t/α = x₀ + σ̃·ε (Karras et al. 2022, eq. 3).
@@ -19,7 +19,9 @@ pub trait Model<S: State>: Send + Sync {
 
     /// (D(x̃; σ̃), J(x̃)ᵀ·v) with J = ∂D/∂x̃; for an exact denoiser J = Cov[x₀ | x̃]/σ̃² (symmetric).
     fn denoise_vjp(&self, _x: &S, _sigma: f64, _v: &S) -> Result<(S, S)> {
-        Err(SamplerError::Unsupported("a vector-Jacobian product".into()))
+        Err(SamplerError::Unsupported(
+            "a vector-Jacobian product".into(),
+        ))
     }
 
     /// Whether [`Model::denoise_vjp`] is implemented.
@@ -28,12 +30,22 @@ pub trait Model<S: State>: Send + Sync {
     }
 
     /// The exact posterior model p(x₀ | y) for y = A·x₀ + n, n ~ N(0, s²I), when the model knows it.
-    fn exact_posterior(&self, _op: &dyn ForwardModel, _y: &Array1<f64>) -> Option<Result<Box<dyn Model<S>>>> {
+    fn exact_posterior(
+        &self,
+        _op: &dyn ForwardModel,
+        _y: &Array1<f64>,
+    ) -> Option<Result<Box<dyn Model<S>>>> {
         None
     }
 
     /// An exact draw of x̃ = x₀ + σ̃·ε shaped like `template`, row i keyed by (seed, first_index + i).
-    fn sample_marginal(&self, _template: &S, _sigma: f64, _seed: u64, _first_index: u64) -> Option<Result<S>> {
+    fn sample_marginal(
+        &self,
+        _template: &S,
+        _sigma: f64,
+        _seed: u64,
+        _first_index: u64,
+    ) -> Option<Result<S>> {
         None
     }
 }
@@ -48,7 +60,11 @@ impl<S: State, M: Model<S> + ?Sized> Model<S> for Box<M> {
     fn has_vjp(&self) -> bool {
         (**self).has_vjp()
     }
-    fn exact_posterior(&self, op: &dyn ForwardModel, y: &Array1<f64>) -> Option<Result<Box<dyn Model<S>>>> {
+    fn exact_posterior(
+        &self,
+        op: &dyn ForwardModel,
+        y: &Array1<f64>,
+    ) -> Option<Result<Box<dyn Model<S>>>> {
         (**self).exact_posterior(op, y)
     }
     fn sample_marginal(&self, t: &S, sigma: f64, seed: u64, first: u64) -> Option<Result<S>> {
@@ -66,7 +82,11 @@ impl<S: State, M: Model<S> + ?Sized> Model<S> for &M {
     fn has_vjp(&self) -> bool {
         (**self).has_vjp()
     }
-    fn exact_posterior(&self, op: &dyn ForwardModel, y: &Array1<f64>) -> Option<Result<Box<dyn Model<S>>>> {
+    fn exact_posterior(
+        &self,
+        op: &dyn ForwardModel,
+        y: &Array1<f64>,
+    ) -> Option<Result<Box<dyn Model<S>>>> {
         (**self).exact_posterior(op, y)
     }
     fn sample_marginal(&self, t: &S, sigma: f64, seed: u64, first: u64) -> Option<Result<S>> {
@@ -114,7 +134,10 @@ pub struct Counted<'a, S: State> {
 impl<'a, S: State> Counted<'a, S> {
     /// Wrap `inner` with a zero count.
     pub fn new(inner: &'a dyn Model<S>) -> Self {
-        Counted { inner, nfe: AtomicUsize::new(0) }
+        Counted {
+            inner,
+            nfe: AtomicUsize::new(0),
+        }
     }
     /// Denoiser calls so far.
     pub fn nfe(&self) -> usize {
@@ -134,7 +157,11 @@ impl<S: State> Model<S> for Counted<'_, S> {
     fn has_vjp(&self) -> bool {
         self.inner.has_vjp()
     }
-    fn exact_posterior(&self, op: &dyn ForwardModel, y: &Array1<f64>) -> Option<Result<Box<dyn Model<S>>>> {
+    fn exact_posterior(
+        &self,
+        op: &dyn ForwardModel,
+        y: &Array1<f64>,
+    ) -> Option<Result<Box<dyn Model<S>>>> {
         self.inner.exact_posterior(op, y)
     }
     fn sample_marginal(&self, t: &S, sigma: f64, seed: u64, first: u64) -> Option<Result<S>> {

@@ -30,7 +30,10 @@ pub trait ForwardModel: Send + Sync + std::fmt::Debug {
 
 fn check_cols(x: &Array2<f64>, n: usize, what: &str) -> Result<()> {
     if x.ncols() != n {
-        return Err(SamplerError::Shape(format!("{what}: rows have {} entries, operator expects {n}", x.ncols())));
+        return Err(SamplerError::Shape(format!(
+            "{what}: rows have {} entries, operator expects {n}",
+            x.ncols()
+        )));
     }
     Ok(())
 }
@@ -39,7 +42,11 @@ fn check_noise(s: f64) -> Result<()> {
     if s >= 0.0 && s.is_finite() {
         Ok(())
     } else {
-        Err(SamplerError::invalid("noise_std", s, "must be finite and ≥ 0"))
+        Err(SamplerError::invalid(
+            "noise_std",
+            s,
+            "must be finite and ≥ 0",
+        ))
     }
 }
 
@@ -55,7 +62,11 @@ impl MatrixOp {
     pub fn new(a: Array2<f64>, noise_std: f64) -> Result<Self> {
         check_noise(noise_std)?;
         if a.is_empty() || a.iter().any(|v| !v.is_finite()) {
-            return Err(SamplerError::invalid("A", format!("{:?}", a.shape()), "must be non-empty and finite"));
+            return Err(SamplerError::invalid(
+                "A",
+                format!("{:?}", a.shape()),
+                "must be non-empty and finite",
+            ));
         }
         Ok(MatrixOp { a, noise_std })
     }
@@ -96,11 +107,24 @@ impl Mask {
     /// Observe the coordinates where `keep` is true.
     pub fn new(keep: &[bool], noise_std: f64) -> Result<Self> {
         check_noise(noise_std)?;
-        let idx: Vec<usize> = keep.iter().enumerate().filter(|(_, k)| **k).map(|(i, _)| i).collect();
+        let idx: Vec<usize> = keep
+            .iter()
+            .enumerate()
+            .filter(|(_, k)| **k)
+            .map(|(i, _)| i)
+            .collect();
         if idx.is_empty() {
-            return Err(SamplerError::invalid("mask", "all false", "must observe at least one coordinate"));
+            return Err(SamplerError::invalid(
+                "mask",
+                "all false",
+                "must observe at least one coordinate",
+            ));
         }
-        Ok(Mask { n: keep.len(), idx, noise_std })
+        Ok(Mask {
+            n: keep.len(),
+            idx,
+            noise_std,
+        })
     }
     /// Indices of the observed coordinates.
     pub fn observed(&self) -> &[usize] {
@@ -149,10 +173,20 @@ impl Downsample {
     /// Average-pool [C, H, W] by `factor` (which must divide H and W).
     pub fn new(c: usize, h: usize, w: usize, factor: usize, noise_std: f64) -> Result<Self> {
         check_noise(noise_std)?;
-        if factor == 0 || h % factor != 0 || w % factor != 0 || c == 0 {
-            return Err(SamplerError::invalid("factor", factor, &format!("must divide H = {h} and W = {w}")));
+        if factor == 0 || !h.is_multiple_of(factor) || !w.is_multiple_of(factor) || c == 0 {
+            return Err(SamplerError::invalid(
+                "factor",
+                factor,
+                &format!("must divide H = {h} and W = {w}"),
+            ));
         }
-        Ok(Downsample { c, h, w, f: factor, noise_std })
+        Ok(Downsample {
+            c,
+            h,
+            w,
+            f: factor,
+            noise_std,
+        })
     }
 }
 
@@ -172,7 +206,8 @@ impl ForwardModel for Downsample {
             for c in 0..self.c {
                 for i in 0..self.h {
                     for j in 0..self.w {
-                        yr[(c * ho + i / f) * wo + j / f] += inv * xr[(c * self.h + i) * self.w + j];
+                        yr[(c * ho + i / f) * wo + j / f] +=
+                            inv * xr[(c * self.h + i) * self.w + j];
                     }
                 }
             }
@@ -214,7 +249,14 @@ pub struct Blur {
 
 impl Blur {
     /// Blur [C, H, W] with a normalised Gaussian kernel of std `width` pixels and radius `radius`.
-    pub fn new(c: usize, h: usize, w: usize, width: f64, radius: usize, noise_std: f64) -> Result<Self> {
+    pub fn new(
+        c: usize,
+        h: usize,
+        w: usize,
+        width: f64,
+        radius: usize,
+        noise_std: f64,
+    ) -> Result<Self> {
         check_noise(noise_std)?;
         if !(width > 0.0 && width.is_finite()) {
             return Err(SamplerError::invalid("width", width, "must be positive"));
@@ -226,7 +268,14 @@ impl Blur {
         });
         let s = k.sum();
         k /= s;
-        Ok(Blur { c, h, w, r: radius, k, noise_std })
+        Ok(Blur {
+            c,
+            h,
+            w,
+            r: radius,
+            k,
+            noise_std,
+        })
     }
     /// The normalised kernel.
     pub fn kernel(&self) -> &Array2<f64> {
@@ -241,7 +290,10 @@ impl Blur {
                 if ii < 0 || jj < 0 || ii >= h || jj >= w {
                     None
                 } else {
-                    Some(((ii * w + jj) as usize, self.k[[(a + r) as usize, (b + r) as usize]]))
+                    Some((
+                        (ii * w + jj) as usize,
+                        self.k[[(a + r) as usize, (b + r) as usize]],
+                    ))
                 }
             })
         })
@@ -263,7 +315,8 @@ impl ForwardModel for Blur {
             for c in 0..self.c {
                 for i in 0..self.h {
                     for j in 0..self.w {
-                        yr[c * hw + i * self.w + j] = self.taps(i, j).map(|(p, kv)| kv * xr[c * hw + p]).sum();
+                        yr[c * hw + i * self.w + j] =
+                            self.taps(i, j).map(|(p, kv)| kv * xr[c * hw + p]).sum();
                     }
                 }
             }
@@ -294,10 +347,21 @@ impl ForwardModel for Blur {
 }
 
 /// y = A·x₀ + s·z for one clean signal x₀, z = `noise` (standard normals), as a measurement vector.
-pub fn measure(op: &dyn ForwardModel, x0: &Array1<f64>, noise: &Array1<f64>) -> Result<Array1<f64>> {
-    let y = op.apply(&x0.clone().insert_axis(Axis(0)))?.row(0).to_owned();
+pub fn measure(
+    op: &dyn ForwardModel,
+    x0: &Array1<f64>,
+    noise: &Array1<f64>,
+) -> Result<Array1<f64>> {
+    let y = op
+        .apply(&x0.clone().insert_axis(Axis(0)))?
+        .row(0)
+        .to_owned();
     if noise.len() != y.len() {
-        return Err(SamplerError::Shape(format!("noise has {} entries, measurement {}", noise.len(), y.len())));
+        return Err(SamplerError::Shape(format!(
+            "noise has {} entries, measurement {}",
+            noise.len(),
+            y.len()
+        )));
     }
     Ok(y + noise * op.noise_std())
 }
@@ -315,7 +379,10 @@ mod tests {
         for i in 0..3 {
             let l = ax.row(i).dot(&y.row(i));
             let r = x.row(i).dot(&aty.row(i));
-            assert!((l - r).abs() < 1e-12 * (1.0 + l.abs()), "{op:?}: {l} vs {r}");
+            assert!(
+                (l - r).abs() < 1e-12 * (1.0 + l.abs()),
+                "{op:?}: {l} vs {r}"
+            );
         }
         let a = op.matrix().unwrap();
         assert_eq!(a.shape(), &[op.out_dim(), op.in_dim()]);
@@ -336,7 +403,10 @@ mod tests {
         let y = d.apply(&ndarray::array![[1.0, 2.0, 3.0, 6.0]]).unwrap();
         assert_eq!(y, ndarray::array![[3.0]]);
         let m = Mask::new(&[false, true, true], 0.0).unwrap();
-        assert_eq!(m.apply(&ndarray::array![[1.0, 2.0, 3.0]]).unwrap(), ndarray::array![[2.0, 3.0]]);
+        assert_eq!(
+            m.apply(&ndarray::array![[1.0, 2.0, 3.0]]).unwrap(),
+            ndarray::array![[2.0, 3.0]]
+        );
         // A blur of a constant image is constant away from the border; the kernel sums to 1.
         let b = Blur::new(1, 7, 7, 1.0, 1, 0.0).unwrap();
         assert!((b.kernel().sum() - 1.0).abs() < 1e-14);

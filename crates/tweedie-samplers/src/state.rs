@@ -19,11 +19,17 @@ pub trait State: LinearSpace + Send + Sync + std::fmt::Debug {
     /// The state as rows `[B, sample_len]` in f64.
     fn to_rows(&self) -> Array2<f64>;
     /// A state shaped like `self` holding `rows` (`[B, sample_len]`).
-    fn from_rows(&self, rows: &Array2<f64>) -> Result<Self>;
+    fn with_rows(&self, rows: &Array2<f64>) -> Result<Self>;
     /// Standard normal noise shaped like `self`; row i is
     /// `tweedie_core::rng::normal_vec(seed, first_index + i, stream, sample_len)`, drawn in f64.
     fn randn_like(&self, seed: u64, first_index: u64, stream: u64) -> Result<Self> {
-        self.from_rows(&normal_rows(seed, first_index, self.batch(), stream, self.sample_len()))
+        self.with_rows(&normal_rows(
+            seed,
+            first_index,
+            self.batch(),
+            stream,
+            self.sample_len(),
+        ))
     }
     /// a·self + b·u + c·v.
     fn lincomb3(&self, a: f64, u: &Self, b: f64, v: &Self, c: f64) -> Self {
@@ -73,7 +79,7 @@ macro_rules! impl_state_ndarray {
                 let v: Vec<f64> = self.iter().map(|x| *x as f64).collect();
                 Array2::from_shape_vec((b, n), v).unwrap_or_else(|_| Array2::zeros((b, n)))
             }
-            fn from_rows(&self, rows: &Array2<f64>) -> Result<Self> {
+            fn with_rows(&self, rows: &Array2<f64>) -> Result<Self> {
                 if rows.nrows() != self.batch() || rows.ncols() != self.sample_len() {
                     return Err(SamplerError::Shape(format!(
                         "rows {:?} for a state of shape {:?}",
@@ -100,14 +106,26 @@ mod tests {
 
     #[test]
     fn noise_depends_on_seed_and_index_only() {
-        let big = Array3::<f64>::zeros((5, 2, 3)).randn_like(7, 0, 3).unwrap().to_rows();
-        let small = Array3::<f64>::zeros((2, 2, 3)).randn_like(7, 3, 3).unwrap().to_rows();
+        let big = Array3::<f64>::zeros((5, 2, 3))
+            .randn_like(7, 0, 3)
+            .unwrap()
+            .to_rows();
+        let small = Array3::<f64>::zeros((2, 2, 3))
+            .randn_like(7, 3, 3)
+            .unwrap()
+            .to_rows();
         assert_eq!(big.row(3), small.row(0));
         assert_eq!(big.row(4), small.row(1));
-        let other = Array3::<f64>::zeros((5, 2, 3)).randn_like(7, 0, 4).unwrap().to_rows();
+        let other = Array3::<f64>::zeros((5, 2, 3))
+            .randn_like(7, 0, 4)
+            .unwrap()
+            .to_rows();
         assert_ne!(big.row(0), other.row(0));
         // f32 states see the same draws rounded.
-        let f = Array3::<f32>::zeros((5, 2, 3)).randn_like(7, 0, 3).unwrap().to_rows();
+        let f = Array3::<f32>::zeros((5, 2, 3))
+            .randn_like(7, 0, 3)
+            .unwrap()
+            .to_rows();
         assert!((&f - &big).iter().all(|d| d.abs() < 1e-6));
     }
 
@@ -117,7 +135,7 @@ mod tests {
         let r = x.to_rows();
         assert_eq!(r.shape(), &[2, 4]);
         assert_eq!(r[[1, 3]], 7.0);
-        assert_eq!(x.from_rows(&r).ok(), Some(x.clone()));
-        assert!(x.from_rows(&Array2::zeros((3, 4))).is_err());
+        assert_eq!(x.with_rows(&r).ok(), Some(x.clone()));
+        assert!(x.with_rows(&Array2::zeros((3, 4))).is_err());
     }
 }

@@ -1,0 +1,1 @@
+//! `tch::Tensor` states (through core's `TchTensor` wrapper).

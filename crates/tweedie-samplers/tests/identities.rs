@@ -1,0 +1,202 @@
+//! Exact identities between samplers, noise bookkeeping, NFE counts and error paths.
+
+mod common;
+
+use common::mixture_2d;
+use ndarray::{s, Array2, Array3};
+use tweedie_core::process::{Edm, VpLinear};
+use tweedie_core::{Process, Timer, TimerKind};
+use tweedie_samplers::{Denoiser, Init, SamplerKind, SamplerSpec};
+
+fn max_diff(a: &Array2<f64>, b: &Array2<f64>) -> f64 {
+    (a - b).iter().fold(0.0f64, |m, v| m.max(v.abs()))
+}
+
+fn run_on(
+    p: &dyn Process,
+    kind: SamplerKind,
+    steps: usize,
+    x_t: &Array2<f64>,
+    seed: u64,
+) -> Array2<f64> {
+    let mix = mixture_2d();
+    let grid = TimerKind::edm().grid(p, steps).unwrap();
+    Denoiser::new(p, grid, kind, &mix)
+        .unwrap()
+        .seed(seed)
+        .run(Init::Latents(x_t.clone()), None)
+        .unwrap()
+        .samples
+}
+
+/// DDIM(η) in process coordinates, Euler ancestral(η) in σ̃ and DDPM's posterior sampling are
+/// three derivations of one update (s̃² = η²σ̃′²(σ̃² − σ̃′²)/σ̃²); DDIM(0) is Euler in σ̃.
+#[test]
+fn ddim_euler_ancestral_ddpm_coincide() {
+    let vp = VpLinear {
+        beta_min: 0.1,
+        beta_d: 19.9,
+        eps_t: 1e-3,
+    };
+    let x_t = mixture_2d().sample_rows(50, 80.0, 3, 0) * vp.alpha(vp.t_of_sigma_tilde(80.0));
+    for eta in [0.0, 0.3, 1.0] {
+        let a = run_on(&vp, SamplerKind::Ddim { eta }, 12, &x_t, 9);
+        let b = run_on(
+            &vp,
+            SamplerKind::EulerAncestral { eta, s_noise: 1.0 },
+            12,
+            &x_t,
+            9,
+        );
+        assert!(max_diff(&a, &b) < 1e-10, "η = {eta}: {}", max_diff(&a, &b));
+    }
+    let a = run_on(&vp, SamplerKind::Ddim { eta: 1.0 }, 12, &x_t, 9);
+    let c = run_on(&vp, SamplerKind::DdpmAncestral, 12, &x_t, 9);
+    assert!(max_diff(&a, &c) < 1e-10, "{}", max_diff(&a, &c));
+    let e = run_on(&vp, SamplerKind::Euler, 12, &x_t, 9);
+    let d = run_on(&vp, SamplerKind::Ddim { eta: 0.0 }, 12, &x_t, 9);
+    assert!(max_diff(&d, &e) < 1e-10);
+    // …and stochastic runs really are stochastic.
+    let f = run_on(&vp, SamplerKind::Ddim { eta: 1.0 }, 12, &x_t, 10);
+    assert!(max_diff(&a, &f) > 1e-2);
+}
+
+/// A sample depends on (seed, index) only: splitting a batch with `first_index` changes nothing.
+#[test]
+fn samples_do_not_depend_on_batching() {
+    let p = Edm {
+        sigma_min: 0.002,
+        sigma_max: 80.0,
+    };
+    let mix = mixture_2d();
+    for kind in [
+        SamplerKind::EdmStochastic {
+            s_churn: 40.0,
+            s_min: 0.0,
+            s_max: f64::INFINITY,
+            s_noise: 1.0,
+        },
+        SamplerKind::DpmSolverPp2mSde { eta: 1.0 },
+        SamplerKind::EulerMaruyama,
+    ] {
+        let grid = TimerKind::edm().grid(&p, 10).unwrap();
+        let full = Denoiser::new(&p, grid.clone(), kind.clone(), &mix)
+            .unwrap()
+            .seed(4)
+            .run(Init::Noise(Array2::<f64>::zeros((10, 2))), None)
+            .unwrap()
+            .samples;
+        let tail = Denoiser::new(&p, grid, kind, &mix)
+            .unwrap()
+            .seed(4)
+            .first_index(6)
+            .run(Init::Noise(Array2::<f64>::zeros((4, 2))), None)
+            .unwrap()
+            .samples;
+        assert_eq!(full.slice(s![6.., ..]), tail);
+    }
+}
+
+/// NFE formulas, trajectory recording and the per-step callback.
+#[test]
+fn nfe_trajectory_and_callback() {
+    let p = Edm {
+        sigma_min: 0.002,
+        sigma_max: 80.0,
+    };
+    let mix = mixture_2d();
+    let n = 10;
+    for (kind, nfe) in [
+        (SamplerKind::Euler, n),
+        (SamplerKind::Heun, 2 * n - 1),
+        (SamplerKind::DpmSolverPp2s, 2 * n - 1),
+        (SamplerKind::DpmSolverPp2m, n),
+        (SamplerKind::Deis3, n),
+        (
+            SamplerKind::EdmStochastic {
+                s_churn: 10.0,
+                s_min: 0.0,
+                s_max: f64::INFINITY,
+                s_noise: 1.0,
+            },
+            2 * n - 1,
+        ),
+    ] {
+        let grid = TimerKind::edm().grid(&p, n).unwrap();
+        let mut seen = Vec::new();
+        let mut cb =
+            |i: &tweedie_samplers::StepInfo<Array2<f64>>| seen.push((i.step, i.sigma_next));
+        let out = Denoiser::new(&p, grid.clone(), kind.clone(), &mix)
+            .unwrap()
+            .record(true)
+            .run(Init::Noise(Array2::<f64>::zeros((3, 2))), Some(&mut cb))
+            .unwrap();
+        assert_eq!(out.nfe, nfe, "{kind:?}");
+        assert_eq!(out.trajectory.len(), n + 1);
+        assert_eq!(out.sigmas, grid.sigma_tilde);
+        assert_eq!(seen.len(), n);
+        assert_eq!(seen[n - 1], (n - 1, 0.0));
+        assert_eq!(out.trajectory[n], out.samples);
+    }
+}
+
+/// Higher-rank states ([B, C, H, W]) and f32 states run the same arithmetic.
+#[test]
+fn image_shaped_and_f32_states() {
+    let p = Edm {
+        sigma_min: 0.002,
+        sigma_max: 80.0,
+    };
+    let mix = mixture_2d();
+    let grid = TimerKind::edm().grid(&p, 8).unwrap();
+    let x_t = mix.sample_rows(6, 80.0, 2, 0);
+    let flat = Denoiser::new(&p, grid.clone(), SamplerKind::Heun, &mix)
+        .unwrap()
+        .run(Init::Latents(x_t.clone()), None)
+        .unwrap();
+    let x3: Array3<f64> = x_t.clone().into_shape_with_order((6, 1, 2)).unwrap();
+    let shaped = Denoiser::new(&p, grid.clone(), SamplerKind::Heun, &mix)
+        .unwrap()
+        .run(Init::Latents(x3), None)
+        .unwrap();
+    assert_eq!(
+        shaped.samples.into_shape_with_order((6, 2)).unwrap(),
+        flat.samples
+    );
+    let x32 = x_t.mapv(|v| v as f32);
+    let f32_out = Denoiser::new(&p, grid, SamplerKind::Heun, &mix)
+        .unwrap()
+        .run(Init::Latents(x32), None)
+        .unwrap();
+    let diff = max_diff(&f32_out.samples.mapv(|v| v as f64), &flat.samples);
+    // f32 rounding of a state of size ≤ 80 (ulp ≈ 8e-6) through 15 evaluations.
+    assert!(diff < 1e-4, "{diff}");
+}
+
+#[test]
+fn bad_input_gives_clear_errors() {
+    let p = Edm {
+        sigma_min: 0.002,
+        sigma_max: 80.0,
+    };
+    let mix = mixture_2d();
+    assert!(SamplerSpec::parse("heun", 0)
+        .unwrap_err()
+        .to_string()
+        .contains("steps"));
+    assert!(SamplerSpec::parse("nope", 5)
+        .unwrap_err()
+        .to_string()
+        .contains("known samplers"));
+    let grid = TimerKind::edm().grid(&p, 4).unwrap();
+    let bad = tweedie_core::TimeGrid {
+        t: vec![1.0],
+        sigma_tilde: vec![1.0],
+    };
+    assert!(Denoiser::<Array2<f64>>::new(&p, bad, SamplerKind::Euler, &mix).is_err());
+    // Wrong state width for the mixture.
+    let r = Denoiser::new(&p, grid, SamplerKind::Euler, &mix)
+        .unwrap()
+        .run(Init::Exact(Array2::<f64>::zeros((3, 5))), None);
+    assert!(r.is_err());
+}

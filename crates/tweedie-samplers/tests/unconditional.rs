@@ -1,0 +1,237 @@
+//! Every integrator against the exact answer: per-component weights, means and covariances of
+//! samples from 2-D and 64-D Gaussian mixtures, started from the exact p_T.
+
+mod common;
+
+use common::{assert_ok, check, mixture_2d, mixture_64d, Bias};
+use ndarray::Array2;
+use tweedie_core::process::{Edm, Flow, Ve, VpLinear};
+use tweedie_core::{Process, Timer, TimerKind};
+use tweedie_samplers::{Denoiser, Init, MixtureModel, SamplerKind};
+
+fn edm() -> Edm {
+    Edm {
+        sigma_min: 0.002,
+        sigma_max: 80.0,
+    }
+}
+
+fn run(
+    p: &dyn Process,
+    timer: &TimerKind,
+    kind: SamplerKind,
+    steps: usize,
+    mix: &MixtureModel,
+    n: usize,
+    seed: u64,
+) -> (Array2<f64>, usize) {
+    let grid = timer.grid(p, steps).unwrap();
+    let d = Denoiser::new(p, grid, kind, mix).unwrap().seed(seed);
+    let out = d
+        .run(Init::Exact(Array2::<f64>::zeros((n, mix.dim()))), None)
+        .unwrap();
+    (out.samples, out.nfe)
+}
+
+fn edm_timer() -> TimerKind {
+    TimerKind::edm()
+}
+
+/// Measured discretisation bias stays below these allowances at the step counts used (see
+/// docs/samplers.md); the dominant term of each bound is 5 standard errors.
+const SMALL: Bias = Bias {
+    weight: 0.005,
+    mean: 0.01,
+    cov: 0.01,
+};
+
+macro_rules! mixture_test {
+    ($name:ident, $kind:expr, $steps:expr, $nfe:expr) => {
+        #[test]
+        fn $name() {
+            let mix = mixture_2d();
+            let (x, nfe) = run(&edm(), &edm_timer(), $kind, $steps, &mix, 4000, 1);
+            assert_eq!(nfe, $nfe, "NFE");
+            assert_ok(concat!(stringify!($name), " 2-D"), &check(&x, &mix, SMALL));
+            let mix = mixture_64d();
+            let (x, _) = run(&edm(), &edm_timer(), $kind, $steps, &mix, 1500, 2);
+            assert_ok(concat!(stringify!($name), " 64-D"), &check(&x, &mix, SMALL));
+        }
+    };
+}
+
+mixture_test!(euler_2d_64d, SamplerKind::Euler, 64, 64);
+mixture_test!(heun_2d_64d, SamplerKind::Heun, 18, 35);
+mixture_test!(
+    edm_stochastic_2d_64d,
+    SamplerKind::EdmStochastic {
+        s_churn: 40.0,
+        s_min: 0.05,
+        s_max: 50.0,
+        s_noise: 1.003
+    },
+    40,
+    79
+);
+mixture_test!(
+    euler_ancestral_2d_64d,
+    SamplerKind::EulerAncestral {
+        eta: 1.0,
+        s_noise: 1.0
+    },
+    64,
+    64
+);
+mixture_test!(ddim_eta_half_2d_64d, SamplerKind::Ddim { eta: 0.5 }, 64, 64);
+mixture_test!(ddpm_2d_64d, SamplerKind::DdpmAncestral, 64, 64);
+mixture_test!(dpmpp_2s_2d_64d, SamplerKind::DpmSolverPp2s, 18, 35);
+mixture_test!(dpmpp_2m_2d_64d, SamplerKind::DpmSolverPp2m, 24, 24);
+mixture_test!(
+    dpmpp_2m_sde_2d_64d,
+    SamplerKind::DpmSolverPp2mSde { eta: 1.0 },
+    48,
+    48
+);
+mixture_test!(euler_maruyama_2d_64d, SamplerKind::EulerMaruyama, 256, 256);
+mixture_test!(deis3_2d_64d, SamplerKind::Deis3, 24, 24);
+
+#[test]
+fn adaptive_2d_64d_reports_nfe() {
+    let mix = mixture_2d();
+    let kind = SamplerKind::Adaptive {
+        rtol: 1e-3,
+        atol: 1e-3,
+    };
+    let (x, nfe) = run(&edm(), &edm_timer(), kind.clone(), 18, &mix, 4000, 1);
+    eprintln!("adaptive 2-D NFE {nfe}");
+    assert!(nfe > 10 && nfe < 400, "NFE {nfe}");
+    assert_ok("adaptive 2-D", &check(&x, &mix, SMALL));
+    let mix = mixture_64d();
+    let (x, _) = run(&edm(), &edm_timer(), kind, 18, &mix, 1500, 2);
+    assert_ok("adaptive 64-D", &check(&x, &mix, SMALL));
+    // Tighter tolerance costs more evaluations.
+    let (_, nfe_tight) = run(
+        &edm(),
+        &edm_timer(),
+        SamplerKind::Adaptive {
+            rtol: 1e-5,
+            atol: 1e-5,
+        },
+        18,
+        &mixture_2d(),
+        200,
+        1,
+    );
+    assert!(nfe_tight > nfe, "{nfe_tight} vs {nfe}");
+}
+
+/// The process matters for Euler–Maruyama, DDIM and DDPM: run them on VP, VE and flow too.
+#[test]
+fn stochastic_samplers_on_every_process() {
+    let mix = mixture_2d();
+    let vp = VpLinear {
+        beta_min: 0.1,
+        beta_d: 19.9,
+        eps_t: 1e-3,
+    };
+    let ve = Ve {
+        sigma_min: 0.02,
+        sigma_max: 100.0,
+    };
+    let flow = Flow {
+        t_min: 0.0,
+        t_max: 1.0,
+    };
+    let cases: Vec<(&str, &dyn Process, TimerKind, SamplerKind, usize)> = vec![
+        (
+            "em vp",
+            &vp,
+            TimerKind::vp_linear(),
+            SamplerKind::EulerMaruyama,
+            500,
+        ),
+        (
+            "em ve",
+            &ve,
+            TimerKind::ve_geometric(),
+            SamplerKind::EulerMaruyama,
+            500,
+        ),
+        (
+            "em flow",
+            &flow,
+            TimerKind::uniform_time(),
+            SamplerKind::EulerMaruyama,
+            500,
+        ),
+        (
+            "ddpm vp",
+            &vp,
+            TimerKind::vp_linear(),
+            SamplerKind::DdpmAncestral,
+            200,
+        ),
+        (
+            "ddim vp",
+            &vp,
+            TimerKind::vp_linear(),
+            SamplerKind::Ddim { eta: 0.0 },
+            100,
+        ),
+        (
+            "heun flow (σ̃ grid)",
+            &flow,
+            TimerKind::edm(),
+            SamplerKind::Heun,
+            32,
+        ),
+        (
+            "euler flow (uniform t from t = 1)",
+            &flow,
+            TimerKind::uniform_time(),
+            SamplerKind::Euler,
+            100,
+        ),
+        (
+            "heun ve",
+            &ve,
+            TimerKind::ve_geometric(),
+            SamplerKind::Heun,
+            32,
+        ),
+    ];
+    for (name, p, timer, kind, steps) in cases {
+        let (x, _) = run(p, &timer, kind, steps, &mix, 4000, 3);
+        assert_ok(name, &check(&x, &mix, SMALL));
+    }
+}
+
+/// The checks can fail: collapsed samples, too few steps, and a wrong model are all caught.
+#[test]
+fn checks_reject_wrong_samples() {
+    let mix = mixture_2d();
+    let n = 4000;
+    let exact = mix.sample_rows(n, 0.0, 5, 0);
+    assert!(
+        check(&exact, &mix, Bias::default()).failures.is_empty(),
+        "exact samples must pass"
+    );
+    // Collapsed onto the component means (what an MMD with a loose bandwidth lets through).
+    let cls = mix.classify(&exact);
+    let collapsed = Array2::from_shape_fn((n, 2), |(i, j)| {
+        mix.means()[[cls[i], j]] + 0.05 * exact[[i, j]]
+    });
+    assert!(!check(&collapsed, &mix, SMALL).failures.is_empty());
+    // Euler with 4 steps is visibly biased.
+    let (x, _) = run(&edm(), &edm_timer(), SamplerKind::Euler, 4, &mix, n, 1);
+    assert!(!check(&x, &mix, SMALL).failures.is_empty());
+    // Covariances inflated by 30 %.
+    let wide = MixtureModel::new(
+        &mix.weights(),
+        mix.means().clone(),
+        mix.covs().iter().map(|c| c * 1.3).collect(),
+    )
+    .unwrap();
+    let x = wide.sample_rows(n, 0.0, 6, 0);
+    assert!(!check(&x, &mix, SMALL).failures.is_empty());
+}
