@@ -6,6 +6,7 @@ pub mod error;
 pub mod fft;
 pub mod formulation;
 pub mod loss;
+pub mod optim;
 
 pub use config::TrainConfig;
 pub use error::{Result, TrainError};

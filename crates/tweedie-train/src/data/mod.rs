@@ -139,7 +139,7 @@ pub enum GroundTruth {
     /// No known distribution (digits, user data).
     None,
     /// Analytic Gaussian mixture: exact weights, means, covariances.
-    Mixture(MixtureTruth),
+    Mixture(tweedie_core::mixture::GaussianMixture),
     /// Power-law Gaussian random field: exact spectrum and Wiener filter.
     Fields(FieldSpec),
 }
@@ -165,7 +165,7 @@ mod defaults {
         0.05
     }
     pub fn preset() -> String {
-        "grid2d".into()
+        "gmm2d".into()
     }
     pub fn field_size() -> usize {
         16
@@ -518,22 +518,31 @@ impl DataConfig {
     }
 }
 
-/// The mixture a `mixture` data set is drawn from.
-// TEMP: becomes tweedie_core::mixture::GaussianMixture once core's mixture lands.
-#[derive(Debug, Clone)]
-pub struct MixtureTruth;
+/// A named analytic mixture preset of tweedie-core (`gmm2d`, `gmm64d`).
+pub fn mixture_preset(name: &str) -> Result<tweedie_core::mixture::GaussianMixture> {
+    tweedie_core::mixture::preset(name)
+        .map_err(|e| TrainError::invalid("data.preset", name, &e.to_string()))
+}
 
+/// Train and held-out draws of a mixture preset, labelled by the component each came from.
 fn load_mixture(
     preset: &str,
-    _n: usize,
-    _h: usize,
-    _seed: u64,
-) -> Result<(Dataset, Dataset, MixtureTruth)> {
-    Err(TrainError::invalid(
-        "data.preset",
-        preset,
-        "mixture presets are not available yet",
-    ))
+    n: usize,
+    held_out: usize,
+    seed: u64,
+) -> Result<(Dataset, Dataset, tweedie_core::mixture::GaussianMixture)> {
+    let gm = mixture_preset(preset)?;
+    let (s_tr, s_ho) = toy_seeds(seed);
+    let draw = |n: usize, s: u64| -> Result<Dataset> {
+        let (x, labels) = gm.sample_with_labels(n, s);
+        let d = x.ncols();
+        Dataset::new(
+            x.mapv(|v| v as f32),
+            vec![d],
+            Some(labels.into_iter().map(|c| c as i64).collect()),
+        )
+    };
+    Ok((draw(n, s_tr)?, draw(held_out, s_ho)?, gm))
 }
 
 #[cfg(test)]
@@ -620,6 +629,47 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("/no/such/digits.csv.gz"), "{e}");
+        Ok(())
+    }
+
+    #[test]
+    fn mixture_loads_with_component_labels_and_truth() -> Result<()> {
+        let d = DataConfig::Mixture {
+            preset: "gmm2d".into(),
+            n: 4000,
+            held_out: 10,
+            seed: 0,
+        }
+        .load()?;
+        assert_eq!(
+            (d.train.len(), d.train.dim(), d.train.num_classes),
+            (4000, 2, Some(4))
+        );
+        let GroundTruth::Mixture(gm) = &d.truth else {
+            panic!("no mixture truth")
+        };
+        // Component 0 has weight 0.4: its label frequency is within 5 standard errors.
+        let f0 = d
+            .train
+            .labels
+            .as_ref()
+            .map_or(0, |l| l.iter().filter(|&&c| c == 0).count()) as f64
+            / 4000.0;
+        let w0 = gm.weights()[0];
+        assert!(
+            (f0 - w0).abs() < 5.0 * (w0 * (1.0 - w0) / 4000.0).sqrt(),
+            "{f0} vs {w0}"
+        );
+        let e = DataConfig::Mixture {
+            preset: "nope".into(),
+            n: 4,
+            held_out: 1,
+            seed: 0,
+        }
+        .load()
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("data.preset") && e.contains("nope"), "{e}");
         Ok(())
     }
 
