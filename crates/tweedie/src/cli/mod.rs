@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod info;
+mod nets;
 mod schedule;
 mod train;
 
@@ -35,6 +36,8 @@ subcommands! {
     Info => info,
     /// Sampler error vs NFE on exact Gaussian mixtures and cost, side by side with k-diffusion/diffusers.
     BenchSamplers => bench,
+    /// Network presets: parameter counts, configurations.
+    Nets => nets,
     /// Print a timer's time grid (i, t, σ̃) as a sampler would use it.
     Schedule => schedule,
     /// Train a model (arrives with issue 5).
