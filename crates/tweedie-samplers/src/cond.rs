@@ -10,7 +10,7 @@ use tweedie_core::{Process, TimeGrid};
 use crate::denoiser::{Callback, Denoiser, Init, NoiseKey, SampleOutput, StepHook};
 use crate::error::{Result, SamplerError};
 use crate::kind::SamplerKind;
-use crate::model::Model;
+use crate::model::{Counted, Model};
 use crate::ops::ForwardModel;
 use crate::state::State;
 
@@ -339,8 +339,12 @@ impl<S: State> CondDenoiser<'_, S> {
                 go(self.model, Some(&hook), init, callback)
             }
             g => {
-                let gm = GuidedModel::new(self.model, self.op, &self.y, g.clone())?;
-                go(&gm, None, init, callback)
+                // Count the network's own evaluations (forward or forward + VJP), not guided calls.
+                let inner = Counted::new(self.model);
+                let gm = GuidedModel::new(&inner, self.op, &self.y, g.clone())?;
+                let mut out = go(&gm, None, init, callback)?;
+                out.nfe = inner.nfe();
+                Ok(out)
             }
         }
     }

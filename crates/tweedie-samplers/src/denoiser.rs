@@ -33,7 +33,7 @@ pub enum Init<S> {
 pub struct SampleOutput<S> {
     /// Samples at the end of the grid (x₀ when the grid ends at σ̃ = 0), process coordinates.
     pub samples: S,
-    /// Denoiser evaluations used.
+    /// Denoiser evaluations used (for gradient guidance: network evaluations, each VJP counted once).
     pub nfe: usize,
     /// x̃ at every grid point (or accepted step) when recording was asked for.
     pub trajectory: Vec<S>,
