@@ -21,6 +21,9 @@ use run::{cargo, step};
 #[derive(Debug, Parser)]
 #[command(
     name = "cargo xtask",
+    bin_name = "cargo xtask",
+    // `cargo xtask help` is forwarded: it lists tweedie's subcommands.
+    disable_help_subcommand = true,
     about = "tweedie project tasks; unknown subcommands run `tweedie <subcommand> …` after the set-up",
     after_help = "Forwarded to the tweedie CLI: train, sample, info, schedule, eval, nets, … \
                   (`cargo xtask train --help`)."
