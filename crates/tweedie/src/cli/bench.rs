@@ -12,6 +12,7 @@ mod plot;
 mod python;
 mod stats;
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -114,11 +115,17 @@ struct Row {
     steps: usize,
     nfe: usize,
     rms_err: Option<f64>,
+    /// Median over samples of ‖x₀ − x₀_ref‖ (robust to the few samples that switch modes).
+    med_err: Option<f64>,
+    /// Fraction of samples whose endpoint lies in another component than the reference's.
+    switched: Option<f64>,
     comp: ComponentErrors,
     wall_s: f64,
     model_s: f64,
     samples: usize,
     notes: String,
+    /// Reference runs: max |x₀ − x₀_ours| against our counterpart at the same steps.
+    diff_ours: Option<f64>,
 }
 
 impl Row {
@@ -148,6 +155,8 @@ struct Reference {
     /// Richardson estimate of the RK4 solve's RMS error: ‖x_N − x_{N/2}‖ / 15.
     self_err: f64,
     seconds: f64,
+    /// Most likely component of each reference endpoint.
+    labels: Vec<usize>,
 }
 
 /// The benchmark mixtures: fixed, seeded, documented in docs/benchmarks.md.
@@ -234,6 +243,7 @@ fn reference_solve(model: &MixtureModel, xt: &Array2<f64>, steps: usize) -> Resu
     // RK4 halves its error 16-fold per step doubling: err(fine) ≈ ‖fine − coarse‖ / 15.
     let self_err = stats::rms_distance(&fine, &coarse) / 15.0;
     Ok(Reference {
+        labels: model.classify(&fine),
         x0: fine,
         steps,
         nfe: 4 * steps + 1,
@@ -301,6 +311,7 @@ pub fn run(args: Args) -> Result<()> {
         .with_context(|| format!("creating {}", args.out.display()))?;
     let started = Instant::now();
     let threads = rayon::current_num_threads();
+    eprintln!("[bench] build: {}", build_profile());
 
     let harness = if args.no_python {
         eprintln!("[bench] side-by-side runs skipped: --no-python");
@@ -373,15 +384,18 @@ pub fn run(args: Args) -> Result<()> {
             steps: 0,
             nfe: 0,
             rms_err: None,
+            med_err: None,
+            switched: None,
             comp,
             wall_s: 0.0,
             model_s: 0.0,
             samples: n,
             notes: "moment-error floor at this sample count".into(),
+            diff_ours: None,
         });
         let ref_comp = stats::component_errors(
             &reference.x0,
-            &mixture.classify(&reference.x0),
+            &reference.labels,
             &mixture.weights(),
             mixture.means(),
             mixture.covs(),
@@ -395,14 +409,19 @@ pub fn run(args: Args) -> Result<()> {
             steps: reference.steps,
             nfe: reference.nfe,
             rms_err: Some(reference.self_err),
+            med_err: None,
+            switched: None,
             comp: ref_comp,
             wall_s: 0.0,
             model_s: 0.0,
             samples: n,
             notes: "RMS error column: Richardson estimate of its own error".into(),
+            diff_ours: None,
         });
 
         let all_cases = cases::all(args.seed)?;
+        // Our deterministic endpoints by (sampler, steps), to diff against the references'.
+        let mut ours_x0: HashMap<(&'static str, usize), Array2<f64>> = HashMap::new();
         let mut py_runs = Vec::new();
         for case in &all_cases {
             let budgets: Vec<(String, usize, Option<f64>)> = match case.kind {
@@ -417,7 +436,11 @@ pub fn run(args: Args) -> Result<()> {
                     .collect(),
             };
             for (budget, steps, tol) in budgets {
-                let row = run_case(case, &mixture, &xt, &reference, &name, &budget, steps, tol)?;
+                let (row, x0) =
+                    run_case(case, &mixture, &xt, &reference, &name, &budget, steps, tol)?;
+                if case.kind == CaseKind::Deterministic {
+                    ours_x0.insert((case.name, steps), x0);
+                }
                 eprintln!(
                     "[bench] {name} {:<22} {:>8} nfe={:>4} err={:>9} ovh/model={:.3}",
                     case.name,
@@ -462,6 +485,7 @@ pub fn run(args: Args) -> Result<()> {
             };
             match python::run(h, &dir, &spec, &xt, &py_runs, threads) {
                 Ok(results) => {
+                    let first_ref_row = rows.len();
                     for r in results {
                         if let Some(msg) = r.error.as_ref().or(r.skipped.as_ref()) {
                             notes.push(format!(
@@ -472,14 +496,19 @@ pub fn run(args: Args) -> Result<()> {
                         }
                         let Some(x0) = &r.x0 else { continue };
                         let deterministic = !cases::is_stochastic(&r.lib, &r.sampler);
+                        let labels = mixture.classify(x0);
                         let comp = stats::component_errors(
                             x0,
-                            &mixture.classify(x0),
+                            &labels,
                             &mixture.weights(),
                             mixture.means(),
                             mixture.covs(),
                         );
                         let budget = cases::budget_of(&r.lib, &r.sampler, r.steps, &settings.nfe);
+                        let diff_ours = cases::ours_for(&r.lib, &r.sampler)
+                            .and_then(|o| ours_x0.get(&(o, r.steps)))
+                            .filter(|_| deterministic)
+                            .map(|o| stats::max_abs_diff(o, x0));
                         let mut note = r.notes.clone();
                         if r.grid_max_rel_diff > 0.0 {
                             if !note.is_empty() {
@@ -496,13 +525,25 @@ pub fn run(args: Args) -> Result<()> {
                             steps: r.steps,
                             nfe: r.nfe,
                             rms_err: deterministic.then(|| stats::rms_distance(x0, &reference.x0)),
+                            med_err: deterministic
+                                .then(|| stats::median_distance(x0, &reference.x0)),
+                            switched: deterministic
+                                .then(|| stats::switched(&labels, &reference.labels)),
                             comp,
                             wall_s: r.wall_s,
                             model_s: r.model_s,
                             samples: n,
                             notes: note,
+                            diff_ours,
                         });
                     }
+                    rows[first_ref_row..].sort_by(|a, b| {
+                        (a.lib.as_str(), a.sampler.as_str(), a.steps).cmp(&(
+                            b.lib.as_str(),
+                            b.sampler.as_str(),
+                            b.steps,
+                        ))
+                    });
                 }
                 Err(e) => {
                     eprintln!("[bench] {name}: reference-library runs failed, skipped: {e:#}");
@@ -558,7 +599,7 @@ fn run_case(
     budget: &str,
     steps: usize,
     tol: Option<f64>,
-) -> Result<Row> {
+) -> Result<(Row, Array2<f64>)> {
     // Warm-up run (allocator, rayon pool), then the timed run.
     let mut best: Option<(f64, f64, usize, Array2<f64>)> = None;
     for _ in 0..2 {
@@ -576,14 +617,15 @@ fn run_case(
         bail!("no run")
     };
     let deterministic = !matches!(case.kind, CaseKind::Stochastic);
+    let labels = mixture.classify(&x0);
     let comp = stats::component_errors(
         &x0,
-        &mixture.classify(&x0),
+        &labels,
         &mixture.weights(),
         mixture.means(),
         mixture.covs(),
     );
-    Ok(Row {
+    let row = Row {
         mixture: name.to_string(),
         lib: "tweedie".into(),
         sampler: case.name.to_string(),
@@ -592,11 +634,38 @@ fn run_case(
         steps: if tol.is_some() { calls } else { steps },
         nfe: calls,
         rms_err: deterministic.then(|| stats::rms_distance(&x0, &reference.x0)),
+        med_err: deterministic.then(|| stats::median_distance(&x0, &reference.x0)),
+        switched: deterministic.then(|| stats::switched(&labels, &reference.labels)),
         comp,
         wall_s: wall,
         model_s,
         samples: xt.nrows(),
         notes: String::new(),
+        diff_ours: None,
+    };
+    Ok((row, x0))
+}
+
+/// The build profile, since timings of an unoptimised build mean little.
+fn build_profile() -> &'static str {
+    if cfg!(debug_assertions) {
+        "dev profile (debug assertions on; workspace crates at opt-level 1) — timings of a release build are lower"
+    } else {
+        "release profile"
+    }
+}
+
+fn median(v: &[f64]) -> Option<f64> {
+    let mut v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    Some(if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        0.5 * (v[m - 1] + v[m])
     })
 }
 
@@ -608,14 +677,14 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 fn render_csv(rows: &[Row]) -> String {
     let mut s = String::from(
-        "mixture,lib,sampler,budget,steps,nfe,rms_err,weight_err,mean_err,cov_err,wall_s,model_s,overhead_s,\
+        "mixture,lib,sampler,budget,steps,nfe,rms_err,median_err,switched,weight_err,mean_err,cov_err,wall_s,model_s,overhead_s,\
          wall_per_sample_us,overhead_over_model,overhead_per_step_us,samples\n",
     );
     let num = |v: Option<f64>| v.map(|v| format!("{v:.6e}")).unwrap_or_default();
     for r in rows {
         let _ = writeln!(
             s,
-            "{},{},{},{},{},{},{},{:.6e},{:.6e},{:.6e},{:.6e},{:.6e},{:.6e},{:.4},{:.4},{:.3},{}",
+            "{},{},{},{},{},{},{},{},{},{:.6e},{:.6e},{:.6e},{:.6e},{:.6e},{:.6e},{:.4},{:.4},{:.3},{}",
             r.mixture,
             r.lib,
             r.sampler,
@@ -623,6 +692,8 @@ fn render_csv(rows: &[Row]) -> String {
             r.steps,
             r.nfe,
             num(r.rms_err),
+            num(r.med_err),
+            num(r.switched),
             r.comp.weight,
             r.comp.mean,
             r.comp.cov,
@@ -652,16 +723,33 @@ fn plot_panel(rows: &[Row], mixture: &str, n: usize) -> plot::Panel {
         if r.sampler == "reference RK4" {
             continue;
         }
-        let (Some(e), l) = (r.rms_err, label(r)) else {
+        let (Some(e), l) = (r.med_err, label(r)) else {
             continue;
         };
         match series.iter_mut().find(|s| s.label == l) {
             Some(s) => s.points.push((r.nfe as f64, e)),
-            None => series.push(plot::Series {
-                label: l,
-                points: vec![(r.nfe as f64, e)],
-                reference: r.lib != "tweedie",
-            }),
+            None => {
+                // A method and its reference implementations share a colour; the marker tells
+                // the library apart.
+                let color_key = if r.lib == "tweedie" {
+                    r.sampler.clone()
+                } else {
+                    cases::ours_for(&r.lib, &r.sampler)
+                        .map(str::to_string)
+                        .unwrap_or_else(|| label(r))
+                };
+                let marker = match r.lib.as_str() {
+                    "tweedie" => plot::Marker::Dot,
+                    "k-diffusion" => plot::Marker::Square,
+                    _ => plot::Marker::Diamond,
+                };
+                series.push(plot::Series {
+                    label: l,
+                    points: vec![(r.nfe as f64, e)],
+                    color_key,
+                    marker,
+                })
+            }
         }
     }
     for s in &mut series {
@@ -670,7 +758,7 @@ fn plot_panel(rows: &[Row], mixture: &str, n: usize) -> plot::Panel {
     plot::Panel {
         title: format!("{mixture}, {n} samples"),
         x_label: "NFE".into(),
-        y_label: "RMS error vs reference".into(),
+        y_label: "median error vs reference".into(),
         series,
     }
 }
@@ -687,7 +775,7 @@ fn order_of(rows: &[Row], mixture: &str, lib: &str, sampler: &str) -> Option<f64
                 && r.nfe >= 19
                 && r.budget != "—"
         })
-        .filter_map(|r| r.rms_err.map(|e| (r.nfe as f64, e)))
+        .filter_map(|r| r.med_err.map(|e| (r.nfe as f64, e)))
         .collect();
     stats::loglog_slope(&pts).map(|s| -s)
 }
@@ -703,6 +791,7 @@ fn render_markdown(
 ) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "# tweedie bench-samplers\n");
+    let _ = writeln!(s, "Build: {}.", build_profile());
     let _ = writeln!(
         s,
         "Karras grid σ ∈ [{SIGMA_MIN}, {SIGMA_MAX}], ρ = {RHO}, then σ = 0; NFE budgets {:?}; {} rayon threads; total {:.0} s.",
@@ -724,7 +813,9 @@ fn render_markdown(
     }
     let _ = writeln!(
         s,
-        "\nColumns: RMS err = RMS over samples of ‖x₀ − x₀_ref‖ (deterministic samplers only); w/μ/Σ err = max over \
+        "\nColumns: RMS err / median err = RMS / median over samples of ‖x₀ − x₀_ref‖ (deterministic samplers only); \
+         switched = share of samples whose endpoint lies in another mixture component than the reference's (these few \
+         samples near a separatrix dominate the RMS error; the median shows the solver's convergence); w/μ/Σ err = max over \
          components of |ŵ−w|, ‖μ̂−μ‖/√trΣ, ‖Σ̂−Σ‖_F/‖Σ‖_F (samples assigned to their most likely component); \
          ovh/model = time outside model calls ÷ time inside them; ovh/step = time outside model calls per step.\n"
     );
@@ -737,22 +828,25 @@ fn render_markdown(
         );
         let _ = writeln!(
             s,
-            "| lib | sampler | budget | steps | NFE | RMS err | w err | μ err | Σ err | µs/sample | ovh/model | ovh/step µs |"
+            "| lib | sampler | budget | steps | NFE | RMS err | median err | switched | w err | μ err | Σ err | µs/sample | ovh/model | ovh/step µs |"
         );
         let _ = writeln!(
             s,
-            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         );
         for r in rows.iter().filter(|r| &r.mixture == name) {
-            let _ = writeln!(
+            let _ =
+                writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} | {:.3} | {:.3} | {:.3} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {:.3} | {:.3} | {:.3} | {} | {} | {} |",
                 r.lib,
                 r.sampler,
                 r.budget,
                 r.steps,
                 r.nfe,
                 fmt_e(r.rms_err),
+                fmt_e(r.med_err),
+                r.switched.map(|f| format!("{:.2}%", 100.0 * f)).unwrap_or("—".into()),
                 r.comp.weight,
                 r.comp.mean,
                 r.comp.cov,
@@ -776,7 +870,7 @@ fn render_markdown(
         // Convergence orders.
         let _ = writeln!(
             s,
-            "\nEmpirical convergence order (−slope of log RMS err vs log NFE, NFE ≥ 19):\n"
+            "\nEmpirical convergence order (−slope of log median err vs log NFE, NFE ≥ 19):\n"
         );
         let _ = writeln!(s, "| lib | sampler | order |");
         let _ = writeln!(s, "|---|---|---:|");
@@ -818,33 +912,61 @@ fn render_markdown(
         if !pairs.is_empty() {
             let _ = writeln!(
                 s,
-                "\nSide by side at equal steps (ratio < 1: tweedie lower):\n"
+                "\nSide by side at equal steps and grid (ratios < 1: tweedie lower). max |Δx₀| is the largest \
+                 difference between the two endpoints for the same latents: ≈1e-13 means the same arithmetic, \
+                 ≈1e-6 the other side's float32 σ grid or state.\n"
             );
             let _ = writeln!(
                 s,
-                "| tweedie | reference | steps | NFE ours/theirs | err ours | err theirs | err ratio | ovh/step ours µs | ovh/step theirs µs | ovh ratio |"
+                "| tweedie | reference | steps | NFE ours/theirs | median err ours | median err theirs | err ratio | max \\|Δx₀\\| | ovh/step ours µs | ovh/step theirs µs | ovh ratio |"
             );
-            let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+            let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+            let mut by_pair: Vec<(String, Vec<f64>, Vec<f64>)> = Vec::new();
             for (o, t) in pairs {
-                let ratio = match (o.rms_err, t.rms_err) {
-                    (Some(a), Some(b)) if b > 0.0 => format!("{:.3}", a / b),
-                    _ => "—".into(),
+                let err_ratio = match (o.med_err, t.med_err) {
+                    (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+                    _ => None,
                 };
+                let ovh_ratio = o.overhead_per_step_us() / t.overhead_per_step_us().max(1e-9);
+                let key = format!("{} vs {} {}", o.sampler, t.lib, t.sampler);
+                match by_pair.iter_mut().find(|p| p.0 == key) {
+                    Some(p) => {
+                        p.1.extend(err_ratio);
+                        p.2.push(ovh_ratio);
+                    }
+                    None => by_pair.push((key, err_ratio.into_iter().collect(), vec![ovh_ratio])),
+                }
                 let _ = writeln!(
                     s,
-                    "| {} | {} {} | {} | {}/{} | {} | {} | {} | {:.1} | {:.1} | {:.3} |",
+                    "| {} | {} {} | {} | {}/{} | {} | {} | {} | {} | {:.1} | {:.1} | {:.3} |",
                     o.sampler,
                     t.lib,
                     t.sampler,
                     o.steps,
                     o.nfe,
                     t.nfe,
-                    fmt_e(o.rms_err),
-                    fmt_e(t.rms_err),
-                    ratio,
+                    fmt_e(o.med_err),
+                    fmt_e(t.med_err),
+                    err_ratio.map(|r| format!("{r:.3}")).unwrap_or("—".into()),
+                    fmt_e(t.diff_ours),
                     o.overhead_per_step_us(),
                     t.overhead_per_step_us(),
-                    o.overhead_per_step_us() / t.overhead_per_step_us().max(1e-9),
+                    ovh_ratio,
+                );
+            }
+            let _ = writeln!(s, "\nMedian ratios over the NFE budgets:\n");
+            let _ = writeln!(s, "| pair | error ratio | overhead-per-step ratio |");
+            let _ = writeln!(s, "|---|---:|---:|");
+            for (key, errs, ovhs) in &by_pair {
+                let _ = writeln!(
+                    s,
+                    "| {key} | {} | {} |",
+                    median(errs)
+                        .map(|m| format!("{m:.3}"))
+                        .unwrap_or("—".into()),
+                    median(ovhs)
+                        .map(|m| format!("{m:.3}"))
+                        .unwrap_or("—".into()),
                 );
             }
         }

@@ -15,8 +15,17 @@ use super::font;
 pub struct Series {
     pub label: String,
     pub points: Vec<(f64, f64)>,
-    /// Reference-library lines are drawn thinner with hollow square markers.
-    pub reference: bool,
+    /// Lines with the same key share a colour (a method and its reference implementations).
+    pub color_key: String,
+    pub marker: Marker,
+}
+
+/// Marker and line weight of a series: ours solid with dots, references thin and hollow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Marker {
+    Dot,
+    Square,
+    Diamond,
 }
 
 /// One log-log chart.
@@ -44,7 +53,7 @@ const PALETTE: [RGBColor; 12] = [
 ];
 
 const PANEL_W: u32 = 640;
-const LEGEND_W: u32 = 330;
+const LEGEND_W: u32 = 360;
 const HEIGHT: u32 = 620;
 const SCALE: u32 = 2;
 
@@ -55,14 +64,23 @@ fn color_of(i: usize) -> RGBColor {
 
 /// Writes the panels side by side with a shared legend to `path` (atomically).
 pub fn write_png(path: &Path, panels: &[Panel]) -> Result<()> {
-    let mut labels: Vec<(String, bool)> = Vec::new();
+    let mut keys: Vec<String> = Vec::new();
+    let mut labels: Vec<Legend> = Vec::new();
     for s in panels.iter().flat_map(|p| p.series.iter()) {
-        if !labels.iter().any(|(l, _)| l == &s.label) {
-            labels.push((s.label.clone(), s.reference));
+        if !keys.contains(&s.color_key) {
+            keys.push(s.color_key.clone());
+        }
+        if !labels.iter().any(|l| l.label == s.label) {
+            let color = keys.iter().position(|k| k == &s.color_key).unwrap_or(0);
+            labels.push(Legend {
+                label: s.label.clone(),
+                color,
+                marker: s.marker,
+            });
         }
     }
     let legend_rows = labels.len() as u32;
-    let height = HEIGHT.max(60 + legend_rows * 22);
+    let height = HEIGHT.max(40 + legend_rows * 22);
     let width = PANEL_W * panels.len().max(1) as u32 + LEGEND_W;
     let mut buf = vec![255u8; (width * height * 3) as usize];
     {
@@ -91,6 +109,13 @@ pub fn write_png(path: &Path, panels: &[Panel]) -> Result<()> {
     std::fs::rename(&tmp, path)
         .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
     Ok(())
+}
+
+/// One legend entry: label, palette index, marker.
+struct Legend {
+    label: String,
+    color: usize,
+    marker: Marker,
 }
 
 type Area<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
@@ -135,13 +160,7 @@ fn decade_label(k: i32) -> String {
     format!("1e{k}")
 }
 
-fn draw_panel(
-    root: &Area,
-    x0: i32,
-    panel: &Panel,
-    labels: &[(String, bool)],
-    height: u32,
-) -> DrawResult {
+fn draw_panel(root: &Area, x0: i32, panel: &Panel, labels: &[Legend], height: u32) -> DrawResult {
     let black = RGBColor(0, 0, 0);
     let grid = RGBColor(225, 225, 225);
     let (left, right, top, bottom) = (x0 + 95, x0 + PANEL_W as i32 - 20, 50, height as i32 - 70);
@@ -255,7 +274,11 @@ fn draw_panel(
     )?;
 
     for s in &panel.series {
-        let ci = labels.iter().position(|(l, _)| l == &s.label).unwrap_or(0);
+        let ci = labels
+            .iter()
+            .find(|l| l.label == s.label)
+            .map(|l| l.color)
+            .unwrap_or(0);
         let color = color_of(ci);
         let line: Vec<(i32, i32)> = s
             .points
@@ -263,40 +286,41 @@ fn draw_panel(
             .filter(|(x, y)| x.is_finite() && y.is_finite() && *x > 0.0 && *y > 0.0)
             .map(|&(x, y)| to_px(x, y))
             .collect();
-        let width = if s.reference { 1 } else { 2 };
+        let width = if s.marker == Marker::Dot { 2 } else { 1 };
         root.draw(&PathElement::new(line.clone(), color.stroke_width(width)))?;
         for p in line {
-            draw_marker(root, p, color, s.reference)?;
+            draw_marker(root, p, color, s.marker)?;
         }
     }
     Ok(())
 }
 
-fn draw_marker(root: &Area, (x, y): (i32, i32), color: RGBColor, reference: bool) -> DrawResult {
-    if reference {
-        root.draw(&Rectangle::new(
-            [(x - 4, y - 4), (x + 4, y + 4)],
+fn draw_marker(root: &Area, (x, y): (i32, i32), color: RGBColor, marker: Marker) -> DrawResult {
+    match marker {
+        Marker::Dot => root.draw(&Circle::new((x, y), 4, color.filled())),
+        Marker::Square => root.draw(&Rectangle::new(
+            [(x - 5, y - 5), (x + 5, y + 5)],
             color.stroke_width(1),
-        ))
-    } else {
-        root.draw(&Circle::new((x, y), 4, color.filled()))
+        )),
+        Marker::Diamond => root.draw(&PathElement::new(
+            vec![(x, y - 7), (x + 7, y), (x, y + 7), (x - 7, y), (x, y - 7)],
+            color.stroke_width(1),
+        )),
     }
 }
 
-fn draw_legend(root: &Area, x0: i32, labels: &[(String, bool)]) -> DrawResult {
+fn draw_legend(root: &Area, x0: i32, labels: &[Legend]) -> DrawResult {
     let black = RGBColor(0, 0, 0);
-    text(root, "SOLID/DOT: TWEEDIE", x0, 15, &black)?;
-    text(root, "THIN/SQUARE: REFERENCE", x0, 35, &black)?;
-    for (i, (label, reference)) in labels.iter().enumerate() {
-        let y = 65 + i as i32 * 22;
-        let color = color_of(i);
-        let width = if *reference { 1 } else { 2 };
+    for (i, l) in labels.iter().enumerate() {
+        let y = 20 + i as i32 * 22;
+        let color = color_of(l.color);
+        let width = if l.marker == Marker::Dot { 2 } else { 1 };
         root.draw(&PathElement::new(
             vec![(x0, y + 7), (x0 + 30, y + 7)],
             color.stroke_width(width),
         ))?;
-        draw_marker(root, (x0 + 15, y + 7), color, *reference)?;
-        text(root, label, x0 + 40, y, &black)?;
+        draw_marker(root, (x0 + 15, y + 7), color, l.marker)?;
+        text(root, &l.label, x0 + 40, y, &black)?;
     }
     Ok(())
 }
@@ -324,12 +348,14 @@ mod tests {
                 Series {
                     label: "a".into(),
                     points: vec![(5.0, 1.0), (10.0, 0.5), (100.0, 0.05)],
-                    reference: false,
+                    color_key: "a".into(),
+                    marker: Marker::Dot,
                 },
                 Series {
                     label: "b".into(),
                     points: vec![(5.0, 0.1), (0.0, 1.0), (50.0, 1e-4)],
-                    reference: true,
+                    color_key: "b".into(),
+                    marker: Marker::Square,
                 },
             ],
         };

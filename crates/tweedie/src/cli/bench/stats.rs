@@ -9,6 +9,48 @@ pub fn rms_distance(x: &Array2<f64>, y: &Array2<f64>) -> f64 {
     (s / n).sqrt()
 }
 
+/// Median over samples of ‖x_i − y_i‖: the bulk of the error, insensitive to the few samples
+/// near a separatrix that a coarse solver sends to another mode.
+pub fn median_distance(x: &Array2<f64>, y: &Array2<f64>) -> f64 {
+    let mut d: Vec<f64> = x
+        .outer_iter()
+        .zip(y.outer_iter())
+        .map(|(a, b)| {
+            a.iter()
+                .zip(b.iter())
+                .map(|(u, v)| (u - v) * (u - v))
+                .sum::<f64>()
+                .sqrt()
+        })
+        .collect();
+    if d.is_empty() {
+        return 0.0;
+    }
+    d.sort_by(f64::total_cmp);
+    let m = d.len() / 2;
+    if d.len() % 2 == 1 {
+        d[m]
+    } else {
+        0.5 * (d[m - 1] + d[m])
+    }
+}
+
+/// Fraction of positions where the two labelings differ.
+pub fn switched(a: &[usize], b: &[usize]) -> f64 {
+    let n = a.len().min(b.len());
+    if n == 0 {
+        return 0.0;
+    }
+    a.iter().zip(b).filter(|(x, y)| x != y).count() as f64 / n as f64
+}
+
+/// max_ij |x_ij − y_ij|.
+pub fn max_abs_diff(x: &Array2<f64>, y: &Array2<f64>) -> f64 {
+    x.iter()
+        .zip(y.iter())
+        .fold(0.0, |m, (a, b)| m.max((a - b).abs()))
+}
+
 /// Per-component moment errors of a sample set, each the maximum over components:
 /// |ŵ_k − w_k|, ‖μ̂_k − μ_k‖₂ / √tr Σ_k, ‖Σ̂_k − Σ_k‖_F / ‖Σ_k‖_F.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -95,6 +137,23 @@ mod tests {
         assert!((loglog_slope(&pts).unwrap() + 2.0).abs() < 1e-12);
         assert_eq!(loglog_slope(&pts[..1]), None);
         assert_eq!(loglog_slope(&[(1.0, 0.0), (2.0, -1.0)]), None);
+    }
+
+    #[test]
+    fn median_and_switch_fraction() {
+        let x = array![[0.0, 0.0], [3.0, 4.0], [1.0, 0.0]];
+        let y = Array2::<f64>::zeros((3, 2));
+        // distances 0, 5, 1 → median 1
+        assert_eq!(median_distance(&x, &y), 1.0);
+        assert_eq!(
+            median_distance(
+                &x.slice(ndarray::s![..2, ..]).to_owned(),
+                &y.slice(ndarray::s![..2, ..]).to_owned()
+            ),
+            2.5
+        );
+        assert_eq!(switched(&[0, 1, 2, 3], &[0, 1, 1, 0]), 0.5);
+        assert_eq!(max_abs_diff(&x, &y), 4.0);
     }
 
     #[test]
