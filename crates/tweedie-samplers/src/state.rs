@@ -11,7 +11,7 @@ use crate::error::{Result, SamplerError};
 ///
 /// Linear-space operations come from `tweedie_core::LinearSpace`; the batch operations give
 /// per-sample noise and a row view `[B, n]` in f64 used by analytic models and operators.
-pub trait State: LinearSpace + Send + Sync + std::fmt::Debug {
+pub trait State: LinearSpace + Send + std::fmt::Debug {
     /// Batch size B (first axis).
     fn batch(&self) -> usize;
     /// Number of elements of one sample.
