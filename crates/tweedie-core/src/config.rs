@@ -70,14 +70,19 @@ pub fn in_section(section: &str, e: CoreError) -> CoreError {
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CoreConfig {
+    /// Noise process (`[process]`).
     pub process: ProcessKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Preconditioning (`[precond]`).
     pub precond: Option<Precond>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Sampling time grid (`[timer]`).
     pub timer: Option<TimerKind>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Training noise-level density (`[noise]`).
     pub noise: Option<NoiseDensity>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Training loss weight λ(σ̃) (`[loss_weight]`).
     pub loss_weight: Option<LossWeight>,
 }
 

@@ -21,9 +21,15 @@ pub enum CoreError {
     NotPositiveDefinite(String),
     /// A file could not be read.
     #[error("cannot read `{path}`: {reason}")]
-    Io { path: String, reason: String },
+    Io {
+        /// The file.
+        path: String,
+        /// The OS error.
+        reason: String,
+    },
 }
 
+/// Result with a [`CoreError`].
 pub type Result<T> = std::result::Result<T, CoreError>;
 
 impl CoreError {

@@ -31,8 +31,11 @@ pub struct GaussianMixture {
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MixtureSpec {
+    /// Mixture weights w_k (≥ 0, summing to 1).
     pub weights: Vec<f64>,
+    /// Means μ_k, one row of length D per component.
     pub means: Vec<Vec<f64>>,
+    /// Covariances Σ_k, one symmetric positive-definite D×D matrix per component.
     pub covs: Vec<Vec<Vec<f64>>>,
 }
 

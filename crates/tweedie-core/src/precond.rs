@@ -6,9 +6,13 @@ use crate::process::{iddpm_u_grid, Process, VpLinear};
 /// Preconditioning coefficients at one noise level σ̃.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PrecondCoeffs {
+    /// Skip weight on x̃.
     pub c_skip: f64,
+    /// Output scale of F.
     pub c_out: f64,
+    /// Input scale of x̃.
     pub c_in: f64,
+    /// Noise conditioning fed to F.
     pub c_noise: f64,
 }
 

@@ -373,8 +373,11 @@ impl ProcessKind {
 /// (Song et al. 2021; Karras et al. 2022, Table 1).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct VpLinear {
+    /// β_min.
     pub beta_min: f64,
+    /// β_d = β_max − β_min.
     pub beta_d: f64,
+    /// Smallest training/sampling time ε_t.
     pub eps_t: f64,
 }
 
@@ -417,6 +420,7 @@ impl Process for VpLinear {
 /// (Nichol & Dhariwal 2021, eq. 17, ᾱ = α²).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct VpCosine {
+    /// Offset s of the cosine schedule.
     pub s: f64,
 }
 
@@ -453,7 +457,9 @@ impl Process for VpCosine {
 /// VE: α = 1, σ(t) = √t, t ∈ [σ_min², σ_max²] (Song et al. 2021; Karras et al. 2022, Table 1).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Ve {
+    /// Smallest noise level σ_min.
     pub sigma_min: f64,
+    /// Largest noise level σ_max.
     pub sigma_max: f64,
 }
 
@@ -484,7 +490,9 @@ impl Process for Ve {
 /// EDM: α = 1, σ(t) = t, t ∈ [σ_min, σ_max] (Karras et al. 2022, Table 1).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Edm {
+    /// Smallest noise level σ_min.
     pub sigma_min: f64,
+    /// Largest noise level σ_max.
     pub sigma_max: f64,
 }
 
@@ -513,7 +521,9 @@ impl Process for Edm {
 /// At t = 1, σ̃ = +∞ and the inverse maps +∞ back to 1.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Flow {
+    /// Smallest time.
     pub t_min: f64,
+    /// Largest time (≤ 1).
     pub t_max: f64,
 }
 

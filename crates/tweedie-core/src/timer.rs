@@ -16,7 +16,9 @@ use crate::process::{iddpm_u_grid, Process};
 /// (σ̃ = 0 at t = 0, or t_min when the process has no σ̃ = 0): a sampler never guesses.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TimeGrid {
+    /// Times, strictly decreasing, ending at 0.
     pub t: Vec<f64>,
+    /// σ̃(t_i) = σ/α at each time (0 at the terminal point).
     pub sigma_tilde: Vec<f64>,
 }
 

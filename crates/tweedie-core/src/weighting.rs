@@ -21,7 +21,9 @@ pub enum Draw {
 /// A sampled noise level: time and EDM noise level σ̃ = σ/α.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct NoiseLevel {
+    /// Time of the process.
     pub t: f64,
+    /// EDM noise level σ̃(t).
     pub sigma_tilde: f64,
 }
 
