@@ -18,12 +18,7 @@ impl State for TchTensor {
         self.size().first().copied().unwrap_or(1) as usize
     }
     fn sample_len(&self) -> usize {
-        let b = self.batch();
-        if b == 0 {
-            0
-        } else {
-            self.numel() / b
-        }
+        self.numel().checked_div(self.batch()).unwrap_or(0)
     }
     fn to_rows(&self) -> Array2<f64> {
         let (b, n) = (self.batch(), self.sample_len());
