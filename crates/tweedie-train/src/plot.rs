@@ -1,0 +1,248 @@
+//! PNG outputs of a run: sample grids (images), scatter plots (2-D data), the loss curve.
+//! Everything is rendered in memory and written atomically (temp file + rename).
+
+use std::path::Path;
+
+use image::{ImageBuffer, Rgb, RgbImage};
+use ndarray::ArrayView2;
+use plotters::prelude::*;
+
+use crate::error::{Result, TrainError};
+
+/// Writes `bytes` to `path` atomically: a temp file in the same folder, synced, then renamed.
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| TrainError::Other(format!("{} has no file name", path.display())))?;
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let res = (|| -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    res.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        TrainError::io(path, e)
+    })
+}
+
+fn save_png(path: &Path, img: &RgbImage) -> Result<()> {
+    let mut buf = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut buf, image::ImageFormat::Png)
+        .map_err(|e| TrainError::Other(format!("{}: {e}", path.display())))?;
+    atomic_write(path, buf.get_ref())
+}
+
+/// A grid of images: each row of `x` is one image of shape [C, H, W] with values in [−1, 1]
+/// (clamped), C = 1 (grey) or 3 (RGB); tiles are upscaled to at least 32 pixels and separated
+/// by a 2-pixel border.
+pub fn write_image_grid(path: &Path, x: ArrayView2<f32>, shape: &[usize]) -> Result<()> {
+    let &[c, h, w] = shape else {
+        return Err(TrainError::Data(format!(
+            "image grid needs [C, H, W] samples, got {shape:?}"
+        )));
+    };
+    if c != 1 && c != 3 {
+        return Err(TrainError::Data(format!(
+            "image grid needs 1 or 3 channels, got {c}"
+        )));
+    }
+    let n = x.nrows().max(1);
+    let cols = (n as f64).sqrt().ceil() as usize;
+    let rows = n.div_ceil(cols);
+    let scale = (32usize.div_ceil(h.max(1))).max(1);
+    let (th, tw, pad) = (h * scale, w * scale, 2usize);
+    let (ih, iw) = (rows * (th + pad) + pad, cols * (tw + pad) + pad);
+    let mut img: RgbImage = ImageBuffer::from_pixel(iw as u32, ih as u32, Rgb([40, 40, 40]));
+    let to_u8 = |v: f32| (((v.clamp(-1.0, 1.0) + 1.0) * 127.5).round()) as u8;
+    for (k, row) in x.rows().into_iter().enumerate() {
+        let (gy, gx) = (k / cols, k % cols);
+        let (oy, ox) = (pad + gy * (th + pad), pad + gx * (tw + pad));
+        for yy in 0..th {
+            for xx in 0..tw {
+                let (sy, sx) = (yy / scale, xx / scale);
+                let px = if c == 1 {
+                    let g = to_u8(row[sy * w + sx]);
+                    [g, g, g]
+                } else {
+                    [0, 1, 2].map(|ch| to_u8(row[ch * h * w + sy * w + sx]))
+                };
+                img.put_pixel((ox + xx) as u32, (oy + yy) as u32, Rgb(px));
+            }
+        }
+    }
+    save_png(path, &img)
+}
+
+fn plot_err(path: &Path, e: impl std::fmt::Display) -> TrainError {
+    TrainError::Other(format!("plot {}: {e}", path.display()))
+}
+
+/// Scatter plot of 2-D samples (blue) over reference data (grey), without text so that it
+/// needs no fonts.
+pub fn write_scatter(
+    path: &Path,
+    samples: ArrayView2<f32>,
+    reference: Option<ArrayView2<f32>>,
+) -> Result<()> {
+    if samples.ncols() < 2 {
+        return Err(TrainError::Data(format!(
+            "scatter plot needs 2-D samples, got {}",
+            samples.ncols()
+        )));
+    }
+    let (w, h) = (640u32, 640u32);
+    let mut buf = vec![0u8; (w * h * 3) as usize];
+    let pts = |a: ArrayView2<f32>| -> Vec<(f64, f64)> {
+        a.rows()
+            .into_iter()
+            .map(|r| (r[0] as f64, r[1] as f64))
+            .filter(|p| p.0.is_finite() && p.1.is_finite())
+            .collect()
+    };
+    let s = pts(samples);
+    let r = reference.map(pts).unwrap_or_default();
+    let lim = r
+        .iter()
+        .chain(&s)
+        .map(|p| p.0.abs().max(p.1.abs()))
+        .fold(1.0f64, f64::max)
+        .min(
+            r.iter()
+                .map(|p| p.0.abs().max(p.1.abs()))
+                .fold(0.0, f64::max)
+                * 1.5
+                + 1.0,
+        );
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
+        let mut chart = ChartBuilder::on(&root)
+            .margin(10)
+            .build_cartesian_2d(-lim..lim, -lim..lim)
+            .map_err(|e| plot_err(path, e))?;
+        chart
+            .draw_series(
+                r.iter()
+                    .map(|&p| Circle::new(p, 1, RGBColor(170, 170, 170).filled())),
+            )
+            .map_err(|e| plot_err(path, e))?;
+        chart
+            .draw_series(
+                s.iter()
+                    .map(|&p| Circle::new(p, 2, RGBColor(30, 90, 200).filled())),
+            )
+            .map_err(|e| plot_err(path, e))?;
+        root.present().map_err(|e| plot_err(path, e))?;
+    }
+    let img = RgbImage::from_raw(w, h, buf).ok_or_else(|| plot_err(path, "buffer size"))?;
+    save_png(path, &img)
+}
+
+/// Loss curve: raw loss (light) and its running mean over 1/20 of the run (dark), log-scale y.
+pub fn write_loss_plot(path: &Path, steps: &[u64], losses: &[f64]) -> Result<()> {
+    let pts: Vec<(f64, f64)> = steps
+        .iter()
+        .zip(losses)
+        .filter(|(_, &l)| l.is_finite() && l > 0.0)
+        .map(|(&s, &l)| (s as f64, l))
+        .collect();
+    if pts.is_empty() {
+        return Err(TrainError::Other("no finite positive loss to plot".into()));
+    }
+    let win = (pts.len() / 20).max(1);
+    let smooth: Vec<(f64, f64)> = (0..pts.len())
+        .map(|i| {
+            let lo = i.saturating_sub(win - 1);
+            let m = pts[lo..=i].iter().map(|p| p.1).sum::<f64>() / (i - lo + 1) as f64;
+            (pts[i].0, m)
+        })
+        .collect();
+    let (x0, x1) = (pts[0].0, pts[pts.len() - 1].0.max(pts[0].0 + 1.0));
+    let lo = pts.iter().map(|p| p.1).fold(f64::MAX, f64::min);
+    let hi = pts.iter().map(|p| p.1).fold(f64::MIN, f64::max);
+    let (w, h) = (800u32, 480u32);
+    let mut buf = vec![0u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
+        let mut chart = ChartBuilder::on(&root)
+            .margin(15)
+            .caption("training loss", ("sans-serif", 20))
+            .x_label_area_size(40)
+            .y_label_area_size(70)
+            .build_cartesian_2d(x0..x1, (lo * 0.9..hi * 1.1).log_scale())
+            .map_err(|e| plot_err(path, e))?;
+        chart
+            .configure_mesh()
+            .x_desc("step")
+            .y_desc("loss")
+            .draw()
+            .map_err(|e| plot_err(path, e))?;
+        chart
+            .draw_series(LineSeries::new(pts.clone(), RGBColor(170, 190, 230)))
+            .map_err(|e| plot_err(path, e))?;
+        chart
+            .draw_series(LineSeries::new(
+                smooth,
+                RGBColor(20, 60, 160).stroke_width(2),
+            ))
+            .map_err(|e| plot_err(path, e))?;
+        root.present().map_err(|e| plot_err(path, e))?;
+    }
+    let img = RgbImage::from_raw(w, h, buf).ok_or_else(|| plot_err(path, "buffer size"))?;
+    save_png(path, &img)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::Array2;
+
+    #[test]
+    fn grid_places_each_image_in_its_tile() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| TrainError::io("tmp", e))?;
+        let p = dir.path().join("g.png");
+        // 5 images of 2×2: image k is uniformly (k/2 − 1) → grey levels 0, 64, 128, 191, 255.
+        let x = Array2::from_shape_fn((5, 4), |(k, _)| k as f32 / 2.0 - 1.0);
+        write_image_grid(&p, x.view(), &[1, 2, 2])?;
+        let img = image::open(&p)
+            .map_err(|e| TrainError::Other(e.to_string()))?
+            .to_rgb8();
+        // 3 columns × 2 rows of 32-pixel tiles with 2-pixel borders.
+        assert_eq!((img.width(), img.height()), (3 * 34 + 2, 2 * 34 + 2));
+        assert_eq!(img.get_pixel(2 + 5, 2 + 5)[0], 0);
+        assert_eq!(img.get_pixel(2 + 34 + 5, 2 + 5)[0], 64);
+        assert_eq!(img.get_pixel(2 + 34 + 5, 2 + 34 + 5)[0], 255);
+        assert_eq!(img.get_pixel(0, 0)[0], 40);
+        assert!(write_image_grid(&p, x.view(), &[4]).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn plots_render_and_a_read_only_folder_is_a_clear_error() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| TrainError::io("tmp", e))?;
+        let s = Array2::from_shape_fn((50, 2), |(i, j)| (i as f32 * 0.1).sin() * (j as f32 + 1.0));
+        write_scatter(&dir.path().join("s.png"), s.view(), Some(s.view()))?;
+        let steps: Vec<u64> = (0..100).collect();
+        let losses: Vec<f64> = steps.iter().map(|&s| 1.0 / (1.0 + s as f64)).collect();
+        write_loss_plot(&dir.path().join("l.png"), &steps, &losses)?;
+        assert!(dir
+            .path()
+            .join("l.png")
+            .metadata()
+            .map(|m| m.len() > 1000)
+            .unwrap_or(false));
+        let e = write_scatter(&dir.path().join("missing/s.png"), s.view(), None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing/s.png"), "{e}");
+        Ok(())
+    }
+}

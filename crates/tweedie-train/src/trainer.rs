@@ -1,0 +1,641 @@
+//! The training loop: Adam with warm-up and clipping, EMA, checkpoints every N steps and on
+//! Ctrl-C, exact resume, progress bar, metrics.jsonl, loss plot, sample grids, report.
+//!
+//! Every random draw of step k is keyed by (seed, k) or (seed, sample index): batches come
+//! from per-epoch permutations keyed by (seed, epoch), noise levels and noise by (seed,
+//! sample index), dropout by a torch seed set from (seed, k). Nothing depends on the total
+//! step count, so N steps in one go and N/2 + resume + N/2 give bit-identical weights on CPU.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Once;
+use std::time::Instant;
+
+use rand::Rng;
+use tch::{nn::VarStore, Device, Kind, Tensor};
+use tweedie_core::rng::stream_rng;
+use tweedie_core::TimerKind;
+use tweedie_nets::{Ema, ModelConfig, NetConfig, PrecondDenoiser};
+
+use crate::checkpoint::{read_state, restore, save_state, STATE_FILE};
+use crate::config::TrainConfig;
+use crate::data::{Data, Dataset};
+use crate::error::{Result, TrainError};
+use crate::loss::{Loss, STREAM_NOISE};
+use crate::optim::{Adam, AdamConfig};
+use crate::sample::{generate, one_hot, NetModel, SamplePlan};
+
+/// RNG stream of the per-epoch permutations.
+pub const STREAM_PERM: u64 = STREAM_NOISE + 1;
+/// RNG stream of augmentation draws.
+pub const STREAM_AUG: u64 = STREAM_NOISE + 2;
+
+/// File names inside a run directory.
+pub mod files {
+    pub const CONFIG: &str = "config.toml";
+    pub const MODEL: &str = "model.safetensors";
+    pub const METRICS: &str = "metrics.jsonl";
+    pub const LOSS_PLOT: &str = "loss.png";
+    pub const SAMPLES: &str = "samples.png";
+    pub const SAMPLES_DIR: &str = "samples";
+    pub const REPORT: &str = "report.md";
+    pub const EVAL: &str = "eval.json";
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+static HANDLER: Once = Once::new();
+
+/// Installs the Ctrl-C handler once per process: the first Ctrl-C asks the loop to save and
+/// stop; a second one exits at once.
+pub fn install_ctrlc_handler() {
+    HANDLER.call_once(|| {
+        let _ = ctrlc::set_handler(|| {
+            if INTERRUPTED.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+            eprintln!("\nCtrl-C: saving a checkpoint and stopping (press again to quit at once)");
+        });
+    });
+}
+
+/// How a run is driven (beyond its config).
+#[derive(Debug, Clone, Default)]
+pub struct TrainOptions {
+    /// The run directory (created when new).
+    pub run_dir: PathBuf,
+    /// Continue the run in `run_dir` from its training state.
+    pub resume: bool,
+    /// No progress bar.
+    pub quiet: bool,
+    /// Behave as if Ctrl-C came after this many steps of the whole run (tests).
+    pub interrupt_at: Option<u64>,
+}
+
+/// What a finished run reports.
+#[derive(Debug, Clone)]
+pub struct TrainOutcome {
+    pub run_dir: PathBuf,
+    /// Steps done in total.
+    pub steps: u64,
+    /// Mean loss over the last logging interval.
+    pub last_loss: f64,
+    /// Seconds spent in this invocation's training steps.
+    pub train_seconds: f64,
+    /// Steps per second in this invocation.
+    pub steps_per_second: f64,
+}
+
+/// A default run directory: `runs/<name>-<UTC yyyymmdd-hhmmss>`.
+pub fn default_run_dir(name: &str) -> PathBuf {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    PathBuf::from("runs").join(format!(
+        "{name}-{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60
+    ))
+}
+
+/// Sets the network's shape keys (resolution, channels, dim) and label_dim from the data.
+pub fn fit_network_to_data(net: &mut NetConfig, data: &Dataset, conditional: bool) -> Result<()> {
+    let label_dim = if conditional {
+        data.num_classes.ok_or_else(|| {
+            TrainError::invalid("training.conditional", true, "the data set has no labels")
+        })?
+    } else {
+        0
+    };
+    match net {
+        NetConfig::Unet(u) => {
+            let &[c, h, w] = data.shape.as_slice() else {
+                return Err(TrainError::invalid(
+                    "network.type",
+                    "unet",
+                    &format!(
+                        "the U-Net needs image data [C, H, W], the data are {:?}",
+                        data.shape
+                    ),
+                ));
+            };
+            if h != w {
+                return Err(TrainError::Data(format!(
+                    "the U-Net needs square images, the data are {h}×{w}"
+                )));
+            }
+            let levels = u.channel_mult.len().saturating_sub(1) as u32;
+            if h % (1usize << levels) != 0 {
+                return Err(TrainError::invalid(
+                    "network.channel_mult",
+                    format!("{:?}", u.channel_mult),
+                    &format!(
+                        "{} levels need a resolution divisible by {}, the data are {h}×{h}",
+                        levels + 1,
+                        1 << levels
+                    ),
+                ));
+            }
+            u.resolution = h;
+            u.in_channels = c;
+            u.out_channels = c;
+            u.label_dim = label_dim;
+        }
+        NetConfig::Mlp(m) => {
+            m.dim = data.dim();
+            m.label_dim = label_dim;
+        }
+    }
+    net.validate()
+        .map_err(|e| TrainError::invalid("network", "(config)", &e.to_string()))
+}
+
+/// Batch indices of step k: positions k·B … k·B+B−1 of the infinite sequence of per-epoch
+/// permutations of 0..N, permutation e keyed by (seed, e).
+#[derive(Debug)]
+pub struct BatchSampler {
+    n: usize,
+    seed: u64,
+    cache: Option<(u64, Vec<usize>)>,
+}
+
+impl BatchSampler {
+    pub fn new(n: usize, seed: u64) -> Self {
+        BatchSampler {
+            n,
+            seed,
+            cache: None,
+        }
+    }
+
+    fn perm(&mut self, epoch: u64) -> &[usize] {
+        if self.cache.as_ref().map(|c| c.0) != Some(epoch) {
+            let mut rng = stream_rng(self.seed, epoch, STREAM_PERM);
+            let mut p: Vec<usize> = (0..self.n).collect();
+            for i in (1..self.n).rev() {
+                let j = rng.gen_range(0..=i);
+                p.swap(i, j);
+            }
+            self.cache = Some((epoch, p));
+        }
+        self.cache.as_ref().map(|c| c.1.as_slice()).unwrap_or(&[])
+    }
+
+    /// Indices of step k for a batch of `b`.
+    pub fn indices(&mut self, k: u64, b: usize) -> Vec<usize> {
+        let n = self.n as u64;
+        (0..b as u64)
+            .map(|i| {
+                let pos = k * b as u64 + i;
+                self.perm(pos / n)[(pos % n) as usize]
+            })
+            .collect()
+    }
+}
+
+/// The model and everything trained with it.
+struct Live {
+    vs: VarStore,
+    den: PrecondDenoiser,
+    ema: Ema,
+    adam: Adam,
+}
+
+fn device_of(cfg: &TrainConfig) -> Result<Device> {
+    let spec: tweedie_nets::DeviceSpec = cfg.training.device.parse().map_err(|e| {
+        TrainError::invalid("training.device", &cfg.training.device, &format!("{e}"))
+    })?;
+    spec.resolve()
+        .map_err(|e| TrainError::invalid("training.device", &cfg.training.device, &format!("{e}")))
+}
+
+/// The denoiser config (network + wrapper) of a training config fitted to its data.
+pub fn model_config(cfg: &TrainConfig, data: &Data) -> Result<ModelConfig> {
+    let mut net = cfg.network.clone();
+    fit_network_to_data(&mut net, &data.train, cfg.training.conditional)?;
+    Ok(ModelConfig {
+        net,
+        wrapper: cfg.formulation()?.wrapper,
+    })
+}
+
+/// Step seed of torch's generator (dropout, label dropout) so step k is reproducible alone.
+fn torch_step_seed(seed: u64, k: u64) -> i64 {
+    (seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ k.wrapping_mul(0xBF58_476D_1CE4_E5B9)) as i64
+        & i64::MAX
+}
+
+/// One training step k: loss of the batch, backward, Adam update, EMA update; returns the
+/// mean loss and the gradient norm. A non-finite loss returns before touching the weights.
+#[allow(clippy::too_many_arguments)]
+fn train_step(
+    live: &mut Live,
+    loss: &Loss,
+    data: &Dataset,
+    sampler: &mut BatchSampler,
+    cfg: &TrainConfig,
+    k: u64,
+    device: Device,
+    last_good: u64,
+) -> Result<(f64, f64)> {
+    let t = &cfg.training;
+    let b = t.batch_size;
+    let idx = sampler.indices(k, b);
+    let mut x0 = data.batch_tensor(&idx, device);
+    if t.hflip && data.is_image() {
+        let flips: Vec<f32> = (0..b as u64)
+            .map(|i| {
+                if stream_rng(t.seed, k * b as u64 + i, STREAM_AUG).gen::<bool>() {
+                    1.0
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let m = Tensor::from_slice(&flips)
+            .to_device(device)
+            .view([b as i64, 1, 1, 1]);
+        x0 = &x0 * (1.0 - &m) + x0.flip([-1]) * &m;
+    }
+    let labels = match (t.conditional, data.labels.as_ref(), data.num_classes) {
+        (true, Some(l), Some(c)) => {
+            let v: Vec<i64> = idx.iter().map(|&i| l[i]).collect();
+            Some(one_hot(&v, c, device)?)
+        }
+        _ => None,
+    };
+    let first = k * b as u64;
+    let levels = loss.draw_levels(t.seed, first, b);
+    let eps = Loss::draw_noise(t.seed, first, b, data.dim()).to_device(device);
+    tch::manual_seed(torch_step_seed(t.seed, k));
+    live.adam.zero_grad();
+    let den = &live.den;
+    let per = loss.per_sample(
+        |x, s| {
+            den.forward(x, s, labels.as_ref(), None, true)
+                .map_err(|e| TrainError::Other(e.to_string()))
+        },
+        &x0,
+        &eps,
+        &levels,
+    )?;
+    let l = per.mean(Kind::Float);
+    let lv = l.double_value(&[]);
+    if !lv.is_finite() {
+        return Err(TrainError::NonFinite {
+            step: k + 1,
+            value: lv,
+            last_good,
+        });
+    }
+    l.backward();
+    let info = live.adam.step(k);
+    if !info.grad_norm.is_finite() {
+        return Err(TrainError::NonFinite {
+            step: k + 1,
+            value: info.grad_norm,
+            last_good,
+        });
+    }
+    live.ema
+        .update(&live.vs, k * b as u64, b)
+        .map_err(|e| TrainError::Other(format!("EMA: {e}")))?;
+    Ok((lv, info.grad_norm))
+}
+
+fn write_config(run_dir: &Path, cfg: &TrainConfig) -> Result<String> {
+    let text = cfg.to_toml()?;
+    crate::plot::atomic_write(&run_dir.join(files::CONFIG), text.as_bytes()).map_err(
+        |e| match e {
+            TrainError::Io { path, source } => TrainError::Other(format!(
+                "run directory {} is not writable ({}: {source})",
+                run_dir.display(),
+                path.display()
+            )),
+            other => other,
+        },
+    )?;
+    Ok(text)
+}
+
+/// Keeps the metrics lines of steps ≤ `step` (a resumed run rewrites what came after its
+/// checkpoint).
+fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept: String = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v.get("step").and_then(|s| s.as_u64()))
+                .is_some_and(|s| s <= step)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    crate::plot::atomic_write(path, kept.as_bytes())
+}
+
+/// (step, loss) pairs of a run's metrics.jsonl.
+pub fn read_loss_history(run_dir: &Path) -> (Vec<u64>, Vec<f64>) {
+    let text = std::fs::read_to_string(run_dir.join(files::METRICS)).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| Some((v.get("step")?.as_u64()?, v.get("loss")?.as_f64()?)))
+        .unzip()
+}
+
+/// Everything needed to sample the EMA model.
+pub struct Sampling {
+    pub ema_vs: VarStore,
+    pub model: NetModel,
+    pub process: Box<dyn tweedie_core::Process>,
+    pub timer: TimerKind,
+}
+
+impl Sampling {
+    /// Builds the sampling copy of the model (its weights are set by [`Ema::copy_to`]).
+    pub fn new(cfg: &TrainConfig, mcfg: &ModelConfig, device: Device) -> Result<Self> {
+        let (ema_vs, den) = mcfg
+            .build(device)
+            .map_err(|e| TrainError::Other(format!("model: {e}")))?;
+        let f = cfg.formulation()?;
+        Ok(Sampling {
+            ema_vs,
+            model: NetModel::new(den, device, mcfg.net.label_dim()),
+            process: f.process.try_build()?,
+            timer: TimerKind::Edm {
+                sigma_min: f.sigma_min,
+                sigma_max: f.sigma_max,
+                rho: f.rho,
+            },
+        })
+    }
+
+    /// The plan for `cfg.sampling`.
+    pub fn plan(&self, cfg: &TrainConfig, shape: &[usize], batch: usize) -> Result<SamplePlan<'_>> {
+        Ok(SamplePlan {
+            process: self.process.as_ref(),
+            timer: self.timer.clone(),
+            spec: cfg.sampling.spec()?,
+            shape: shape.to_vec(),
+            batch,
+            seed: cfg.sampling.seed,
+        })
+    }
+}
+
+/// Class labels of a sample grid: sample i of class i mod C (conditional models only).
+pub fn grid_labels(cfg: &TrainConfig, data: &Dataset, n: usize) -> Option<Vec<i64>> {
+    match (cfg.training.conditional, data.num_classes) {
+        (true, Some(c)) if c > 0 => Some((0..n).map(|i| (i % c) as i64).collect()),
+        _ => None,
+    }
+}
+
+/// Writes a sample grid (images) or scatter plot (vectors) of `cfg.sampling.grid` EMA samples.
+pub fn write_samples(path: &Path, s: &Sampling, cfg: &TrainConfig, data: &Data) -> Result<()> {
+    let n = cfg.sampling.grid;
+    let labels = grid_labels(cfg, &data.train, n);
+    let plan = s.plan(cfg, &data.train.shape, n)?;
+    let (x, _) = generate(&s.model, &plan, 0, n, labels.as_deref())?;
+    if data.train.is_image() {
+        crate::plot::write_image_grid(path, x.view(), &data.train.shape)
+    } else {
+        crate::plot::write_scatter(path, x.view(), Some(data.held_out.x.view()))
+    }
+}
+
+/// Trains per `cfg` in `opts.run_dir`, then writes the EMA model, plots and (unless
+/// `eval.skip`) the evaluation report. On resume `cfg` is the run's config (its `training.steps`
+/// may have been raised).
+pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
+    let data = cfg.data.load()?;
+    let mcfg = model_config(cfg, &data)?;
+    let loss = Loss::new(cfg.formulation()?)?;
+    let device = device_of(cfg)?;
+    let run_dir = &opts.run_dir;
+    let state_path = run_dir.join(STATE_FILE);
+
+    // Read the state to resume from before writing anything.
+    let resumed = if opts.resume {
+        if !run_dir.is_dir() {
+            return Err(TrainError::Other(format!(
+                "cannot resume: {} is not a run directory",
+                run_dir.display()
+            )));
+        }
+        let st = read_state(&state_path)?;
+        let old: TrainConfig = TrainConfig::from_toml_str(&st.config_toml, &[]).map_err(|e| {
+            TrainError::Checkpoint {
+                path: state_path.clone(),
+                reason: format!("its config does not parse: {e}"),
+            }
+        })?;
+        let (a, b) = (model_config(&old, &data)?, &mcfg);
+        if &a != b
+            || old.diffusion != cfg.diffusion
+            || old.data != cfg.data
+            || old.training.batch_size != cfg.training.batch_size
+        {
+            return Err(TrainError::Checkpoint {
+                path: state_path.clone(),
+                reason: "was trained with a different network, formulation, data or batch size than the config".into(),
+            });
+        }
+        if st.step > cfg.training.steps {
+            return Err(TrainError::invalid(
+                "training.steps",
+                cfg.training.steps,
+                &format!(
+                    "the run is already at step {}; raise training.steps to continue",
+                    st.step
+                ),
+            ));
+        }
+        Some(st)
+    } else {
+        if state_path.exists() {
+            return Err(TrainError::Other(format!(
+                "{} already holds a run; resume it with --resume {} or choose another --out",
+                run_dir.display(),
+                run_dir.display()
+            )));
+        }
+        std::fs::create_dir_all(run_dir).map_err(|e| TrainError::io(run_dir, e))?;
+        None
+    };
+    let config_text = write_config(run_dir, cfg)?;
+
+    tch::manual_seed(torch_step_seed(cfg.training.seed, u64::MAX));
+    let (vs, den) = mcfg
+        .build(device)
+        .map_err(|e| TrainError::Other(format!("model: {e}")))?;
+    let ema = Ema::new(&vs, cfg.training.ema.clone())
+        .map_err(|e| TrainError::Other(format!("EMA: {e}")))?;
+    let t = &cfg.training;
+    let adam = Adam::new(
+        &vs,
+        AdamConfig {
+            lr: t.lr,
+            beta1: t.adam_beta1,
+            beta2: t.adam_beta2,
+            eps: t.adam_eps,
+            warmup_steps: t.warmup_steps,
+            grad_clip: t.grad_clip,
+        },
+    );
+    let mut live = Live { vs, den, ema, adam };
+    let start = match &resumed {
+        Some(st) => {
+            restore(&state_path, st, &live.vs, &mut live.ema, &mut live.adam)?;
+            truncate_metrics(&run_dir.join(files::METRICS), st.step)?;
+            st.step
+        }
+        None => {
+            // A fresh run starts a fresh metrics file.
+            crate::plot::atomic_write(&run_dir.join(files::METRICS), b"")?;
+            0
+        }
+    };
+    let sampling = Sampling::new(cfg, &mcfg, device)?;
+    let samples_dir = run_dir.join(files::SAMPLES_DIR);
+    if t.sample_every > 0 {
+        std::fs::create_dir_all(&samples_dir).map_err(|e| TrainError::io(&samples_dir, e))?;
+    }
+
+    let mut sampler = BatchSampler::new(data.train.len(), t.seed);
+    let pb = if opts.quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(t.steps)
+    };
+    pb.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} {per_sec} ETA {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    pb.set_position(start);
+    let mut metrics = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(run_dir.join(files::METRICS))
+        .map_err(|e| TrainError::io(run_dir.join(files::METRICS), e))?;
+    let mut last_good = start;
+    let save = |live: &Live, step: u64| -> Result<()> {
+        save_state(
+            &state_path,
+            &live.vs,
+            &live.ema,
+            &live.adam,
+            step,
+            &config_text,
+        )
+    };
+    let began = Instant::now();
+    let (mut acc, mut acc_n, mut last_loss) = (0.0f64, 0u64, f64::NAN);
+    let mut last_log = Instant::now();
+    for k in start..t.steps {
+        if INTERRUPTED.load(Ordering::SeqCst) || opts.interrupt_at == Some(k) {
+            INTERRUPTED.store(false, Ordering::SeqCst);
+            pb.abandon();
+            save(&live, k)?;
+            return Err(TrainError::Interrupted {
+                step: k,
+                run_dir: run_dir.clone(),
+            });
+        }
+        let (lv, gn) = match train_step(
+            &mut live,
+            &loss,
+            &data.train,
+            &mut sampler,
+            cfg,
+            k,
+            device,
+            last_good,
+        ) {
+            Ok(v) => v,
+            Err(e) => {
+                pb.abandon();
+                return Err(e);
+            }
+        };
+        acc += lv;
+        acc_n += 1;
+        let step = k + 1;
+        if step % t.log_every == 0 || step == t.steps {
+            last_loss = acc / acc_n as f64;
+            let dt = last_log.elapsed().as_secs_f64();
+            let line = serde_json::json!({
+                "step": step,
+                "loss": last_loss,
+                "lr": AdamConfig { lr: t.lr, beta1: 0.0, beta2: 0.0, eps: 0.0, warmup_steps: t.warmup_steps, grad_clip: None }.lr_at(k),
+                "grad_norm": gn,
+                "steps_per_s": acc_n as f64 / dt.max(1e-9),
+                "elapsed_s": began.elapsed().as_secs_f64(),
+            });
+            writeln!(metrics, "{line}")
+                .map_err(|e| TrainError::io(run_dir.join(files::METRICS), e))?;
+            pb.set_message(format!("loss {last_loss:.4}"));
+            acc = 0.0;
+            acc_n = 0;
+            last_log = Instant::now();
+        }
+        if step % t.checkpoint_every == 0 || step == t.steps {
+            save(&live, step)?;
+            last_good = step;
+        }
+        if t.sample_every > 0 && step % t.sample_every == 0 && step != t.steps {
+            live.ema
+                .copy_to(&sampling.ema_vs)
+                .map_err(|e| TrainError::Other(format!("EMA: {e}")))?;
+            let p = samples_dir.join(format!("step-{step:07}.png"));
+            if let Err(e) = write_samples(&p, &sampling, cfg, &data) {
+                pb.println(format!("warning: sample grid at step {step}: {e}"));
+            }
+        }
+        pb.inc(1);
+    }
+    pb.finish();
+    let train_seconds = began.elapsed().as_secs_f64();
+    let done = t.steps.saturating_sub(start);
+    // Final outputs: the EMA model as a tweedie-nets checkpoint, plots, samples.
+    live.ema
+        .copy_to(&sampling.ema_vs)
+        .map_err(|e| TrainError::Other(format!("EMA: {e}")))?;
+    let mut extra = std::collections::BTreeMap::new();
+    extra.insert("tweedie.train.step".to_string(), t.steps.to_string());
+    extra.insert("tweedie.data".to_string(), data.name.clone());
+    extra.insert(
+        "tweedie.formulation".to_string(),
+        cfg.diffusion.kind.name().to_string(),
+    );
+    tweedie_nets::save_checkpoint(&run_dir.join(files::MODEL), &sampling.ema_vs, &mcfg, &extra)
+        .map_err(|e| TrainError::Other(format!("writing the model: {e}")))?;
+    let (steps, losses) = read_loss_history(run_dir);
+    if let Err(e) = crate::plot::write_loss_plot(&run_dir.join(files::LOSS_PLOT), &steps, &losses) {
+        eprintln!("warning: loss plot: {e}");
+    }
+    write_samples(&run_dir.join(files::SAMPLES), &sampling, cfg, &data)?;
+    Ok(TrainOutcome {
+        run_dir: run_dir.clone(),
+        steps: t.steps,
+        last_loss,
+        train_seconds,
+        steps_per_second: done as f64 / train_seconds.max(1e-9),
+    })
+}

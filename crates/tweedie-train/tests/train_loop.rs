@@ -1,0 +1,258 @@
+//! End-to-end tests of the training loop on a tiny MLP and the moons toy (seconds each).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use tch::Tensor;
+use tweedie_train::checkpoint::{read_state, STATE_FILE};
+use tweedie_train::trainer::files;
+use tweedie_train::{train, TrainConfig, TrainError, TrainOptions};
+
+fn config(steps: u64, extra: &[&str]) -> TrainConfig {
+    let base = r#"
+[diffusion]
+type = "EDM"
+[data]
+type = "moons"
+n = 256
+held_out = 64
+[network]
+preset = "mlp-small"
+dropout = 0.1
+[training]
+batch_size = 32
+lr = 2e-3
+warmup_steps = 5
+checkpoint_every = 4
+sample_every = 0
+log_every = 2
+device = "cpu"
+[sampling]
+steps = 4
+sampler = "euler"
+grid = 16
+[eval]
+skip = true
+"#;
+    let mut sets: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    sets.push(format!("training.steps={steps}"));
+    match TrainConfig::from_toml_str(base, &sets) {
+        Ok(c) => c,
+        Err(e) => panic!("test config: {e}"),
+    }
+}
+
+fn opts(dir: &Path, resume: bool) -> TrainOptions {
+    TrainOptions {
+        run_dir: dir.to_path_buf(),
+        resume,
+        quiet: true,
+        interrupt_at: None,
+    }
+}
+
+fn state(dir: &Path) -> HashMap<String, Tensor> {
+    match read_state(&dir.join(STATE_FILE)) {
+        Ok(s) => s.tensors,
+        Err(e) => panic!("read state: {e}"),
+    }
+}
+
+fn assert_bit_identical(a: &HashMap<String, Tensor>, b: &HashMap<String, Tensor>) {
+    assert_eq!(a.len(), b.len());
+    assert!(a.len() > 10, "state has {} tensors", a.len());
+    for (k, t) in a {
+        let u = b.get(k).unwrap_or_else(|| panic!("missing {k}"));
+        assert!(t.equal(u), "tensor {k} differs");
+    }
+}
+
+#[test]
+fn resume_and_ctrl_c_are_bit_identical_to_one_go() -> Result<(), TrainError> {
+    let root = tempfile::tempdir().map_err(|e| TrainError::io("tmp", e))?;
+    let (a, b, c) = (
+        root.path().join("a"),
+        root.path().join("b"),
+        root.path().join("c"),
+    );
+    let full = config(12, &[]);
+    let out = train(&full, &opts(&a, false))?;
+    assert_eq!(out.steps, 12);
+    for f in [
+        files::CONFIG,
+        files::MODEL,
+        files::METRICS,
+        files::LOSS_PLOT,
+        files::SAMPLES,
+        STATE_FILE,
+    ] {
+        assert!(a.join(f).is_file(), "{f} missing");
+    }
+    // 6 steps, then resume to 12.
+    train(&config(6, &[]), &opts(&b, false))?;
+    train(&full, &opts(&b, true))?;
+    assert_bit_identical(&state(&a), &state(&b));
+    // Ctrl-C after 7 steps (checkpoint at 7), then resume.
+    let mut o = opts(&c, false);
+    o.interrupt_at = Some(7);
+    match train(&full, &o) {
+        Err(TrainError::Interrupted { step: 7, .. }) => {}
+        other => panic!("expected an interruption at step 7, got {other:?}"),
+    }
+    train(&full, &opts(&c, true))?;
+    assert_bit_identical(&state(&a), &state(&c));
+    // metrics.jsonl has each logged step once, in order, after the resume.
+    let steps: Vec<u64> = std::fs::read_to_string(c.join(files::METRICS))
+        .map_err(|e| TrainError::io("metrics", e))?
+        .lines()
+        .filter_map(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()?
+                .get("step")?
+                .as_u64()
+        })
+        .collect();
+    assert_eq!(steps, vec![2, 4, 6, 8, 10, 12]);
+    // A different seed gives different weights (the comparison above can fail).
+    let d = root.path().join("d");
+    train(&config(12, &["training.seed=1"]), &opts(&d, false))?;
+    let (sa, sd) = (state(&a), state(&d));
+    assert!(sa.iter().any(|(k, t)| !t.equal(&sd[k])));
+    Ok(())
+}
+
+#[test]
+fn training_reduces_the_loss() -> Result<(), TrainError> {
+    let root = tempfile::tempdir().map_err(|e| TrainError::io("tmp", e))?;
+    let dir = root.path().join("r");
+    // The mixture toy is far from the N(0, σ_d²) that an untrained EDM denoiser assumes.
+    let sets = [
+        "training.log_every=50",
+        "network.dropout=0.0",
+        "data.type=mixture",
+        "data.preset=gmm2d",
+    ];
+    train(&config(300, &sets), &opts(&dir, false))?;
+    let (_, losses) = tweedie_train::trainer::read_loss_history(&dir);
+    assert_eq!(losses.len(), 6);
+    assert!(losses[5] < 0.8 * losses[0], "loss did not fall: {losses:?}");
+    eprintln!("losses {losses:?}");
+    Ok(())
+}
+
+#[test]
+fn a_diverging_run_stops_and_keeps_the_last_good_checkpoint() -> Result<(), TrainError> {
+    let root = tempfile::tempdir().map_err(|e| TrainError::io("tmp", e))?;
+    let dir = root.path().join("nan");
+    let cfg = config(
+        40,
+        &[
+            "training.lr=1e30",
+            "training.warmup_steps=0",
+            "training.checkpoint_every=1",
+        ],
+    );
+    let e = train(&cfg, &opts(&dir, false)).unwrap_err();
+    let TrainError::NonFinite {
+        step, last_good, ..
+    } = e
+    else {
+        panic!("expected a non-finite loss, got {e}")
+    };
+    assert_eq!(last_good, step - 1);
+    assert!(e.to_string().contains("last good checkpoint"), "{e}");
+    // The kept state is the good one: it reads back (finite tensors) at step last_good.
+    let st = read_state(&dir.join(STATE_FILE))?;
+    assert_eq!(st.step, last_good);
+    Ok(())
+}
+
+#[test]
+fn bad_run_directories_and_corrupt_states_are_clear_errors() -> Result<(), TrainError> {
+    let root = tempfile::tempdir().map_err(|e| TrainError::io("tmp", e))?;
+    let dir = root.path().join("run");
+    let cfg = config(4, &[]);
+    train(&cfg, &opts(&dir, false))?;
+    // A second fresh run into the same folder refuses to overwrite it.
+    let e = train(&cfg, &opts(&dir, false)).unwrap_err().to_string();
+    assert!(
+        e.contains("already holds a run") && e.contains("--resume"),
+        "{e}"
+    );
+    // Resuming a folder that is not a run.
+    let e = train(&cfg, &opts(&root.path().join("nothing"), true))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("nothing") && e.contains("not a run directory"),
+        "{e}"
+    );
+    // Resuming at the end without raising steps.
+    train(&config(4, &[]), &opts(&dir, true))?;
+    let e = train(&config(3, &[]), &opts(&dir, true))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("training.steps") && e.contains("step 4"), "{e}");
+    // A resume with another network is refused before anything is written.
+    let e = train(&config(8, &["network.hidden=32"]), &opts(&dir, true))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("different network"), "{e}");
+    // A truncated state: clear error naming the file, and nothing else in the folder changes.
+    let sp = dir.join(STATE_FILE);
+    let bytes = std::fs::read(&sp).map_err(|e| TrainError::io(&sp, e))?;
+    std::fs::write(&sp, &bytes[..bytes.len() / 2]).map_err(|e| TrainError::io(&sp, e))?;
+    let before: Vec<(String, Vec<u8>)> = [files::CONFIG, files::METRICS, files::MODEL]
+        .iter()
+        .map(|f| {
+            (
+                f.to_string(),
+                std::fs::read(dir.join(f)).unwrap_or_default(),
+            )
+        })
+        .collect();
+    let e = train(&config(8, &[]), &opts(&dir, true))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains(STATE_FILE) && e.contains("corrupt"), "{e}");
+    for (f, b) in before {
+        assert_eq!(
+            std::fs::read(dir.join(&f)).unwrap_or_default(),
+            b,
+            "{f} changed"
+        );
+    }
+    assert_eq!(
+        std::fs::read(&sp)
+            .map_err(|e| TrainError::io(&sp, e))?
+            .len(),
+        bytes.len() / 2
+    );
+    // A run directory that cannot be written: `config.toml` is a folder in the way.
+    let blocked = root.path().join("blocked");
+    std::fs::create_dir_all(blocked.join(files::CONFIG))
+        .map_err(|e| TrainError::io(&blocked, e))?;
+    let e = train(&cfg, &opts(&blocked, false)).unwrap_err().to_string();
+    assert!(e.contains("not writable") && e.contains("blocked"), "{e}");
+    Ok(())
+}
+
+#[cfg(unix)]
+#[test]
+fn a_read_only_run_directory_is_a_clear_error() -> Result<(), TrainError> {
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().map_err(|e| TrainError::io("tmp", e))?;
+    let dir = root.path().join("ro");
+    std::fs::create_dir(&dir).map_err(|e| TrainError::io(&dir, e))?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555))
+        .map_err(|e| TrainError::io(&dir, e))?;
+    if std::fs::write(dir.join("probe"), b"x").is_ok() {
+        println!("skipped: running as a user who can write to read-only folders (root)");
+        return Ok(());
+    }
+    let e = train(&config(4, &[]), &opts(&dir, false))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not writable"), "{e}");
+    Ok(())
+}
