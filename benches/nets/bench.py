@@ -1,8 +1,10 @@
 """PyTorch-eager side of the tweedie-nets benchmark (driven by `cargo run --example nets_bench`).
 
-Loads the same config, weights and inputs the Rust side wrote, checks the forward output
-against Rust's, then times forward+backward of the same training-style step. Prints one JSON
-line: {"max_abs_diff": …, "fwd_bwd_ms": [...], "fwd_ms": [...]}.
+Loads the same config, weights and inputs the Rust side wrote and checks the forward output
+against Rust's; prints one JSON line {"max_abs_diff": …, …}. Then it serves timing requests on
+stdin so that the Rust side can interleave its own iterations with these (on a shared, loaded
+machine both then see the same conditions): "fb" times one forward+backward step, "f" one
+forward without gradients, each answered with the milliseconds on one line; "quit" exits.
 """
 
 import argparse
@@ -23,7 +25,6 @@ def main():
     ap.add_argument("--config", required=True, help="UnetConfig as JSON")
     ap.add_argument("--weights", required=True, help="safetensors state_dict (model.* names)")
     ap.add_argument("--inputs", required=True, help="safetensors with x, c_noise, out (Rust output)")
-    ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0)
     a = ap.parse_args()
@@ -54,28 +55,29 @@ def main():
         loss.backward()
         return loss
 
+    def fwd():
+        net.eval()
+        with torch.no_grad():
+            net.model(x, c)
+        net.train()
+
     for _ in range(a.warmup):
         step()
-    times = []
-    for _ in range(a.iters):
-        t0 = time.perf_counter()
-        step()
-        times.append((time.perf_counter() - t0) * 1e3)
-    fwd = []
-    with torch.no_grad():
-        for _ in range(a.iters):
-            t0 = time.perf_counter()
-            net.model(x, c)
-            fwd.append((time.perf_counter() - t0) * 1e3)
     print(json.dumps({
         "max_abs_diff": diff,
         "out_max_abs": ref_scale,
         "params": sum(p.numel() for p in params),
         "threads": torch.get_num_threads(),
-        "fwd_bwd_ms": times,
-        "fwd_ms": fwd,
         "torch": torch.__version__,
-    }))
+    }), flush=True)
+    for line in sys.stdin:
+        cmd = line.strip()
+        if cmd == "quit":
+            break
+        f = step if cmd == "fb" else fwd
+        t0 = time.perf_counter()
+        f()
+        print(f"{(time.perf_counter() - t0) * 1e3:.6f}", flush=True)
 
 
 if __name__ == "__main__":

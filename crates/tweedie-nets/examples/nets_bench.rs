@@ -5,8 +5,9 @@
 //! cargo run --release -p tweedie-nets --example nets_bench -- --preset ddpmpp-tiny --batch 64
 
 use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -114,6 +115,37 @@ fn main() -> Result<()> {
     ];
     save_tensors(&io_path, &io, &BTreeMap::new())?;
 
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../benches/nets/bench.py");
+    let mut child = Command::new(&a.python)
+        .arg(&script)
+        .args([
+            "--config",
+            &cfg_path.to_string_lossy(),
+            "--weights",
+            &w_path.to_string_lossy(),
+        ])
+        .args(["--inputs", &io_path.to_string_lossy()])
+        .args([
+            "--warmup",
+            &a.warmup.to_string(),
+            "--threads",
+            &threads.to_string(),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {}", a.python.display()))?;
+    let mut to_py = child.stdin.take().context("python stdin")?;
+    let mut from_py = BufReader::new(child.stdout.take().context("python stdout")?).lines();
+    let mut read_line = || -> Result<String> {
+        match from_py.next() {
+            Some(l) => Ok(l?),
+            None => bail!("bench.py exited early (see its stderr above)"),
+        }
+    };
+    let r: serde_json::Value = serde_json::from_str(&read_line()?).context("bench.py header")?;
+    let _ = std::fs::remove_dir_all(&dir);
+
     let vars = vs.trainable_variables();
     let step = || {
         for v in &vars {
@@ -128,58 +160,42 @@ fn main() -> Result<()> {
             .mean(Kind::Float);
         loss.backward();
     };
+    let fwd = || tch::no_grad(|| drop(net.forward(&x, &c, None, None, false)));
     for _ in 0..a.warmup {
         step();
     }
-    let mut rust_fb = Vec::new();
-    for _ in 0..a.iters {
-        let t0 = Instant::now();
-        step();
-        rust_fb.push(t0.elapsed().as_secs_f64() * 1e3);
-    }
-    let mut rust_f = Vec::new();
-    tch::no_grad(|| {
+    // Interleaved one-for-one so that both sides see the same machine load.
+    let mut times = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
+    for (k, cmd) in [(0, "fb"), (2, "f")] {
         for _ in 0..a.iters {
             let t0 = Instant::now();
-            let _ = net.forward(&x, &c, None, None, false);
-            rust_f.push(t0.elapsed().as_secs_f64() * 1e3);
+            if cmd == "fb" {
+                step()
+            } else {
+                fwd()
+            }
+            times[k].push(t0.elapsed().as_secs_f64() * 1e3);
+            writeln!(to_py, "{cmd}")?;
+            to_py.flush()?;
+            times[k + 1].push(
+                read_line()?
+                    .trim()
+                    .parse::<f64>()
+                    .context("bench.py timing")?,
+            );
         }
-    });
-
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../benches/nets/bench.py");
-    let py = Command::new(&a.python)
-        .arg(&script)
-        .args([
-            "--config",
-            &cfg_path.to_string_lossy(),
-            "--weights",
-            &w_path.to_string_lossy(),
-        ])
-        .args(["--inputs", &io_path.to_string_lossy()])
-        .args([
-            "--iters",
-            &a.iters.to_string(),
-            "--warmup",
-            &a.warmup.to_string(),
-            "--threads",
-            &threads.to_string(),
-        ])
-        .output()
-        .with_context(|| format!("running {}", a.python.display()))?;
-    let _ = std::fs::remove_dir_all(&dir);
-    if !py.status.success() {
-        bail!("bench.py failed:\n{}", String::from_utf8_lossy(&py.stderr));
     }
-    let stdout = String::from_utf8_lossy(&py.stdout);
-    let line = stdout.lines().last().context("bench.py printed nothing")?;
-    let r: serde_json::Value = serde_json::from_str(line).context("bench.py output")?;
-    let list = |k: &str| -> Vec<f64> {
-        r[k].as_array()
-            .map(|v| v.iter().filter_map(|x| x.as_f64()).collect())
-            .unwrap_or_default()
-    };
-    let (torch_fb, torch_f) = (median(&list("fwd_bwd_ms")), median(&list("fwd_ms")));
-    let (rfb, rf) = (median(&rust_fb), median(&rust_f));
+    writeln!(to_py, "quit")?;
+    drop(to_py);
+    child.wait()?;
+    let (rfb, torch_fb, rf, torch_f) = (
+        median(&times[0]),
+        median(&times[1]),
+        median(&times[2]),
+        median(&times[3]),
+    );
+    let paired =
+        |r: &[f64], p: &[f64]| median(&r.iter().zip(p).map(|(a, b)| a / b).collect::<Vec<_>>());
     let diff = r["max_abs_diff"].as_f64().unwrap_or(f64::NAN);
     let scale = r["out_max_abs"].as_f64().unwrap_or(f64::NAN);
 
@@ -190,8 +206,16 @@ fn main() -> Result<()> {
     println!(
         "same weights, same input: max |tch − PyTorch| = {diff:.3e} (output max |·| = {scale:.3e})"
     );
-    println!("forward+backward: tch {rfb:.2} ms, PyTorch eager {torch_fb:.2} ms, ratio tch/PyTorch = {:.3}", rfb / torch_fb);
-    println!("forward (no grad): tch {rf:.2} ms, PyTorch eager {torch_f:.2} ms, ratio tch/PyTorch = {:.3}", rf / torch_f);
+    println!(
+        "forward+backward: tch {rfb:.2} ms, PyTorch eager {torch_fb:.2} ms, ratio tch/PyTorch = {:.3} (median of paired ratios {:.3})",
+        rfb / torch_fb,
+        paired(&times[0], &times[1])
+    );
+    println!(
+        "forward (no grad): tch {rf:.2} ms, PyTorch eager {torch_f:.2} ms, ratio tch/PyTorch = {:.3} (median of paired ratios {:.3})",
+        rf / torch_f,
+        paired(&times[2], &times[3])
+    );
     if diff.is_nan() || diff > 1e-4 * scale.max(1.0) {
         bail!("outputs differ: {diff:e}");
     }
