@@ -302,3 +302,50 @@ fn guidance_errors() {
         }
     );
 }
+
+/// Regression guard on the measured bias of the approximate methods (docs/samplers.md): on the
+/// two-mode 2-D problem, posterior weights within 0.03 and component means within 0.3 posterior
+/// standard deviations for ΠGDM and TMP (measured 0.12–0.15), within 1.0 for DPS at scale 0.1 (0.52).
+#[test]
+fn approximate_guidance_bias_stays_at_measured_level() {
+    let prior = mixture_2d();
+    let op = MatrixOp::new(array![[0.6, 0.8]], 0.5).unwrap();
+    let y = array![-2.1];
+    let post = prior.posterior(&op.matrix().unwrap(), &y, 0.5).unwrap();
+    for (g, mean_tol) in [
+        (Guidance::Pigdm { sigma_data: 2.2 }, 0.3),
+        (
+            Guidance::Tmp {
+                cg_iters: 50,
+                cg_tol: 1e-8,
+            },
+            0.3,
+        ),
+        (Guidance::Dps { scale: 0.1 }, 1.0),
+    ] {
+        let (x, _) = cond_run(&prior, &op, &y, g.clone(), SamplerKind::Heun, 32, 2000);
+        let cls = post.classify(&x);
+        for k in 0..post.n_components() {
+            let rows: Vec<usize> = (0..x.nrows()).filter(|i| cls[*i] == k).collect();
+            let wk = rows.len() as f64 / x.nrows() as f64;
+            assert!(
+                (wk - post.weights()[k]).abs() < 0.03,
+                "{g:?}: weight {k} {wk} vs {}",
+                post.weights()[k]
+            );
+            if post.weights()[k] < 0.05 {
+                continue;
+            }
+            let m = x
+                .select(ndarray::Axis(0), &rows)
+                .mean_axis(ndarray::Axis(0))
+                .unwrap();
+            let dm = &m - &post.means().row(k);
+            let err = dm.dot(&dm).sqrt() / (post.covs()[k].diag().sum() / 2.0).sqrt();
+            assert!(
+                err < mean_tol,
+                "{g:?}: component {k} mean error {err:.3} posterior stds"
+            );
+        }
+    }
+}
