@@ -2,6 +2,7 @@
 //! Gaussian-mixture priors; prints the tables of docs/samplers.md.
 //!
 //! `cargo run --release -p tweedie-samplers --example cond_bias`
+#![allow(clippy::needless_range_loop)]
 
 use ndarray::{array, Array1, Array2, Axis};
 use tweedie_core::process::Edm;
