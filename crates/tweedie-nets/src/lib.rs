@@ -15,6 +15,8 @@ mod layers;
 pub mod mlp;
 pub mod network;
 pub mod precond;
+#[cfg(feature = "samplers")]
+pub mod sampler_model;
 pub mod unet;
 
 pub use checkpoint::{
@@ -28,5 +30,7 @@ pub use error::{NetsError, Result};
 pub use mlp::Mlp;
 pub use network::{build_network, count_params, params_report, Network, ParamCount};
 pub use precond::{CoeffTensors, ParamAdapter, PrecondDenoiser, Wrapper};
+#[cfg(feature = "samplers")]
+pub use sampler_model::NetModel;
 pub use tch;
 pub use unet::SongUnet;

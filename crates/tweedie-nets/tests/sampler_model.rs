@@ -1,0 +1,85 @@
+//! PrecondDenoiser through the samplers' Model/ClassModel traits.
+#![cfg(feature = "samplers")]
+
+use tch::{nn, Device, Kind, Tensor};
+use tweedie_core::space::TchTensor;
+use tweedie_core::{Precond, ProcessKind, Timer, TimerKind};
+use tweedie_nets::{NetConfig, NetModel, PrecondDenoiser, Wrapper};
+use tweedie_samplers::{ClassModel, Denoiser, Init, Model, SamplerKind};
+
+fn model(label_dim: usize) -> (nn::VarStore, NetModel) {
+    tch::manual_seed(11);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let mut cfg = NetConfig::preset("mlp-small").unwrap();
+    if let NetConfig::Mlp(m) = &mut cfg {
+        m.label_dim = label_dim;
+    }
+    let d = PrecondDenoiser::new(&vs.root(), &cfg, Wrapper::Precond(Precond::edm())).unwrap();
+    // The init makes F ≈ 0 (output layers at 1e-5); perturb so labels visibly matter.
+    tch::no_grad(|| {
+        for (_, mut t) in vs.variables() {
+            let n = t.randn_like() * 0.3;
+            let _ = t.f_add_(&n);
+        }
+    });
+    (vs, NetModel::new(d, label_dim))
+}
+
+#[test]
+fn net_model_matches_denoiser_and_samples() {
+    let (_vs, m) = model(0);
+    let x = TchTensor(Tensor::randn([5, 2], (Kind::Float, Device::Cpu)));
+    let a = m.denoise(&x, 0.8).unwrap();
+    let (d, g) = m.denoise_vjp(&x, 0.8, &x).unwrap();
+    assert!(m.has_vjp());
+    assert_eq!(g.size(), vec![5, 2]);
+    let inner = m.into_inner();
+    let b = inner.denoise_at(&x, 0.8, None).unwrap();
+    assert!(bool::try_from(a.eq_tensor(&b).all()).unwrap());
+    assert!(bool::try_from(d.eq_tensor(&b).all()).unwrap());
+
+    let m = NetModel::new(inner, 0);
+    let process = ProcessKind::edm().build();
+    let grid = TimerKind::edm().grid(process.as_ref(), 6).unwrap();
+    let s = Denoiser::new(
+        process.as_ref(),
+        grid,
+        SamplerKind::Heun,
+        &m as &dyn Model<TchTensor>,
+    )
+    .unwrap()
+    .seed(3);
+    let out = s
+        .run(
+            Init::Noise(TchTensor(Tensor::zeros([7, 2], (Kind::Float, Device::Cpu)))),
+            None,
+        )
+        .unwrap();
+    assert_eq!(out.samples.size(), vec![7, 2]);
+    assert_eq!(out.nfe, 11, "Heun on 6 steps: 2·6 − 1");
+    assert!(bool::try_from(out.samples.isfinite().all()).unwrap());
+}
+
+#[test]
+fn class_labels_are_one_hot_and_checked() {
+    let (_vs, m) = model(3);
+    let x = TchTensor(Tensor::randn([4, 2], (Kind::Float, Device::Cpu)));
+    let c1 = m.denoise_class(&x, 1.0, Some(1)).unwrap();
+    let c2 = m.denoise_class(&x, 1.0, Some(2)).unwrap();
+    let u = m.denoise_class(&x, 1.0, None).unwrap();
+    assert!(
+        (&*c1 - &*c2).abs().max().double_value(&[]) > 0.0,
+        "classes differ"
+    );
+    assert!(
+        (&*c1 - &*u).abs().max().double_value(&[]) > 0.0,
+        "unconditional differs"
+    );
+    assert!(m.denoise_class(&x, 1.0, Some(3)).is_err());
+    let inner = m.into_inner();
+    let y = Tensor::from_slice(&[0f32, 1.0, 0.0])
+        .view([1, 3])
+        .repeat([4, 1]);
+    let want = inner.denoise_at(&x, 1.0, Some(&y)).unwrap();
+    assert!(bool::try_from(want.eq_tensor(&c1).all()).unwrap());
+}
