@@ -37,7 +37,7 @@ pub struct Args {
     /// NFE budgets to measure (comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub nfe: Option<Vec<usize>>,
-    /// Samples per mixture (default 4000 in 2-D, 1000 in 64-D).
+    /// Samples per mixture (default 4000 in 2-D, 500 in 64-D).
     #[arg(long)]
     pub samples: Option<usize>,
     /// Mixture dimensions to run (presets exist for 2 and 64).
@@ -282,7 +282,7 @@ impl Settings {
             Settings {
                 nfe: vec![5, 10, 20, 50, 100],
                 samples_2d: 4000,
-                samples_hd: 1000,
+                samples_hd: 500,
                 ref_steps_2d: 512,
                 ref_steps_hd: 256,
             }

@@ -7,6 +7,7 @@
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod consistency;
 mod info;
 mod nets;
 mod schedule;
@@ -36,6 +37,8 @@ subcommands! {
     Info => info,
     /// Sampler error vs NFE on exact Gaussian mixtures and cost, side by side with k-diffusion/diffusers.
     BenchSamplers => bench,
+    /// The same sampler and model on ndarray, tch CPU (f64/f32) and CUDA; one U-Net training step CPU vs CUDA.
+    Consistency => consistency,
     /// Network presets: parameter counts, configurations.
     Nets => nets,
     /// Print a timer's time grid (i, t, σ̃) as a sampler would use it.

@@ -250,7 +250,7 @@ pub fn run(
         mixture: "mixture.json",
         latents: "latents.npy",
         threads,
-        repeats: 3,
+        repeats: 2,
         runs,
     };
     std::fs::write(dir.join("job.json"), serde_json::to_vec(&job)?).context("writing job.json")?;
