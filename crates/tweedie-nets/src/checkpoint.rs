@@ -132,6 +132,37 @@ pub fn save_checkpoint(
     save_tensors(path, &named, &meta)
 }
 
+/// Saves the EMA weights of `ema` (buffers from `vs`) as a sampling checkpoint: what
+/// `tweedie sample --model` should load after training (Karras et al. 2022 sample from the EMA).
+pub fn save_ema_checkpoint(
+    path: &Path,
+    vs: &VarStore,
+    ema: &crate::ema::Ema,
+    config: &ModelConfig,
+    extra: &BTreeMap<String, String>,
+) -> Result<()> {
+    let mut meta = extra.clone();
+    let json = serde_json::to_string(config).map_err(|e| io_err(path, e))?;
+    meta.insert(META_MODEL.into(), json);
+    meta.insert(META_FORMAT.into(), FORMAT_VERSION.into());
+    meta.insert("tweedie.ema_step".into(), ema.step().to_string());
+    let averaged: HashMap<&str, &Tensor> =
+        ema.tensors().iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let mut named: Vec<(String, Tensor)> = vs
+        .variables()
+        .into_iter()
+        .map(|(n, t)| {
+            let t = averaged
+                .get(n.as_str())
+                .map(|a| a.shallow_clone())
+                .unwrap_or(t);
+            (n, t)
+        })
+        .collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    save_tensors(path, &named, &meta)
+}
+
 /// The raw bytes of a checkpoint file, with a typed error for a missing file.
 pub fn read_file(path: &Path) -> Result<Vec<u8>> {
     match std::fs::read(path) {

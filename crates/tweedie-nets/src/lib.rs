@@ -20,8 +20,8 @@ pub mod sampler_model;
 pub mod unet;
 
 pub use checkpoint::{
-    load_checkpoint, load_reference_state_dict, read_config, save_checkpoint, LoadedModel,
-    ModelConfig,
+    load_checkpoint, load_reference_state_dict, read_config, save_checkpoint, save_ema_checkpoint,
+    LoadedModel, ModelConfig,
 };
 pub use config::{DecoderType, Embedding, EncoderType, MlpConfig, NetConfig, UnetConfig, PRESETS};
 pub use device::{cuda_available, inference, set_threads, DeviceSpec};

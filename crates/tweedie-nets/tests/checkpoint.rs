@@ -174,3 +174,47 @@ fn plain_state_dict_needs_the_reference_loader() {
     ));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn ema_checkpoint_holds_the_averaged_weights() {
+    use tweedie_nets::{save_ema_checkpoint, Ema, EmaSchedule};
+    let dir = tmp_dir("ema");
+    let path = dir.join("ema.safetensors");
+    let cfg = tiny();
+    let (vs, _) = cfg.build(Device::Cpu).unwrap();
+    let mut ema = Ema::new(
+        &vs,
+        EmaSchedule::Power {
+            inv_gamma: 1.0,
+            power: 1.0,
+            max_decay: 1.0,
+            min_decay: 0.0,
+        },
+    )
+    .unwrap();
+    ema.update(&vs, 0, 1).unwrap();
+    // Move the live weights away; the checkpoint must hold the average, not these.
+    tch::no_grad(|| {
+        for (_, mut t) in vs.variables() {
+            if t.requires_grad() {
+                let _ = t.f_add_scalar_(1.0);
+            }
+        }
+    });
+    save_ema_checkpoint(&path, &vs, &ema, &cfg, &BTreeMap::new()).unwrap();
+    let loaded = load_checkpoint(&path, Device::Cpu).unwrap();
+    assert_eq!(
+        loaded.extra.get("tweedie.ema_step").map(String::as_str),
+        Some("1")
+    );
+    let got = loaded.vs.variables();
+    for (name, t) in ema.tensors() {
+        assert!(
+            bool::try_from(got[name].eq_tensor(t).all()).unwrap(),
+            "{name}"
+        );
+    }
+    let f = "model.enc.4x4_down.conv0.resample_filter";
+    assert_eq!(got[f].size(), vec![1, 1, 2, 2], "buffers come from the var store");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
