@@ -10,6 +10,7 @@ mod bench;
 mod consistency;
 mod info;
 mod nets;
+mod sample;
 mod schedule;
 mod train;
 
@@ -41,6 +42,8 @@ subcommands! {
     Consistency => consistency,
     /// Network presets: parameter counts, configurations.
     Nets => nets,
+    /// Draw samples from an analytic mixture with any sampler, optionally given a measurement.
+    Sample => sample,
     /// Print a timer's time grid (i, t, σ̃) as a sampler would use it.
     Schedule => schedule,
     /// Train a model (arrives with issue 5).
