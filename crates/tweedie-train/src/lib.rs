@@ -1,9 +1,11 @@
 //! Training for tweedie: data sets, per-formulation losses, the training loop and evaluation.
 
 pub mod checkpoint;
+pub mod classifier;
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod eval;
 pub mod fft;
 pub mod formulation;
 pub mod loss;

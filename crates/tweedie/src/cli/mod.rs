@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod consistency;
+mod eval;
 mod info;
 mod nets;
 mod sample;
@@ -46,8 +47,10 @@ subcommands! {
     Sample => sample,
     /// Print a timer's time grid (i, t, σ̃) as a sampler would use it.
     Schedule => schedule,
-    /// Train a model (arrives with issue 5).
+    /// Train a model from a TOML config (default configs/default.toml), sample, evaluate, write report.md.
     Train => train,
+    /// Evaluate a trained run against ground truth and (re)write its report.md.
+    Eval => eval,
 }
 
 /// Diffusion and flow generative models: sampling, training, evaluation.
