@@ -325,7 +325,8 @@ impl<S: State> Run<'_, '_, '_, S> {
                     0.0
                 };
                 if gamma > 0.0 {
-                    let s_hat = s * (1.0 + gamma);
+                    // Karras et al. 2022 Alg. 2 (and NVlabs/edm) round σ̂ to the model's noise levels.
+                    let s_hat = self.m.round_sigma(s * (1.0 + gamma));
                     let eps = self.noise(&x, i, 0)?;
                     x = x.lincomb(1.0, &eps, (s_hat * s_hat - s * s).sqrt() * c.s_noise);
                     s = s_hat;

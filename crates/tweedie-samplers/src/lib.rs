@@ -28,6 +28,6 @@ pub use denoiser::{Denoiser, Init, SampleOutput, StepHook, StepInfo};
 pub use error::{Result, SamplerError};
 pub use kind::{SamplerKind, SamplerSpec, SAMPLER_NAMES};
 pub use mixture::MixtureModel;
-pub use model::{Cfg, ClassModel, Counted, Model};
+pub use model::{Cfg, ClassModel, Counted, Model, ParamModel, TimeModel};
 pub use ops::{Blur, Downsample, ForwardModel, Mask, MatrixOp};
 pub use state::State;

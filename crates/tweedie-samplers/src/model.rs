@@ -38,6 +38,12 @@ pub trait Model<S: State>: Send + Sync {
         None
     }
 
+    /// The noise level the model actually evaluates at σ̃ (identity except for models with a
+    /// discrete σ̃ set, e.g. iDDPM's u-grid: `tweedie_core::Precond::round_sigma`).
+    fn round_sigma(&self, sigma: f64) -> f64 {
+        sigma
+    }
+
     /// An exact draw of x̃ = x₀ + σ̃·ε shaped like `template`, row i keyed by (seed, first_index + i).
     fn sample_marginal(
         &self,
@@ -70,6 +76,9 @@ impl<S: State, M: Model<S> + ?Sized> Model<S> for Box<M> {
     fn sample_marginal(&self, t: &S, sigma: f64, seed: u64, first: u64) -> Option<Result<S>> {
         (**self).sample_marginal(t, sigma, seed, first)
     }
+    fn round_sigma(&self, sigma: f64) -> f64 {
+        (**self).round_sigma(sigma)
+    }
 }
 
 impl<S: State, M: Model<S> + ?Sized> Model<S> for &M {
@@ -91,6 +100,9 @@ impl<S: State, M: Model<S> + ?Sized> Model<S> for &M {
     }
     fn sample_marginal(&self, t: &S, sigma: f64, seed: u64, first: u64) -> Option<Result<S>> {
         (**self).sample_marginal(t, sigma, seed, first)
+    }
+    fn round_sigma(&self, sigma: f64) -> f64 {
+        (**self).round_sigma(sigma)
     }
 }
 
@@ -166,5 +178,40 @@ impl<S: State> Model<S> for Counted<'_, S> {
     }
     fn sample_marginal(&self, t: &S, sigma: f64, seed: u64, first: u64) -> Option<Result<S>> {
         self.inner.sample_marginal(t, sigma, seed, first)
+    }
+    fn round_sigma(&self, sigma: f64) -> f64 {
+        self.inner.round_sigma(sigma)
+    }
+}
+
+/// A network in its own parametrization: predicts `Param` (ε, x₀, score, v, flow velocity) at (x_t, t).
+pub trait TimeModel<S: State>: Send + Sync {
+    /// The prediction at x_t, time t.
+    fn predict(&self, x_t: &S, t: f64) -> Result<S>;
+}
+
+/// Any parametrization as an EDM denoiser: t = t(σ̃), x_t = α(t)·x̃, D = a·x_t + b·pred with (a, b)
+/// from `tweedie_core::param::convert_coeffs(param, X0, …)` (Tweedie's formula and its relatives).
+pub struct ParamModel<'p, M> {
+    /// The network.
+    pub net: M,
+    /// What it predicts.
+    pub param: tweedie_core::Param,
+    /// The process it was trained under (its time variable).
+    pub process: &'p dyn tweedie_core::Process,
+}
+
+impl<S: State, M: TimeModel<S>> Model<S> for ParamModel<'_, M> {
+    fn denoise(&self, x: &S, sigma: f64) -> Result<S> {
+        let t = self.process.t_of_sigma_tilde(sigma);
+        let x_t = x.scale(self.process.alpha(t));
+        let pred = self.net.predict(&x_t, t)?;
+        let c = tweedie_core::param::convert_coeffs(
+            self.param,
+            tweedie_core::Param::X0,
+            self.process,
+            t,
+        );
+        Ok(x_t.lincomb(c.a, &pred, c.b))
     }
 }

@@ -200,3 +200,61 @@ fn bad_input_gives_clear_errors() {
         .run(Init::Exact(Array2::<f64>::zeros((3, 5))), None);
     assert!(r.is_err());
 }
+
+/// A network predicting ε, v, score or flow velocity becomes the same EDM denoiser through core's
+/// conversions: the mixture re-expressed in each parametrization round-trips to 1e-10.
+#[test]
+fn param_models_convert_to_the_denoiser() {
+    use tweedie_core::param::convert;
+    use tweedie_core::process::{Flow, VpLinear};
+    use tweedie_core::Param;
+    use tweedie_samplers::{MixtureModel, Model, ParamModel, TimeModel};
+
+    struct AsParam<'a> {
+        mix: MixtureModel,
+        param: Param,
+        process: &'a dyn Process,
+    }
+    impl TimeModel<Array2<f64>> for AsParam<'_> {
+        fn predict(&self, x_t: &Array2<f64>, t: f64) -> tweedie_samplers::Result<Array2<f64>> {
+            let a = self.process.alpha(t);
+            let d = self.mix.denoise_rows(&(x_t / a), self.process.sigma(t) / a);
+            Ok(convert(Param::X0, self.param, self.process, t, x_t, &d))
+        }
+    }
+    let vp = VpLinear {
+        beta_min: 0.1,
+        beta_d: 19.9,
+        eps_t: 1e-3,
+    };
+    let flow = Flow {
+        t_min: 0.0,
+        t_max: 1.0,
+    };
+    let mix = mixture_2d();
+    let x = mix.sample_rows(20, 1.3, 4, 0);
+    for (p, param) in [
+        (&vp as &dyn Process, Param::Eps),
+        (&vp, Param::V),
+        (&vp, Param::Score),
+        (&flow, Param::Velocity),
+        (&flow, Param::Eps),
+    ] {
+        let m = ParamModel {
+            net: AsParam {
+                mix: mix.clone(),
+                param,
+                process: p,
+            },
+            param,
+            process: p,
+        };
+        let d = m.denoise(&x, 1.3).unwrap();
+        let want = mix.denoise_rows(&x, 1.3);
+        assert!(
+            max_diff(&d, &want) < 1e-10,
+            "{param:?}: {}",
+            max_diff(&d, &want)
+        );
+    }
+}
