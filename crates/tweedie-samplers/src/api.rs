@@ -89,3 +89,45 @@ pub fn sample_rows(
             .map_err(|e| SamplerError::Shape(e.to_string()))?;
     Ok((x, s.nfe))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mixture::MixtureModel;
+    use ndarray::array;
+    use tweedie_core::process::Edm;
+    use tweedie_core::TimerKind;
+
+    #[test]
+    fn sample_checks_inputs_and_is_seeded() {
+        let mix = MixtureModel::new(
+            &[1.0],
+            array![[1.0, -1.0]],
+            vec![array![[0.5, 0.1], [0.1, 0.3]]],
+        )
+        .unwrap();
+        let p = Edm {
+            sigma_min: 0.002,
+            sigma_max: 80.0,
+        };
+        let spec = SamplerSpec::parse("heun", 8).unwrap();
+        let t = TimerKind::edm();
+        let a = sample_rows(&mix, &p, &t, &spec, 2, 20, 3, true).unwrap();
+        let b = sample_rows(&mix, &p, &t, &spec, 2, 20, 3, true).unwrap();
+        assert_eq!(a.0, b.0);
+        assert_eq!(a.1, 15);
+        let c = sample_rows(&mix, &p, &t, &spec, 2, 20, 4, false).unwrap();
+        assert_ne!(a.0, c.0);
+        assert!(sample(&mix, &p, &t, &spec, &[2], 0, 0, None, false).is_err());
+        let bad = ArrayD::<f64>::zeros(IxDyn(&[5, 3]));
+        let e = sample(&mix, &p, &t, &spec, &[2], 5, 0, Some(bad), false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("[5, 3]"), "{e}");
+        let zero = SamplerSpec {
+            kind: crate::SamplerKind::Euler,
+            steps: 0,
+        };
+        assert!(sample(&mix, &p, &t, &zero, &[2], 5, 0, None, false).is_err());
+    }
+}

@@ -79,6 +79,9 @@ macro_rules! impl_state_ndarray {
                 let v: Vec<f64> = self.iter().map(|x| *x as f64).collect();
                 Array2::from_shape_vec((b, n), v).unwrap_or_else(|_| Array2::zeros((b, n)))
             }
+            fn all_finite(&self) -> bool {
+                self.iter().all(|v| v.is_finite())
+            }
             fn with_rows(&self, rows: &Array2<f64>) -> Result<Self> {
                 if rows.nrows() != self.batch() || rows.ncols() != self.sample_len() {
                     return Err(SamplerError::Shape(format!(
