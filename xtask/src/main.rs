@@ -37,7 +37,7 @@ struct Cli {
 enum Command {
     /// Create .venv with torch 2.13.0 (libtorch) and the digits data; fast when done.
     Setup,
-    /// Set up, then run all tests (extra arguments go to `cargo test --workspace`).
+    /// Set up, then run all tests (extra arguments go to `cargo test --profile dev --workspace`).
     Test {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -73,19 +73,25 @@ fn workspace_root() -> PathBuf {
     manifest.parent().unwrap_or(manifest).to_path_buf()
 }
 
-/// Set-up, then `cargo test --workspace`, then the math crates alone (no libtorch).
+/// Set-up, then every test, then the math crates alone (no libtorch).
+///
+/// `--profile dev` throughout: the profile of `cargo run` and clippy too. A plain
+/// `cargo test` (profile "test") compiles torch-sys's build script, and with it libtorch's
+/// C++ bindings, a second time: minutes on a small machine.
 fn test(root: &Path, extra: &[String]) -> Result<()> {
     setup::run(root)?;
 
-    step("cargo test --workspace");
-    let mut args = vec!["test", "--workspace"];
+    step("cargo test --profile dev --workspace");
+    let mut args = vec!["test", "--profile", "dev", "--workspace"];
     args.extend(extra.iter().map(String::as_str));
     cargo(root, &args)?;
 
     // The math crates must never pull in libtorch: a user who only wants schedules or
     // samplers does not pay for it. Check the dependency graph, then build and test
     // them on their own (their default features, no `tch`).
-    step("libtorch-free check: cargo tree / cargo test -p tweedie-core -p tweedie-samplers");
+    step(
+        "libtorch-free: cargo tree / cargo test --profile dev -p tweedie-core -p tweedie-samplers",
+    );
     let tree = run::cargo_output(
         root,
         &[
@@ -108,7 +114,15 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
     }
     cargo(
         root,
-        &["test", "-p", "tweedie-core", "-p", "tweedie-samplers"],
+        &[
+            "test",
+            "--profile",
+            "dev",
+            "-p",
+            "tweedie-core",
+            "-p",
+            "tweedie-samplers",
+        ],
     )?;
     println!("xtask: all tests passed");
     Ok(())
