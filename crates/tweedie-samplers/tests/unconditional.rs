@@ -201,7 +201,7 @@ fn stochastic_samplers_on_every_process() {
         ),
     ];
     for (name, p, timer, kind, steps) in cases {
-        let (x, _) = run(p, &timer, kind, steps, &mix, 4000, 3);
+        let (x, _) = run(p, &timer, kind, steps, &mix, 2500, 3);
         assert_ok(name, &check(&x, &mix, SMALL));
     }
 }
