@@ -63,6 +63,9 @@ pub struct PrecondDenoiser {
     process: Option<Box<dyn tweedie_core::Process>>,
     u_grid: Option<Vec<f64>>,
     label_dim: usize,
+    /// [C, H, W] or [d] when built from a config: inputs are checked before libtorch sees them.
+    sample_shape: Option<Vec<i64>>,
+    augment_dim: usize,
     autocast: bool,
 }
 
@@ -70,7 +73,13 @@ impl PrecondDenoiser {
     /// Builds the network of `net_cfg` under `p / "model"` (the reference's naming) and wraps it.
     pub fn new(p: &nn::Path, net_cfg: &NetConfig, wrapper: Wrapper) -> Result<Self> {
         let net = build_network(&(p / "model"), net_cfg)?;
-        Self::from_network(net, wrapper, net_cfg.label_dim())
+        let mut d = Self::from_network(net, wrapper, net_cfg.label_dim())?;
+        d.sample_shape = Some(net_cfg.sample_shape());
+        d.augment_dim = match net_cfg {
+            NetConfig::Unet(u) => u.augment_dim,
+            NetConfig::Mlp(_) => 0,
+        };
+        Ok(d)
     }
 
     /// Wraps an existing network (tests use mock networks here).
@@ -97,6 +106,8 @@ impl PrecondDenoiser {
             process,
             u_grid,
             label_dim,
+            sample_shape: None,
+            augment_dim: 0,
             autocast: false,
         })
     }
@@ -238,6 +249,22 @@ impl PrecondDenoiser {
         let Some(&batch) = size.first() else {
             return Err(NetsError::Shape("input must have a batch dimension".into()));
         };
+        if let Some(want) = &self.sample_shape {
+            if &size[1..] != want.as_slice() {
+                return Err(NetsError::Shape(format!(
+                    "input {size:?} is not [B, {want:?}…] as the network expects"
+                )));
+            }
+        }
+        if let Some(a) = augment_labels {
+            if self.sample_shape.is_some() && a.size() != [batch, self.augment_dim as i64] {
+                return Err(NetsError::Shape(format!(
+                    "augment labels {:?} do not fit batch {batch} × augment_dim {}",
+                    a.size(),
+                    self.augment_dim
+                )));
+            }
+        }
         if let Some(y) = class_labels {
             let ys = y.size();
             if self.label_dim == 0

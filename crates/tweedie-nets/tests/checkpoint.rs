@@ -215,6 +215,10 @@ fn ema_checkpoint_holds_the_averaged_weights() {
         );
     }
     let f = "model.enc.4x4_down.conv0.resample_filter";
-    assert_eq!(got[f].size(), vec![1, 1, 2, 2], "buffers come from the var store");
+    assert_eq!(
+        got[f].size(),
+        vec![1, 1, 2, 2],
+        "buffers come from the var store"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

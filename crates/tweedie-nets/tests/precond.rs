@@ -251,3 +251,32 @@ fn bad_inputs_are_typed_errors() {
         "labels on an unconditional model"
     );
 }
+
+#[test]
+fn wrong_input_shapes_are_errors_not_panics() {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let d = PrecondDenoiser::new(
+        &vs.root(),
+        &NetConfig::preset("ddpmpp-tiny").unwrap(),
+        Wrapper::Precond(Precond::edm()),
+    )
+    .unwrap();
+    let ok = Tensor::zeros([2, 1, 8, 8], (Kind::Float, Device::Cpu));
+    assert!(d.denoise_at(&ok, 1.0, None).is_ok());
+    for bad in [vec![2, 3, 8, 8], vec![2, 1, 16, 16], vec![2, 64]] {
+        let x = Tensor::zeros(bad.as_slice(), (Kind::Float, Device::Cpu));
+        assert!(
+            matches!(
+                d.denoise_at(&x, 1.0, None),
+                Err(tweedie_nets::NetsError::Shape(_))
+            ),
+            "{bad:?}"
+        );
+    }
+    let aug = Tensor::zeros([2, 4], (Kind::Float, Device::Cpu));
+    assert!(
+        d.forward(&ok, &Tensor::from(1.0), None, Some(&aug), false)
+            .is_err(),
+        "no augment input"
+    );
+}
