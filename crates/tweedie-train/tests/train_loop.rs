@@ -256,3 +256,30 @@ fn a_read_only_run_directory_is_a_clear_error() -> Result<(), TrainError> {
     assert!(e.contains("not writable"), "{e}");
     Ok(())
 }
+
+#[test]
+fn every_preset_in_configs_parses_validates_and_fits_its_data() -> Result<(), TrainError> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+    let mut seen = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(&dir).map_err(|e| TrainError::io(&dir, e))? {
+        let p = entry.map_err(|e| TrainError::io(&dir, e))?.path();
+        if p.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        let cfg = TrainConfig::from_file(&p, &[])?;
+        let data = cfg.data.load()?;
+        tweedie_train::trainer::model_config(&cfg, &data)
+            .map_err(|e| TrainError::Other(format!("{}: {e}", p.display())))?;
+        seen.insert((cfg.data.name(), cfg.diffusion.kind.name()));
+    }
+    // One preset per formulation for the toy, the digits and the fields.
+    for d in ["mixture-gmm2d", "digits", "fields"] {
+        for f in ["EDM", "VP", "VE", "iDDPM", "flow", "eps", "v"] {
+            assert!(
+                seen.contains(&(d.to_string(), f)),
+                "no preset for {f} on {d}"
+            );
+        }
+    }
+    Ok(())
+}
