@@ -7,6 +7,7 @@
 //! distribution is compared component by component with the exact mixture.
 
 mod cases;
+mod ckpt;
 mod font;
 mod plot;
 mod python;
@@ -55,9 +56,12 @@ pub struct Args {
     /// Python interpreter for the side-by-side runs (default: .venv/bin/python).
     #[arg(long)]
     pub python: Option<PathBuf>,
-    /// A trained checkpoint to benchmark against its own reference solve.
+    /// A trained checkpoint to benchmark against its own reference solve (deterministic samplers).
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// Latents for --model (default 8; 4 with --quick). Network calls dominate: one timed run each.
+    #[arg(long)]
+    pub model_samples: Option<usize>,
 }
 
 /// Karras et al. 2022 grid parameters used throughout (EDM defaults).
@@ -119,7 +123,8 @@ struct Row {
     med_err: Option<f64>,
     /// Fraction of samples whose endpoint lies in another component than the reference's.
     switched: Option<f64>,
-    comp: ComponentErrors,
+    /// Moment errors against the exact mixture (`None` for a trained model: no ground truth).
+    comp: Option<ComponentErrors>,
     wall_s: f64,
     model_s: f64,
     samples: usize,
@@ -236,20 +241,33 @@ fn rk4_solve(model: &dyn Model<Array2<f64>>, x: &Array2<f64>, steps: usize) -> R
     Ok(model.denoise(&x, SIGMA_MIN)?)
 }
 
-fn reference_solve(model: &MixtureModel, xt: &Array2<f64>, steps: usize) -> Result<Reference> {
+fn reference_solve(
+    model: &dyn Model<Array2<f64>>,
+    mixture: Option<&MixtureModel>,
+    xt: &Array2<f64>,
+    steps: usize,
+) -> Result<Reference> {
     let t0 = Instant::now();
     let fine = rk4_solve(model, xt, steps)?;
     let coarse = rk4_solve(model, xt, steps / 2)?;
     // RK4 halves its error 16-fold per step doubling: err(fine) ≈ ‖fine − coarse‖ / 15.
     let self_err = stats::rms_distance(&fine, &coarse) / 15.0;
     Ok(Reference {
-        labels: model.classify(&fine),
+        labels: mixture.map(|m| m.classify(&fine)).unwrap_or_default(),
         x0: fine,
         steps,
         nfe: 4 * steps + 1,
         self_err,
         seconds: t0.elapsed().as_secs_f64(),
     })
+}
+
+fn fmt_f3(v: Option<f64>) -> String {
+    match v {
+        Some(v) if v.is_finite() => format!("{v:.3}"),
+        Some(_) => "inf".into(),
+        None => "—".into(),
+    }
 }
 
 fn fmt_e(v: Option<f64>) -> String {
@@ -266,6 +284,7 @@ struct Settings {
     samples_hd: usize,
     ref_steps_2d: usize,
     ref_steps_hd: usize,
+    ref_steps_model: usize,
 }
 
 impl Settings {
@@ -277,6 +296,7 @@ impl Settings {
                 samples_hd: 256,
                 ref_steps_2d: 128,
                 ref_steps_hd: 64,
+                ref_steps_model: 16,
             }
         } else {
             Settings {
@@ -285,6 +305,7 @@ impl Settings {
                 samples_hd: 500,
                 ref_steps_2d: 512,
                 ref_steps_hd: 256,
+                ref_steps_model: 64,
             }
         };
         if let Some(n) = &a.nfe {
@@ -360,7 +381,7 @@ pub fn run(args: Args) -> Result<()> {
             "[bench] {name}: {n} samples, {} components; reference RK4 solve ({ref_steps} steps)…",
             mixture.n_components()
         );
-        let reference = reference_solve(&mixture, &xt, ref_steps)?;
+        let reference = reference_solve(&mixture, Some(&mixture), &xt, ref_steps)?;
         eprintln!(
             "[bench] {name}: reference done in {:.1} s, estimated RMS error {:.1e}",
             reference.seconds, reference.self_err
@@ -386,7 +407,7 @@ pub fn run(args: Args) -> Result<()> {
             rms_err: None,
             med_err: None,
             switched: None,
-            comp,
+            comp: Some(comp),
             wall_s: 0.0,
             model_s: 0.0,
             samples: n,
@@ -411,7 +432,7 @@ pub fn run(args: Args) -> Result<()> {
             rms_err: Some(reference.self_err),
             med_err: None,
             switched: None,
-            comp: ref_comp,
+            comp: Some(ref_comp),
             wall_s: 0.0,
             model_s: 0.0,
             samples: n,
@@ -436,8 +457,18 @@ pub fn run(args: Args) -> Result<()> {
                     .collect(),
             };
             for (budget, steps, tol) in budgets {
-                let (row, x0) =
-                    run_case(case, &mixture, &xt, &reference, &name, &budget, steps, tol)?;
+                let (row, x0) = run_case(
+                    case,
+                    &mixture,
+                    Some(&mixture),
+                    &xt,
+                    &reference,
+                    &name,
+                    &budget,
+                    steps,
+                    tol,
+                    2,
+                )?;
                 if case.kind == CaseKind::Deterministic {
                     ours_x0.insert((case.name, steps), x0);
                 }
@@ -529,7 +560,7 @@ pub fn run(args: Args) -> Result<()> {
                                 .then(|| stats::median_distance(x0, &reference.x0)),
                             switched: deterministic
                                 .then(|| stats::switched(&labels, &reference.labels)),
-                            comp,
+                            comp: Some(comp),
                             wall_s: r.wall_s,
                             model_s: r.model_s,
                             samples: n,
@@ -554,15 +585,9 @@ pub fn run(args: Args) -> Result<()> {
         refs.push((name, reference, n));
     }
 
-    if let Some(ckpt) = &args.model {
-        notes.push(format!(
-            "--model {}: not measured — the checkpoint loader of tweedie-nets is not available to this command yet",
-            ckpt.display()
-        ));
-        eprintln!(
-            "[bench] {}",
-            notes.last().map(String::as_str).unwrap_or_default()
-        );
+    if let Some(path) = &args.model {
+        let (name, reference, n) = bench_checkpoint(path, &args, &settings, &mut rows)?;
+        refs.push((name, reference, n));
     }
 
     let md = render_markdown(
@@ -589,21 +614,91 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
+/// The deterministic samplers on a trained checkpoint, against its own RK4 reference solve.
+fn bench_checkpoint(
+    path: &Path,
+    args: &Args,
+    settings: &Settings,
+    rows: &mut Vec<Row>,
+) -> Result<(String, Reference, usize)> {
+    let net = ckpt::NetModel::load(path)?;
+    let file = path
+        .file_name()
+        .map(|f| f.to_string_lossy().to_string())
+        .unwrap_or_else(|| "model".into());
+    let name = format!("model {file}");
+    let n = args.model_samples.unwrap_or(if args.quick { 4 } else { 8 });
+    if n == 0 {
+        bail!("--model-samples must be at least 1");
+    }
+    // x_T = σ_max·z with per-sample keyed noise: the latents depend on (seed, index) only.
+    let xt = tweedie::core::rng::normal_rows(
+        args.seed,
+        0,
+        n,
+        tweedie::core::rng::streams::INIT,
+        net.numel(),
+    ) * SIGMA_MAX;
+    let ref_steps = settings.ref_steps_model;
+    eprintln!(
+        "[bench] {name}: {n} latents of {} values; reference RK4 solve ({ref_steps} steps)…",
+        net.numel()
+    );
+    let reference = reference_solve(&net, None, &xt, ref_steps)?;
+    eprintln!(
+        "[bench] {name}: reference done in {:.1} s, estimated RMS error {:.1e}",
+        reference.seconds, reference.self_err
+    );
+    for case in cases::all(args.seed)?
+        .iter()
+        .filter(|c| c.kind == CaseKind::Deterministic)
+    {
+        for &b in &settings.nfe {
+            let Some(steps) = case.steps_for_nfe(b) else {
+                continue;
+            };
+            let (row, _) = run_case(
+                case,
+                &net,
+                None,
+                &xt,
+                &reference,
+                &name,
+                &b.to_string(),
+                steps,
+                None,
+                1,
+            )?;
+            eprintln!(
+                "[bench] {name} {:<12} {:>4} nfe={:>4} median err={:>9}",
+                case.name,
+                b,
+                row.nfe,
+                fmt_e(row.med_err)
+            );
+            rows.push(row);
+        }
+    }
+    Ok((name, reference, n))
+}
+
 #[allow(clippy::too_many_arguments)]
 fn run_case(
     case: &Case,
-    mixture: &MixtureModel,
+    model: &dyn Model<Array2<f64>>,
+    mixture: Option<&MixtureModel>,
     xt: &Array2<f64>,
     reference: &Reference,
     name: &str,
     budget: &str,
     steps: usize,
     tol: Option<f64>,
+    repeats: usize,
 ) -> Result<(Row, Array2<f64>)> {
-    // Warm-up run (allocator, rayon pool), then the timed run.
+    // The fastest of `repeats` runs (the first warms the allocator and the rayon pool).
     let mut best: Option<(f64, f64, usize, Array2<f64>)> = None;
-    for _ in 0..2 {
-        let timed = Timed::new(mixture);
+    for _ in 0..repeats.max(1) {
+        let timed = Timed::new(model);
         let t0 = Instant::now();
         let x0 = case
             .run(&timed, xt, steps, tol)
@@ -617,14 +712,10 @@ fn run_case(
         bail!("no run")
     };
     let deterministic = !matches!(case.kind, CaseKind::Stochastic);
-    let labels = mixture.classify(&x0);
-    let comp = stats::component_errors(
-        &x0,
-        &labels,
-        &mixture.weights(),
-        mixture.means(),
-        mixture.covs(),
-    );
+    let labels = mixture.map(|m| m.classify(&x0));
+    let comp = mixture
+        .zip(labels.as_ref())
+        .map(|(m, l)| stats::component_errors(&x0, l, &m.weights(), m.means(), m.covs()));
     let row = Row {
         mixture: name.to_string(),
         lib: "tweedie".into(),
@@ -635,7 +726,10 @@ fn run_case(
         nfe: calls,
         rms_err: deterministic.then(|| stats::rms_distance(&x0, &reference.x0)),
         med_err: deterministic.then(|| stats::median_distance(&x0, &reference.x0)),
-        switched: deterministic.then(|| stats::switched(&labels, &reference.labels)),
+        switched: labels
+            .as_ref()
+            .filter(|_| deterministic)
+            .map(|l| stats::switched(l, &reference.labels)),
         comp,
         wall_s: wall,
         model_s,
@@ -684,7 +778,7 @@ fn render_csv(rows: &[Row]) -> String {
     for r in rows {
         let _ = writeln!(
             s,
-            "{},{},{},{},{},{},{},{},{},{:.6e},{:.6e},{:.6e},{:.6e},{:.6e},{:.6e},{:.4},{:.4},{:.3},{}",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{:.6e},{:.6e},{:.6e},{:.4},{:.4},{:.3},{}",
             r.mixture,
             r.lib,
             r.sampler,
@@ -694,9 +788,9 @@ fn render_csv(rows: &[Row]) -> String {
             num(r.rms_err),
             num(r.med_err),
             num(r.switched),
-            r.comp.weight,
-            r.comp.mean,
-            r.comp.cov,
+            num(r.comp.map(|c| c.weight)),
+            num(r.comp.map(|c| c.mean)),
+            num(r.comp.map(|c| c.cov)),
             r.wall_s,
             r.model_s,
             r.overhead_s(),
@@ -835,10 +929,9 @@ fn render_markdown(
             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         );
         for r in rows.iter().filter(|r| &r.mixture == name) {
-            let _ =
-                writeln!(
+            let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {:.3} | {:.3} | {:.3} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 r.lib,
                 r.sampler,
                 r.budget,
@@ -846,10 +939,12 @@ fn render_markdown(
                 r.nfe,
                 fmt_e(r.rms_err),
                 fmt_e(r.med_err),
-                r.switched.map(|f| format!("{:.2}%", 100.0 * f)).unwrap_or("—".into()),
-                r.comp.weight,
-                r.comp.mean,
-                r.comp.cov,
+                r.switched
+                    .map(|f| format!("{:.2}%", 100.0 * f))
+                    .unwrap_or("—".into()),
+                fmt_f3(r.comp.map(|c| c.weight)),
+                fmt_f3(r.comp.map(|c| c.mean)),
+                fmt_f3(r.comp.map(|c| c.cov)),
                 if r.wall_s > 0.0 {
                     format!("{:.1}", r.wall_per_sample_us())
                 } else {
