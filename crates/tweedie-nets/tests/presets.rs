@@ -122,3 +122,23 @@ fn params_report_and_unknown_preset() {
         other => panic!("expected UnknownPreset, got {other:?}"),
     }
 }
+
+#[test]
+fn small_preset_counts_are_pinned() {
+    // Not reference values: pinned so that a change to a CPU preset is a visible decision.
+    for (name, want) in [
+        ("ddpmpp-tiny", 274_401),
+        ("ncsnpp-tiny", 276_769),
+        ("ddpmpp-small", 1_192_835),
+        ("mlp-2d", 174_082),
+        ("mlp-small", 33_602),
+    ] {
+        assert_eq!(
+            count_params(&NetConfig::preset(name).unwrap())
+                .unwrap()
+                .parameters,
+            want,
+            "{name}"
+        );
+    }
+}
