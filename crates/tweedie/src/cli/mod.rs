@@ -18,6 +18,8 @@ mod train;
 /// Declares the `Command` enum (one variant per module) and its dispatch.
 macro_rules! subcommands {
     ($($(#[$meta:meta])* $variant:ident => $module:ident,)+) => {
+        // Built once per process from the command line: variant sizes do not matter.
+        #[allow(clippy::large_enum_variant)]
         #[derive(Debug, Subcommand)]
         pub enum Command {
             $($(#[$meta])* $variant($module::Args),)+
