@@ -131,6 +131,8 @@ struct Row {
     notes: String,
     /// Reference runs: max |x₀ − x₀_ours| against our counterpart at the same steps.
     diff_ours: Option<f64>,
+    /// Reference runs: max relative difference of the σ grid they used from ours.
+    grid_diff: f64,
 }
 
 impl Row {
@@ -413,6 +415,7 @@ pub fn run(args: Args) -> Result<()> {
             samples: n,
             notes: "moment-error floor at this sample count".into(),
             diff_ours: None,
+            grid_diff: 0.0,
         });
         let ref_comp = stats::component_errors(
             &reference.x0,
@@ -438,11 +441,14 @@ pub fn run(args: Args) -> Result<()> {
             samples: n,
             notes: "RMS error column: Richardson estimate of its own error".into(),
             diff_ours: None,
+            grid_diff: 0.0,
         });
 
         let all_cases = cases::all(args.seed)?;
         // Our deterministic endpoints by (sampler, steps), to diff against the references'.
         let mut ours_x0: HashMap<(&'static str, usize), Array2<f64>> = HashMap::new();
+        // The NFE budget (or tolerance) each reference run belongs to, by run id.
+        let mut py_budget: HashMap<String, String> = HashMap::new();
         let mut py_runs = Vec::new();
         for case in &all_cases {
             let budgets: Vec<(String, usize, Option<f64>)> = match case.kind {
@@ -481,11 +487,37 @@ pub fn run(args: Args) -> Result<()> {
                     row.overhead_frac()
                 );
                 rows.push(row);
+                if let (true, Some(t)) = (harness.is_some(), tol) {
+                    // k-diffusion's adaptive DPM-Solver (order 3) at the same tolerance; it
+                    // integrates between the grid's end points, so any grid ending at 0 does.
+                    let id = format!("kdiffusion_dpm_adaptive_tol{t:.0e}");
+                    let mut options = serde_json::Map::new();
+                    options.insert("rtol".into(), t.into());
+                    options.insert("atol".into(), t.into());
+                    py_budget.insert(id.clone(), budget.clone());
+                    py_runs.push(python::RunSpec {
+                        id,
+                        lib: "k-diffusion",
+                        sampler: "dpm_adaptive".into(),
+                        sigmas: karras_grid(2)?,
+                        grid: python::GridSpec {
+                            kind: "karras",
+                            sigma_min: SIGMA_MIN,
+                            sigma_max: SIGMA_MAX,
+                            rho: RHO,
+                            steps: 2,
+                        },
+                        seed: args.seed,
+                        options,
+                    });
+                }
                 if harness.is_some() && tol.is_none() {
                     let grid = karras_grid(steps)?;
                     for (lib, sampler) in case.reference_equivalents() {
+                        let id = format!("{}_{}_s{}", lib.replace('-', ""), sampler, steps);
+                        py_budget.insert(id.clone(), budget.clone());
                         py_runs.push(python::RunSpec {
-                            id: format!("{}_{}_s{}", lib.replace('-', ""), sampler, steps),
+                            id,
                             lib,
                             sampler: sampler.to_string(),
                             sigmas: grid.clone(),
@@ -535,25 +567,20 @@ pub fn run(args: Args) -> Result<()> {
                             mixture.means(),
                             mixture.covs(),
                         );
-                        let budget = cases::budget_of(&r.lib, &r.sampler, r.steps, &settings.nfe);
+                        let budget = py_budget.get(&r.id).cloned().unwrap_or_else(|| "—".into());
+                        let adaptive = r.sampler == "dpm_adaptive";
                         let diff_ours = cases::ours_for(&r.lib, &r.sampler)
                             .and_then(|o| ours_x0.get(&(o, r.steps)))
                             .filter(|_| deterministic)
                             .map(|o| stats::max_abs_diff(o, x0));
-                        let mut note = r.notes.clone();
-                        if r.grid_max_rel_diff > 0.0 {
-                            if !note.is_empty() {
-                                note.push_str("; ");
-                            }
-                            let _ = write!(note, "grid max rel. diff {:.1e}", r.grid_max_rel_diff);
-                        }
+                        let note = r.notes.clone();
                         rows.push(Row {
                             mixture: name.clone(),
                             lib: r.lib.clone(),
                             sampler: r.sampler.clone(),
                             deterministic,
                             budget,
-                            steps: r.steps,
+                            steps: if adaptive { r.nfe } else { r.steps },
                             nfe: r.nfe,
                             rms_err: deterministic.then(|| stats::rms_distance(x0, &reference.x0)),
                             med_err: deterministic
@@ -565,6 +592,7 @@ pub fn run(args: Args) -> Result<()> {
                             model_s: r.model_s,
                             samples: n,
                             notes: note,
+                            grid_diff: r.grid_max_rel_diff,
                             diff_ours,
                         });
                     }
@@ -736,6 +764,7 @@ fn run_case(
         samples: xt.nrows(),
         notes: String::new(),
         diff_ours: None,
+        grid_diff: 0.0,
     };
     Ok((row, x0))
 }
@@ -1067,18 +1096,28 @@ fn render_markdown(
         }
         let _ = writeln!(s);
     }
-    let extra: Vec<&Row> = rows
+    // One line per (library, sampler): its note and the largest σ-grid difference over runs.
+    let mut extra: Vec<(String, String, f64)> = Vec::new();
+    for r in rows
         .iter()
         .filter(|r| !r.notes.is_empty() && r.lib != "exact")
-        .collect();
+    {
+        let key = format!("{} {}", r.lib, r.sampler);
+        match extra.iter_mut().find(|e| e.0 == key) {
+            Some(e) => e.2 = e.2.max(r.grid_diff),
+            None => extra.push((key, r.notes.clone(), r.grid_diff)),
+        }
+    }
     if !extra.is_empty() || !notes.is_empty() {
         let _ = writeln!(s, "## Notes\n");
-        let mut seen = Vec::new();
-        for r in extra {
-            let key = format!("{} {}: {}", r.lib, r.sampler, r.notes);
-            if !seen.contains(&key) {
-                let _ = writeln!(s, "- {key}");
-                seen.push(key);
+        for (key, note, grid) in &extra {
+            if *grid > 0.0 {
+                let _ = writeln!(
+                    s,
+                    "- {key}: {note}; σ grid differs from ours by ≤ {grid:.1e} (relative)"
+                );
+            } else {
+                let _ = writeln!(s, "- {key}: {note}");
             }
         }
         for n in notes {

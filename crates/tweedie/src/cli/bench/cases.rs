@@ -152,21 +152,6 @@ pub fn ours_for(lib: &str, sampler: &str) -> Option<&'static str> {
     }
 }
 
-/// The NFE budget a reference run at `steps` steps belongs to (the one our counterpart's steps
-/// were chosen for), for the tables.
-pub fn budget_of(lib: &str, sampler: &str, steps: usize, budgets: &[usize]) -> String {
-    let two_evals = matches!(
-        (lib, sampler),
-        (_, "heun") | (_, "dpm_2") | ("k-diffusion", "dpmpp_2s")
-    );
-    let nfe = if two_evals { 2 * steps - 1 } else { steps };
-    budgets
-        .iter()
-        .find(|&&b| nfe <= b && (two_evals && b < nfe + 2 || !two_evals && b == nfe))
-        .map(|b| b.to_string())
-        .unwrap_or_else(|| nfe.to_string())
-}
-
 /// Whether a reference run is stochastic (its endpoint is not comparable with the ODE solution).
 pub fn is_stochastic(_lib: &str, sampler: &str) -> bool {
     matches!(
@@ -238,14 +223,6 @@ mod tests {
         assert_eq!(heun.steps_for_nfe(100), Some(50));
         let euler = cases.iter().find(|c| c.name == "euler").unwrap();
         assert_eq!(euler.steps_for_nfe(20), Some(20));
-        assert_eq!(
-            budget_of("k-diffusion", "heun", 50, &[5, 10, 20, 50, 100]),
-            "100"
-        );
-        assert_eq!(
-            budget_of("diffusers", "euler", 20, &[5, 10, 20, 50, 100]),
-            "20"
-        );
     }
 
     #[test]
