@@ -11,8 +11,8 @@ use crate::error::{NetsError, Result};
 use crate::network::{build_network, Network};
 
 /// A network trained on another parametrization P ∈ {ε, v, velocity, score, x₀} of process
-/// `process`, taking x_t and c_noise = time_scale·t + time_offset. As a denoiser (Tweedie's
-/// formula): t = t(σ̃), x_t = α(t)·x̃, D = a·x_t + b·F(x_t; c_noise), (a, b) = convert(P → x₀).
+/// `process`, taking x_t and c_noise = time_scale·t. As a denoiser (Tweedie's formula):
+/// t = t(σ̃), x_t = α(t)·x̃, D = a·x_t + b·F(x_t; time_scale·t) with (a, b) = convert(P → x₀).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ParamAdapter {
@@ -20,13 +20,9 @@ pub struct ParamAdapter {
     pub param: Param,
     /// The forward process it was trained on.
     pub process: ProcessKind,
-    /// c_noise = time_scale·t + time_offset (1 for flow models; 1000 for a discrete DDPM table
-    /// of 1000 entries, where entry j sits at t = (j+1)/1000, with time_offset = −1).
+    /// c_noise = time_scale·t (e.g. 999 for DDPM timestep inputs, 1 for flow models).
     #[serde(default = "one")]
     pub time_scale: f64,
-    /// See `time_scale`.
-    #[serde(default)]
-    pub time_offset: f64,
 }
 
 fn one() -> f64 {
@@ -94,13 +90,6 @@ impl PrecondDenoiser {
                 (None, pc.u_grid())
             }
             Wrapper::Param(a) => {
-                if !a.time_offset.is_finite() {
-                    return Err(NetsError::invalid(
-                        "time_offset",
-                        a.time_offset,
-                        "must be finite",
-                    ));
-                }
                 if !(a.time_scale.is_finite() && a.time_scale > 0.0) {
                     return Err(NetsError::invalid(
                         "time_scale",
@@ -185,7 +174,7 @@ impl PrecondDenoiser {
                     c_skip: aff.a * alpha,
                     c_out: aff.b,
                     c_in: alpha,
-                    c_noise: a.time_scale * t + a.time_offset,
+                    c_noise: a.time_scale * t,
                 })
             }
             (Wrapper::Param(_), None) => Err(NetsError::invalid(

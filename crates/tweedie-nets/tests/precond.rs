@@ -137,7 +137,6 @@ fn adapter(param: Param, process: ProcessKind, eps: &Tensor) -> PrecondDenoiser 
         param,
         process,
         time_scale: 1.0,
-        time_offset: 0.0,
     });
     PrecondDenoiser::from_network(Box::new(Constant(eps.shallow_clone())), w, 0).unwrap()
 }
@@ -280,18 +279,4 @@ fn wrong_input_shapes_are_errors_not_panics() {
             .is_err(),
         "no augment input"
     );
-}
-
-#[test]
-fn adapter_time_input_is_scaled_and_offset() {
-    let w = Wrapper::Param(ParamAdapter {
-        param: Param::Eps,
-        process: ProcessKind::ddpm_linear(),
-        time_scale: 1000.0,
-        time_offset: -1.0,
-    });
-    let d = PrecondDenoiser::from_network(Box::new(Affine { nan: false }), w, 0).unwrap();
-    let p = ProcessKind::ddpm_linear().build();
-    let t = p.t_of_sigma_tilde(2.0);
-    assert_eq!(d.coeffs(2.0).unwrap().c_noise, 1000.0 * t - 1.0);
 }
