@@ -38,12 +38,12 @@ pub struct Args {
     /// NFE budgets to measure (comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub nfe: Option<Vec<usize>>,
-    /// Samples per mixture (default 4000 in 2-D, 500 in 64-D).
+    /// Samples per mixture (default 4000 in 2-D, 500 in higher dimensions).
     #[arg(long)]
     pub samples: Option<usize>,
-    /// Mixture dimensions to run (presets exist for 2 and 64).
-    #[arg(long, value_delimiter = ',', default_value = "2,64")]
-    pub dims: Vec<usize>,
+    /// tweedie-core mixture presets to run (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "gmm2d,gmm64d")]
+    pub mixtures: Vec<String>,
     /// Seed of the latents and of the stochastic samplers' noise.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -166,57 +166,12 @@ struct Reference {
     labels: Vec<usize>,
 }
 
-/// The benchmark mixtures: fixed, seeded, documented in docs/benchmarks.md.
-///
-/// 2-D: 8 components on a ring of radius 4 with anisotropic covariances and unequal weights
-/// (mode separation ≫ spread, so a sampler that smears modes shows it). 64-D: 6 components,
-/// means at distance ≈ 6 apart, covariances with eigenvalues spread over 0.05 … 1.
-pub fn bench_mixture(dim: usize) -> Result<MixtureModel> {
-    use rand::{Rng, SeedableRng};
-    let mut rng = rand_chacha::ChaCha12Rng::seed_from_u64(0x7eed_1e00 + dim as u64);
-    let k = if dim <= 2 { 8 } else { 6 };
-    let raw: Vec<f64> = (0..k).map(|i| 1.0 + (i % 3) as f64).collect();
-    let total: f64 = raw.iter().sum();
-    let weights: Vec<f64> = raw.iter().map(|w| w / total).collect();
-    let mut means = Array2::<f64>::zeros((k, dim));
-    let mut covs = Vec::new();
-    for c in 0..k {
-        if dim == 2 {
-            let a = 2.0 * std::f64::consts::PI * c as f64 / k as f64;
-            means[[c, 0]] = 4.0 * a.cos();
-            means[[c, 1]] = 4.0 * a.sin();
-        } else {
-            for j in 0..dim {
-                means[[c, j]] = rng.gen_range(-0.75..0.75);
-            }
-        }
-        // Σ = Q diag(λ) Qᵀ with Q from Gram–Schmidt of a random matrix.
-        let mut q = Array2::<f64>::from_shape_fn((dim, dim), |_| rng.gen_range(-1.0..1.0));
-        for j in 0..dim {
-            for i in 0..j {
-                let p = q.column(i).dot(&q.column(j));
-                let qi = q.column(i).to_owned();
-                q.column_mut(j).scaled_add(-p, &qi);
-            }
-            let n = q.column(j).dot(&q.column(j)).sqrt();
-            q.column_mut(j).mapv_inplace(|v| v / n);
-        }
-        let lam: Vec<f64> = if dim == 2 {
-            vec![
-                0.05 + 0.25 * rng.gen::<f64>(),
-                0.02 + 0.05 * rng.gen::<f64>(),
-            ]
-        } else {
-            (0..dim)
-                .map(|j| 0.05 * (20f64).powf(j as f64 / (dim - 1) as f64))
-                .collect()
-        };
-        let cov = q
-            .dot(&Array2::from_diag(&ndarray::Array1::from(lam)))
-            .dot(&q.t());
-        covs.push((&cov + &cov.t()) * 0.5);
-    }
-    Ok(MixtureModel::new(&weights, means, covs)?)
+/// A tweedie-core mixture preset (`gmm2d`, `gmm64d`) as a sampler model: the same ground
+/// truth as the samplers' own tests.
+pub fn bench_mixture(name: &str) -> Result<MixtureModel> {
+    let gm =
+        tweedie::core::mixture::preset(name).with_context(|| format!("mixture preset `{name}`"))?;
+    MixtureModel::try_from(&gm).with_context(|| format!("mixture preset `{name}`"))
 }
 
 /// Karras et al. 2022 eq. 5 grid of `steps` noise levels, then 0.
@@ -327,8 +282,9 @@ pub fn run(args: Args) -> Result<()> {
     if settings.nfe.iter().any(|&n| n < 2) {
         bail!("--nfe values must be at least 2, got {:?}", settings.nfe);
     }
-    if let Some(&d) = args.dims.iter().find(|&&d| d == 0) {
-        bail!("--dims: dimension {d} is not valid");
+    for m in &args.mixtures {
+        bench_mixture(m)
+            .with_context(|| format!("--mixtures: {:?}", tweedie::core::mixture::PRESETS))?;
     }
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
@@ -365,9 +321,10 @@ pub fn run(args: Args) -> Result<()> {
     let mut rows: Vec<Row> = Vec::new();
     let mut refs: Vec<(String, Reference, usize)> = Vec::new();
     let mut notes: Vec<String> = Vec::new();
-    for &dim in &args.dims {
-        let name = format!("mixture-{dim}d");
-        let mixture = bench_mixture(dim)?;
+    for preset in &args.mixtures {
+        let mixture = bench_mixture(preset)?;
+        let dim = mixture.dim();
+        let name = format!("{preset} ({dim}-D, K = {})", mixture.n_components());
         let n = if dim <= 2 {
             settings.samples_2d
         } else {
@@ -379,10 +336,7 @@ pub fn run(args: Args) -> Result<()> {
         } else {
             settings.ref_steps_hd
         };
-        eprintln!(
-            "[bench] {name}: {n} samples, {} components; reference RK4 solve ({ref_steps} steps)…",
-            mixture.n_components()
-        );
+        eprintln!("[bench] {name}: {n} samples; reference RK4 solve ({ref_steps} steps)…");
         let reference = reference_solve(&mixture, Some(&mixture), &xt, ref_steps)?;
         eprintln!(
             "[bench] {name}: reference done in {:.1} s, estimated RMS error {:.1e}",
@@ -538,7 +492,7 @@ pub fn run(args: Args) -> Result<()> {
         py_runs.sort_by(|a, b| a.id.cmp(&b.id));
         py_runs.dedup_by(|a, b| a.id == b.id);
         if let Some(h) = &harness {
-            let dir = args.out.join("reference").join(&name);
+            let dir = args.out.join("reference").join(preset);
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             eprintln!("[bench] {name}: {} reference-library runs…", py_runs.len());
             let spec = python::MixtureSpec {

@@ -32,9 +32,9 @@ pub struct Args {
     /// Samples per run.
     #[arg(long, default_value_t = 64)]
     pub samples: usize,
-    /// Dimension of the Gaussian-mixture model (a preset of bench-samplers: 2 or 64).
-    #[arg(long, default_value_t = 64)]
-    pub dim: usize,
+    /// tweedie-core mixture preset used as the model (gmm2d, gmm64d).
+    #[arg(long, default_value = "gmm64d")]
+    pub mixture: String,
     /// Seed of the latents, the noise and the network initialisation.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -166,7 +166,7 @@ fn run_tch(
 
 /// Sampler endpoints on every backend against ndarray f64.
 fn sampler_checks(args: &Args, backends: &[Backend]) -> Result<Vec<Check>> {
-    let model = super::bench::bench_mixture(args.dim)?;
+    let model = super::bench::bench_mixture(&args.mixture)?;
     let xt = model.sample_rows(args.samples, 80.0, args.seed, 0);
     let mut out = Vec::new();
     for name in &args.samplers {
@@ -381,8 +381,8 @@ pub fn run(args: Args) -> Result<()> {
         });
     }
     println!(
-        "consistency: {} samples of the {}-D mixture, EDM grid with {} steps, seed {}",
-        args.samples, args.dim, args.steps, args.seed
+        "consistency: {} samples of the {} mixture, EDM grid with {} steps, seed {}",
+        args.samples, args.mixture, args.steps, args.seed
     );
     let mut checks = sampler_checks(&args, &backends)?;
     if !cuda {
@@ -447,7 +447,7 @@ mod tests {
 
     #[test]
     fn tch_cpu_f64_matches_ndarray_for_a_stochastic_sampler() {
-        let model = crate::cli::bench::bench_mixture(2).unwrap();
+        let model = crate::cli::bench::bench_mixture("gmm2d").unwrap();
         let xt = model.sample_rows(16, 80.0, 3, 0);
         let kind = SamplerKind::from_name("euler_ancestral").unwrap();
         let a = run_ndarray(&model, &kind, &xt, 8, 3).unwrap();
