@@ -41,7 +41,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         NetsCommand::Show { preset } => {
             let cfg = NetConfig::preset(&preset)?;
-            print!("{}", toml::to_string(&cfg).context("serialising the preset")?);
+            print!(
+                "{}",
+                toml::to_string(&cfg).context("serialising the preset")?
+            );
         }
         NetsCommand::List => {
             for p in PRESETS {
