@@ -52,6 +52,10 @@ fn as_input(x: ArrayView2<f32>) -> Result<Tensor> {
 impl Classifier {
     /// Trains from scratch on `train` (labels 0–9), deterministically for a given seed.
     pub fn train(train: &Dataset, steps: usize, seed: i64) -> Result<Self> {
+        crate::trainer::with_torch_rng(|| Self::train_locked(train, steps, seed))
+    }
+
+    fn train_locked(train: &Dataset, steps: usize, seed: i64) -> Result<Self> {
         let labels = train
             .labels
             .as_ref()
@@ -76,12 +80,17 @@ impl Classifier {
         Ok(Classifier { vs, body, head })
     }
 
-    /// Loads cached weights, or trains and caches them (a cache that cannot be written only warns).
+    /// Loads cached weights, or trains (2,000 steps) and caches them (a cache that cannot be
+    /// written only warns).
     pub fn cached(train: &Dataset, cache: &Path) -> Result<Self> {
+        Self::cached_with(train, cache, 2000)
+    }
+
+    /// [`Classifier::cached`] with a given number of training steps.
+    pub fn cached_with(train: &Dataset, cache: &Path, steps: usize) -> Result<Self> {
         if cache.is_file() {
             let vs = nn::VarStore::new(Device::Cpu);
             let (body, head) = build(&vs);
-            let mut vs = vs;
             let ok = tweedie_nets::checkpoint::read_file(cache)
                 .ok()
                 .is_some_and(|b| {
@@ -93,8 +102,7 @@ impl Classifier {
                         .as_deref()
                         == Some(CACHE_TAG)
                 });
-            if ok && vs.read_safetensors(cache).is_ok() {
-                vs.freeze();
+            if ok && tch::no_grad(|| vs.read_safetensors(cache)).is_ok() {
                 return Ok(Classifier { vs, body, head });
             }
             eprintln!(
@@ -102,7 +110,7 @@ impl Classifier {
                 cache.display()
             );
         }
-        let c = Self::train(train, 3000, 0)?;
+        let c = Self::train(train, steps, 0)?;
         let named: Vec<(String, Tensor)> = c.vs.variables().into_iter().collect();
         let mut meta = BTreeMap::new();
         meta.insert("tag".to_string(), CACHE_TAG.to_string());
@@ -232,6 +240,23 @@ mod tests {
         assert!((base - rot).abs() < 1e-9, "{base} vs {rot}");
         // Identical distributions: 0.
         assert!(frechet_from_moments(&m1, &c2r, &m1, &c2r)?.abs() < 1e-9);
+        Ok(())
+    }
+
+    #[test]
+    fn the_cache_round_trips_and_a_stale_one_is_replaced() -> Result<()> {
+        let d = crate::data::DataConfig::Digits { path: None }.load()?;
+        let dir = tempfile::tempdir().map_err(|e| TrainError::io("tmp", e))?;
+        let p = dir.path().join("c.safetensors");
+        std::fs::write(&p, b"stale").map_err(|e| TrainError::io(&p, e))?;
+        let a = Classifier::cached_with(&d.train, &p, 300)?;
+        let b = Classifier::cached_with(&d.train, &p, 300)?;
+        let (fa, fb) = (
+            a.features(d.held_out.x.view())?,
+            b.features(d.held_out.x.view())?,
+        );
+        assert_eq!(fa, fb);
+        assert!(a.accuracy(&d.held_out)? > 0.85);
         Ok(())
     }
 

@@ -498,10 +498,11 @@ pub fn evaluate_run_with(
     };
     let model_path = run_dir.join(files::MODEL);
     let loaded =
-        tweedie_nets::load_checkpoint(&model_path, device).map_err(|e| TrainError::Checkpoint {
-            path: model_path.clone(),
-            reason: e.to_string(),
-        })?;
+        crate::trainer::with_torch_rng(|| tweedie_nets::load_checkpoint(&model_path, device))
+            .map_err(|e| TrainError::Checkpoint {
+                path: model_path.clone(),
+                reason: e.to_string(),
+            })?;
     let label_dim = loaded.config.net.label_dim();
     let params = tweedie_nets::count_params(&loaded.config.net)
         .map(|p| p.parameters)

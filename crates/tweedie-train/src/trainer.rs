@@ -44,6 +44,16 @@ pub mod files {
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs `f` holding the process-wide lock on libtorch's global generator: weight
+/// initialisation and dropout draw from it, so two runs in one process (parallel tests, a
+/// classifier trained beside a model) would otherwise interleave their draws and lose
+/// reproducibility.
+pub fn with_torch_rng<T>(f: impl FnOnce() -> T) -> T {
+    let _guard = TORCH_RNG.lock().unwrap_or_else(|p| p.into_inner());
+    f()
+}
 static HANDLER: Once = Once::new();
 
 /// Installs the Ctrl-C handler once per process: the first Ctrl-C asks the loop to save and
@@ -280,18 +290,20 @@ fn train_step(
     let first = k * b as u64;
     let levels = loss.draw_levels(t.seed, first, b);
     let eps = Loss::draw_noise(t.seed, first, b, data.dim()).to_device(device);
-    tch::manual_seed(torch_step_seed(t.seed, k));
     live.adam.zero_grad();
     let den = &live.den;
-    let per = loss.per_sample(
-        |x, s| {
-            den.forward(x, s, labels.as_ref(), None, true)
-                .map_err(|e| TrainError::Other(e.to_string()))
-        },
-        &x0,
-        &eps,
-        &levels,
-    )?;
+    let per = with_torch_rng(|| {
+        tch::manual_seed(torch_step_seed(t.seed, k));
+        loss.per_sample(
+            |x, s| {
+                den.forward(x, s, labels.as_ref(), None, true)
+                    .map_err(|e| TrainError::Other(e.to_string()))
+            },
+            &x0,
+            &eps,
+            &levels,
+        )
+    })?;
     let l = per.mean(Kind::Float);
     let lv = l.double_value(&[]);
     if !lv.is_finite() {
@@ -370,8 +382,7 @@ pub struct Sampling {
 impl Sampling {
     /// Builds the sampling copy of the model (its weights are set by [`Ema::copy_to`]).
     pub fn new(cfg: &TrainConfig, mcfg: &ModelConfig, device: Device) -> Result<Self> {
-        let (ema_vs, den) = mcfg
-            .build(device)
+        let (ema_vs, den) = with_torch_rng(|| mcfg.build(device))
             .map_err(|e| TrainError::Other(format!("model: {e}")))?;
         let f = cfg.formulation()?;
         Ok(Sampling {
@@ -481,10 +492,11 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
     };
     let config_text = write_config(run_dir, cfg)?;
 
-    tch::manual_seed(torch_step_seed(cfg.training.seed, u64::MAX));
-    let (vs, den) = mcfg
-        .build(device)
-        .map_err(|e| TrainError::Other(format!("model: {e}")))?;
+    let (vs, den) = with_torch_rng(|| {
+        tch::manual_seed(torch_step_seed(cfg.training.seed, u64::MAX));
+        mcfg.build(device)
+    })
+    .map_err(|e| TrainError::Other(format!("model: {e}")))?;
     let ema = Ema::new(&vs, cfg.training.ema.clone())
         .map_err(|e| TrainError::Other(format!("EMA: {e}")))?;
     let t = &cfg.training;

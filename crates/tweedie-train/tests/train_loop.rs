@@ -9,13 +9,19 @@ use tweedie_train::trainer::files;
 use tweedie_train::{train, TrainConfig, TrainError, TrainOptions};
 
 fn config(steps: u64, extra: &[&str]) -> TrainConfig {
+    config_data(
+        steps,
+        "[data]\ntype = \"moons\"\nn = 256\nheld_out = 64\n",
+        extra,
+    )
+}
+
+/// The test config with another `[data]` section.
+fn config_data(steps: u64, data: &str, extra: &[&str]) -> TrainConfig {
     let base = r#"
 [diffusion]
 type = "EDM"
-[data]
-type = "moons"
-n = 256
-held_out = 64
+DATA
 [network]
 preset = "mlp-small"
 dropout = 0.1
@@ -36,7 +42,7 @@ skip = true
 "#;
     let mut sets: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
     sets.push(format!("training.steps={steps}"));
-    match TrainConfig::from_toml_str(base, &sets) {
+    match TrainConfig::from_toml_str(&base.replace("DATA", data), &sets) {
         Ok(c) => c,
         Err(e) => panic!("test config: {e}"),
     }
@@ -279,6 +285,105 @@ fn every_preset_in_configs_parses_validates_and_fits_its_data() -> Result<(), Tr
                 seen.contains(&(d.to_string(), f)),
                 "no preset for {f} on {d}"
             );
+        }
+    }
+    Ok(())
+}
+
+/// Every kind of data trains, samples and evaluates end to end (a couple of steps each).
+#[test]
+fn each_data_kind_trains_samples_and_evaluates() -> Result<(), TrainError> {
+    let root = tempfile::tempdir().map_err(|e| TrainError::io("tmp", e))?;
+    // A tiny PNG folder with two classes.
+    let pngs = root.path().join("pngs");
+    for (cls, v) in [("a", 30u8), ("b", 220u8)] {
+        std::fs::create_dir_all(pngs.join(cls)).map_err(|e| TrainError::io(&pngs, e))?;
+        for i in 0..6 {
+            let img = image::GrayImage::from_fn(8, 8, |x, y| {
+                image::Luma([v.wrapping_add((x * y + i) as u8)])
+            });
+            img.save(pngs.join(cls).join(format!("{i}.png")))
+                .map_err(|e| TrainError::Other(e.to_string()))?;
+        }
+    }
+    let unet = [
+        "network.preset=ddpmpp-tiny",
+        "network.model_channels=8",
+        "network.attn_resolutions=[]",
+        "training.batch_size=8",
+        "eval.n_samples=16",
+        "sampling.steps=3",
+        "sampling.grid=4",
+    ];
+    let png_data = format!("[data]\ntype = \"png\"\npath = \"{}\"\n", pngs.display());
+    let cases: Vec<(&str, String, Vec<String>, &str)> = vec![
+        (
+            "digits",
+            "[data]\ntype = \"digits\"\n".into(),
+            vec![],
+            "frechet",
+        ),
+        (
+            "fields",
+            "[data]\ntype = \"fields\"\nsize = 8\nn = 64\nheld_out = 16\n".into(),
+            vec![],
+            "denoiser",
+        ),
+        (
+            "png",
+            png_data,
+            vec!["training.conditional=true".into()],
+            "mean",
+        ),
+        (
+            "checkerboard",
+            "[data]\ntype = \"checkerboard\"\nn = 256\n".into(),
+            vec![
+                "network.preset=mlp-small".into(),
+                "eval.n_samples=64".into(),
+            ],
+            "on_board_fraction",
+        ),
+        (
+            "mixture",
+            "[data]\ntype = \"mixture\"\nn = 256\n".into(),
+            vec![
+                "diffusion.type=flow".into(),
+                "eval.n_samples=64".into(),
+                "network.preset=mlp-small".into(),
+            ],
+            "components",
+        ),
+    ];
+    for (name, data, sets, key) in cases {
+        let mut all: Vec<&str> = Vec::new();
+        if !sets
+            .iter()
+            .any(|s| s.starts_with("network.preset=mlp") || s.contains("mixture"))
+        {
+            all.extend(unet);
+        }
+        all.push("eval.skip=false");
+        let refs: Vec<&str> = sets.iter().map(String::as_str).collect();
+        all.extend(refs);
+        let mut cfg = config_data(2, &data, &all);
+        cfg.training.checkpoint_every = 2;
+        let dir = root.path().join(name);
+        let t0 = std::time::Instant::now();
+        train(&cfg, &opts(&dir, false))?;
+        let t1 = t0.elapsed().as_secs_f64();
+        let rep = tweedie_train::eval::evaluate_run(&dir, Some(&cfg), None)?;
+        eprintln!(
+            "{name}: train {t1:.1} s, eval {:.1} s",
+            t0.elapsed().as_secs_f64() - t1
+        );
+        assert!(
+            rep.json["metrics"].get(key).is_some(),
+            "{name}: no `{key}` in {}",
+            rep.json["metrics"]
+        );
+        for f in [files::REPORT, files::EVAL, files::SAMPLES, "samples.npy"] {
+            assert!(dir.join(f).is_file(), "{name}: {f} missing");
         }
     }
     Ok(())
