@@ -324,7 +324,7 @@ pub fn run(args: Args) -> Result<()> {
     for preset in &args.mixtures {
         let mixture = bench_mixture(preset)?;
         let dim = mixture.dim();
-        let name = format!("{preset} ({dim}-D, K = {})", mixture.n_components());
+        let name = format!("{preset} ({dim}-D; K = {})", mixture.n_components());
         let n = if dim <= 2 {
             settings.samples_2d
         } else {
