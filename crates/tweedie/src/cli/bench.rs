@@ -1080,3 +1080,49 @@ fn render_markdown(
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quick_run_writes_tables_and_plot_and_errors_shrink_with_nfe() {
+        let out = std::env::temp_dir().join(format!("tweedie-bench-test-{}", std::process::id()));
+        let args = Args {
+            out: out.clone(),
+            quick: true,
+            nfe: Some(vec![10, 40]),
+            samples: Some(64),
+            mixtures: vec!["gmm2d".into()],
+            seed: 1,
+            no_python: true,
+            no_install: true,
+            python: None,
+            model: None,
+            model_samples: None,
+        };
+        run(args).unwrap();
+        let csv = std::fs::read_to_string(out.join("bench.csv")).unwrap();
+        let md = std::fs::read_to_string(out.join("bench.md")).unwrap();
+        assert!(md.contains("Empirical convergence order"));
+        let png = image::open(out.join("error_vs_nfe.png")).unwrap();
+        assert!(png.width() > 600);
+        // Median error of each deterministic fixed-grid sampler: 40 NFE beats 10 NFE.
+        let med = |sampler: &str, budget: &str| -> f64 {
+            let line = csv
+                .lines()
+                .find(|l| l.contains(&format!(",tweedie,{sampler},{budget},")))
+                .unwrap_or_else(|| panic!("no row for {sampler} at {budget}"));
+            line.split(',').nth(7).unwrap().parse().unwrap()
+        };
+        for s in ["euler", "heun", "dpmpp_2s", "dpmpp_2m", "deis3"] {
+            assert!(
+                med(s, "40") < med(s, "10"),
+                "{s}: {} vs {}",
+                med(s, "40"),
+                med(s, "10")
+            );
+        }
+        std::fs::remove_dir_all(&out).unwrap();
+    }
+}
