@@ -10,6 +10,7 @@ mod bench;
 mod consistency;
 mod eval;
 mod info;
+mod model;
 mod nets;
 mod sample;
 mod schedule;

@@ -1,19 +1,26 @@
 //! `tweedie sample`: draw samples from an analytic Gaussian mixture (built-in preset or TOML
-//! file) with any sampler, unconditionally or given a measurement y = A·x₀ + n.
+//! file) with any sampler, unconditionally or given a measurement y = A·x₀ + n, or from a
+//! trained network checkpoint (`.safetensors`), optionally class-conditional with
+//! classifier-free guidance.
 //!
-//! Output is a `.npy` array [n, D] (f64), written atomically. Sample i depends on (seed, i) only.
+//! Output is a `.npy` array [n, D] (f64), written atomically, plus a PNG grid next to it for
+//! image-shaped checkpoint samples. Sample i depends on (seed, i) only.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use ndarray::{Array1, Array2, ArrayD, IxDyn};
 use ndarray_npy::{ReadNpyExt, WriteNpyExt};
+use tch::{Kind, Tensor};
 use tweedie::core::mixture::{preset, GaussianMixture, PRESETS};
+use tweedie::core::space::TchTensor;
 use tweedie::core::{ProcessKind, Timer, TimerKind};
+use tweedie::nets::NetModel;
 use tweedie::samplers::{
-    Blur, CondDenoiser, Denoiser, Downsample, ForwardModel, Guidance, Init, Mask, MatrixOp,
-    MixtureModel, SamplerKind, SamplerSpec,
+    Blur, Cfg, CondDenoiser, Denoiser, Downsample, ForwardModel, Guidance, Init, Mask, MatrixOp,
+    MixtureModel, Model, SamplerKind, SamplerSpec, State,
 };
+use tweedie::train::plot::write_image_grid;
 
 /// `tweedie sample --model gmm2d --sampler heun --steps 18 --n 1000 --seed 0 --out x.npy`
 #[derive(Debug, clap::Args)]
@@ -22,10 +29,12 @@ use tweedie::samplers::{
     tweedie sample --model mix.toml --sampler edm_stochastic --churn 40 --steps 40 --n 500 --out x.npy\n  \
     tweedie sample --model gmm2d --sampler ddim --eta 0.5 --process vp --timer vp_linear --steps 50 --n 100 --out x.npy\n  \
     tweedie sample --model gmm2d --sampler heun --steps 32 --n 1000 --out post.npy \\\n      \
-    --operator mask --observe 0 --y y.npy --noise-std 0.1 --guidance tmp")]
+    --operator mask --observe 0 --y y.npy --noise-std 0.1 --guidance tmp\n  \
+    tweedie sample --model runs/digits/model.safetensors --sampler heun --steps 18 --n 64 --class 3 --cfg 1.5 --out x.npy")]
 pub struct Args {
-    /// Model: a built-in mixture preset (gmm2d, gmm64d) or a mixture TOML file
-    /// (`weights = [...]`, `means = [[...]]`, `covs = [[[...]]]`).
+    /// Model: a built-in mixture preset (gmm2d, gmm64d), a mixture TOML file
+    /// (`weights = [...]`, `means = [[...]]`, `covs = [[[...]]]`) or a network checkpoint
+    /// (`.safetensors`, as written by `tweedie train`).
     #[arg(long)]
     pub model: String,
     /// Sampler name (see --help of `SamplerKind`): euler, heun, edm_stochastic, euler_ancestral,
@@ -91,6 +100,15 @@ pub struct Args {
     pub blur_width: f64,
     #[arg(long, default_value_t = 2)]
     pub blur_radius: usize,
+    /// Device for network checkpoints: auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Class to sample from a class-conditional checkpoint (default: unconditional).
+    #[arg(long)]
+    pub class: Option<usize>,
+    /// Classifier-free guidance weight w ≥ 0 with --class: D_w = (1+w)·D(x; σ, c) − w·D(x; σ).
+    #[arg(long)]
+    pub cfg: Option<f64>,
 }
 
 fn load_mixture(spec: &str) -> Result<GaussianMixture> {
@@ -101,7 +119,7 @@ fn load_mixture(spec: &str) -> Result<GaussianMixture> {
     }
     preset(spec).with_context(|| {
         format!(
-            "--model {spec}: not a file; built-in mixtures: {} (network checkpoints: not yet)",
+            "--model {spec}: not a file; built-in mixtures: {} (or a network checkpoint .safetensors)",
             PRESETS.join(", ")
         )
     })
@@ -203,6 +221,12 @@ pub fn run(args: Args) -> Result<()> {
     if args.n == 0 {
         bail!("--n 0: need at least one sample");
     }
+    if super::model::is_checkpoint(&args.model) {
+        return run_checkpoint(&args);
+    }
+    if args.class.is_some() || args.cfg.is_some() {
+        bail!("--class and --cfg apply to class-conditional network checkpoints, not mixtures");
+    }
     let mix = load_mixture(&args.model)?;
     let model = MixtureModel::try_from(&mix).context("mixture")?;
     let dim = model.dim();
@@ -282,6 +306,125 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
+/// The PNG written next to `out` (`x.npy` → `x.png`).
+fn png_path(out: &Path) -> PathBuf {
+    out.with_extension("png")
+}
+
+/// Samples a network checkpoint: the same samplers on libtorch tensors (f32) on `--device`.
+fn run_checkpoint(args: &Args) -> Result<()> {
+    for (set, flag) in [
+        (
+            args.operator.is_some() || args.y.is_some(),
+            "--operator/--y",
+        ),
+        (args.gaussian_start, "--gaussian-start"),
+    ] {
+        if set {
+            bail!("{flag} is not supported with a network checkpoint (mixtures only)");
+        }
+    }
+    let device = super::model::device(&args.device)?;
+    let path = Path::new(&args.model);
+    let loaded = super::model::load(path, device)?;
+    let label_dim = loaded.config.net.label_dim();
+    let shape: Vec<usize> = loaded
+        .config
+        .net
+        .sample_shape()
+        .iter()
+        .map(|&d| d.max(0) as usize)
+        .collect();
+    let dim: usize = shape.iter().product();
+    let net = NetModel::new(loaded.denoiser, label_dim);
+    let model: Box<dyn Model<TchTensor>> = match (args.class, args.cfg) {
+        (Some(c), _) if label_dim == 0 => {
+            bail!("--class {c}: {} is unconditional", path.display())
+        }
+        (Some(c), _) if c >= label_dim => {
+            bail!("--class {c}: {} has classes 0..{label_dim}", path.display())
+        }
+        (None, Some(_)) => bail!("--cfg needs --class"),
+        (Some(c), Some(w)) => {
+            if !(w.is_finite() && w >= 0.0) {
+                bail!("--cfg {w}: need a finite weight ≥ 0");
+            }
+            Box::new(Cfg {
+                model: net,
+                class: c,
+                w,
+            })
+        }
+        (c, None) => Box::new(net.with_class(c)),
+    };
+    let spec = sampler_kind(args)?;
+    let pk: ProcessKind = from_type("process", &args.process)?;
+    pk.validate()
+        .with_context(|| format!("--process {}", args.process))?;
+    let process = pk.try_build()?;
+    let timer: TimerKind = from_type("timer", &args.timer)?;
+    let grid = timer
+        .grid(process.as_ref(), spec.steps)
+        .with_context(|| format!("--timer {}", args.timer))?;
+    let mut full: Vec<i64> = vec![args.n as i64];
+    full.extend(shape.iter().map(|&d| d as i64));
+    let init = match &args.latents {
+        Some(p) => {
+            let l = read_npy2(p)?;
+            if l.shape() != [args.n, dim] {
+                bail!(
+                    "--latents {}: shape {:?}, expected [{}, {dim}] (--n × sample size {shape:?})",
+                    p.display(),
+                    l.shape(),
+                    args.n
+                );
+            }
+            let v: Vec<f32> = l.iter().map(|&v| v as f32).collect();
+            let t = Tensor::f_from_slice(&v)?
+                .f_reshape(full.as_slice())?
+                .to_device(device);
+            Init::Latents(TchTensor(t))
+        }
+        None => Init::Noise(TchTensor(Tensor::zeros(
+            full.as_slice(),
+            (Kind::Float, device),
+        ))),
+    };
+    let out = tch::no_grad(|| -> Result<_> {
+        Ok(
+            Denoiser::new(process.as_ref(), grid, spec.kind.clone(), model.as_ref())?
+                .seed(args.seed)
+                .run(init, None)?,
+        )
+    })?;
+    let x = out.samples.to_rows();
+    if x.shape() != [args.n, dim] || x.iter().any(|v| !v.is_finite()) {
+        bail!(
+            "sampling produced {} non-finite values (shape {:?})",
+            x.iter().filter(|v| !v.is_finite()).count(),
+            x.shape()
+        );
+    }
+    write_npy_atomic(&args.out, &x)?;
+    let mut wrote = args.out.display().to_string();
+    if matches!(shape.as_slice(), [1 | 3, _, _]) {
+        let png = png_path(&args.out);
+        let xf = x.mapv(|v| v as f32);
+        write_image_grid(&png, xf.view(), &shape)
+            .with_context(|| format!("writing {}", png.display()))?;
+        wrote = format!("{wrote}, {}", png.display());
+    }
+    eprintln!(
+        "{} samples of shape {shape:?} from {} on {device:?} with {} ({} steps, NFE {}) → {wrote}",
+        args.n,
+        path.display(),
+        spec.kind.name(),
+        spec.steps,
+        out.nfe,
+    );
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -338,6 +481,116 @@ mod tests {
         let x = read_npy2(&out).unwrap();
         assert_eq!(x.shape(), &[50, 2]);
         assert!(x.iter().all(|v| v.is_finite()));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    fn save_tiny(dir: &Path, preset: &str, label_dim: usize) -> PathBuf {
+        use std::collections::BTreeMap;
+        use tweedie::core::Precond;
+        use tweedie::nets::{save_checkpoint, ModelConfig, NetConfig, Wrapper};
+        let mut net = NetConfig::preset(preset).unwrap();
+        if let NetConfig::Unet(u) = &mut net {
+            u.label_dim = label_dim;
+        }
+        let cfg = ModelConfig {
+            net,
+            wrapper: Wrapper::Precond(Precond::edm()),
+        };
+        let (vs, _) = cfg.build(tch::Device::Cpu).unwrap();
+        let path = dir.join(format!("{preset}-{label_dim}.safetensors"));
+        save_checkpoint(&path, &vs, &cfg, &BTreeMap::new()).unwrap();
+        path
+    }
+
+    fn ckpt_args(model: &Path, out: &Path, extra: &[&str]) -> Args {
+        let mut v = vec![
+            "t",
+            "--model",
+            model.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--n",
+            "4",
+            "--sampler",
+            "euler",
+            "--steps",
+            "3",
+        ];
+        v.extend_from_slice(extra);
+        T::parse_from(v).a
+    }
+
+    #[test]
+    fn samples_an_untrained_checkpoint_to_npy_and_png() {
+        let dir = std::env::temp_dir().join(format!("tweedie-sample-ckpt-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("x.npy");
+        let unet = save_tiny(&dir, "ddpmpp-tiny", 0);
+        run(ckpt_args(&unet, &out, &[])).unwrap();
+        let x = read_npy2(&out).unwrap();
+        assert_eq!(x.shape(), &[4, 64]);
+        assert!(x.iter().all(|v| v.is_finite()));
+        // Euler from σ = 80 with an untrained network: the samples are far from the x_T = 0
+        // template, so a run that silently skipped sampling would fail here.
+        assert!(x.iter().any(|v| v.abs() > 1e-3));
+        let png = image::open(png_path(&out)).unwrap();
+        assert!(png.width() >= 2 * 32 && png.height() >= 2 * 32);
+        // Same seed, same samples; another seed, other samples.
+        let again = dir.join("y.npy");
+        run(ckpt_args(&unet, &again, &[])).unwrap();
+        assert_eq!(read_npy2(&again).unwrap(), x);
+        run(ckpt_args(&unet, &again, &["--seed", "1"])).unwrap();
+        assert_ne!(read_npy2(&again).unwrap(), x);
+
+        let cond = save_tiny(&dir, "ddpmpp-tiny", 3);
+        run(ckpt_args(&cond, &out, &["--class", "2", "--cfg", "1.5"])).unwrap();
+        let x = read_npy2(&out).unwrap();
+        assert_eq!(x.shape(), &[4, 64]);
+        assert!(x.iter().all(|v| v.is_finite()));
+        let e = format!(
+            "{:#}",
+            run(ckpt_args(&cond, &out, &["--class", "3"])).unwrap_err()
+        );
+        assert!(e.contains("0..3"), "{e}");
+        let e = format!(
+            "{:#}",
+            run(ckpt_args(&unet, &out, &["--class", "0"])).unwrap_err()
+        );
+        assert!(e.contains("unconditional"), "{e}");
+
+        let mlp = save_tiny(&dir, "mlp-2d", 0);
+        run(ckpt_args(&mlp, &out, &[])).unwrap();
+        let x = read_npy2(&out).unwrap();
+        assert_eq!(x.shape(), &[4, 2]);
+        assert!(x.iter().all(|v| v.is_finite()));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn missing_or_corrupt_checkpoints_are_named() {
+        let dir = std::env::temp_dir().join(format!("tweedie-sample-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("x.npy");
+        let bad = dir.join("bad.safetensors");
+        std::fs::write(&bad, b"definitely not safetensors").unwrap();
+        let e = format!("{:#}", run(ckpt_args(&bad, &out, &[])).unwrap_err());
+        assert!(
+            e.contains("bad.safetensors") && e.contains("corrupt"),
+            "{e}"
+        );
+        let missing = dir.join("missing.safetensors");
+        let e = format!("{:#}", run(ckpt_args(&missing, &out, &[])).unwrap_err());
+        assert!(
+            e.contains("missing.safetensors") && e.contains("not found"),
+            "{e}"
+        );
+        let mut a = ckpt_args(&missing, &out, &[]);
+        a.device = "tpu".into();
+        let e = format!("{:#}", run(a).unwrap_err());
+        assert!(e.contains("tpu"), "{e}");
+        assert!(!out.exists());
         std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -7,10 +7,10 @@
 use std::path::Path;
 use std::sync::Mutex;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use ndarray::Array2;
 use tch::{Device, Kind, Tensor};
-use tweedie::nets::{load_checkpoint, PrecondDenoiser};
+use tweedie::nets::PrecondDenoiser;
 use tweedie::samplers::{Model, SamplerError};
 
 /// A checkpoint's denoiser D(x̃; σ̃) evaluated in f32 on the CPU, rows `[B, C·H·W]` in f64.
@@ -23,8 +23,7 @@ pub struct NetModel {
 impl NetModel {
     /// Loads `path` (a tweedie checkpoint with its config in the metadata).
     pub fn load(path: &Path) -> Result<Self> {
-        let loaded = load_checkpoint(path, Device::Cpu)
-            .with_context(|| format!("loading {}", path.display()))?;
+        let loaded = crate::cli::model::load(path, Device::Cpu)?;
         if loaded.config.net.label_dim() > 0 {
             bail!(
                 "{}: class-conditional checkpoints are not benchmarked (no class to condition on)",
