@@ -557,6 +557,10 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
             &config_text,
         )
     };
+    if resumed.is_none() {
+        // A fresh run has a checkpoint from the start, so "the last good checkpoint" always exists.
+        save(&live, 0)?;
+    }
     let began = Instant::now();
     let (mut acc, mut acc_n, mut last_loss) = (0.0f64, 0u64, f64::NAN);
     let mut last_log = Instant::now();

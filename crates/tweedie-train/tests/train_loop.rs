@@ -170,6 +170,22 @@ fn a_diverging_run_stops_and_keeps_the_last_good_checkpoint() -> Result<(), Trai
     // The kept state is the good one: it reads back (finite tensors) at step last_good.
     let st = read_state(&dir.join(STATE_FILE))?;
     assert_eq!(st.step, last_good);
+    // Divergence on the very first step still leaves the initial checkpoint.
+    let dir0 = root.path().join("nan0");
+    let cfg0 = config(
+        4,
+        &[
+            "training.lr=1e30",
+            "training.warmup_steps=0",
+            "training.checkpoint_every=10",
+        ],
+    );
+    let e = train(&cfg0, &opts(&dir0, false)).unwrap_err();
+    assert!(
+        matches!(e, TrainError::NonFinite { last_good: 0, .. }),
+        "{e}"
+    );
+    assert_eq!(read_state(&dir0.join(STATE_FILE))?.step, 0);
     Ok(())
 }
 
