@@ -93,7 +93,7 @@ mixture_test!(
     48
 );
 mixture_test!(euler_maruyama_2d_64d, SamplerKind::EulerMaruyama, 256, 256);
-mixture_test!(deis3_2d_64d, SamplerKind::Deis3, 24, 24);
+mixture_test!(deis3_2d_64d, SamplerKind::Deis3, 18, 18);
 
 #[test]
 fn adaptive_2d_64d_reports_nfe() {
