@@ -84,7 +84,7 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
     step("cargo test --profile dev --workspace");
     let mut args = vec!["test", "--profile", "dev", "--workspace"];
     args.extend(extra.iter().map(String::as_str));
-    cargo(root, &args)?;
+    let workspace = run::cargo_test(root, &args)?;
 
     // The math crates must never pull in libtorch: a user who only wants schedules or
     // samplers does not pay for it. Check the dependency graph, then build and test
@@ -112,7 +112,7 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
     {
         bail!("tweedie-core / tweedie-samplers depend on libtorch by default: `{line}`");
     }
-    cargo(
+    let math_alone = run::cargo_test(
         root,
         &[
             "test",
@@ -124,7 +124,13 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
             "tweedie-samplers",
         ],
     )?;
-    println!("xtask: all tests passed");
+    // One closing line for people and CI: the sum of both runs (the math crates' tests
+    // run twice, with and without libtorch in the build).
+    let all = workspace.plus(math_alone);
+    println!(
+        "tests: {} passed, {} failed, {} skipped",
+        all.passed, all.failed, all.ignored
+    );
     Ok(())
 }
 

@@ -36,6 +36,74 @@ pub fn cargo(root: &Path, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Test counts summed over the `test result:` lines of `cargo test`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TestCounts {
+    pub passed: u64,
+    pub failed: u64,
+    pub ignored: u64,
+}
+
+impl TestCounts {
+    /// Adds the counts of one libtest summary line
+    /// (`test result: ok. 3 passed; 0 failed; 1 ignored; …`); other lines add nothing.
+    pub fn add_line(&mut self, line: &str) {
+        let Some(rest) = line.trim().strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(what), Some(n)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(n) = n.parse::<u64>() else { continue };
+            match what {
+                "passed" => self.passed += n,
+                "failed" => self.failed += n,
+                "ignored" => self.ignored += n,
+                _ => {}
+            }
+        }
+    }
+
+    /// Sums two counts.
+    pub fn plus(self, other: TestCounts) -> TestCounts {
+        TestCounts {
+            passed: self.passed + other.passed,
+            failed: self.failed + other.failed,
+            ignored: self.ignored + other.ignored,
+        }
+    }
+}
+
+/// Runs `cargo test …`, echoing its output as it comes, and sums its test counts.
+pub fn cargo_test(root: &Path, args: &[&str]) -> Result<TestCounts> {
+    let mut child = cargo_command(root)
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("cannot start cargo")?;
+    let mut counts = TestCounts::default();
+    if let Some(stdout) = child.stdout.take() {
+        let mut out = std::io::stdout();
+        for line in BufReader::new(stdout).lines() {
+            let line = line.context("reading cargo test output")?;
+            counts.add_line(&line);
+            let _ = writeln!(out, "{line}");
+        }
+    }
+    let status = child.wait().context("waiting for cargo test")?;
+    if !status.success() {
+        bail!(
+            "`cargo {}` failed ({status}): {} passed, {} failed",
+            args.join(" "),
+            counts.passed,
+            counts.failed
+        );
+    }
+    Ok(counts)
+}
+
 /// Runs `cargo <args>` and returns its stdout; stderr is shown.
 pub fn cargo_output(root: &Path, args: &[&str]) -> Result<String> {
     let out = cargo_command(root)
@@ -170,4 +238,27 @@ pub fn logged(
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TestCounts;
+
+    #[test]
+    fn sums_libtest_summaries() {
+        let mut c = TestCounts::default();
+        c.add_line("test result: ok. 44 passed; 0 failed; 2 ignored; 0 measured; 0 filtered out; finished in 2.85s");
+        c.add_line("running 3 tests");
+        c.add_line(
+            "test result: FAILED. 1 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out",
+        );
+        assert_eq!(
+            c,
+            TestCounts {
+                passed: 45,
+                failed: 2,
+                ignored: 2
+            }
+        );
+    }
 }
