@@ -689,6 +689,24 @@ pub fn iddpm_u_grid(c1: f64, c2: f64, m: usize) -> Vec<f64> {
     u
 }
 
+/// [`iddpm_u_grid`], computed once per (C₁, C₂, M) and shared: training draws one u_j per sample,
+/// and recomputing the M-step recursion for each draw made iDDPM training twice as slow.
+pub fn iddpm_u_grid_shared(c1: f64, c2: f64, m: usize) -> std::sync::Arc<[f64]> {
+    use std::sync::{Arc, Mutex, OnceLock};
+    type Key = (u64, u64, usize);
+    static CACHE: OnceLock<Mutex<Vec<(Key, Arc<[f64]>)>>> = OnceLock::new();
+    let key = (c1.to_bits(), c2.to_bits(), m);
+    let cache = CACHE.get_or_init(|| Mutex::new(Vec::new()));
+    // A poisoned lock only means another thread panicked mid-push; the entries are still valid.
+    let mut grids = cache.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, g)) = grids.iter().find(|(k, _)| *k == key) {
+        return g.clone();
+    }
+    let g: Arc<[f64]> = iddpm_u_grid(c1, c2, m).into();
+    grids.push((key, g.clone()));
+    g
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

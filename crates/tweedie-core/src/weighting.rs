@@ -7,7 +7,7 @@
 
 use crate::error::{check_lt, check_pos, CoreError, Result};
 use crate::param::Param;
-use crate::process::{iddpm_u_grid, Process};
+use crate::process::{iddpm_u_grid_shared, Process};
 
 /// Which draw a density consumes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,7 +201,7 @@ impl NoiseDensity {
             }
             NoiseDensity::IddpmIndex { c1, c2, m } => {
                 let j = ((u * *m as f64).floor() as usize).min(m - 1);
-                from_sigma(iddpm_u_grid(*c1, *c2, *m)[j])
+                from_sigma(iddpm_u_grid_shared(*c1, *c2, *m)[j])
             }
             NoiseDensity::FlowUniform => from_t(u),
             NoiseDensity::FlowLogitNormal { mean, std } => {
@@ -275,7 +275,7 @@ impl LossWeight {
 mod tests {
     use super::*;
     use crate::precond::Precond;
-    use crate::process::ProcessKind;
+    use crate::process::{iddpm_u_grid, ProcessKind};
     use approx::assert_relative_eq;
 
     #[test]
@@ -331,6 +331,13 @@ mod tests {
         };
         assert_eq!(id.sample(edm.as_ref(), 0.0).sigma_tilde, u[0]);
         assert_eq!(id.sample(edm.as_ref(), 0.9999).sigma_tilde, u[999]);
+        // The shared grid is the same values, computed once.
+        let shared = iddpm_u_grid_shared(0.001, 0.008, 1000);
+        assert_eq!(&shared[..], &u[..]);
+        assert!(std::sync::Arc::ptr_eq(
+            &shared,
+            &iddpm_u_grid_shared(0.001, 0.008, 1000)
+        ));
     }
 
     #[test]
