@@ -286,7 +286,7 @@ pub struct EvalConfig {
     /// Samples per sampler batch.
     #[serde(default = "d::eval_batch")]
     pub batch_size: usize,
-    /// σ̃ at which the trained denoiser is compared with the exact one (fields, mixture).
+    /// σ̃ at which the trained denoiser is compared with a reference on held-out data.
     #[serde(default = "d::eval_sigmas")]
     pub denoiser_sigmas: Vec<f64>,
     /// Skip evaluation at the end of training.
@@ -373,9 +373,15 @@ pub fn apply_set(table: &mut toml::Table, assignment: &str) -> Result<()> {
 fn section<T: serde::de::DeserializeOwned>(raw: &mut toml::Table, name: &str) -> Result<Option<T>> {
     match raw.remove(name) {
         None => Ok(None),
-        Some(v) => T::deserialize(v)
-            .map(Some)
-            .map_err(|e| TrainError::Config(format!("[{name}]: {}", e.message()))),
+        Some(v) => serde_path_to_error::deserialize(v).map(Some).map_err(|e| {
+            let path = e.path().to_string();
+            let msg = e.into_inner().message().to_string();
+            TrainError::Config(if path == "." {
+                format!("[{name}]: {msg}")
+            } else {
+                format!("[{name}] {path}: {msg}")
+            })
+        }),
     }
 }
 
@@ -662,6 +668,9 @@ mod tests {
         assert!(e.contains("[training]") && e.contains("lrr"), "{e}");
         let e = err(MIN, &["training.lr=-1"]);
         assert!(e.contains("training.lr") && e.contains("-1"), "{e}");
+        // A value of the wrong type names its key, not only the section.
+        let e = err(MIN, &["training.steps=abc"]);
+        assert!(e.contains("[training] steps") && e.contains("abc"), "{e}");
         let e = err(MIN, &["training.batch_size=0"]);
         assert!(e.contains("training.batch_size"), "{e}");
         let e = err(MIN, &["trainin.lr=1"]);
