@@ -4,6 +4,7 @@ pub mod checkpoint;
 pub mod classifier;
 pub mod config;
 pub mod data;
+pub mod denoising;
 pub mod error;
 pub mod eval;
 pub mod fft;

@@ -343,7 +343,7 @@ fn each_data_kind_trains_samples_and_evaluates() -> Result<(), TrainError> {
             "fields",
             "[data]\ntype = \"fields\"\nsize = 8\nn = 64\nheld_out = 16\n".into(),
             vec![],
-            "denoiser",
+            "denoising",
         ),
         (
             "png",
