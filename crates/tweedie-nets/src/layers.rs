@@ -46,6 +46,47 @@ impl Linear {
     }
 }
 
+/// Class-label term of the mapping network: `map_label(y·√C)` for one-hot (or soft) labels y,
+/// as SongUNet adds it to the noise embedding. Missing labels mean "unconditional" (y = 0), and
+/// in training each row's labels are dropped to 0 with probability `dropout`, which is what
+/// classifier-free guidance needs.
+#[derive(Debug)]
+pub(crate) struct LabelEmbedding {
+    map_label: Linear,
+    dim: i64,
+    dropout: f64,
+}
+
+impl LabelEmbedding {
+    /// `None` for unconditional networks (`label_dim` = 0); the weights live under `p/map_label`.
+    pub(crate) fn new(
+        p: &nn::Path,
+        label_dim: usize,
+        channels: usize,
+        dropout: f64,
+    ) -> Option<Self> {
+        (label_dim > 0).then(|| LabelEmbedding {
+            map_label: Linear::new(&(p / "map_label"), label_dim, channels, true, 1.0),
+            dim: label_dim as i64,
+            dropout,
+        })
+    }
+
+    /// The term [B, channels] for `batch` rows, in `like`'s kind and device.
+    pub(crate) fn forward(&self, labels: Option<&Tensor>, like: &Tensor, train: bool) -> Tensor {
+        let batch = like.size()[0];
+        let mut y = match labels {
+            Some(y) => y.to_kind(like.kind()).reshape([-1, self.dim]),
+            None => Tensor::zeros([batch, self.dim], (like.kind(), like.device())),
+        };
+        if train && self.dropout > 0.0 {
+            let keep = Tensor::rand([batch, 1], (Kind::Float, like.device())).ge(self.dropout);
+            y = y * keep.to_kind(like.kind());
+        }
+        self.map_label.forward(&(y * (self.dim as f64).sqrt()))
+    }
+}
+
 /// GroupNorm with the reference's group count min(32, C/4) (Wu & He 2018).
 #[derive(Debug)]
 pub(crate) struct GroupNorm {

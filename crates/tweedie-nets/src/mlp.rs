@@ -1,10 +1,10 @@
 //! Residual MLP denoiser backbone for low-dimensional data, with the U-Net's noise embedding.
 
-use tch::{nn, Kind, Tensor};
+use tch::{nn, Tensor};
 
 use crate::config::MlpConfig;
 use crate::error::Result;
-use crate::layers::{Linear, NoiseEmbedding, INIT_ZERO};
+use crate::layers::{LabelEmbedding, Linear, NoiseEmbedding, INIT_ZERO};
 use crate::network::Network;
 
 #[derive(Debug)]
@@ -20,7 +20,7 @@ struct Block {
 pub struct Mlp {
     cfg: MlpConfig,
     map_noise: NoiseEmbedding,
-    map_label: Option<Linear>,
+    map_label: Option<LabelEmbedding>,
     map_layer0: Linear,
     map_layer1: Linear,
     in_proj: Linear,
@@ -47,8 +47,7 @@ impl Mlp {
         Ok(Mlp {
             cfg: cfg.clone(),
             map_noise: NoiseEmbedding::new(&(p / "map_noise"), cfg.embedding, n),
-            map_label: (cfg.label_dim > 0)
-                .then(|| Linear::new(&(p / "map_label"), cfg.label_dim, n, true, 1.0)),
+            map_label: LabelEmbedding::new(p, cfg.label_dim, n, cfg.label_dropout),
             map_layer0: Linear::new(&(p / "map_layer0"), n, e, true, 1.0),
             map_layer1: Linear::new(&(p / "map_layer1"), e, e, true, 1.0),
             in_proj: Linear::new(&(p / "in_proj"), cfg.dim, h, true, 1.0),
@@ -77,17 +76,7 @@ impl Network for Mlp {
         let x2 = x.reshape([batch, -1]);
         let mut emb = self.map_noise.forward(c_noise).to_kind(x.kind());
         if let Some(map_label) = &self.map_label {
-            let dim = self.cfg.label_dim as i64;
-            let mut y = match class_labels {
-                Some(y) => y.to_kind(x.kind()).reshape([-1, dim]),
-                None => Tensor::zeros([batch, dim], (x.kind(), x.device())),
-            };
-            if train && self.cfg.label_dropout > 0.0 {
-                let keep =
-                    Tensor::rand([batch, 1], (Kind::Float, x.device())).ge(self.cfg.label_dropout);
-                y = y * keep.to_kind(x.kind());
-            }
-            emb = emb + map_label.forward(&(y * (dim as f64).sqrt()));
+            emb = emb + map_label.forward(class_labels, x, train);
         }
         let emb = self
             .map_layer1

@@ -1,12 +1,13 @@
 //! SongUNet: DDPM++ and NCSN++ (Song et al. 2021) as configured by Karras et al. 2022,
 //! with variables named exactly like the reference state_dict (`enc.32x32_block0.conv0.weight`, …).
 
-use tch::{nn, Kind, Tensor};
+use tch::{nn, Tensor};
 
 use crate::config::{DecoderType, EncoderType, UnetConfig};
 use crate::error::Result;
 use crate::layers::{
-    BlockOpts, Conv2d, ConvOpts, GroupNorm, Linear, NoiseEmbedding, Resample, UNetBlock, INIT_ZERO,
+    BlockOpts, Conv2d, ConvOpts, GroupNorm, LabelEmbedding, Linear, NoiseEmbedding, Resample,
+    UNetBlock, INIT_ZERO,
 };
 use crate::network::Network;
 
@@ -32,7 +33,7 @@ enum Dec {
 pub struct SongUnet {
     cfg: UnetConfig,
     map_noise: NoiseEmbedding,
-    map_label: Option<Linear>,
+    map_label: Option<LabelEmbedding>,
     map_augment: Option<Linear>,
     map_layer0: Linear,
     map_layer1: Linear,
@@ -62,8 +63,7 @@ impl SongUnet {
         };
 
         let map_noise = NoiseEmbedding::new(&(p / "map_noise"), cfg.embedding, noise_channels);
-        let map_label = (cfg.label_dim > 0)
-            .then(|| Linear::new(&(p / "map_label"), cfg.label_dim, noise_channels, true, 1.0));
+        let map_label = LabelEmbedding::new(p, cfg.label_dim, noise_channels, cfg.label_dropout);
         let map_augment = (cfg.augment_dim > 0).then(|| {
             Linear::new(
                 &(p / "map_augment"),
@@ -251,20 +251,9 @@ impl Network for SongUnet {
         augment_labels: Option<&Tensor>,
         train: bool,
     ) -> Tensor {
-        let batch = x.size()[0];
         let mut emb = self.map_noise.forward(c_noise).to_kind(x.kind());
         if let Some(map_label) = &self.map_label {
-            let dim = self.cfg.label_dim as i64;
-            let mut y = match class_labels {
-                Some(y) => y.to_kind(x.kind()).reshape([-1, dim]),
-                None => Tensor::zeros([batch, dim], (x.kind(), x.device())),
-            };
-            if train && self.cfg.label_dropout > 0.0 {
-                let keep =
-                    Tensor::rand([batch, 1], (Kind::Float, x.device())).ge(self.cfg.label_dropout);
-                y = y * keep.to_kind(x.kind());
-            }
-            emb = emb + map_label.forward(&(y * (dim as f64).sqrt()));
+            emb = emb + map_label.forward(class_labels, x, train);
         }
         if let (Some(m), Some(a)) = (&self.map_augment, augment_labels) {
             emb = emb + m.forward(&a.to_kind(x.kind()));
