@@ -693,8 +693,8 @@ pub fn iddpm_u_grid(c1: f64, c2: f64, m: usize) -> Vec<f64> {
 /// and recomputing the M-step recursion for each draw made iDDPM training twice as slow.
 pub fn iddpm_u_grid_shared(c1: f64, c2: f64, m: usize) -> std::sync::Arc<[f64]> {
     use std::sync::{Arc, Mutex, OnceLock};
-    type Key = (u64, u64, usize);
-    static CACHE: OnceLock<Mutex<Vec<(Key, Arc<[f64]>)>>> = OnceLock::new();
+    type Entry = ((u64, u64, usize), Arc<[f64]>);
+    static CACHE: OnceLock<Mutex<Vec<Entry>>> = OnceLock::new();
     let key = (c1.to_bits(), c2.to_bits(), m);
     let cache = CACHE.get_or_init(|| Mutex::new(Vec::new()));
     // A poisoned lock only means another thread panicked mid-push; the entries are still valid.

@@ -35,7 +35,7 @@ pub enum Reference<'a> {
     /// The fields' Wiener filter (exact Bayes denoiser of a Gaussian field).
     Wiener(&'a FieldSpec),
     /// Bayes denoiser of the Gaussian fitted to the training data.
-    GaussianFit(GaussianMixture),
+    GaussianFit(Box<GaussianMixture>),
 }
 
 impl<'a> Reference<'a> {
@@ -44,7 +44,9 @@ impl<'a> Reference<'a> {
         Ok(match &data.truth {
             GroundTruth::Mixture(gm) => Reference::Mixture(gm),
             GroundTruth::Fields(spec) => Reference::Wiener(spec),
-            GroundTruth::None => Reference::GaussianFit(gaussian_fit(data.train.x.view())?),
+            GroundTruth::None => {
+                Reference::GaussianFit(Box::new(gaussian_fit(data.train.x.view())?))
+            }
         })
     }
 
@@ -200,7 +202,7 @@ mod tests {
             array![[[4.0, 0.0], [0.0, 0.25]]],
         )?;
         let x = gm.sample(200_000, 7).mapv(|v| v as f32);
-        let fit = Reference::GaussianFit(gaussian_fit(x.view())?);
+        let fit = Reference::GaussianFit(Box::new(gaussian_fit(x.view())?));
         let d = fit.denoise(array![[3.0, 0.0]].view(), 0.5)?;
         // Per axis: μ + v/(v + σ̃²)(x̃ − μ): 1 + 4/4.25·2 and −2 + 0.25/0.5·2.
         let want = [1.0 + 4.0 / 4.25 * 2.0, -2.0 + 0.5 * 2.0];

@@ -14,7 +14,7 @@ use ndarray_npy::{ReadNpyExt, WriteNpyExt};
 use tch::{Kind, Tensor};
 use tweedie::core::mixture::{preset, GaussianMixture, PRESETS};
 use tweedie::core::space::TchTensor;
-use tweedie::core::{ProcessKind, Timer, TimerKind};
+use tweedie::core::{Process, ProcessKind, TimeGrid, Timer, TimerKind};
 use tweedie::nets::NetModel;
 use tweedie::samplers::{
     Blur, Cfg, CondDenoiser, Denoiser, Downsample, ForwardModel, Guidance, Init, Mask, MatrixOp,
@@ -231,28 +231,10 @@ pub fn run(args: Args) -> Result<()> {
     let model = MixtureModel::try_from(&mix).context("mixture")?;
     let dim = model.dim();
     let spec = sampler_kind(&args)?;
-    let pk: ProcessKind = from_type("process", &args.process)?;
-    pk.validate()
-        .with_context(|| format!("--process {}", args.process))?;
-    let process = pk.try_build()?;
-    let timer: TimerKind = from_type("timer", &args.timer)?;
-    let grid = timer
-        .grid(process.as_ref(), spec.steps)
-        .with_context(|| format!("--timer {}", args.timer))?;
+    let (process, grid) = process_and_grid(&args, spec.steps)?;
     let shape = IxDyn(&[args.n, dim]);
-    let init = match &args.latents {
-        Some(p) => {
-            let l = read_npy2(p)?;
-            if l.shape() != [args.n, dim] {
-                bail!(
-                    "--latents {}: shape {:?}, expected [{}, {dim}] (--n × mixture dimension)",
-                    p.display(),
-                    l.shape(),
-                    args.n
-                );
-            }
-            Init::Latents(l.into_dyn())
-        }
+    let init = match read_latents(&args, dim, "mixture dimension")? {
+        Some(l) => Init::Latents(l.into_dyn()),
         None if args.gaussian_start => Init::Noise(ArrayD::zeros(shape)),
         None => Init::Exact(ArrayD::zeros(shape)),
     };
@@ -311,6 +293,36 @@ fn png_path(out: &Path) -> PathBuf {
     out.with_extension("png")
 }
 
+/// The `--process` and its `--timer` grid of `steps` steps.
+fn process_and_grid(args: &Args, steps: usize) -> Result<(Box<dyn Process>, TimeGrid)> {
+    let pk: ProcessKind = from_type("process", &args.process)?;
+    pk.validate()
+        .with_context(|| format!("--process {}", args.process))?;
+    let process = pk.try_build()?;
+    let timer: TimerKind = from_type("timer", &args.timer)?;
+    let grid = timer
+        .grid(process.as_ref(), steps)
+        .with_context(|| format!("--timer {}", args.timer))?;
+    Ok((process, grid))
+}
+
+/// The `--latents` array, checked to be [n, dim] (`what` names dim in the error).
+fn read_latents(args: &Args, dim: usize, what: &str) -> Result<Option<Array2<f64>>> {
+    let Some(p) = &args.latents else {
+        return Ok(None);
+    };
+    let l = read_npy2(p)?;
+    if l.shape() != [args.n, dim] {
+        bail!(
+            "--latents {}: shape {:?}, expected [{}, {dim}] (--n × {what})",
+            p.display(),
+            l.shape(),
+            args.n
+        );
+    }
+    Ok(Some(l))
+}
+
 /// Samples a network checkpoint: the same samplers on libtorch tensors (f32) on `--device`.
 fn run_checkpoint(args: &Args) -> Result<()> {
     for (set, flag) in [
@@ -358,27 +370,11 @@ fn run_checkpoint(args: &Args) -> Result<()> {
         (c, None) => Box::new(net.with_class(c)),
     };
     let spec = sampler_kind(args)?;
-    let pk: ProcessKind = from_type("process", &args.process)?;
-    pk.validate()
-        .with_context(|| format!("--process {}", args.process))?;
-    let process = pk.try_build()?;
-    let timer: TimerKind = from_type("timer", &args.timer)?;
-    let grid = timer
-        .grid(process.as_ref(), spec.steps)
-        .with_context(|| format!("--timer {}", args.timer))?;
+    let (process, grid) = process_and_grid(args, spec.steps)?;
     let mut full: Vec<i64> = vec![args.n as i64];
     full.extend(shape.iter().map(|&d| d as i64));
-    let init = match &args.latents {
-        Some(p) => {
-            let l = read_npy2(p)?;
-            if l.shape() != [args.n, dim] {
-                bail!(
-                    "--latents {}: shape {:?}, expected [{}, {dim}] (--n × sample size {shape:?})",
-                    p.display(),
-                    l.shape(),
-                    args.n
-                );
-            }
+    let init = match read_latents(args, dim, &format!("sample size {shape:?}"))? {
+        Some(l) => {
             let v: Vec<f32> = l.iter().map(|&v| v as f32).collect();
             let t = Tensor::f_from_slice(&v)?
                 .f_reshape(full.as_slice())?
