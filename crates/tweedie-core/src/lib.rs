@@ -22,7 +22,7 @@ pub use error::{CoreError, Result};
 pub use mixture::{preset, GaussianMixture, MixtureSpec};
 pub use param::{convert, convert_coeffs, Affine, Param};
 pub use precond::{Precond, PrecondCoeffs};
-pub use process::{iddpm_u_grid, BetaSchedule, Process, ProcessKind};
+pub use process::{iddpm_u_grid, BetaSchedule, DdpmStep, Process, ProcessKind};
 pub use space::LinearSpace;
 pub use timer::{DdimSpacing, TimeGrid, Timer, TimerKind};
 pub use weighting::{Draw, LossWeight, NoiseDensity, NoiseLevel};

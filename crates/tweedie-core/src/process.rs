@@ -707,6 +707,81 @@ pub fn iddpm_u_grid_shared(c1: f64, c2: f64, m: usize) -> std::sync::Arc<[f64]> 
     g
 }
 
+/// One reverse step t → s (σ̃_s < σ̃_t) of a Gaussian chain x_t = α_t·x₀ + σ_t·ε, in process
+/// coordinates (Ho et al. 2020, eqs. 6–7, for any α and σ): the transition is
+/// x_t = (α_t/α_s)·x_s + √β·z with β = σ_t² − (α_t/α_s)²·σ_s² (for VP: β = 1 − ᾱ_t/ᾱ_s), and the
+/// posterior is q(x_s | x_t, x₀) = N(coef_x0·x₀ + coef_xt·x_t, β̃·I) with β̃ = σ_s²·β/σ_t².
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DdpmStep {
+    /// Variance β of the forward transition x_s → x_t.
+    pub beta: f64,
+    /// Posterior variance β̃ (0 when σ_s = 0).
+    pub beta_tilde: f64,
+    /// Posterior-mean weight on x₀: α_s·β/σ_t².
+    pub coef_x0: f64,
+    /// Posterior-mean weight on x_t: (α_t/α_s)·σ_s²/σ_t².
+    pub coef_xt: f64,
+}
+
+impl DdpmStep {
+    /// The step from (α_t, σ_t) to (α_s, σ_s); needs σ_t > 0.
+    pub fn new(alpha_t: f64, sigma_t: f64, alpha_s: f64, sigma_s: f64) -> Self {
+        let q = alpha_t / alpha_s;
+        let beta = (sigma_t * sigma_t - q * q * sigma_s * sigma_s).max(0.0);
+        let s2 = sigma_t * sigma_t;
+        DdpmStep {
+            beta,
+            beta_tilde: sigma_s * sigma_s * beta / s2,
+            coef_x0: alpha_s * beta / s2,
+            coef_xt: q * sigma_s * sigma_s / s2,
+        }
+    }
+
+    /// The step between EDM noise levels σ̃_t > σ̃_s ≥ 0 in VP coordinates x = √ᾱ·x̃,
+    /// ᾱ = 1/(1 + σ̃²): the chain of the iDDPM u-grid.
+    pub fn vp(sigma_tilde_t: f64, sigma_tilde_s: f64) -> Self {
+        let (a_t, a_s) = (Self::vp_alpha(sigma_tilde_t), Self::vp_alpha(sigma_tilde_s));
+        Self::new(a_t, sigma_tilde_t * a_t, a_s, sigma_tilde_s * a_s)
+    }
+
+    /// α = √ᾱ = 1/√(1 + σ̃²) of a VP process at EDM noise level σ̃ (x = α·x̃).
+    pub fn vp_alpha(sigma_tilde: f64) -> f64 {
+        1.0 / (1.0 + sigma_tilde * sigma_tilde).sqrt()
+    }
+
+    /// The learned log-variance of Nichol & Dhariwal 2021 (eq. 15), log σ² = v·log β +
+    /// (1 − v)·log β̃, as the line a + b·v: returns (a, b) = (log β̃, log β − log β̃), with
+    /// `log_beta_tilde` passed in so callers can use a clipped β̃ ([`iddpm_clipped_log_beta_tilde`]).
+    pub fn learned_log_variance(&self, log_beta_tilde: f64) -> (f64, f64) {
+        (log_beta_tilde, self.beta.ln() - log_beta_tilde)
+    }
+}
+
+/// The M reverse steps u_j → u_{j+1} (j = 0..M−1) of an iDDPM u-grid u_0 > … > u_M = 0.
+pub fn iddpm_steps(u: &[f64]) -> Vec<DdpmStep> {
+    u.windows(2).map(|w| DdpmStep::vp(w[0], w[1])).collect()
+}
+
+/// log β̃_j of [`iddpm_steps`] with the last step's β̃ = 0 (u_M = 0, the posterior is a point)
+/// replaced by the previous step's β̃_{M−2}, as the reference clips it
+/// (`posterior_log_variance_clipped` of openai/improved-diffusion), so that the learned
+/// log-variance stays finite on the last step. A single step falls back to its β.
+pub fn iddpm_clipped_log_beta_tilde(steps: &[DdpmStep]) -> Vec<f64> {
+    let n = steps.len();
+    (0..n)
+        .map(|j| {
+            let s = &steps[j];
+            if s.beta_tilde > 0.0 {
+                s.beta_tilde.ln()
+            } else if j > 0 && steps[j - 1].beta_tilde > 0.0 {
+                steps[j - 1].beta_tilde.ln()
+            } else {
+                s.beta.ln()
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -890,5 +965,32 @@ mod tests {
             toml::from_str("type = \"ddpm\"\nschedule = { type = \"cosine\" }").unwrap();
         assert_eq!(k, ProcessKind::ddpm_cosine());
         assert!(toml::from_str::<ProcessKind>("type = \"vp\"\nbeta = 1.0").is_err());
+    }
+
+    /// u = (2, 1, 0): ᾱ = 1/(1 + u²) = (0.2, 0.5, 1).
+    #[test]
+    fn ddpm_steps_of_a_three_entry_grid_match_hand_values() {
+        let steps = iddpm_steps(&[2.0, 1.0, 0.0]);
+        assert_eq!(steps.len(), 2);
+        // Step 0: β = 1 − 0.2/0.5 = 0.6, β̃ = (0.5/0.8)·0.6 = 0.375,
+        // coef_x0 = √0.5·0.6/0.8 = 0.75·√0.5, coef_xt = √0.4·0.5/0.8 = 0.625·√0.4.
+        let s0 = steps[0];
+        assert_relative_eq!(s0.beta, 0.6, epsilon = 1e-15);
+        assert_relative_eq!(s0.beta_tilde, 0.375, epsilon = 1e-15);
+        assert_relative_eq!(s0.coef_x0, 0.75 * 0.5f64.sqrt(), epsilon = 1e-15);
+        assert_relative_eq!(s0.coef_xt, 0.625 * 0.4f64.sqrt(), epsilon = 1e-15);
+        // Step 1 (to u = 0): β = 1 − 0.5 = 0.5, β̃ = 0, mean = x₀ (coef_x0 = 0.5/0.5 = 1, coef_xt = 0).
+        let s1 = steps[1];
+        assert_relative_eq!(s1.beta, 0.5, epsilon = 1e-15);
+        assert_eq!(s1.beta_tilde, 0.0);
+        assert_relative_eq!(s1.coef_x0, 1.0, epsilon = 1e-15);
+        assert_eq!(s1.coef_xt, 0.0);
+        let lv = iddpm_clipped_log_beta_tilde(&steps);
+        assert_relative_eq!(lv[0], 0.375f64.ln(), epsilon = 1e-15);
+        assert_relative_eq!(lv[1], 0.375f64.ln(), epsilon = 1e-15);
+        // v = 1 gives log β, v = 0 gives log β̃; v = ½ the geometric mean.
+        let (a, b) = s0.learned_log_variance(lv[0]);
+        assert_relative_eq!(a + b, 0.6f64.ln(), epsilon = 1e-15);
+        assert_relative_eq!(a + 0.5 * b, (0.6f64 * 0.375).sqrt().ln(), epsilon = 1e-15);
     }
 }

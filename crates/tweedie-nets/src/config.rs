@@ -124,6 +124,10 @@ pub struct MlpConfig {
     pub label_dropout: f64,
     /// Dropout probability inside the blocks.
     pub dropout: f64,
+    /// Output width, a multiple of `dim` (default `dim`; 2·dim for a learned-variance iDDPM
+    /// network, whose extra outputs are the variance interpolation).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub out_dim: Option<usize>,
 }
 
 impl Default for MlpConfig {
@@ -139,6 +143,7 @@ impl Default for MlpConfig {
             label_dim: 0,
             label_dropout: 0.0,
             dropout: 0.0,
+            out_dim: None,
         }
     }
 }
@@ -367,6 +372,20 @@ impl MlpConfig {
         }
         check_prob("dropout", self.dropout)?;
         check_prob("label_dropout", self.label_dropout)?;
+        if let Some(o) = self.out_dim {
+            if o == 0 || o % self.dim != 0 {
+                return Err(NetsError::invalid(
+                    "out_dim",
+                    o,
+                    format!("must be a positive multiple of dim = {}", self.dim),
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// Output width: `out_dim`, or `dim`.
+    pub fn out_width(&self) -> usize {
+        self.out_dim.unwrap_or(self.dim)
     }
 }

@@ -29,8 +29,8 @@ pub use ema::{Ema, EmaSchedule};
 pub use error::{NetsError, Result};
 pub use mlp::Mlp;
 pub use network::{build_network, count_params, params_report, Network, ParamCount};
-pub use precond::{CoeffTensors, ParamAdapter, PrecondDenoiser, Wrapper};
+pub use precond::{variance_fraction, CoeffTensors, ParamAdapter, PrecondDenoiser, Wrapper};
 #[cfg(feature = "samplers")]
-pub use sampler_model::NetModel;
+pub use sampler_model::{one_hot, NetModel};
 pub use tch;
 pub use unet::SongUnet;

@@ -52,7 +52,7 @@ impl Mlp {
             map_layer1: Linear::new(&(p / "map_layer1"), e, e, true, 1.0),
             in_proj: Linear::new(&(p / "in_proj"), cfg.dim, h, true, 1.0),
             blocks,
-            out_proj: Linear::new(&(p / "out_proj"), h, cfg.dim, true, INIT_ZERO),
+            out_proj: Linear::new(&(p / "out_proj"), h, cfg.out_width(), true, INIT_ZERO),
         })
     }
 
@@ -87,6 +87,13 @@ impl Network for Mlp {
             let u = (b.lin0.forward(&h.silu()) + b.affine.forward(&emb)).silu();
             h = h + b.lin1.forward(&u.dropout(self.cfg.dropout, train));
         }
-        self.out_proj.forward(&h.silu()).reshape(shape.as_slice())
+        // Extra outputs (learned variance) widen the first feature axis: [B, d] → [B, out].
+        let mut out_shape = shape.clone();
+        if shape.len() > 1 {
+            out_shape[1] *= (self.cfg.out_width() / self.cfg.dim) as i64;
+        }
+        self.out_proj
+            .forward(&h.silu())
+            .reshape(out_shape.as_slice())
     }
 }

@@ -55,6 +55,13 @@ pub struct CoeffTensors {
     pub all_skip: bool,
 }
 
+/// The interpolation v = (raw + 1)/2 of log σ² = v·log β + (1 − v)·log β̃ from a
+/// learned-variance network's raw output (Nichol & Dhariwal 2021, eq. 15: raw ∈ [−1, 1] ideally,
+/// not constrained).
+pub fn variance_fraction(raw: &Tensor) -> Tensor {
+    (raw + 1.0) * 0.5
+}
+
 /// A network plus its wrapper: the denoiser D(x̃; σ̃) ≈ E[x₀ | x̃] every sampler and loss uses.
 #[derive(Debug)]
 pub struct PrecondDenoiser {
@@ -245,6 +252,23 @@ impl PrecondDenoiser {
         augment_labels: Option<&Tensor>,
         train: bool,
     ) -> Result<Tensor> {
+        Ok(self
+            .forward_with_variance(x, sigma, class_labels, augment_labels, train)?
+            .0)
+    }
+
+    /// As [`PrecondDenoiser::forward`], plus the raw variance output of a learned-variance
+    /// network (iDDPM, Nichol & Dhariwal 2021): when F emits 2C channels for C input channels,
+    /// channels C..2C are the paper's v before [`variance_fraction`]; `None` otherwise (and when
+    /// every σ̃ is 0, where the network does not run).
+    pub fn forward_with_variance(
+        &self,
+        x: &Tensor,
+        sigma: &Tensor,
+        class_labels: Option<&Tensor>,
+        augment_labels: Option<&Tensor>,
+        train: bool,
+    ) -> Result<(Tensor, Option<Tensor>)> {
         let size = x.size();
         let Some(&batch) = size.first() else {
             return Err(NetsError::Shape("input must have a batch dimension".into()));
@@ -280,7 +304,7 @@ impl PrecondDenoiser {
         }
         let c = self.coeff_tensors(sigma, batch, size.len(), x.kind(), x.device())?;
         if c.all_skip {
-            return Ok(x * &c.c_skip);
+            return Ok((x * &c.c_skip, None));
         }
         let x_in = (x * &c.c_in).to_kind(Kind::Float);
         let f = tch::autocast(self.autocast, || {
@@ -294,6 +318,8 @@ impl PrecondDenoiser {
             )));
         }
         // Learned-variance networks (iDDPM) emit extra channels: the mean is the first C.
+        let variance = (size.len() > 1 && fs[1] == 2 * size[1])
+            .then(|| f.narrow(1, size[1], size[1]).to_kind(x.kind()));
         let f = if fs[1] > size[1] {
             f.narrow(1, 0, size[1])
         } else {
@@ -301,7 +327,7 @@ impl PrecondDenoiser {
         };
         let d = x * &c.c_skip + f.to_kind(x.kind()) * &c.c_out;
         // Samples with c_out = 0 are exactly x̃ (their network input may be meaningless).
-        Ok(d.where_self(&c.c_out.ne(0.0), &(x * &c.c_skip)))
+        Ok((d.where_self(&c.c_out.ne(0.0), &(x * &c.c_skip)), variance))
     }
 
     /// D(x̃; σ̃) in eval mode without gradients (sampling).

@@ -1,26 +1,47 @@
 //! The samplers' model traits for a [`PrecondDenoiser`], so a trained network or a loaded
-//! checkpoint samples with every tweedie-samplers integrator and guidance method.
+//! checkpoint samples with every tweedie-samplers integrator and guidance method, on tensor
+//! states (the CLI) or f64 ndarray states (training evaluation).
 
 use std::sync::{Mutex, MutexGuard};
 
-use tch::{Kind, Tensor};
+use ndarray::{ArrayD, IxDyn};
+use tch::{Device, Kind, Tensor};
 use tweedie_core::space::TchTensor;
 use tweedie_samplers::{ClassModel, Model, Result, SamplerError};
 
-use crate::error::NetsError;
-use crate::precond::PrecondDenoiser;
+use crate::error::{NetsError, Result as NetsResult};
+use crate::precond::{variance_fraction, PrecondDenoiser};
 
 /// A [`PrecondDenoiser`] as a sampler model: D(x̃; σ̃) in eval mode under no-grad, Jᵀv through
 /// autograd, one-hot class labels for [`ClassModel`] (all-zero = unconditional, the label
-/// that label dropout trains for classifier-free guidance, Ho & Salimans 2022).
+/// that label dropout trains for classifier-free guidance, Ho & Salimans 2022), and per-row
+/// labels for a batch ([`NetModel::set_labels`]). A learned-variance network (2C output
+/// channels, iDDPM) also supplies v = (raw + 1)/2 to the DDPM ancestral sampler.
 ///
-/// libtorch tensors are `Send` but not `Sync`; the mutex makes the model shareable by the
+/// libtorch tensors are `Send` but not `Sync`; the mutexes make the model shareable by the
 /// samplers' threads at the cost of one uncontended lock per network evaluation.
 #[derive(Debug)]
 pub struct NetModel {
     inner: Mutex<PrecondDenoiser>,
     label_dim: usize,
     class: Option<usize>,
+    /// One-hot labels of the next batch's rows; they override `class` while set.
+    row_labels: Mutex<Option<Tensor>>,
+    /// Where ndarray states are evaluated (tensor states stay on their own device).
+    device: Device,
+}
+
+/// One-hot float labels [B, C] on `device`; a label outside 0..C is an error.
+pub fn one_hot(labels: &[i64], classes: usize, device: Device) -> NetsResult<Tensor> {
+    if let Some(l) = labels.iter().find(|&&l| l < 0 || l as usize >= classes) {
+        return Err(NetsError::invalid(
+            "label",
+            l,
+            format!("must lie in 0..{classes}"),
+        ));
+    }
+    let idx = Tensor::from_slice(labels).to_device(device);
+    Ok(idx.one_hot(classes as i64).to_kind(Kind::Float))
 }
 
 fn to_sampler(e: NetsError) -> SamplerError {
@@ -41,7 +62,46 @@ impl NetModel {
             inner: Mutex::new(denoiser),
             label_dim,
             class: None,
+            row_labels: Mutex::new(None),
+            device: Device::Cpu,
         }
+    }
+
+    /// The device ndarray states are moved to for the network (default CPU): where the
+    /// denoiser's weights live.
+    pub fn on_device(mut self, device: Device) -> Self {
+        self.device = device;
+        self
+    }
+
+    /// Sets the classes of the next batch's rows (`None`: back to the model's class); ignored
+    /// by unconditional networks.
+    pub fn set_labels(&self, labels: Option<&[i64]>) -> NetsResult<()> {
+        let t = match labels {
+            Some(l) if self.label_dim > 0 => Some(one_hot(l, self.label_dim, self.device)?),
+            _ => None,
+        };
+        *self.row_labels.lock().unwrap_or_else(|p| p.into_inner()) = t;
+        Ok(())
+    }
+
+    /// D(x̃; σ̃) on a tensor batch (σ̃ [B] or scalar) with the current labels, no gradients.
+    pub fn denoise_tensor(&self, x: &Tensor, sigma: &Tensor) -> NetsResult<Tensor> {
+        Ok(self.denoise_tensor_with_variance(x, sigma)?.0)
+    }
+
+    /// As [`NetModel::denoise_tensor`], plus v = (raw + 1)/2 of a learned-variance network.
+    pub fn denoise_tensor_with_variance(
+        &self,
+        x: &Tensor,
+        sigma: &Tensor,
+    ) -> NetsResult<(Tensor, Option<Tensor>)> {
+        let y = self.current_labels(x, self.class)?;
+        let (d, raw) = tch::no_grad(|| {
+            self.lock()
+                .forward_with_variance(x, sigma, y.as_ref(), None, false)
+        })?;
+        Ok((d, raw.map(|r| variance_fraction(&r))))
     }
 
     /// The same model conditioned on `class` for plain [`Model`] calls.
@@ -60,11 +120,31 @@ impl NetModel {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn labels(&self, x: &Tensor, class: Option<usize>) -> Result<Option<Tensor>> {
+    /// The row labels when set (checked against the batch), else the one-hot `class`.
+    fn current_labels(&self, x: &Tensor, class: Option<usize>) -> NetsResult<Option<Tensor>> {
+        let b = x.size().first().copied().unwrap_or(1);
+        if let Some(y) = self
+            .row_labels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            if y.size()[0] != b {
+                return Err(NetsError::Shape(format!(
+                    "{} row labels set for a batch of {b}",
+                    y.size()[0]
+                )));
+            }
+            return Ok(Some(y.to_device(x.device())));
+        }
+        self.labels(x, class)
+    }
+
+    fn labels(&self, x: &Tensor, class: Option<usize>) -> NetsResult<Option<Tensor>> {
         if self.label_dim == 0 {
             return match class {
                 None => Ok(None),
-                Some(c) => Err(SamplerError::invalid(
+                Some(c) => Err(NetsError::invalid(
                     "class",
                     c,
                     "the network is unconditional",
@@ -75,21 +155,52 @@ impl NetModel {
         let y = Tensor::zeros([b, self.label_dim as i64], (Kind::Float, x.device()));
         if let Some(c) = class {
             if c >= self.label_dim {
-                return Err(SamplerError::invalid(
+                return Err(NetsError::invalid(
                     "class",
                     c,
-                    &format!("must be < label_dim = {}", self.label_dim),
+                    format!("must be < label_dim = {}", self.label_dim),
                 ));
             }
             let _ = y.narrow(1, c as i64, 1).fill_(1.0);
         }
         Ok(Some(y))
     }
+
+    /// An f64 ndarray batch as an f32 tensor on the model's device.
+    fn tensor_of(&self, x: &ArrayD<f64>) -> Tensor {
+        let shape: Vec<i64> = x.shape().iter().map(|&s| s as i64).collect();
+        let flat: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+        Tensor::from_slice(&flat)
+            .view(shape.as_slice())
+            .to_device(self.device)
+    }
+}
+
+/// A tensor shaped like `like` back as an f64 ndarray.
+fn array_of(t: &Tensor, like: &ArrayD<f64>) -> Result<ArrayD<f64>> {
+    let v = Vec::<f64>::try_from(
+        t.to_kind(Kind::Double)
+            .to_device(Device::Cpu)
+            .flatten(0, -1),
+    )
+    .map_err(|e| SamplerError::Numerical(format!("libtorch: {e}")))?;
+    ArrayD::from_shape_vec(IxDyn(like.shape()), v).map_err(|e| SamplerError::Shape(e.to_string()))
 }
 
 impl Model<TchTensor> for NetModel {
     fn denoise(&self, x: &TchTensor, sigma: f64) -> Result<TchTensor> {
         self.denoise_class(x, sigma, self.class)
+    }
+
+    fn denoise_with_variance(
+        &self,
+        x: &TchTensor,
+        sigma: f64,
+    ) -> Result<(TchTensor, Option<TchTensor>)> {
+        let (d, v) = self
+            .denoise_tensor_with_variance(x, &Tensor::from(sigma))
+            .map_err(to_sampler)?;
+        Ok((TchTensor(d), v.map(TchTensor)))
     }
 
     fn denoise_vjp(
@@ -98,7 +209,7 @@ impl Model<TchTensor> for NetModel {
         sigma: f64,
         v: &TchTensor,
     ) -> Result<(TchTensor, TchTensor)> {
-        let y = self.labels(x, self.class)?;
+        let y = self.current_labels(x, self.class).map_err(to_sampler)?;
         let (d, g) = self
             .lock()
             .vjp(x, &Tensor::from(sigma), y.as_ref(), v)
@@ -113,11 +224,31 @@ impl Model<TchTensor> for NetModel {
 
 impl ClassModel<TchTensor> for NetModel {
     fn denoise_class(&self, x: &TchTensor, sigma: f64, class: Option<usize>) -> Result<TchTensor> {
-        let y = self.labels(x, class)?;
+        let y = self.labels(x, class).map_err(to_sampler)?;
         let d = self
             .lock()
             .denoise_at(x, sigma, y.as_ref())
             .map_err(to_sampler)?;
         Ok(TchTensor(d))
+    }
+}
+
+/// f64 ndarray states (training evaluation): the network runs in f32 on the model's device.
+impl Model<ArrayD<f64>> for NetModel {
+    fn denoise(&self, x: &ArrayD<f64>, sigma: f64) -> Result<ArrayD<f64>> {
+        Ok(self.denoise_with_variance(x, sigma)?.0)
+    }
+
+    fn denoise_with_variance(
+        &self,
+        x: &ArrayD<f64>,
+        sigma: f64,
+    ) -> Result<(ArrayD<f64>, Option<ArrayD<f64>>)> {
+        let b = x.shape().first().copied().unwrap_or(0) as i64;
+        let sig = Tensor::full([b], sigma, (Kind::Double, Device::Cpu));
+        let (d, v) = self
+            .denoise_tensor_with_variance(&self.tensor_of(x), &sig)
+            .map_err(to_sampler)?;
+        Ok((array_of(&d, x)?, v.map(|v| array_of(&v, x)).transpose()?))
     }
 }

@@ -31,7 +31,7 @@ fn net_model_matches_denoiser_and_samples() {
     let x = TchTensor(Tensor::randn([5, 2], (Kind::Float, Device::Cpu)));
     let a = m.denoise(&x, 0.8).unwrap();
     let (d, g) = m.denoise_vjp(&x, 0.8, &x).unwrap();
-    assert!(m.has_vjp());
+    assert!(Model::<TchTensor>::has_vjp(&m));
     assert_eq!(g.size(), vec![5, 2]);
     let inner = m.into_inner();
     let b = inner.denoise_at(&x, 0.8, None).unwrap();
@@ -82,4 +82,75 @@ fn class_labels_are_one_hot_and_checked() {
         .repeat([4, 1]);
     let want = inner.denoise_at(&x, 1.0, Some(&y)).unwrap();
     assert!(bool::try_from(want.eq_tensor(&c1).all()).unwrap());
+}
+
+/// Per-row labels (training evaluation) condition row i on its own class and override the
+/// model's class; ndarray states give the tensor path's values.
+#[test]
+fn row_labels_and_ndarray_states_match_the_tensor_path() {
+    let (_vs, m) = model(3);
+    let x = Tensor::randn([2, 2], (Kind::Float, Device::Cpu));
+    m.set_labels(Some(&[1, 2])).unwrap();
+    let rows = m.denoise_tensor(&x, &Tensor::from(0.7)).unwrap();
+    let arr = ndarray::ArrayD::from_shape_vec(
+        ndarray::IxDyn(&[2, 2]),
+        Vec::<f32>::try_from(x.flatten(0, -1))
+            .unwrap()
+            .into_iter()
+            .map(f64::from)
+            .collect(),
+    )
+    .unwrap();
+    let via_array = Model::<ndarray::ArrayD<f64>>::denoise(&m, &arr, 0.7).unwrap();
+    m.set_labels(None).unwrap();
+    assert!(m.set_labels(Some(&[3])).is_err());
+    let tx = TchTensor(x.shallow_clone());
+    let c1 = m.denoise_class(&tx, 0.7, Some(1)).unwrap();
+    let c2 = m.denoise_class(&tx, 0.7, Some(2)).unwrap();
+    assert!(bool::try_from(rows.get(0).eq_tensor(&c1.get(0)).all()).unwrap());
+    assert!(bool::try_from(rows.get(1).eq_tensor(&c2.get(1)).all()).unwrap());
+    for (a, b) in via_array
+        .iter()
+        .zip(Vec::<f32>::try_from(rows.flatten(0, -1)).unwrap())
+    {
+        assert_eq!(*a, b as f64);
+    }
+}
+
+/// An MLP with `out_dim = 2·dim` is a learned-variance network: the denoiser uses the first
+/// `dim` outputs and the model supplies v = (raw + 1)/2 from the rest; a plain network has none.
+#[test]
+fn learned_variance_networks_supply_v() {
+    tch::manual_seed(3);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let mut cfg = NetConfig::preset("mlp-small").unwrap();
+    if let NetConfig::Mlp(m) = &mut cfg {
+        m.out_dim = Some(4);
+    }
+    let d = PrecondDenoiser::new(&vs.root(), &cfg, Wrapper::Precond(Precond::iddpm())).unwrap();
+    tch::no_grad(|| {
+        for (_, mut t) in vs.variables() {
+            let n = t.randn_like() * 0.3;
+            let _ = t.f_add_(&n);
+        }
+    });
+    let x = TchTensor(Tensor::randn([3, 2], (Kind::Float, Device::Cpu)));
+    let sigma = Tensor::from(1.5f64);
+    let (den, raw) = d
+        .forward_with_variance(&x, &sigma, None, None, false)
+        .unwrap();
+    let raw = raw.expect("variance channels");
+    let m = NetModel::new(d, 0);
+    let (den2, v) = m.denoise_with_variance(&x, 1.5).unwrap();
+    let v = v.expect("learned variance");
+    assert!(bool::try_from(den.eq_tensor(&den2).all()).unwrap());
+    let want = (&raw + 1.0) * 0.5;
+    assert!(bool::try_from(want.eq_tensor(&v).all()).unwrap());
+    let (_vs, plain) = model(0);
+    assert!(plain.denoise_with_variance(&x, 1.5).unwrap().1.is_none());
+    if let NetConfig::Mlp(m) = &mut cfg {
+        m.out_dim = Some(3);
+    }
+    let e = cfg.validate().unwrap_err().to_string();
+    assert!(e.contains("out_dim") && e.contains('3'), "{e}");
 }

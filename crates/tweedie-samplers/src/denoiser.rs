@@ -206,7 +206,7 @@ impl<'a, S: State> Denoiser<'a, S> {
             ),
             SamplerKind::EulerAncestral { eta, s_noise } => run.euler_ancestral(x, eta, s_noise),
             SamplerKind::Ddim { eta } => run.ddim(x, eta),
-            SamplerKind::DdpmAncestral => run.ddpm(x),
+            SamplerKind::DdpmAncestral { learned_variance } => run.ddpm(x, learned_variance),
             SamplerKind::DpmSolverPp2s => run.dpmpp_2s(x),
             SamplerKind::DpmSolverPp2m => run.dpmpp_2m(x),
             SamplerKind::DpmSolverPp2mSde { eta } => run.dpmpp_2m_sde(x, eta),
@@ -405,17 +405,27 @@ impl<S: State> Run<'_, '_, '_, S> {
         Ok(x)
     }
 
-    fn ddpm(&mut self, mut x: S) -> Result<S> {
+    /// Ancestral DDPM; with `learned_variance` a model's v sets the per-element variance
+    /// β̃·(β/β̃)^v = exp(v·log β + (1 − v)·log β̃), so v = 0 is exactly the fixed-variance step.
+    fn ddpm(&mut self, mut x: S, learned_variance: bool) -> Result<S> {
         for i in 0..self.n() {
             let ((a, sg), (a1, sg1)) = (self.alpha_sigma(i), self.alpha_sigma(i + 1));
-            let den = self.den(&x, self.s[i])?;
+            let (den, v) = if learned_variance {
+                self.m.denoise_with_variance(&x, self.s[i])?
+            } else {
+                (self.den(&x, self.s[i])?, None)
+            };
             let xt = x.scale(a);
-            let q = a / a1;
-            let b2 = (sg * sg - q * q * sg1 * sg1).max(0.0);
-            let var = sg1 * sg1 * b2 / (sg * sg);
-            let mut xn = xt.lincomb(q * sg1 * sg1 / (sg * sg), &den, a1 * b2 / (sg * sg));
+            let step = tweedie_core::DdpmStep::new(a, sg, a1, sg1);
+            let var = step.beta_tilde;
+            let mut xn = xt.lincomb(step.coef_xt, &den, step.coef_x0);
             if var > 0.0 {
                 let eps = self.noise(&x, i, 0)?;
+                let eps = match &v {
+                    // std = √β̃·exp(½·v·(log β − log β̃)).
+                    Some(v) => eps.mul_exp(v, 0.5 * step.learned_log_variance(var.ln()).1)?,
+                    None => eps,
+                };
                 xn = xn.lincomb(1.0, &eps, var.sqrt());
             }
             let xn = xn.scale(1.0 / a1);

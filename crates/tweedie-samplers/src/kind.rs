@@ -44,8 +44,14 @@ pub enum SamplerKind {
         eta: f64,
     },
     /// Ancestral DDPM (Ho et al. 2020) for any process: draw x′ ~ q(x_{t′} | x_t, x₀ = x̂₀), the Gaussian
-    /// posterior with mean (aσ′²/σ²)·x + (α′b²/σ²)·x̂₀ and variance σ′²b²/σ², a = α/α′, b² = σ² − a²σ′².
-    DdpmAncestral,
+    /// posterior with mean (aσ′²/σ²)·x + (α′b²/σ²)·x̂₀ and variance β̃ = σ′²b²/σ², a = α/α′, b² = σ² − a²σ′²
+    /// (`tweedie_core::process::DdpmStep`). With `learned_variance` (default) a model that supplies
+    /// v (`Model::denoise_with_variance`, iDDPM) gets the variance exp(v·log b² + (1 − v)·log β̃)
+    /// per element (Nichol & Dhariwal 2021, eq. 15); `ddpm_fixed` always uses β̃.
+    DdpmAncestral {
+        #[serde(default = "d::yes")]
+        learned_variance: bool,
+    },
     /// DPM-Solver++(2S) (Lu et al. 2022b, Alg. 1, r = ½): midpoint σ̃_s = √(σ̃σ̃′) in λ,
     /// u = (σ̃_s/σ̃)x̃ − expm1(−h/2)·D, x̃′ = (σ̃′/σ̃)x̃ − expm1(−h)·D(u; σ̃_s). NFE = 2N − 1.
     DpmSolverPp2s,
@@ -93,16 +99,20 @@ mod d {
     pub fn atol() -> f64 {
         1e-3
     }
+    pub fn yes() -> bool {
+        true
+    }
 }
 
 /// Names accepted by [`SamplerKind::from_name`].
-pub const SAMPLER_NAMES: [&str; 12] = [
+pub const SAMPLER_NAMES: [&str; 13] = [
     "euler",
     "heun",
     "edm_stochastic",
     "euler_ancestral",
     "ddim",
     "ddpm_ancestral",
+    "ddpm_fixed",
     "dpmpp_2s",
     "dpmpp_2m",
     "dpmpp_2m_sde",
@@ -134,7 +144,12 @@ impl SamplerKind {
                 s_noise: 1.0,
             },
             "ddim" => SamplerKind::Ddim { eta: 0.0 },
-            "ddpm_ancestral" | "ddpm" => SamplerKind::DdpmAncestral,
+            "ddpm_ancestral" | "ddpm" => SamplerKind::DdpmAncestral {
+                learned_variance: true,
+            },
+            "ddpm_fixed" | "ddpm_fixed_variance" => SamplerKind::DdpmAncestral {
+                learned_variance: false,
+            },
             "dpmpp_2s" | "dpm_solver_pp_2s" => SamplerKind::DpmSolverPp2s,
             "dpmpp_2m" | "dpmpp2m" | "dpm_solver_pp_2m" => SamplerKind::DpmSolverPp2m,
             "dpmpp_2m_sde" | "dpm_solver_pp_2m_sde" => SamplerKind::DpmSolverPp2mSde { eta: 1.0 },
@@ -215,7 +230,7 @@ impl SamplerKind {
             SamplerKind::EulerAncestral { eta, .. }
             | SamplerKind::Ddim { eta }
             | SamplerKind::DpmSolverPp2mSde { eta } => *eta > 0.0,
-            SamplerKind::DdpmAncestral | SamplerKind::EulerMaruyama => true,
+            SamplerKind::DdpmAncestral { .. } | SamplerKind::EulerMaruyama => true,
             _ => false,
         }
     }
@@ -228,7 +243,12 @@ impl SamplerKind {
             SamplerKind::EdmStochastic { .. } => "edm_stochastic",
             SamplerKind::EulerAncestral { .. } => "euler_ancestral",
             SamplerKind::Ddim { .. } => "ddim",
-            SamplerKind::DdpmAncestral => "ddpm_ancestral",
+            SamplerKind::DdpmAncestral {
+                learned_variance: true,
+            } => "ddpm_ancestral",
+            SamplerKind::DdpmAncestral {
+                learned_variance: false,
+            } => "ddpm_fixed",
             SamplerKind::DpmSolverPp2s => "dpmpp_2s",
             SamplerKind::DpmSolverPp2m => "dpmpp_2m",
             SamplerKind::DpmSolverPp2mSde { .. } => "dpmpp_2m_sde",
@@ -293,6 +313,13 @@ mod tests {
 
     #[test]
     fn serde_toml_and_json() {
+        let k: SamplerKind = toml::from_str("type = \"ddpm_ancestral\"").unwrap();
+        assert_eq!(
+            k,
+            SamplerKind::DdpmAncestral {
+                learned_variance: true
+            }
+        );
         let k: SamplerKind = toml::from_str("type = \"ddim\"\neta = 0.5").unwrap();
         assert_eq!(k, SamplerKind::Ddim { eta: 0.5 });
         let k: SamplerKind = toml::from_str("type = \"edm_stochastic\"\ns_churn = 10.0").unwrap();

@@ -29,6 +29,14 @@ pub trait Model<S: State>: Send + Sync {
         false
     }
 
+    /// (D(x̃; σ̃), v): the denoiser and, for models that learned their reverse-step variance
+    /// (iDDPM, Nichol & Dhariwal 2021), the per-element interpolation v of
+    /// log σ² = v·log β + (1 − v)·log β̃ that the DDPM ancestral step uses (one evaluation).
+    /// The default has no learned variance.
+    fn denoise_with_variance(&self, x: &S, sigma: f64) -> Result<(S, Option<S>)> {
+        Ok((self.denoise(x, sigma)?, None))
+    }
+
     /// The exact posterior model p(x₀ | y) for y = A·x₀ + n, n ~ N(0, s²I), when the model knows it.
     fn exact_posterior(
         &self,
@@ -66,6 +74,9 @@ impl<S: State, M: Model<S> + ?Sized> Model<S> for Box<M> {
     fn has_vjp(&self) -> bool {
         (**self).has_vjp()
     }
+    fn denoise_with_variance(&self, x: &S, sigma: f64) -> Result<(S, Option<S>)> {
+        (**self).denoise_with_variance(x, sigma)
+    }
     fn exact_posterior(
         &self,
         op: &dyn ForwardModel,
@@ -90,6 +101,9 @@ impl<S: State, M: Model<S> + ?Sized> Model<S> for &M {
     }
     fn has_vjp(&self) -> bool {
         (**self).has_vjp()
+    }
+    fn denoise_with_variance(&self, x: &S, sigma: f64) -> Result<(S, Option<S>)> {
+        (**self).denoise_with_variance(x, sigma)
     }
     fn exact_posterior(
         &self,
@@ -165,6 +179,10 @@ impl<S: State> Model<S> for Counted<'_, S> {
     fn denoise_vjp(&self, x: &S, sigma: f64, v: &S) -> Result<(S, S)> {
         self.nfe.fetch_add(1, Ordering::Relaxed);
         self.inner.denoise_vjp(x, sigma, v)
+    }
+    fn denoise_with_variance(&self, x: &S, sigma: f64) -> Result<(S, Option<S>)> {
+        self.nfe.fetch_add(1, Ordering::Relaxed);
+        self.inner.denoise_with_variance(x, sigma)
     }
     fn has_vjp(&self) -> bool {
         self.inner.has_vjp()

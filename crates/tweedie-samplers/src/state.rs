@@ -58,6 +58,23 @@ pub trait State: LinearSpace + Send + std::fmt::Debug {
     fn all_finite(&self) -> bool {
         self.to_rows().iter().all(|v| v.is_finite())
     }
+    /// self ⊙ exp(b·v) elementwise (per-element noise scales of learned variances); exactly
+    /// `self` where v = 0.
+    fn mul_exp(&self, v: &Self, b: f64) -> Result<Self> {
+        let (x, w) = (self.to_rows(), v.to_rows());
+        if x.dim() != w.dim() {
+            return Err(SamplerError::Shape(format!(
+                "mul_exp: {:?} and {:?}",
+                x.dim(),
+                w.dim()
+            )));
+        }
+        self.with_rows(
+            &ndarray::Zip::from(&x)
+                .and(&w)
+                .map_collect(|x, w| x * (b * w).exp()),
+        )
+    }
 }
 
 macro_rules! impl_state_ndarray {

@@ -48,6 +48,17 @@ impl State for TchTensor {
     fn all_finite(&self) -> bool {
         self.isfinite().all().int64_value(&[]) != 0
     }
+    fn mul_exp(&self, v: &Self, b: f64) -> Result<Self> {
+        if v.size() != self.size() {
+            return Err(SamplerError::Shape(format!(
+                "mul_exp: {:?} and {:?}",
+                self.size(),
+                v.size()
+            )));
+        }
+        let f = (v.to_kind(self.kind()).to_device(self.device()) * b).exp();
+        Ok(TchTensor(&**self * f))
+    }
 }
 
 /// A tch denoiser D(x̃; σ̃) given as a function of tensors, with the VJP Jᵀv = ∇_x̃⟨D(x̃; σ̃), v⟩

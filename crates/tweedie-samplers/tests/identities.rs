@@ -51,7 +51,15 @@ fn ddim_euler_ancestral_ddpm_coincide() {
         assert!(max_diff(&a, &b) < 1e-10, "η = {eta}: {}", max_diff(&a, &b));
     }
     let a = run_on(&vp, SamplerKind::Ddim { eta: 1.0 }, 12, &x_t, 9);
-    let c = run_on(&vp, SamplerKind::DdpmAncestral, 12, &x_t, 9);
+    let c = run_on(
+        &vp,
+        SamplerKind::DdpmAncestral {
+            learned_variance: true,
+        },
+        12,
+        &x_t,
+        9,
+    );
     assert!(max_diff(&a, &c) < 1e-10, "{}", max_diff(&a, &c));
     let e = run_on(&vp, SamplerKind::Euler, 12, &x_t, 9);
     let d = run_on(&vp, SamplerKind::Ddim { eta: 0.0 }, 12, &x_t, 9);
@@ -257,4 +265,79 @@ fn param_models_convert_to_the_denoiser() {
             max_diff(&d, &want)
         );
     }
+}
+
+/// The mixture's exact denoiser with a constant learned-variance interpolation v.
+struct WithVariance(f64);
+
+impl tweedie_samplers::Model<Array2<f64>> for WithVariance {
+    fn denoise(&self, x: &Array2<f64>, sigma: f64) -> tweedie_samplers::Result<Array2<f64>> {
+        mixture_2d().denoise(x, sigma)
+    }
+    fn denoise_with_variance(
+        &self,
+        x: &Array2<f64>,
+        sigma: f64,
+    ) -> tweedie_samplers::Result<(Array2<f64>, Option<Array2<f64>>)> {
+        Ok((self.denoise(x, sigma)?, Some(x.mapv(|_| self.0))))
+    }
+}
+
+fn ddpm_run(
+    model: &WithVariance,
+    learned_variance: bool,
+    grid: tweedie_core::TimeGrid,
+) -> Array2<f64> {
+    let vp = tweedie_core::ProcessKind::vp_cosine().build();
+    let x_t = Array2::from_shape_fn((16, 2), |(i, j)| (i as f64 - 7.5) * 0.3 + j as f64);
+    Denoiser::new(
+        vp.as_ref(),
+        grid,
+        SamplerKind::DdpmAncestral { learned_variance },
+        model,
+    )
+    .unwrap()
+    .seed(5)
+    .run(Init::Latents(x_t), None)
+    .unwrap()
+    .samples
+}
+
+/// v = 0 gives the variance β̃ bit for bit: the learned-variance sampler reproduces the
+/// fixed-variance one exactly, and `ddpm_fixed` ignores any v.
+#[test]
+fn ddpm_with_learned_v_zero_is_the_fixed_variance_sampler_exactly() {
+    let vp = tweedie_core::ProcessKind::vp_cosine().build();
+    let grid = TimerKind::edm().grid(vp.as_ref(), 12).unwrap();
+    let fixed = ddpm_run(&WithVariance(0.0), false, grid.clone());
+    let learned_zero = ddpm_run(&WithVariance(0.0), true, grid.clone());
+    assert_eq!(fixed, learned_zero);
+    assert_eq!(ddpm_run(&WithVariance(0.7), false, grid.clone()), fixed);
+    assert_ne!(ddpm_run(&WithVariance(0.7), true, grid), fixed);
+}
+
+/// v = 1 gives the variance β of the forward transition: one step from x_t with the exact
+/// posterior mean and noise √β·ε, ε the sampler's draw 0 of step 0.
+#[test]
+fn ddpm_with_learned_v_one_uses_the_forward_variance() {
+    use tweedie_samplers::{Model, State};
+    let vp = tweedie_core::ProcessKind::vp_cosine().build();
+    let (t0, t1) = (0.6, 0.4);
+    let grid = tweedie_core::TimeGrid {
+        t: vec![t0, t1],
+        sigma_tilde: vec![vp.sigma_tilde(t0), vp.sigma_tilde(t1)],
+    };
+    let got = ddpm_run(&WithVariance(1.0), true, grid.clone());
+    let (a, a1) = (vp.alpha(t0), vp.alpha(t1));
+    let (sg, sg1) = (a * grid.sigma_tilde[0], a1 * grid.sigma_tilde[1]);
+    let step = tweedie_core::DdpmStep::new(a, sg, a1, sg1);
+    let x_t = Array2::from_shape_fn((16, 2), |(i, j)| (i as f64 - 7.5) * 0.3 + j as f64);
+    let x_tilde = x_t.mapv(|v| v / a);
+    let den = mixture_2d().denoise(&x_tilde, grid.sigma_tilde[0]).unwrap();
+    let eps = x_t
+        .randn_like(5, 0, tweedie_core::rng::streams::STEP_BASE)
+        .unwrap();
+    let want = &x_t * step.coef_xt + &den * step.coef_x0 + &eps * step.beta.sqrt();
+    // The sampler returns process coordinates at the grid's end (x = a1·x̃).
+    assert!(max_diff(&got, &want) < 1e-12, "{}", max_diff(&got, &want));
 }

@@ -83,7 +83,14 @@ mixture_test!(
     64
 );
 mixture_test!(ddim_eta_half_2d_64d, SamplerKind::Ddim { eta: 0.5 }, 64, 64);
-mixture_test!(ddpm_2d_64d, SamplerKind::DdpmAncestral, 64, 64);
+mixture_test!(
+    ddpm_2d_64d,
+    SamplerKind::DdpmAncestral {
+        learned_variance: true
+    },
+    64,
+    64
+);
 mixture_test!(dpmpp_2s_2d_64d, SamplerKind::DpmSolverPp2s, 18, 35);
 mixture_test!(dpmpp_2m_2d_64d, SamplerKind::DpmSolverPp2m, 24, 24);
 mixture_test!(
@@ -168,7 +175,9 @@ fn stochastic_samplers_on_every_process() {
             "ddpm vp",
             &vp,
             TimerKind::vp_linear(),
-            SamplerKind::DdpmAncestral,
+            SamplerKind::DdpmAncestral {
+                learned_variance: true,
+            },
             200,
         ),
         (

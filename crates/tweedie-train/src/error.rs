@@ -44,6 +44,9 @@ pub enum TrainError {
     /// An error from libtorch.
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
+    /// An error from the networks (tweedie-nets).
+    #[error("network: {0}")]
+    Nets(#[from] tweedie_nets::NetsError),
     /// The run was interrupted (Ctrl-C) after saving a checkpoint.
     #[error("interrupted at step {step}; checkpoint saved, resume with --resume {run_dir}")]
     Interrupted { step: u64, run_dir: PathBuf },

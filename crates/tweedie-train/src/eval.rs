@@ -452,7 +452,7 @@ pub fn evaluate_run_with(
         .unwrap_or(0);
     let sampling = Sampling {
         ema_vs: loaded.vs,
-        model: NetModel::new(loaded.denoiser, device, label_dim),
+        model: NetModel::new(loaded.denoiser, label_dim).on_device(device),
         process: cfg.formulation()?.process.try_build()?,
         timer: {
             let f = cfg.formulation()?;

@@ -6,7 +6,7 @@
 //! | EDM     | α = 1, σ = t                 | EDM precond (σ_data)         | log σ̃ ~ N(P_mean, P_std²) | (σ̃² + σ_d²)/(σ̃σ_d)²     |
 //! | VP      | VP linear β                  | VP precond                   | t ~ U(ε_t, 1)          | 1/σ̃²                       |
 //! | VE      | α = 1, σ = √t                | VE precond                   | log-uniform σ̃          | 1/σ̃²                       |
-//! | iDDPM   | cosine u-grid                | iDDPM precond                | σ̃ = u_j, j uniform     | 1/σ̃² (ε-loss)              |
+//! | iDDPM   | cosine u-grid                | iDDPM precond                | σ̃ = u_j, j uniform     | 1/σ̃² (ε-loss; + λ·L_vlb with learned variance) |
 //! | eps     | DDPM β table (linear)        | ε-network (Tweedie adapter)  | j ~ U{0..N−1}          | 1/σ̃² (ε-loss)              |
 //! | v       | DDPM β table (cosine)        | v-network                    | j ~ U{0..N−1}          | c₀(v)² = (α²+σ²)²/σ² (v-loss) |
 //! | flow    | α = 1 − t, σ = t             | velocity network             | t ~ U or logit-normal  | c₀(u)² = 1/t² (velocity loss) |
@@ -35,7 +35,8 @@ pub enum FormulationKind {
     /// Variance exploding (Song et al. 2021) as in Karras et al. 2022.
     #[serde(rename = "VE")]
     Ve,
-    /// Improved DDPM (Nichol & Dhariwal 2021): cosine schedule, ε-loss.
+    /// Improved DDPM (Nichol & Dhariwal 2021): cosine schedule, ε-loss, optionally the hybrid
+    /// loss with learned variance (`learned_variance = true`).
     #[serde(rename = "iDDPM")]
     Iddpm,
     /// Rectified flow / flow matching (Liu et al. 2022; Lipman et al. 2022).
@@ -164,6 +165,13 @@ pub struct DiffusionConfig {
     /// γ of min-SNR / soft-min-SNR (default 5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gamma: Option<f64>,
+    /// iDDPM: learn the reverse-step variance with the hybrid loss (Nichol & Dhariwal 2021);
+    /// the network gets twice the data's output channels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub learned_variance: Option<bool>,
+    /// iDDPM with learned variance: λ of L_hybrid = L_simple + λ·L_vlb (default 0.001).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlb_weight: Option<f64>,
 }
 
 impl DiffusionConfig {
@@ -189,6 +197,8 @@ impl DiffusionConfig {
             logit_std: None,
             weighting: None,
             gamma: None,
+            learned_variance: None,
+            vlb_weight: None,
         }
     }
 }
@@ -211,6 +221,32 @@ pub struct Formulation {
     pub sigma_min: f64,
     pub sigma_max: f64,
     pub rho: f64,
+    /// iDDPM's hybrid loss with learned variance, when enabled.
+    pub learned_variance: Option<LearnedVariance>,
+}
+
+/// iDDPM's learned reverse-step variance (Nichol & Dhariwal 2021, §3.1): the network emits
+/// 2C channels, the extra C giving v of log σ² = v·log β + (1 − v)·log β̃, trained by
+/// L_hybrid = L_simple + λ·L_vlb (see `crate::loss` for the exact per-sample estimator).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LearnedVariance {
+    /// λ on the per-sample VLB estimator M·L_j (bits per element).
+    pub vlb_weight: f64,
+}
+
+/// The paper's λ = 0.001 (Nichol & Dhariwal 2021, §3.1).
+pub const DEFAULT_VLB_WEIGHT: f64 = 0.001;
+
+/// Doubles the network's outputs for a learned-variance formulation (U-Net `out_channels`,
+/// MLP `out_dim`); `net` must already be fitted to the data. No-op otherwise.
+pub fn widen_for_learned_variance(f: &Formulation, net: &mut tweedie_nets::NetConfig) {
+    if f.learned_variance.is_none() {
+        return;
+    }
+    match net {
+        tweedie_nets::NetConfig::Unet(u) => u.out_channels = 2 * u.in_channels,
+        tweedie_nets::NetConfig::Mlp(m) => m.out_dim = Some(2 * m.dim),
+    }
 }
 
 /// A loss weight in denoiser space.
@@ -252,7 +288,7 @@ impl DiffusionConfig {
     fn unused_keys(&self) -> Vec<&'static str> {
         use FormulationKind::*;
         let k = self.kind;
-        let checks: [(&'static str, bool, bool); 14] = [
+        let checks: [(&'static str, bool, bool); 16] = [
             ("p_mean", self.p_mean.is_some(), k == Edm),
             ("p_std", self.p_std.is_some(), k == Edm),
             ("beta_min", self.beta_min.is_some(), k == Vp),
@@ -278,6 +314,16 @@ impl DiffusionConfig {
                 ),
             ),
             ("sigma_data", self.sigma_data.is_some(), true),
+            (
+                "learned_variance",
+                self.learned_variance == Some(true),
+                k == Iddpm,
+            ),
+            (
+                "vlb_weight",
+                self.vlb_weight.is_some(),
+                k == Iddpm && self.learned_variance == Some(true),
+            ),
         ];
         checks
             .iter()
@@ -433,6 +479,15 @@ impl DiffusionConfig {
                 (p, w, d, Weight::Native(Param::Velocity))
             }
         };
+        let learned_variance = match self.learned_variance {
+            Some(true) => Some(LearnedVariance {
+                vlb_weight: pos(
+                    "diffusion.vlb_weight",
+                    self.vlb_weight.unwrap_or(DEFAULT_VLB_WEIGHT),
+                )?,
+            }),
+            _ => None,
+        };
         let gamma = pos("diffusion.gamma", self.gamma.unwrap_or(5.0))?;
         let weight = match self.weighting.unwrap_or(WeightingKind::Default) {
             WeightingKind::Default => weight,
@@ -467,6 +522,7 @@ impl DiffusionConfig {
             sigma_min,
             sigma_max,
             rho,
+            learned_variance,
         })
     }
 }
@@ -518,6 +574,33 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("edm"), "{e}");
+        let mut c = DiffusionConfig::new(FormulationKind::Edm);
+        c.learned_variance = Some(true);
+        let e = c.resolve().unwrap_err().to_string();
+        assert!(
+            e.contains("diffusion.learned_variance") && e.contains("EDM"),
+            "{e}"
+        );
+        let mut c = DiffusionConfig::new(FormulationKind::Iddpm);
+        c.vlb_weight = Some(0.01);
+        let e = c.resolve().unwrap_err().to_string();
+        assert!(e.contains("diffusion.vlb_weight"), "{e}");
+        c.learned_variance = Some(true);
+        assert_eq!(
+            c.resolve().unwrap().learned_variance,
+            Some(LearnedVariance { vlb_weight: 0.01 })
+        );
+        c.vlb_weight = Some(-1.0);
+        let e = c.resolve().unwrap_err().to_string();
+        assert!(
+            e.contains("diffusion.vlb_weight") && e.contains("-1"),
+            "{e}"
+        );
+        c.vlb_weight = None;
+        assert_eq!(
+            c.resolve().unwrap().learned_variance,
+            Some(LearnedVariance { vlb_weight: 0.001 })
+        );
         let mut c = DiffusionConfig::new(FormulationKind::Edm);
         c.gamma = Some(3.0);
         assert!(c

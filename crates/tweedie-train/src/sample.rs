@@ -1,98 +1,14 @@
-//! Sampling a trained denoiser with tweedie-samplers: an adapter from `PrecondDenoiser`
-//! (tch) to the samplers' `Model` over ndarray, and chunked generation where sample i
-//! depends on (seed, i) only.
-
-use std::sync::Mutex;
+//! Sampling a trained denoiser with tweedie-samplers through `tweedie_nets::NetModel` (f64
+//! ndarray states, the network on its device), with chunked generation where sample i depends
+//! on (seed, i) only.
 
 use ndarray::{Array2, ArrayD, IxDyn};
-use tch::{Device, Kind, Tensor};
 use tweedie_core::{Process, Timer, TimerKind};
-use tweedie_nets::PrecondDenoiser;
-use tweedie_samplers::{Denoiser, Init, Model, SamplerError, SamplerSpec};
+use tweedie_samplers::{Denoiser, Init, SamplerSpec};
+
+pub use tweedie_nets::{one_hot, NetModel};
 
 use crate::error::{Result, TrainError};
-
-/// A tch denoiser as a sampler model: f64 ndarray states in, the network runs in f32 on its
-/// device without gradients, f64 out. Optional class labels (one per batch row) condition it.
-#[derive(Debug)]
-pub struct NetModel {
-    inner: Mutex<PrecondDenoiser>,
-    labels: Mutex<Option<Tensor>>,
-    device: Device,
-    label_dim: usize,
-}
-
-impl NetModel {
-    /// Wraps a denoiser living on `device`; `label_dim` > 0 for class-conditional networks.
-    pub fn new(den: PrecondDenoiser, device: Device, label_dim: usize) -> Self {
-        NetModel {
-            inner: Mutex::new(den),
-            labels: Mutex::new(None),
-            device,
-            label_dim,
-        }
-    }
-
-    /// Sets the classes of the next batch's rows (`None`: unconditional).
-    pub fn set_labels(&self, labels: Option<&[i64]>) -> Result<()> {
-        let t = match labels {
-            Some(l) if self.label_dim > 0 => Some(one_hot(l, self.label_dim, self.device)?),
-            _ => None,
-        };
-        *self
-            .labels
-            .lock()
-            .map_err(|_| TrainError::Other("sampler model lock poisoned".into()))? = t;
-        Ok(())
-    }
-
-    /// D(x̃; σ̃) on a tensor batch, no gradients (for evaluation).
-    pub fn denoise_tensor(&self, x: &Tensor, sigma: &Tensor) -> Result<Tensor> {
-        let den = self
-            .inner
-            .lock()
-            .map_err(|_| TrainError::Other("sampler model lock poisoned".into()))?;
-        let labels = self
-            .labels
-            .lock()
-            .map_err(|_| TrainError::Other("sampler model lock poisoned".into()))?;
-        den.denoise(x, sigma, labels.as_ref())
-            .map_err(|e| TrainError::Other(e.to_string()))
-    }
-}
-
-/// One-hot float labels [B, C]; a label outside 0..C is an error.
-pub fn one_hot(labels: &[i64], classes: usize, device: Device) -> Result<Tensor> {
-    if let Some(l) = labels.iter().find(|&&l| l < 0 || l as usize >= classes) {
-        return Err(TrainError::Data(format!(
-            "label {l} is outside 0..{classes}"
-        )));
-    }
-    let idx = Tensor::from_slice(labels).to_device(device);
-    Ok(idx.one_hot(classes as i64).to_kind(Kind::Float))
-}
-
-impl Model<ArrayD<f64>> for NetModel {
-    fn denoise(&self, x: &ArrayD<f64>, sigma: f64) -> tweedie_samplers::Result<ArrayD<f64>> {
-        let shape: Vec<i64> = x.shape().iter().map(|&s| s as i64).collect();
-        let flat: Vec<f32> = x.iter().map(|&v| v as f32).collect();
-        let xt = Tensor::from_slice(&flat)
-            .view(shape.as_slice())
-            .to_device(self.device);
-        let b = shape.first().copied().unwrap_or(0);
-        let sig = Tensor::full([b], sigma, (Kind::Double, Device::Cpu));
-        let d = self
-            .denoise_tensor(&xt, &sig)
-            .map_err(|e| SamplerError::Shape(e.to_string()))?;
-        let v: Vec<f64> = Vec::<f64>::try_from(
-            d.to_kind(Kind::Double)
-                .to_device(Device::Cpu)
-                .flatten(0, -1),
-        )
-        .map_err(|e| SamplerError::Shape(e.to_string()))?;
-        ArrayD::from_shape_vec(IxDyn(x.shape()), v).map_err(|e| SamplerError::Shape(e.to_string()))
-    }
-}
 
 /// How samples are drawn: process, ρ-grid and sampler.
 #[derive(Debug)]
@@ -148,6 +64,8 @@ pub fn generate(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tch::{Device, Tensor};
+    use tweedie_nets::PrecondDenoiser;
 
     #[derive(Debug)]
     struct Zero;
@@ -173,7 +91,7 @@ mod tests {
             tweedie_nets::Wrapper::Precond(tweedie_core::Precond::Edm { sigma_data: 0.5 });
         let den = PrecondDenoiser::from_network(Box::new(Zero), wrapper, 0)
             .map_err(|e| TrainError::Other(e.to_string()))?;
-        let model = NetModel::new(den, Device::Cpu, 0);
+        let model = NetModel::new(den, 0).on_device(Device::Cpu);
         let process = tweedie_core::ProcessKind::edm().build();
         let plan = SamplePlan {
             process: process.as_ref(),

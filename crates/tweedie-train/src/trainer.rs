@@ -236,9 +236,11 @@ fn device_of(cfg: &TrainConfig) -> Result<Device> {
 pub fn model_config(cfg: &TrainConfig, data: &Data) -> Result<ModelConfig> {
     let mut net = cfg.network.clone();
     fit_network_to_data(&mut net, &data.train, cfg.training.conditional)?;
+    let f = cfg.formulation()?;
+    crate::formulation::widen_for_learned_variance(&f, &mut net);
     Ok(ModelConfig {
         net,
-        wrapper: cfg.formulation()?.wrapper,
+        wrapper: f.wrapper,
     })
 }
 
@@ -294,9 +296,9 @@ fn train_step(
     let den = &live.den;
     let per = with_torch_rng(|| {
         tch::manual_seed(torch_step_seed(t.seed, k));
-        loss.per_sample(
+        loss.per_sample_with_variance(
             |x, s| {
-                den.forward(x, s, labels.as_ref(), None, true)
+                den.forward_with_variance(x, s, labels.as_ref(), None, true)
                     .map_err(|e| TrainError::Other(e.to_string()))
             },
             &x0,
@@ -387,7 +389,7 @@ impl Sampling {
         let f = cfg.formulation()?;
         Ok(Sampling {
             ema_vs,
-            model: NetModel::new(den, device, mcfg.net.label_dim()),
+            model: NetModel::new(den, mcfg.net.label_dim()).on_device(device),
             process: f.process.try_build()?,
             timer: TimerKind::Edm {
                 sigma_min: f.sigma_min,
