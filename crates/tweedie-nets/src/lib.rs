@@ -17,6 +17,7 @@ pub mod network;
 pub mod precond;
 #[cfg(feature = "samplers")]
 pub mod sampler_model;
+mod torch_rng;
 pub mod unet;
 
 pub use checkpoint::{
@@ -25,7 +26,7 @@ pub use checkpoint::{
 };
 pub use config::{DecoderType, Embedding, EncoderType, MlpConfig, NetConfig, UnetConfig, PRESETS};
 pub use device::{cuda_available, inference, set_threads, DeviceSpec};
-pub use ema::{Ema, EmaSchedule};
+pub use ema::{copy_buffers, Ema, EmaSchedule};
 pub use error::{NetsError, Result};
 pub use mlp::Mlp;
 pub use network::{build_network, count_params, params_report, Network, ParamCount};
@@ -33,4 +34,5 @@ pub use precond::{variance_fraction, CoeffTensors, ParamAdapter, PrecondDenoiser
 #[cfg(feature = "samplers")]
 pub use sampler_model::{one_hot, NetModel};
 pub use tch;
+pub use torch_rng::with_torch_rng;
 pub use unet::SongUnet;

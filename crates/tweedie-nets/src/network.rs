@@ -23,9 +23,12 @@ pub trait Network: Send + std::fmt::Debug {
 
 /// Builds the network described by `cfg` under the var-store path `p`.
 pub fn build_network(p: &nn::Path, cfg: &NetConfig) -> Result<Box<dyn Network>> {
-    Ok(match cfg {
-        NetConfig::Unet(c) => Box::new(SongUnet::new(p, c)?),
-        NetConfig::Mlp(c) => Box::new(Mlp::new(p, c)?),
+    // Initialisation draws from libtorch's global generator (see crate::torch_rng).
+    crate::torch_rng::with_torch_rng(|| {
+        Ok(match cfg {
+            NetConfig::Unet(c) => Box::new(SongUnet::new(p, c)?) as Box<dyn Network>,
+            NetConfig::Mlp(c) => Box::new(Mlp::new(p, c)?),
+        })
     })
 }
 

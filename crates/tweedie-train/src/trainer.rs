@@ -44,16 +44,12 @@ pub mod files {
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// Runs `f` holding the process-wide lock on libtorch's global generator: weight
+/// Runs `f` holding the process-wide lock on libtorch's global generator (re-entrant): weight
 /// initialisation and dropout draw from it, so two runs in one process (parallel tests, a
 /// classifier trained beside a model) would otherwise interleave their draws and lose
 /// reproducibility.
-pub fn with_torch_rng<T>(f: impl FnOnce() -> T) -> T {
-    let _guard = TORCH_RNG.lock().unwrap_or_else(|p| p.into_inner());
-    f()
-}
+pub use tweedie_nets::with_torch_rng;
+
 static HANDLER: Once = Once::new();
 
 /// Installs the Ctrl-C handler once per process: the first Ctrl-C asks the loop to save and
@@ -217,6 +213,13 @@ impl BatchSampler {
 }
 
 /// The model and everything trained with it.
+/// Sets the sampling copy to the EMA weights and the live model's fixed buffers.
+fn sync_sampling_copy(live: &Live, sampling: &Sampling) -> Result<()> {
+    tweedie_nets::copy_buffers(&live.vs, &sampling.ema_vs)
+        .and_then(|()| live.ema.copy_to(&sampling.ema_vs))
+        .map_err(|e| TrainError::Other(format!("EMA: {e}")))
+}
+
 struct Live {
     vs: VarStore,
     den: PrecondDenoiser,
@@ -618,9 +621,7 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
             last_good = step;
         }
         if t.sample_every > 0 && step % t.sample_every == 0 && step != t.steps {
-            live.ema
-                .copy_to(&sampling.ema_vs)
-                .map_err(|e| TrainError::Other(format!("EMA: {e}")))?;
+            sync_sampling_copy(&live, &sampling)?;
             let p = samples_dir.join(format!("step-{step:07}.png"));
             if let Err(e) = write_samples(&p, &sampling, cfg, &data) {
                 pb.println(format!("warning: sample grid at step {step}: {e}"));
@@ -632,9 +633,7 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
     let train_seconds = began.elapsed().as_secs_f64();
     let done = t.steps.saturating_sub(start);
     // Final outputs: the EMA model as a tweedie-nets checkpoint, plots, samples.
-    live.ema
-        .copy_to(&sampling.ema_vs)
-        .map_err(|e| TrainError::Other(format!("EMA: {e}")))?;
+    sync_sampling_copy(&live, &sampling)?;
     let mut extra = std::collections::BTreeMap::new();
     extra.insert("tweedie.train.step".to_string(), t.steps.to_string());
     extra.insert("tweedie.data".to_string(), data.name.clone());
