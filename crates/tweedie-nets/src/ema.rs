@@ -133,6 +133,33 @@ fn trainable_named(vs: &VarStore) -> Vec<(String, Tensor)> {
     v
 }
 
+/// Copies the fixed buffers (non-trainable variables: Fourier frequencies, resample filters)
+/// of `from` into the same-named variables of `to`. The EMA averages only trainable weights,
+/// like the reference's; a sampling copy built separately needs the live model's buffers too,
+/// or its random Fourier frequencies would differ from the ones the network was trained with.
+pub fn copy_buffers(from: &VarStore, to: &VarStore) -> Result<()> {
+    let src = from.variables();
+    tch::no_grad(|| {
+        for (name, mut dst) in to.variables() {
+            if dst.requires_grad() {
+                continue;
+            }
+            let s = src.get(&name).ok_or_else(|| {
+                NetsError::Shape(format!("buffer `{name}` is not in the source var store"))
+            })?;
+            if s.size() != dst.size() {
+                return Err(NetsError::Shape(format!(
+                    "buffer `{name}`: {:?} in the source, {:?} in the target",
+                    s.size(),
+                    dst.size()
+                )));
+            }
+            dst.copy_(s);
+        }
+        Ok(())
+    })
+}
+
 impl Ema {
     /// Starts the average at the current weights of `vs`.
     pub fn new(vs: &VarStore, schedule: EmaSchedule) -> Result<Self> {

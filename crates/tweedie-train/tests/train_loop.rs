@@ -127,6 +127,32 @@ fn resume_and_ctrl_c_are_bit_identical_to_one_go() -> Result<(), TrainError> {
     Ok(())
 }
 
+/// The saved model is the EMA copy; its fixed buffers (here random Fourier frequencies) must be
+/// the trained network's, not those of a separately initialised copy.
+#[test]
+fn the_saved_model_keeps_the_trained_networks_fourier_frequencies() -> Result<(), TrainError> {
+    let root = tempfile::tempdir().map_err(|e| TrainError::io("tmp", e))?;
+    let dir = root.path().join("f");
+    train(
+        &config(2, &["network.embedding=\"fourier\""]),
+        &opts(&dir, false),
+    )?;
+    let live = state(&dir);
+    let (name, trained) = live
+        .iter()
+        .find(|(k, _)| k.ends_with("map_noise.freqs") && !k.starts_with("ema."))
+        .unwrap_or_else(|| panic!("no Fourier frequencies in {:?}", live.keys()));
+    let saved = tweedie_nets::load_checkpoint(&dir.join(files::MODEL), tch::Device::Cpu)
+        .map_err(|e| TrainError::Other(e.to_string()))?;
+    let vars = saved.vs.variables();
+    let (_, freqs) = vars
+        .iter()
+        .find(|(k, _)| k.ends_with("map_noise.freqs"))
+        .unwrap_or_else(|| panic!("no Fourier frequencies in the saved model"));
+    assert!(freqs.equal(trained), "{name} differs in model.safetensors");
+    Ok(())
+}
+
 #[test]
 fn training_reduces_the_loss() -> Result<(), TrainError> {
     let root = tempfile::tempdir().map_err(|e| TrainError::io("tmp", e))?;
