@@ -134,6 +134,11 @@ impl PrecondDenoiser {
         self.autocast = enabled;
     }
 
+    /// Shape of one sample ([C, H, W] or [d]) when built from a network config.
+    pub fn sample_shape(&self) -> Option<&[i64]> {
+        self.sample_shape.as_deref()
+    }
+
     /// σ̃ as the network can represent it: the nearest u_j for iDDPM, σ̃ itself otherwise.
     pub fn round_sigma(&self, sigma: f64) -> f64 {
         match &self.wrapper {

@@ -4,7 +4,7 @@
 
 use std::sync::{Mutex, MutexGuard};
 
-use ndarray::{ArrayD, IxDyn};
+use ndarray::{Array2, ArrayD, IxDyn};
 use tch::{Device, Kind, Tensor};
 use tweedie_core::space::TchTensor;
 use tweedie_samplers::{ClassModel, Model, Result, SamplerError};
@@ -167,9 +167,11 @@ impl NetModel {
     }
 
     /// An f64 ndarray batch as an f32 tensor on the model's device.
+    /// The state as an f64 tensor on the model's device: the network itself runs in f32, but
+    /// the skip path c_skip·x̃ then stays in f64, so ODE solves are not floored by f32 rounding.
     fn tensor_of(&self, x: &ArrayD<f64>) -> Tensor {
         let shape: Vec<i64> = x.shape().iter().map(|&s| s as i64).collect();
-        let flat: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+        let flat: Vec<f64> = x.iter().copied().collect();
         Tensor::from_slice(&flat)
             .view(shape.as_slice())
             .to_device(self.device)
@@ -250,5 +252,35 @@ impl Model<ArrayD<f64>> for NetModel {
             .denoise_tensor_with_variance(&self.tensor_of(x), &sig)
             .map_err(to_sampler)?;
         Ok((array_of(&d, x)?, v.map(|v| array_of(&v, x)).transpose()?))
+    }
+}
+
+/// Flat f64 rows [B, C·H·W] (benchmarks, mixtures-style tooling): each row is reshaped to the
+/// network's sample shape and back.
+impl Model<Array2<f64>> for NetModel {
+    fn denoise(&self, x: &Array2<f64>, sigma: f64) -> Result<Array2<f64>> {
+        let (b, n) = x.dim();
+        let shape = self.lock().sample_shape().map(<[i64]>::to_vec);
+        let Some(shape) = shape else {
+            return Err(SamplerError::Shape(
+                "rows need a network built from a config (its sample shape is unknown)".into(),
+            ));
+        };
+        let numel: i64 = shape.iter().product();
+        if n as i64 != numel {
+            return Err(SamplerError::Shape(format!(
+                "rows of {n} values for samples of shape {shape:?}"
+            )));
+        }
+        let dims: Vec<usize> = std::iter::once(b)
+            .chain(shape.iter().map(|&d| d as usize))
+            .collect();
+        let xd = x
+            .clone()
+            .into_shape_with_order(IxDyn(&dims))
+            .map_err(|e| SamplerError::Shape(e.to_string()))?;
+        let d = Model::<ArrayD<f64>>::denoise(self, &xd, sigma)?;
+        d.into_shape_with_order((b, n))
+            .map_err(|e| SamplerError::Shape(e.to_string()))
     }
 }

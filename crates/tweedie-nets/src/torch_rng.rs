@@ -51,7 +51,7 @@ mod tests {
             .map(|_| {
                 std::thread::spawn(|| {
                     for _ in 0..200 {
-                        with_torch_rng(|| tch::Tensor::randn([16], tch::kind::FLOAT_CPU));
+                        let _ = with_torch_rng(|| tch::Tensor::randn([16], tch::kind::FLOAT_CPU));
                     }
                 })
             })

@@ -102,6 +102,10 @@ fn row_labels_and_ndarray_states_match_the_tensor_path() {
     )
     .unwrap();
     let via_array = Model::<ndarray::ArrayD<f64>>::denoise(&m, &arr, 0.7).unwrap();
+    // ndarray states enter as f64 (the skip path stays f64): the f64 tensor path exactly.
+    let rows64 = m
+        .denoise_tensor(&x.to_kind(Kind::Double), &Tensor::from(0.7))
+        .unwrap();
     m.set_labels(None).unwrap();
     assert!(m.set_labels(Some(&[3])).is_err());
     let tx = TchTensor(x.shallow_clone());
@@ -111,9 +115,9 @@ fn row_labels_and_ndarray_states_match_the_tensor_path() {
     assert!(bool::try_from(rows.get(1).eq_tensor(&c2.get(1)).all()).unwrap());
     for (a, b) in via_array
         .iter()
-        .zip(Vec::<f32>::try_from(rows.flatten(0, -1)).unwrap())
+        .zip(Vec::<f64>::try_from(rows64.flatten(0, -1)).unwrap())
     {
-        assert_eq!(*a, b as f64);
+        assert_eq!(*a, b);
     }
 }
 

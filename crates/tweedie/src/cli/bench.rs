@@ -603,7 +603,7 @@ fn bench_checkpoint(
     settings: &Settings,
     rows: &mut Vec<Row>,
 ) -> Result<(String, Reference, usize)> {
-    let net = ckpt::NetModel::load(path)?;
+    let (net, numel) = ckpt::load(path)?;
     let file = path
         .file_name()
         .map(|f| f.to_string_lossy().to_string())
@@ -614,17 +614,13 @@ fn bench_checkpoint(
         bail!("--model-samples must be at least 1");
     }
     // x_T = σ_max·z with per-sample keyed noise: the latents depend on (seed, index) only.
-    let xt = tweedie::core::rng::normal_rows(
-        args.seed,
-        0,
-        n,
-        tweedie::core::rng::streams::INIT,
-        net.numel(),
-    ) * SIGMA_MAX;
+    let xt =
+        tweedie::core::rng::normal_rows(args.seed, 0, n, tweedie::core::rng::streams::INIT, numel)
+            * SIGMA_MAX;
     let ref_steps = settings.ref_steps_model;
     eprintln!(
         "[bench] {name}: {n} latents of {} values; reference RK4 solve ({ref_steps} steps)…",
-        net.numel()
+        numel
     );
     let reference = reference_solve(&net, None, &xt, ref_steps)?;
     eprintln!(
