@@ -8,6 +8,7 @@
 //! weight or preconditioning shows up here before it shows up in samples).
 
 use std::fmt::Write as _;
+use std::path::Path;
 
 use ndarray::{Array1, Array2, Array3, ArrayView2, Axis};
 use rand::Rng;
@@ -20,6 +21,7 @@ use tweedie_core::ProcessKind;
 
 use crate::data::{Data, FieldSpec, GroundTruth};
 use crate::error::{Result, TrainError};
+use crate::plot::write_denoising_plot;
 use crate::sample::NetModel;
 
 /// RNG stream seed of the evaluation noise (fixed, so runs are compared on the same x̃).
@@ -103,13 +105,15 @@ pub fn gaussian_fit(x: ArrayView2<f32>) -> Result<GaussianMixture> {
 }
 
 /// Per-element MSE of the model and the reference on held-out x̃ = x + σ̃ε at each σ̃; appends a
-/// markdown table to `md` and a headline to `head`.
+/// markdown table to `md` and a headline to `head`, and draws the curves into `plot` when given.
+#[allow(clippy::too_many_arguments)]
 pub fn denoising_error(
     model: &NetModel,
     data: &Data,
     reference: &Reference,
     sigmas: &[f64],
     device: Device,
+    plot: Option<&Path>,
     md: &mut String,
     head: &mut Vec<String>,
 ) -> Result<Value> {
@@ -174,6 +178,21 @@ pub fn denoising_error(
         );
     }
     let _ = writeln!(md);
+    if let Some(p) = plot {
+        let col = |k: &str| -> Vec<f64> { rows.iter().filter_map(|r| r[k].as_f64()).collect() };
+        write_denoising_plot(
+            p,
+            sigmas,
+            &col("mse_model"),
+            &col("mse_reference"),
+            reference.name(),
+        )?;
+        let name = p
+            .file_name()
+            .map(|f| f.to_string_lossy())
+            .unwrap_or_default();
+        let _ = writeln!(md, "![held-out denoising error]({name})\n");
+    }
     head.push(format!(
         "denoising: worst model / {} MSE over σ̃ ∈ {sigmas:?}: {worst:.3}",
         reference.name()

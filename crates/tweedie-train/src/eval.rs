@@ -504,6 +504,7 @@ pub fn evaluate_run_with(
         &Reference::for_data(&data)?,
         &cfg.eval.denoiser_sigmas,
         device,
+        Some(&run_dir.join(files::DENOISING_PLOT)),
         &mut md,
         &mut head,
     )?;

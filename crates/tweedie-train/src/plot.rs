@@ -200,6 +200,94 @@ pub fn write_loss_plot(path: &Path, steps: &[u64], losses: &[f64]) -> Result<()>
     save_png(path, &img)
 }
 
+/// Held-out denoising error against σ̃ on log–log axes: the model (dark), the reference
+/// denoiser (orange) and the identity's σ̃² (grey), as in EDM's loss-per-σ̃ figure.
+pub fn write_denoising_plot(
+    path: &Path,
+    sigmas: &[f64],
+    model: &[f64],
+    reference: &[f64],
+    reference_name: &str,
+) -> Result<()> {
+    let pts = |v: &[f64]| -> Vec<(f64, f64)> {
+        sigmas
+            .iter()
+            .zip(v)
+            .filter(|(&s, &m)| s > 0.0 && m.is_finite() && m > 0.0)
+            .map(|(&s, &m)| (s, m))
+            .collect()
+    };
+    let (pm, pr) = (pts(model), pts(reference));
+    let pi: Vec<(f64, f64)> = sigmas.iter().map(|&s| (s, s * s)).collect();
+    let pi = pi.into_iter().filter(|p| p.0 > 0.0).collect::<Vec<_>>();
+    let all: Vec<&(f64, f64)> = pm.iter().chain(&pr).chain(&pi).collect();
+    if pm.is_empty() || all.is_empty() {
+        return Err(TrainError::Other(
+            "no positive denoising errors to plot".into(),
+        ));
+    }
+    let fold = |f: fn(f64, f64) -> f64, init: f64, y: bool| {
+        all.iter().map(|p| if y { p.1 } else { p.0 }).fold(init, f)
+    };
+    let (x0, x1) = (
+        fold(f64::min, f64::MAX, false),
+        fold(f64::max, f64::MIN, false),
+    );
+    let (y0, y1) = (
+        fold(f64::min, f64::MAX, true),
+        fold(f64::max, f64::MIN, true),
+    );
+    let (w, h) = (640u32, 480u32);
+    let mut buf = vec![0u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
+        let mut chart = ChartBuilder::on(&root)
+            .margin(15)
+            .caption("held-out denoising error", ("sans-serif", 20))
+            .x_label_area_size(40)
+            .y_label_area_size(70)
+            .build_cartesian_2d(
+                (x0 * 0.8..x1 * 1.25).log_scale(),
+                (y0 * 0.5..y1 * 2.0).log_scale(),
+            )
+            .map_err(|e| plot_err(path, e))?;
+        chart
+            .configure_mesh()
+            .x_desc("noise level σ̃")
+            .y_desc("MSE per element")
+            .draw()
+            .map_err(|e| plot_err(path, e))?;
+        let series = [
+            (pi, RGBColor(170, 170, 170), "identity (σ̃²)".to_string()),
+            (pr, RGBColor(230, 120, 20), reference_name.to_string()),
+            (pm, RGBColor(20, 60, 160), "model".to_string()),
+        ];
+        for (p, color, label) in series {
+            chart
+                .draw_series(LineSeries::new(p.clone(), color.stroke_width(2)))
+                .map_err(|e| plot_err(path, e))?
+                .label(label)
+                .legend(move |(x, y)| {
+                    PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2))
+                });
+            chart
+                .draw_series(p.into_iter().map(|q| Circle::new(q, 3, color.filled())))
+                .map_err(|e| plot_err(path, e))?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| plot_err(path, e))?;
+        root.present().map_err(|e| plot_err(path, e))?;
+    }
+    let img = RgbImage::from_raw(w, h, buf).ok_or_else(|| plot_err(path, "buffer size"))?;
+    save_png(path, &img)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,6 +321,18 @@ mod tests {
         let steps: Vec<u64> = (0..100).collect();
         let losses: Vec<f64> = steps.iter().map(|&s| 1.0 / (1.0 + s as f64)).collect();
         write_loss_plot(&dir.path().join("l.png"), &steps, &losses)?;
+        let sig = [0.1, 1.0, 10.0];
+        let d = dir.path().join("d.png");
+        write_denoising_plot(
+            &d,
+            &sig,
+            &[0.005, 0.1, 0.3],
+            &[0.007, 0.15, 0.29],
+            "Gaussian fit",
+        )?;
+        assert!(d.metadata().map(|m| m.len() > 1000).unwrap_or(false));
+        // Nothing positive to draw for the model is an error, not an empty picture.
+        assert!(write_denoising_plot(&d, &sig, &[f64::NAN; 3], &[0.1; 3], "x").is_err());
         assert!(dir
             .path()
             .join("l.png")

@@ -41,6 +41,7 @@ pub mod files {
     pub const SAMPLES_DIR: &str = "samples";
     pub const REPORT: &str = "report.md";
     pub const EVAL: &str = "eval.json";
+    pub const DENOISING_PLOT: &str = "denoising.png";
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
