@@ -3,6 +3,7 @@
 use tweedie_core::rng::streams;
 use tweedie_core::{Process, TimeGrid};
 
+use crate::adaptive;
 use crate::error::{Result, SamplerError};
 use crate::kind::SamplerKind;
 use crate::model::{Counted, Model};
@@ -173,6 +174,13 @@ impl<'a, S: State> Denoiser<'a, S> {
                 })??,
             Init::Latents(x) => x.scale(1.0 / self.process.alpha(times[0])),
         };
+        if self.hook.is_some() && matches!(self.kind, SamplerKind::Adaptive { .. }) {
+            return Err(SamplerError::invalid(
+                "sampler",
+                "adaptive",
+                "step hooks (e.g. replacement) need a fixed grid",
+            ));
+        }
         let counted = Counted::new(self.model);
         let mut run = Run {
             d: self,
@@ -555,83 +563,101 @@ impl<S: State> Run<'_, '_, '_, S> {
         Ok(x)
     }
 
+    /// Adaptive exponential integrator 3(2) in λ = −log σ̃ (see `adaptive`) from the grid's
+    /// first σ̃ to its last positive one, then D there when the grid ends at 0. D at the start
+    /// of a step is kept across rejections: an attempt costs 2 evaluations, an accepted step 3.
     fn adaptive(&mut self, x: S, rtol: f64, atol: f64) -> Result<S> {
-        let last_pos = self
+        const MAX_ATTEMPTS: usize = 100_000;
+        // A first step of 0.1 in λ: the controller grows it 5× per accepted step if it can.
+        const FIRST_STEP: f64 = 0.1;
+        let sigma_end = self
             .s
             .iter()
             .rev()
             .find(|v| **v > 0.0)
             .copied()
             .unwrap_or(self.s[0]);
-        let (l0, l1) = (-self.s[0].ln(), -last_pos.ln());
-        let f = |run: &Self, lam: f64, x: &S| -> Result<S> {
-            Ok(run.den(x, (-lam).exp())?.lincomb(1.0, x, -1.0))
-        };
+        let lam_end = -sigma_end.ln();
         let mut x = x;
-        let mut lam = l0;
-        let mut h = ((l1 - l0) / 20.0).max(1e-6);
-        let mut k1 = f(self, lam, &x)?;
+        let mut sigma = self.s[0];
+        let mut h = FIRST_STEP;
+        let mut d0: Option<S> = None;
+        let mut controller = adaptive::Controller::default();
         let mut accepted = 0usize;
-        let mut tries = 0usize;
-        while lam < l1 - 1e-12 * (1.0 + l1.abs()) {
-            tries += 1;
-            if tries > 100_000 {
-                return Err(SamplerError::Numerical(
-                    "adaptive solver exceeded 100000 step attempts".into(),
-                ));
-            }
-            h = h.min(l1 - lam);
-            let k2 = f(self, lam + 0.5 * h, &x.lincomb(1.0, &k1, 0.5 * h))?;
-            let k3 = f(self, lam + 0.75 * h, &x.lincomb(1.0, &k2, 0.75 * h))?;
-            let xn =
-                x.lincomb3(1.0, &k1, 2.0 / 9.0 * h, &k2, h / 3.0)
-                    .lincomb(1.0, &k3, 4.0 / 9.0 * h);
-            let k4 = f(self, lam + h, &xn)?;
-            let err = k1
-                .lincomb3(-5.0 / 72.0 * h, &k2, h / 12.0, &k3, h / 9.0)
-                .lincomb(1.0, &k4, -h / 8.0);
-            let e = err
-                .scaled_rms(&x, &xn, atol, rtol)
-                .into_iter()
-                .fold(0.0f64, f64::max);
-            if !e.is_finite() {
+        let mut attempts = 0usize;
+        while sigma > sigma_end {
+            attempts += 1;
+            if attempts > MAX_ATTEMPTS {
                 return Err(SamplerError::Numerical(format!(
-                    "non-finite error estimate at σ̃ = {}",
-                    (-lam).exp()
+                    "adaptive solver exceeded {MAX_ATTEMPTS} step attempts (σ̃ = {sigma})"
                 )));
             }
-            if e <= 1.0 {
-                lam += h;
-                x = xn;
-                k1 = k4;
-                accepted += 1;
-                if self.d.record {
-                    self.traj.push(x.clone());
-                    self.traj_s.push((-lam).exp());
-                }
-            }
-            let fac = if e == 0.0 {
-                5.0
+            let lam = -sigma.ln();
+            // Land on σ̃_end exactly rather than leave a sliver of less than 1e-9 in λ.
+            let sigma_next = if lam + h >= lam_end - 1e-9 {
+                sigma_end
             } else {
-                (0.9 * e.powf(-1.0 / 3.0)).clamp(0.2, 5.0)
+                (-(lam + h)).exp()
             };
-            h *= fac;
+            let den0 = match d0.take() {
+                Some(d) => d,
+                None => self.den(&x, sigma)?,
+            };
+            let step = adaptive::ExpStep { sigma, sigma_next };
+            let r = step.run(&x, &den0, |u, sg| self.den(u, sg))?;
+            let e = adaptive::batch_error(&r.err, &x, &r.x, atol, rtol);
+            if !e.is_finite() {
+                return Err(SamplerError::Numerical(format!(
+                    "non-finite error estimate at σ̃ = {sigma}"
+                )));
+            }
+            let (accept, factor) = controller.propose(e);
+            if accept {
+                if !r.x.all_finite() {
+                    return Err(SamplerError::Numerical(format!(
+                        "non-finite state after the step to σ̃ = {sigma_next}"
+                    )));
+                }
+                x = r.x;
+                self.adaptive_step_done(accepted, sigma, sigma_next, &x, &r.last_denoised);
+                sigma = sigma_next;
+                accepted += 1;
+            } else {
+                d0 = Some(den0);
+            }
+            h = step.h() * factor;
             if h < 1e-12 {
-                return Err(SamplerError::Numerical(
-                    "adaptive step size underflow".into(),
-                ));
+                return Err(SamplerError::Numerical(format!(
+                    "adaptive step size underflow at σ̃ = {sigma}"
+                )));
             }
         }
-        let _ = accepted;
         if *self.s.last().unwrap_or(&0.0) == 0.0 {
-            let den = self.den(&x, last_pos)?;
-            if self.d.record {
-                self.traj.push(den.clone());
-                self.traj_s.push(0.0);
-            }
+            let den = match d0 {
+                Some(d) => d,
+                None => self.den(&x, sigma_end)?,
+            };
+            self.adaptive_step_done(accepted, sigma_end, 0.0, &den, &den);
             return Ok(den);
         }
         Ok(x)
+    }
+
+    /// Records an accepted step of the adaptive solver and shows it to the callback.
+    fn adaptive_step_done(&mut self, step: usize, sigma: f64, sigma_next: f64, x: &S, den: &S) {
+        if self.d.record {
+            self.traj.push(x.clone());
+            self.traj_s.push(sigma_next);
+        }
+        if let Some(cb) = self.cb.as_mut() {
+            cb(&StepInfo {
+                step,
+                sigma,
+                sigma_next,
+                x,
+                denoised: den,
+            });
+        }
     }
 }
 

@@ -72,9 +72,13 @@ pub enum SamplerKind {
     /// basis on the last three σ̃_j (orders 1, 2 on the first steps). NFE = N; stable from ~16
     /// steps on the ρ = 7 EDM grid, where extrapolating D in λ needed ≥ 24.
     Deis3,
-    /// Adaptive Bogacki–Shampine 3(2) on dx̃/dλ = D(x̃; e^{−λ}) − x̃, λ = −log σ̃, with error control
-    /// ‖err/(atol + rtol·|x̃|)‖_RMS ≤ 1 (max over samples) and a final denoise when the grid ends at 0.
-    /// Uses only the grid's end points; the NFE it used is reported.
+    /// Adaptive exponential integrator 3(2) in λ = −log σ̃ (DPM-Solver-3's stages in data
+    /// prediction, Lu et al. 2022): the linear part of dx̃/dλ = D − x̃ is solved exactly and D is
+    /// integrated as the quadratic through D at λ, λ + h/3, λ + 2h/3; the line through the first
+    /// two gives the embedded second-order solution. Error ‖err/(atol + rtol·max(|x̃|, |x̃′|))‖
+    /// as an RMS over every element of the batch ≤ 1, PI step-size control, then D at the
+    /// grid's last positive σ̃ when the grid ends at 0. Uses only the grid's end points; the NFE
+    /// it used is reported (3 per accepted step, 2 per rejected one, + 1).
     Adaptive {
         #[serde(default = "d::rtol")]
         rtol: f64,
@@ -155,7 +159,7 @@ impl SamplerKind {
             "dpmpp_2m_sde" | "dpm_solver_pp_2m_sde" => SamplerKind::DpmSolverPp2mSde { eta: 1.0 },
             "euler_maruyama" | "em" => SamplerKind::EulerMaruyama,
             "deis3" | "deis" | "deis_3" => SamplerKind::Deis3,
-            "adaptive" | "bs3" => SamplerKind::Adaptive {
+            "adaptive" | "dpm_adaptive" => SamplerKind::Adaptive {
                 rtol: d::rtol(),
                 atol: d::atol(),
             },

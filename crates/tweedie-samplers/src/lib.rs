@@ -10,6 +10,7 @@
 // Negated float comparisons (`!(x > 0.0)`) are deliberate: they also reject NaN.
 #![allow(clippy::neg_cmp_op_on_partial_ord)]
 
+mod adaptive;
 pub mod api;
 pub mod cond;
 pub mod denoiser;
