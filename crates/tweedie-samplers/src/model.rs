@@ -64,61 +64,40 @@ pub trait Model<S: State>: Send + Sync {
     }
 }
 
-impl<S: State, M: Model<S> + ?Sized> Model<S> for Box<M> {
-    fn denoise(&self, x: &S, sigma: f64) -> Result<S> {
-        (**self).denoise(x, sigma)
-    }
-    fn denoise_vjp(&self, x: &S, sigma: f64, v: &S) -> Result<(S, S)> {
-        (**self).denoise_vjp(x, sigma, v)
-    }
-    fn has_vjp(&self) -> bool {
-        (**self).has_vjp()
-    }
-    fn denoise_with_variance(&self, x: &S, sigma: f64) -> Result<(S, Option<S>)> {
-        (**self).denoise_with_variance(x, sigma)
-    }
-    fn exact_posterior(
-        &self,
-        op: &dyn ForwardModel,
-        y: &Array1<f64>,
-    ) -> Option<Result<Box<dyn Model<S>>>> {
-        (**self).exact_posterior(op, y)
-    }
-    fn sample_marginal(&self, t: &S, sigma: f64, seed: u64, first: u64) -> Option<Result<S>> {
-        (**self).sample_marginal(t, sigma, seed, first)
-    }
-    fn round_sigma(&self, sigma: f64) -> f64 {
-        (**self).round_sigma(sigma)
-    }
+/// `Model` for smart pointers and references to models: every method forwards, including the
+/// defaulted ones (a forgotten method would silently fall back to its default).
+macro_rules! forward_model {
+    ($($ptr:ty),*) => {$(
+        impl<S: State, M: Model<S> + ?Sized> Model<S> for $ptr {
+            fn denoise(&self, x: &S, sigma: f64) -> Result<S> {
+                (**self).denoise(x, sigma)
+            }
+            fn denoise_vjp(&self, x: &S, sigma: f64, v: &S) -> Result<(S, S)> {
+                (**self).denoise_vjp(x, sigma, v)
+            }
+            fn has_vjp(&self) -> bool {
+                (**self).has_vjp()
+            }
+            fn denoise_with_variance(&self, x: &S, sigma: f64) -> Result<(S, Option<S>)> {
+                (**self).denoise_with_variance(x, sigma)
+            }
+            fn exact_posterior(
+                &self,
+                op: &dyn ForwardModel,
+                y: &Array1<f64>,
+            ) -> Option<Result<Box<dyn Model<S>>>> {
+                (**self).exact_posterior(op, y)
+            }
+            fn sample_marginal(&self, t: &S, sigma: f64, seed: u64, first: u64) -> Option<Result<S>> {
+                (**self).sample_marginal(t, sigma, seed, first)
+            }
+            fn round_sigma(&self, sigma: f64) -> f64 {
+                (**self).round_sigma(sigma)
+            }
+        }
+    )*};
 }
-
-impl<S: State, M: Model<S> + ?Sized> Model<S> for &M {
-    fn denoise(&self, x: &S, sigma: f64) -> Result<S> {
-        (**self).denoise(x, sigma)
-    }
-    fn denoise_vjp(&self, x: &S, sigma: f64, v: &S) -> Result<(S, S)> {
-        (**self).denoise_vjp(x, sigma, v)
-    }
-    fn has_vjp(&self) -> bool {
-        (**self).has_vjp()
-    }
-    fn denoise_with_variance(&self, x: &S, sigma: f64) -> Result<(S, Option<S>)> {
-        (**self).denoise_with_variance(x, sigma)
-    }
-    fn exact_posterior(
-        &self,
-        op: &dyn ForwardModel,
-        y: &Array1<f64>,
-    ) -> Option<Result<Box<dyn Model<S>>>> {
-        (**self).exact_posterior(op, y)
-    }
-    fn sample_marginal(&self, t: &S, sigma: f64, seed: u64, first: u64) -> Option<Result<S>> {
-        (**self).sample_marginal(t, sigma, seed, first)
-    }
-    fn round_sigma(&self, sigma: f64) -> f64 {
-        (**self).round_sigma(sigma)
-    }
-}
+forward_model!(Box<M>, &M);
 
 /// A class-conditional denoiser D(x̃; σ̃, c); `class = None` is the unconditional model.
 pub trait ClassModel<S: State>: Send + Sync {
