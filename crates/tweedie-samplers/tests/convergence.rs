@@ -3,36 +3,26 @@
 
 mod common;
 
-use common::mixture_2d;
+use common::{edm_grid_without_zero, mixture_2d};
 use ndarray::Array2;
 use tweedie_core::process::Edm;
-use tweedie_core::{TimeGrid, Timer, TimerKind};
 use tweedie_samplers::{Denoiser, Init, MixtureModel, SamplerKind};
 
 const SIGMA_MIN: f64 = 0.01;
 const SIGMA_MAX: f64 = 80.0;
-
-/// EDM ρ = 7 grid with `steps` steps from σ_max to σ_min (no jump to 0).
-fn grid(p: &Edm, steps: usize) -> TimeGrid {
-    let g = TimerKind::Edm {
-        sigma_min: SIGMA_MIN,
-        sigma_max: SIGMA_MAX,
-        rho: 7.0,
-    }
-    .grid(p, steps + 1)
-    .unwrap();
-    TimeGrid {
-        t: g.t[..=steps].to_vec(),
-        sigma_tilde: g.sigma_tilde[..=steps].to_vec(),
-    }
-}
 
 fn solve(kind: SamplerKind, steps: usize, mix: &MixtureModel, x_t: &Array2<f64>) -> Array2<f64> {
     let p = Edm {
         sigma_min: SIGMA_MIN,
         sigma_max: SIGMA_MAX,
     };
-    let d = Denoiser::new(&p, grid(&p, steps), kind, mix).unwrap();
+    let d = Denoiser::new(
+        &p,
+        edm_grid_without_zero(&p, steps, SIGMA_MIN, SIGMA_MAX),
+        kind,
+        mix,
+    )
+    .unwrap();
     d.run(Init::Latents(x_t.clone()), None).unwrap().samples
 }
 

@@ -6,11 +6,10 @@
 
 mod common;
 
-use common::gaussian;
+use common::{edm_grid_without_zero, gaussian};
 use ndarray::{Array1, Array2, Axis};
 use tweedie_core::process::Edm;
 use tweedie_core::rng::normal_rows;
-use tweedie_core::{TimeGrid, Timer, TimerKind};
 use tweedie_samplers::{Denoiser, Init, SamplerKind};
 
 const SIGMA_MAX: f64 = 80.0;
@@ -34,21 +33,6 @@ fn exact(x_t: &Array2<f64>) -> Array2<f64> {
     (x_t - &mean()) * &scale.insert_axis(Axis(0)) + &mean()
 }
 
-/// EDM ρ = 7 grid with `steps` steps from σ̃_MAX to σ̃_MIN (no jump to 0).
-fn grid(p: &Edm, steps: usize) -> TimeGrid {
-    let g = TimerKind::Edm {
-        sigma_min: SIGMA_MIN,
-        sigma_max: SIGMA_MAX,
-        rho: 7.0,
-    }
-    .grid(p, steps + 1)
-    .unwrap();
-    TimeGrid {
-        t: g.t[..=steps].to_vec(),
-        sigma_tilde: g.sigma_tilde[..=steps].to_vec(),
-    }
-}
-
 /// RMS error per element of DEIS-3 with `steps` steps (= NFE) at σ̃_MIN.
 fn deis3_error(steps: usize, x_t: &Array2<f64>) -> f64 {
     let p = Edm {
@@ -56,7 +40,13 @@ fn deis3_error(steps: usize, x_t: &Array2<f64>) -> f64 {
         sigma_max: SIGMA_MAX,
     };
     let mix = gaussian(mean(), Array2::from_diag(&variances()));
-    let d = Denoiser::new(&p, grid(&p, steps), SamplerKind::Deis3, &mix).unwrap();
+    let d = Denoiser::new(
+        &p,
+        edm_grid_without_zero(&p, steps, SIGMA_MIN, SIGMA_MAX),
+        SamplerKind::Deis3,
+        &mix,
+    )
+    .unwrap();
     let out = d.run(Init::Latents(x_t.clone()), None).unwrap();
     assert_eq!(out.nfe, steps);
     let e = out.samples - exact(x_t);

@@ -4,8 +4,26 @@
 #![allow(dead_code, clippy::needless_range_loop)]
 
 use ndarray::{array, Array1, Array2};
+use tweedie_core::process::Edm;
 use tweedie_core::rng::normal_rows;
+use tweedie_core::{TimeGrid, Timer, TimerKind};
 use tweedie_samplers::MixtureModel;
+
+/// EDM ρ = 7 grid of `steps` steps from σ̃_max to σ̃_min, without the final jump to 0, so that
+/// convergence is measured against the ODE solution at σ̃_min.
+pub fn edm_grid_without_zero(p: &Edm, steps: usize, sigma_min: f64, sigma_max: f64) -> TimeGrid {
+    let g = TimerKind::Edm {
+        sigma_min,
+        sigma_max,
+        rho: 7.0,
+    }
+    .grid(p, steps + 1)
+    .expect("EDM grid");
+    TimeGrid {
+        t: g.t[..=steps].to_vec(),
+        sigma_tilde: g.sigma_tilde[..=steps].to_vec(),
+    }
+}
 
 /// 2-D, three components, anisotropic covariances, weights 0.2 / 0.3 / 0.5; means ≥ 9 std apart.
 pub fn mixture_2d() -> MixtureModel {
