@@ -4,7 +4,7 @@
 
 use std::sync::{Mutex, MutexGuard};
 
-use ndarray::{Array2, ArrayD, IxDyn};
+use ndarray::{Array2, ArrayD, ArrayViewD, IxDyn};
 use tch::{Device, Kind, Tensor};
 use tweedie_core::space::TchTensor;
 use tweedie_samplers::{ClassModel, Model, Result, SamplerError};
@@ -166,10 +166,9 @@ impl NetModel {
         Ok(Some(y))
     }
 
-    /// An f64 ndarray batch as an f32 tensor on the model's device.
     /// The state as an f64 tensor on the model's device: the network itself runs in f32, but
     /// the skip path c_skip·x̃ then stays in f64, so ODE solves are not floored by f32 rounding.
-    fn tensor_of(&self, x: &ArrayD<f64>) -> Tensor {
+    fn tensor_of(&self, x: &ArrayViewD<f64>) -> Tensor {
         let shape: Vec<i64> = x.shape().iter().map(|&s| s as i64).collect();
         let flat: Vec<f64> = x.iter().copied().collect();
         Tensor::from_slice(&flat)
@@ -178,20 +177,23 @@ impl NetModel {
     }
 }
 
-/// A tensor shaped like `like` back as an f64 ndarray.
-fn array_of(t: &Tensor, like: &ArrayD<f64>) -> Result<ArrayD<f64>> {
+/// A tensor back as an f64 ndarray of `shape`.
+fn array_of(t: &Tensor, shape: &[usize]) -> Result<ArrayD<f64>> {
     let v = Vec::<f64>::try_from(
         t.to_kind(Kind::Double)
             .to_device(Device::Cpu)
             .flatten(0, -1),
     )
     .map_err(|e| SamplerError::Numerical(format!("libtorch: {e}")))?;
-    ArrayD::from_shape_vec(IxDyn(like.shape()), v).map_err(|e| SamplerError::Shape(e.to_string()))
+    ArrayD::from_shape_vec(IxDyn(shape), v).map_err(|e| SamplerError::Shape(e.to_string()))
 }
 
 impl Model<TchTensor> for NetModel {
     fn denoise(&self, x: &TchTensor, sigma: f64) -> Result<TchTensor> {
-        self.denoise_class(x, sigma, self.class)
+        // Through the same path as every other state, so row labels apply here too.
+        self.denoise_tensor(x, &Tensor::from(sigma))
+            .map(TchTensor)
+            .map_err(to_sampler)
     }
 
     fn denoise_with_variance(
@@ -238,7 +240,7 @@ impl ClassModel<TchTensor> for NetModel {
 /// f64 ndarray states (training evaluation): the network runs in f32 on the model's device.
 impl Model<ArrayD<f64>> for NetModel {
     fn denoise(&self, x: &ArrayD<f64>, sigma: f64) -> Result<ArrayD<f64>> {
-        Ok(self.denoise_with_variance(x, sigma)?.0)
+        Ok(self.denoise_view(&x.view(), sigma)?.0)
     }
 
     fn denoise_with_variance(
@@ -246,12 +248,27 @@ impl Model<ArrayD<f64>> for NetModel {
         x: &ArrayD<f64>,
         sigma: f64,
     ) -> Result<(ArrayD<f64>, Option<ArrayD<f64>>)> {
+        self.denoise_view(&x.view(), sigma)
+    }
+}
+
+impl NetModel {
+    /// D (and v of a learned-variance network) for an f64 batch view shaped [B, sample shape…].
+    fn denoise_view(
+        &self,
+        x: &ArrayViewD<f64>,
+        sigma: f64,
+    ) -> Result<(ArrayD<f64>, Option<ArrayD<f64>>)> {
         let b = x.shape().first().copied().unwrap_or(0) as i64;
         let sig = Tensor::full([b], sigma, (Kind::Double, Device::Cpu));
         let (d, v) = self
             .denoise_tensor_with_variance(&self.tensor_of(x), &sig)
             .map_err(to_sampler)?;
-        Ok((array_of(&d, x)?, v.map(|v| array_of(&v, x)).transpose()?))
+        let shape = x.shape();
+        Ok((
+            array_of(&d, shape)?,
+            v.map(|v| array_of(&v, shape)).transpose()?,
+        ))
     }
 }
 
@@ -276,10 +293,10 @@ impl Model<Array2<f64>> for NetModel {
             .chain(shape.iter().map(|&d| d as usize))
             .collect();
         let xd = x
-            .clone()
+            .view()
             .into_shape_with_order(IxDyn(&dims))
             .map_err(|e| SamplerError::Shape(e.to_string()))?;
-        let d = Model::<ArrayD<f64>>::denoise(self, &xd, sigma)?;
+        let (d, _) = self.denoise_view(&xd, sigma)?;
         d.into_shape_with_order((b, n))
             .map_err(|e| SamplerError::Shape(e.to_string()))
     }

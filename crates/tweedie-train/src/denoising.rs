@@ -14,10 +14,10 @@ use ndarray::{Array1, Array2, Array3, ArrayView2, Axis};
 use rand::Rng;
 use rand_distr::StandardNormal;
 use serde_json::{json, Value};
-use tch::{Device, Kind, Tensor};
 use tweedie_core::mixture::GaussianMixture;
 use tweedie_core::rng::stream_rng;
 use tweedie_core::ProcessKind;
+use tweedie_samplers::Model;
 
 use crate::data::{Data, FieldSpec, GroundTruth};
 use crate::error::{Result, TrainError};
@@ -112,16 +112,12 @@ pub fn denoising_error(
     data: &Data,
     reference: &Reference,
     sigmas: &[f64],
-    device: Device,
     plot: Option<&Path>,
     md: &mut String,
     head: &mut Vec<String>,
 ) -> Result<Value> {
     let xh = data.held_out.x.mapv(f64::from);
     let (n, dim) = xh.dim();
-    let shape: Vec<i64> = std::iter::once(n as i64)
-        .chain(data.held_out.shape.iter().map(|&v| v as i64))
-        .collect();
     let _ = writeln!(md, "### Denoising error on held-out data\n");
     let _ = writeln!(
         md,
@@ -150,21 +146,9 @@ pub fn denoising_error(
         }
         let xt = &xh + &(noise * s);
         let mse_ref = mse(&reference.denoise(xt.view(), s)?, &xh);
-        let flat: Vec<f32> = xt.iter().map(|&v| v as f32).collect();
-        let t = Tensor::from_slice(&flat)
-            .view(shape.as_slice())
-            .to_device(device);
-        let sig = Tensor::full([n as i64], s, (Kind::Double, Device::Cpu));
-        let dm: Vec<f64> = Vec::<f64>::try_from(
-            model
-                .denoise_tensor(&t, &sig)?
-                .to_kind(Kind::Double)
-                .to_device(Device::Cpu)
-                .flatten(0, -1),
-        )
-        .map_err(|e| TrainError::Other(e.to_string()))?;
-        let dm =
-            Array2::from_shape_vec((n, dim), dm).map_err(|e| TrainError::Other(e.to_string()))?;
+        // Rows through the sampler model: the same evaluation path as sampling.
+        let dm = Model::<Array2<f64>>::denoise(model, &xt, s)
+            .map_err(|e| TrainError::Other(format!("denoiser at σ̃ = {s}: {e}")))?;
         let mse_model = mse(&dm, &xh);
         let ratio = mse_model / mse_ref;
         worst = worst.max(ratio);

@@ -503,7 +503,6 @@ pub fn evaluate_run_with(
         &data,
         &Reference::for_data(&data)?,
         &cfg.eval.denoiser_sigmas,
-        device,
         Some(&run_dir.join(files::DENOISING_PLOT)),
         &mut md,
         &mut head,
