@@ -85,10 +85,14 @@ impl Loss {
     /// Builds the process of the formulation (and the u-grid steps of a learned variance).
     pub fn new(formulation: Formulation) -> Result<Self> {
         let process = formulation.process.try_build()?;
-        let vlb = match (&formulation.learned_variance, &formulation.wrapper) {
-            (None, _) => None,
-            (Some(lv), Wrapper::Precond(p)) => {
-                let u = p.u_grid().ok_or_else(|| {
+        let vlb = match &formulation.learned_variance {
+            None => None,
+            Some(lv) => {
+                let u = match &formulation.wrapper {
+                    Wrapper::Precond(p) => p.u_grid(),
+                    Wrapper::Param(_) => None,
+                }
+                .ok_or_else(|| {
                     TrainError::invalid(
                         "diffusion.learned_variance",
                         true,
@@ -102,13 +106,6 @@ impl Loss {
                     steps,
                     u,
                 })
-            }
-            (Some(_), Wrapper::Param(_)) => {
-                return Err(TrainError::invalid(
-                    "diffusion.learned_variance",
-                    true,
-                    "needs the iDDPM u-grid",
-                ))
             }
         };
         Ok(Loss {
