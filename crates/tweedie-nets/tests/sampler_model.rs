@@ -5,7 +5,7 @@ use tch::{nn, Device, Kind, Tensor};
 use tweedie_core::space::TchTensor;
 use tweedie_core::{Precond, ProcessKind, Timer, TimerKind};
 use tweedie_nets::{NetConfig, NetModel, PrecondDenoiser, Wrapper};
-use tweedie_samplers::{ClassModel, Denoiser, Init, Model, SamplerKind};
+use tweedie_samplers::{ClassModel, Init, Model, Sampler, SamplerKind};
 
 fn model(label_dim: usize) -> (nn::VarStore, NetModel) {
     tch::manual_seed(11);
@@ -41,7 +41,7 @@ fn net_model_matches_denoiser_and_samples() {
     let m = NetModel::new(inner, 0);
     let process = ProcessKind::edm().build();
     let grid = TimerKind::edm().grid(process.as_ref(), 6).unwrap();
-    let s = Denoiser::new(
+    let s = Sampler::new(
         process.as_ref(),
         grid,
         SamplerKind::Heun,

@@ -10,7 +10,7 @@ use tweedie_core::rng::{normal_rows, normal_vec};
 use tweedie_core::{Timer, TimerKind};
 use tweedie_samplers::ops::measure;
 use tweedie_samplers::{
-    CondDenoiser, ForwardModel, Guidance, Init, Mask, MatrixOp, MixtureModel, SamplerKind,
+    CondSampler, ForwardModel, Guidance, Init, Mask, MatrixOp, MixtureModel, SamplerKind,
 };
 
 fn mixture_2d() -> MixtureModel {
@@ -114,7 +114,7 @@ fn run(
         sigma_min: 0.002,
         sigma_max: 80.0,
     };
-    let c = CondDenoiser {
+    let c = CondSampler {
         process: &p,
         grid: TimerKind::edm().grid(&p, 32).map_err(|e| e.to_string())?,
         kind: SamplerKind::Heun,

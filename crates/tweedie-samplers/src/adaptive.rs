@@ -12,7 +12,7 @@
 //! method on the same ODE (the former Bogacki–Shampine solver) also approximates e^{−h}, the
 //! part that dominates where D barely moves (large σ̃).
 
-use crate::denoiser::exp_lagrange_weights;
+use crate::sampler::exp_lagrange_weights;
 use crate::state::State;
 
 /// Stage points of the step as fractions of h.

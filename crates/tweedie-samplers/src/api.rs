@@ -3,10 +3,10 @@
 use ndarray::{Array2, ArrayD, IxDyn};
 use tweedie_core::{Process, Timer};
 
-use crate::denoiser::{Denoiser, Init};
 use crate::error::{Result, SamplerError};
 use crate::kind::SamplerSpec;
 use crate::model::Model;
+use crate::sampler::{Init, Sampler};
 
 /// What [`sample`] returns: samples `[n, …]` and the NFE used per batch.
 #[derive(Debug, Clone)]
@@ -38,7 +38,7 @@ pub fn sample(
     let mut shape = vec![n];
     shape.extend_from_slice(sample_shape);
     let grid = timer.grid(process, spec.steps)?;
-    let d = Denoiser::new(process, grid, spec.kind.clone(), model)?.seed(seed);
+    let d = Sampler::new(process, grid, spec.kind.clone(), model)?.seed(seed);
     let template = ArrayD::<f64>::zeros(IxDyn(&shape));
     let init = match latents {
         Some(l) => {

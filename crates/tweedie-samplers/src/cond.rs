@@ -7,11 +7,11 @@ use serde::{Deserialize, Serialize};
 use tweedie_core::rng::normal_rows;
 use tweedie_core::{Process, TimeGrid};
 
-use crate::denoiser::{Callback, Denoiser, Init, NoiseKey, SampleOutput, StepHook};
 use crate::error::{Result, SamplerError};
 use crate::kind::SamplerKind;
 use crate::model::{Counted, Model};
 use crate::ops::ForwardModel;
+use crate::sampler::{Callback, Init, NoiseKey, SampleOutput, Sampler, StepHook};
 use crate::state::State;
 
 /// How the measurement enters sampling. ∇log p(x̃|y) = ∇log p(x̃) + ∇log p(y|x̃); r = y − A·D(x̃; σ̃),
@@ -290,10 +290,10 @@ impl<S: State> StepHook<S> for Replacement<'_> {
     }
 }
 
-/// A conditional sampler: a [`Denoiser`] + a guidance + a forward model, sampling x₀ ~ p(x₀ | y).
+/// A conditional sampler: a [`Sampler`] + a guidance + a forward model, sampling x₀ ~ p(x₀ | y).
 ///
-/// Classifier-free guidance for class-conditional models is [`crate::model::Cfg`] run by a plain [`Denoiser`].
-pub struct CondDenoiser<'a, S: State> {
+/// Classifier-free guidance for class-conditional models is [`crate::model::Cfg`] run by a plain [`Sampler`].
+pub struct CondSampler<'a, S: State> {
     pub process: &'a dyn Process,
     pub grid: TimeGrid,
     pub kind: SamplerKind,
@@ -305,13 +305,13 @@ pub struct CondDenoiser<'a, S: State> {
     pub first_index: u64,
 }
 
-impl<S: State> CondDenoiser<'_, S> {
+impl<S: State> CondSampler<'_, S> {
     /// Run from `init` (see [`Init`]); `Init::Exact` draws from the exact p_T of the posterior for
     /// `ExactPosterior` and of the prior otherwise.
     pub fn run(&self, init: Init<S>, callback: Option<Callback<'_, S>>) -> Result<SampleOutput<S>> {
         self.guidance.validate()?;
         let go = |m: &dyn Model<S>, hook: Option<&dyn StepHook<S>>, init: Init<S>, cb| {
-            let mut d = Denoiser::new(self.process, self.grid.clone(), self.kind.clone(), m)?
+            let mut d = Sampler::new(self.process, self.grid.clone(), self.kind.clone(), m)?
                 .seed(self.seed)
                 .first_index(self.first_index);
             if let Some(h) = hook {

@@ -13,22 +13,22 @@
 mod adaptive;
 pub mod api;
 pub mod cond;
-pub mod denoiser;
 pub mod error;
 pub mod kind;
 mod linalg;
 pub mod mixture;
 pub mod model;
 pub mod ops;
+pub mod sampler;
 pub mod state;
 #[cfg(feature = "tch")]
 pub mod tch_state;
 
-pub use cond::{CondDenoiser, Guidance, GuidedModel, Replacement};
-pub use denoiser::{Denoiser, Init, SampleOutput, StepHook, StepInfo};
+pub use cond::{CondSampler, Guidance, GuidedModel, Replacement};
 pub use error::{Result, SamplerError};
 pub use kind::{SamplerKind, SamplerSpec, SAMPLER_NAMES};
 pub use mixture::MixtureModel;
 pub use model::{Cfg, ClassModel, Counted, Model, ParamModel, TimeModel};
 pub use ops::{Blur, Downsample, ForwardModel, Mask, MatrixOp};
+pub use sampler::{Init, SampleOutput, Sampler, StepHook, StepInfo};
 pub use state::State;

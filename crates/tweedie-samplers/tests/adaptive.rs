@@ -14,7 +14,7 @@ use tweedie_core::process::{Edm, VpLinear};
 use tweedie_core::rng::normal_rows;
 use tweedie_core::{Process, TimeGrid};
 use tweedie_samplers::{
-    Denoiser, Init, MixtureModel, Model, SamplerError, SamplerKind, StepHook, StepInfo,
+    Init, MixtureModel, Model, Sampler, SamplerError, SamplerKind, StepHook, StepInfo,
 };
 
 const SIGMA_T: f64 = 80.0;
@@ -111,7 +111,7 @@ struct Solve {
 /// global error is at most the sum of the carried local errors.
 fn solve(p: &dyn Process, g: &Gauss, x_t: &Array2<f64>, tol: f64) -> Solve {
     let mix = g.model();
-    let d = Denoiser::new(p, grid(p, SIGMA_END), adaptive(tol), &mix).unwrap();
+    let d = Sampler::new(p, grid(p, SIGMA_END), adaptive(tol), &mix).unwrap();
     let alpha_t = p.alpha(p.t_of_sigma_tilde(SIGMA_T));
     let mut prev_max = x_t.iter().fold(0.0f64, |m, v| m.max(v.abs()));
     let mut bound = 0.0;
@@ -224,7 +224,7 @@ fn nfe_counts_every_call_and_reuses_d_at_the_step_start() {
         starts.push(s.sigma);
         last_x = Some(s.x.clone());
     };
-    let out = Denoiser::new(&edm, grid_to_zero, adaptive(1e-5), &logged)
+    let out = Sampler::new(&edm, grid_to_zero, adaptive(1e-5), &logged)
         .unwrap()
         .record(true)
         .run(Init::Latents(x_t.clone()), Some(&mut cb))
@@ -261,7 +261,7 @@ impl StepHook<Array2<f64>> for Nothing {
         _: usize,
         _: f64,
         x: Array2<f64>,
-        _: tweedie_samplers::denoiser::NoiseKey,
+        _: tweedie_samplers::sampler::NoiseKey,
     ) -> tweedie_samplers::Result<Array2<f64>> {
         Ok(x)
     }
@@ -275,7 +275,7 @@ fn step_hooks_are_refused() {
         sigma_min: SIGMA_END,
         sigma_max: SIGMA_T,
     };
-    let err = Denoiser::new(&edm, grid(&edm, SIGMA_END), adaptive(1e-3), &mix)
+    let err = Sampler::new(&edm, grid(&edm, SIGMA_END), adaptive(1e-3), &mix)
         .unwrap()
         .hook(&Nothing)
         .run(Init::Latents(start(&g)), None)

@@ -9,8 +9,8 @@ use tweedie_core::rng::normal_vec;
 use tweedie_core::{Timer, TimerKind};
 use tweedie_samplers::ops::measure;
 use tweedie_samplers::{
-    Blur, Cfg, CondDenoiser, Denoiser, Downsample, ForwardModel, Guidance, Init, Mask, MatrixOp,
-    MixtureModel, SamplerKind,
+    Blur, Cfg, CondSampler, Downsample, ForwardModel, Guidance, Init, Mask, MatrixOp, MixtureModel,
+    Sampler, SamplerKind,
 };
 
 const SMALL: Bias = Bias {
@@ -36,7 +36,7 @@ fn cond_run(
     n: usize,
 ) -> (Array2<f64>, usize) {
     let p = edm();
-    let c = CondDenoiser {
+    let c = CondSampler {
         process: &p,
         grid: TimerKind::edm().grid(&p, steps).unwrap(),
         kind,
@@ -227,7 +227,7 @@ fn replacement_inpainting() {
         )),
     );
     assert_ok("replacement free coordinates", &check(&xf, &pf, SMALL));
-    assert!(CondDenoiser {
+    assert!(CondSampler {
         process: &edm(),
         grid: TimerKind::edm().grid(&edm(), 4).unwrap(),
         kind: SamplerKind::Euler,
@@ -254,7 +254,7 @@ fn classifier_free_guidance() {
             w,
         };
         let grid = TimerKind::edm().grid(&p, 24).unwrap();
-        let out = Denoiser::new(&p, grid, SamplerKind::Heun, &model)
+        let out = Sampler::new(&p, grid, SamplerKind::Heun, &model)
             .unwrap()
             .seed(3)
             .run(Init::Noise(Array2::<f64>::zeros((3000, 2))), None)
@@ -277,7 +277,7 @@ fn guidance_errors() {
     let prior = mixture_2d();
     let op = MatrixOp::new(array![[1.0, 0.0]], 0.0).unwrap();
     let p = edm();
-    let c = CondDenoiser {
+    let c = CondSampler {
         process: &p,
         grid: TimerKind::edm().grid(&p, 4).unwrap(),
         kind: SamplerKind::Euler,

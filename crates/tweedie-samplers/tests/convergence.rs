@@ -6,7 +6,7 @@ mod common;
 use common::{edm_grid_without_zero, mixture_2d};
 use ndarray::Array2;
 use tweedie_core::process::Edm;
-use tweedie_samplers::{Denoiser, Init, MixtureModel, SamplerKind};
+use tweedie_samplers::{Init, MixtureModel, Sampler, SamplerKind};
 
 const SIGMA_MIN: f64 = 0.01;
 const SIGMA_MAX: f64 = 80.0;
@@ -16,7 +16,7 @@ fn solve(kind: SamplerKind, steps: usize, mix: &MixtureModel, x_t: &Array2<f64>)
         sigma_min: SIGMA_MIN,
         sigma_max: SIGMA_MAX,
     };
-    let d = Denoiser::new(
+    let d = Sampler::new(
         &p,
         edm_grid_without_zero(&p, steps, SIGMA_MIN, SIGMA_MAX),
         kind,

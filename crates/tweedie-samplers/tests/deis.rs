@@ -10,7 +10,7 @@ use common::{edm_grid_without_zero, gaussian};
 use ndarray::{Array1, Array2, Axis};
 use tweedie_core::process::Edm;
 use tweedie_core::rng::normal_rows;
-use tweedie_samplers::{Denoiser, Init, SamplerKind};
+use tweedie_samplers::{Init, Sampler, SamplerKind};
 
 const SIGMA_MAX: f64 = 80.0;
 const SIGMA_MIN: f64 = 0.002;
@@ -40,7 +40,7 @@ fn deis3_error(steps: usize, x_t: &Array2<f64>) -> f64 {
         sigma_max: SIGMA_MAX,
     };
     let mix = gaussian(mean(), Array2::from_diag(&variances()));
-    let d = Denoiser::new(
+    let d = Sampler::new(
         &p,
         edm_grid_without_zero(&p, steps, SIGMA_MIN, SIGMA_MAX),
         SamplerKind::Deis3,

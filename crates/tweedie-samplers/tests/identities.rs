@@ -6,7 +6,7 @@ use common::mixture_2d;
 use ndarray::{s, Array2, Array3};
 use tweedie_core::process::{Edm, VpLinear};
 use tweedie_core::{Process, Timer, TimerKind};
-use tweedie_samplers::{Denoiser, Init, SamplerKind, SamplerSpec};
+use tweedie_samplers::{Init, Sampler, SamplerKind, SamplerSpec};
 
 fn max_diff(a: &Array2<f64>, b: &Array2<f64>) -> f64 {
     (a - b).iter().fold(0.0f64, |m, v| m.max(v.abs()))
@@ -21,7 +21,7 @@ fn run_on(
 ) -> Array2<f64> {
     let mix = mixture_2d();
     let grid = TimerKind::edm().grid(p, steps).unwrap();
-    Denoiser::new(p, grid, kind, &mix)
+    Sampler::new(p, grid, kind, &mix)
         .unwrap()
         .seed(seed)
         .run(Init::Latents(x_t.clone()), None)
@@ -88,13 +88,13 @@ fn samples_do_not_depend_on_batching() {
         SamplerKind::EulerMaruyama,
     ] {
         let grid = TimerKind::edm().grid(&p, 10).unwrap();
-        let full = Denoiser::new(&p, grid.clone(), kind.clone(), &mix)
+        let full = Sampler::new(&p, grid.clone(), kind.clone(), &mix)
             .unwrap()
             .seed(4)
             .run(Init::Noise(Array2::<f64>::zeros((10, 2))), None)
             .unwrap()
             .samples;
-        let tail = Denoiser::new(&p, grid, kind, &mix)
+        let tail = Sampler::new(&p, grid, kind, &mix)
             .unwrap()
             .seed(4)
             .first_index(6)
@@ -134,7 +134,7 @@ fn nfe_trajectory_and_callback() {
         let mut seen = Vec::new();
         let mut cb =
             |i: &tweedie_samplers::StepInfo<Array2<f64>>| seen.push((i.step, i.sigma_next));
-        let out = Denoiser::new(&p, grid.clone(), kind.clone(), &mix)
+        let out = Sampler::new(&p, grid.clone(), kind.clone(), &mix)
             .unwrap()
             .record(true)
             .run(Init::Noise(Array2::<f64>::zeros((3, 2))), Some(&mut cb))
@@ -158,12 +158,12 @@ fn image_shaped_and_f32_states() {
     let mix = mixture_2d();
     let grid = TimerKind::edm().grid(&p, 8).unwrap();
     let x_t = mix.sample_rows(6, 80.0, 2, 0);
-    let flat = Denoiser::new(&p, grid.clone(), SamplerKind::Heun, &mix)
+    let flat = Sampler::new(&p, grid.clone(), SamplerKind::Heun, &mix)
         .unwrap()
         .run(Init::Latents(x_t.clone()), None)
         .unwrap();
     let x3: Array3<f64> = x_t.clone().into_shape_with_order((6, 1, 2)).unwrap();
-    let shaped = Denoiser::new(&p, grid.clone(), SamplerKind::Heun, &mix)
+    let shaped = Sampler::new(&p, grid.clone(), SamplerKind::Heun, &mix)
         .unwrap()
         .run(Init::Latents(x3), None)
         .unwrap();
@@ -172,7 +172,7 @@ fn image_shaped_and_f32_states() {
         flat.samples
     );
     let x32 = x_t.mapv(|v| v as f32);
-    let f32_out = Denoiser::new(&p, grid, SamplerKind::Heun, &mix)
+    let f32_out = Sampler::new(&p, grid, SamplerKind::Heun, &mix)
         .unwrap()
         .run(Init::Latents(x32), None)
         .unwrap();
@@ -201,9 +201,9 @@ fn bad_input_gives_clear_errors() {
         t: vec![1.0],
         sigma_tilde: vec![1.0],
     };
-    assert!(Denoiser::<Array2<f64>>::new(&p, bad, SamplerKind::Euler, &mix).is_err());
+    assert!(Sampler::<Array2<f64>>::new(&p, bad, SamplerKind::Euler, &mix).is_err());
     // Wrong state width for the mixture.
-    let r = Denoiser::new(&p, grid, SamplerKind::Euler, &mix)
+    let r = Sampler::new(&p, grid, SamplerKind::Euler, &mix)
         .unwrap()
         .run(Init::Exact(Array2::<f64>::zeros((3, 5))), None);
     assert!(r.is_err());
@@ -290,7 +290,7 @@ fn ddpm_run(
 ) -> Array2<f64> {
     let vp = tweedie_core::ProcessKind::vp_cosine().build();
     let x_t = Array2::from_shape_fn((16, 2), |(i, j)| (i as f64 - 7.5) * 0.3 + j as f64);
-    Denoiser::new(
+    Sampler::new(
         vp.as_ref(),
         grid,
         SamplerKind::DdpmAncestral { learned_variance },

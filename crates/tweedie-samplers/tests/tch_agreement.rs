@@ -9,7 +9,7 @@ use tch::{Kind, Tensor};
 use tweedie_core::process::{Edm, VpLinear};
 use tweedie_core::space::TchTensor;
 use tweedie_core::{Process, Timer, TimerKind};
-use tweedie_samplers::{Denoiser, Init, SamplerKind, State};
+use tweedie_samplers::{Init, Sampler, SamplerKind, State};
 
 fn tensor(x: &Array2<f64>, kind: Kind) -> TchTensor {
     let v: Vec<f64> = x.iter().copied().collect();
@@ -50,7 +50,7 @@ fn tch_matches_ndarray() {
     ];
     for (p, kind) in cases {
         let grid = TimerKind::edm().grid(p, 16).unwrap();
-        let nd = Denoiser::new(p, grid.clone(), kind.clone(), &mix)
+        let nd = Sampler::new(p, grid.clone(), kind.clone(), &mix)
             .unwrap()
             .seed(5)
             .run(Init::Noise(Array2::<f64>::zeros((64, 2))), None)
@@ -58,7 +58,7 @@ fn tch_matches_ndarray() {
             .samples;
         for (k, tol) in [(Kind::Double, 1e-10), (Kind::Float, 1e-4)] {
             let like = tensor(&Array2::zeros((64, 2)), k);
-            let t = Denoiser::new(p, grid.clone(), kind.clone(), &mix)
+            let t = Sampler::new(p, grid.clone(), kind.clone(), &mix)
                 .unwrap()
                 .seed(5)
                 .run(Init::Noise(like), None)
@@ -75,7 +75,7 @@ fn tch_matches_ndarray() {
         }
         // Latents given as a tensor are used as given.
         let lat = tensor(&mix.sample_rows(8, 80.0, 1, 0), Kind::Double);
-        let out = Denoiser::new(p, grid, kind, &mix)
+        let out = Sampler::new(p, grid, kind, &mix)
             .unwrap()
             .run(Init::Latents(lat), None)
             .unwrap();

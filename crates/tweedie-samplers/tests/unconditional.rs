@@ -7,7 +7,7 @@ use common::{assert_ok, check, mixture_2d, mixture_64d, Bias};
 use ndarray::Array2;
 use tweedie_core::process::{Edm, Flow, Ve, VpLinear};
 use tweedie_core::{Process, Timer, TimerKind};
-use tweedie_samplers::{Denoiser, Init, MixtureModel, SamplerKind};
+use tweedie_samplers::{Init, MixtureModel, Sampler, SamplerKind};
 
 fn edm() -> Edm {
     Edm {
@@ -26,7 +26,7 @@ fn run(
     seed: u64,
 ) -> (Array2<f64>, usize) {
     let grid = timer.grid(p, steps).unwrap();
-    let d = Denoiser::new(p, grid, kind, mix).unwrap().seed(seed);
+    let d = Sampler::new(p, grid, kind, mix).unwrap().seed(seed);
     let out = d
         .run(Init::Exact(Array2::<f64>::zeros((n, mix.dim()))), None)
         .unwrap();

@@ -4,7 +4,7 @@
 
 use ndarray::{Array2, ArrayD, IxDyn};
 use tweedie_core::{Process, Timer, TimerKind};
-use tweedie_samplers::{Denoiser, Init, SamplerSpec};
+use tweedie_samplers::{Init, Sampler, SamplerSpec};
 
 pub use tweedie_nets::{one_hot, NetModel};
 
@@ -44,11 +44,11 @@ pub fn generate(
         let mut shape = vec![b];
         shape.extend_from_slice(&plan.shape);
         let template = ArrayD::<f64>::zeros(IxDyn(&shape));
-        let den = Denoiser::new(plan.process, grid.clone(), plan.spec.kind.clone(), model)
+        let sampler = Sampler::new(plan.process, grid.clone(), plan.spec.kind.clone(), model)
             .map_err(|e| TrainError::Other(format!("sampler: {e}")))?
             .seed(plan.seed)
             .first_index(first + start as u64);
-        let res = den
+        let res = sampler
             .run(Init::Noise(template), None)
             .map_err(|e| TrainError::Other(format!("sampler: {e}")))?;
         nfe = res.nfe;

@@ -12,7 +12,7 @@ use ndarray::Array2;
 use tweedie::core::param::{convert, convert_coeffs};
 use tweedie::core::process::{Edm, ProcessKind};
 use tweedie::core::{Param, TimeGrid, Timer, TimerKind};
-use tweedie::samplers::{Denoiser, Init, Model, SamplerKind, SAMPLER_NAMES};
+use tweedie::samplers::{Init, Model, Sampler, SamplerKind, SAMPLER_NAMES};
 
 /// Exact denoiser of a standard normal prior: E[x₀ | x₀ + σε] = x/(1 + σ²).
 struct StdNormal;
@@ -92,7 +92,7 @@ fn integrator_steps(c: &mut Criterion) {
         let Ok(grid) = TimeGrid::from_sigma_tilde(&edm, vec![1.0, 0.5]) else {
             continue;
         };
-        let Ok(d) = Denoiser::new(&edm, grid, kind, &StdNormal) else {
+        let Ok(d) = Sampler::new(&edm, grid, kind, &StdNormal) else {
             continue;
         };
         g.bench_with_input(BenchmarkId::from_parameter(name), &x, |b, x| {

@@ -14,7 +14,7 @@ use tweedie::core::rng;
 use tweedie::core::space::TchTensor;
 use tweedie::core::{Precond, Timer, TimerKind};
 use tweedie::nets::{ModelConfig, NetConfig, Wrapper};
-use tweedie::samplers::{Denoiser, Init, MixtureModel, Model, SamplerKind, State};
+use tweedie::samplers::{Init, MixtureModel, Model, Sampler, SamplerKind, State};
 
 /// Options of `tweedie consistency`.
 #[derive(Debug, clap::Args)]
@@ -140,7 +140,7 @@ fn run_ndarray(
     seed: u64,
 ) -> Result<Array2<f64>> {
     let (p, g) = grid(steps)?;
-    let d = Denoiser::new(&p, g, kind.clone(), model)?.seed(seed);
+    let d = Sampler::new(&p, g, kind.clone(), model)?.seed(seed);
     Ok(d.run(Init::Latents(xt.clone()), None)?.samples)
 }
 
@@ -159,7 +159,7 @@ fn run_tch(
         .to_kind(b.kind)
         .to_device(b.device);
     let m: &dyn Model<TchTensor> = model;
-    let d = Denoiser::new(&p, g, kind.clone(), m)?.seed(seed);
+    let d = Sampler::new(&p, g, kind.clone(), m)?.seed(seed);
     let out = tch::no_grad(|| d.run(Init::Latents(TchTensor(t)), None))?;
     Ok(out.samples.to_rows())
 }

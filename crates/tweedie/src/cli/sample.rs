@@ -17,8 +17,8 @@ use tweedie::core::space::TchTensor;
 use tweedie::core::{Process, ProcessKind, TimeGrid, Timer, TimerKind};
 use tweedie::nets::NetModel;
 use tweedie::samplers::{
-    Blur, Cfg, CondDenoiser, Denoiser, Downsample, ForwardModel, Guidance, Init, Mask, MatrixOp,
-    MixtureModel, Model, SamplerKind, SamplerSpec, State,
+    Blur, Cfg, CondSampler, Downsample, ForwardModel, Guidance, Init, Mask, MatrixOp, MixtureModel,
+    Model, Sampler, SamplerKind, SamplerSpec, State,
 };
 use tweedie::train::plot::write_image_grid;
 
@@ -240,7 +240,7 @@ pub fn run(args: Args) -> Result<()> {
     };
     let op = operator(&args, dim)?;
     let out = match (&op, &args.y) {
-        (None, None) => Denoiser::new(process.as_ref(), grid, spec.kind.clone(), &model)?
+        (None, None) => Sampler::new(process.as_ref(), grid, spec.kind.clone(), &model)?
             .seed(args.seed)
             .run(init, None)?,
         (Some(op), Some(yp)) => {
@@ -256,7 +256,7 @@ pub fn run(args: Args) -> Result<()> {
                 );
             }
             let guidance = Guidance::from_name(&args.guidance)?;
-            CondDenoiser {
+            CondSampler {
                 process: process.as_ref(),
                 grid,
                 kind: spec.kind.clone(),
@@ -388,7 +388,7 @@ fn run_checkpoint(args: &Args) -> Result<()> {
     };
     let out = tch::no_grad(|| -> Result<_> {
         Ok(
-            Denoiser::new(process.as_ref(), grid, spec.kind.clone(), model.as_ref())?
+            Sampler::new(process.as_ref(), grid, spec.kind.clone(), model.as_ref())?
                 .seed(args.seed)
                 .run(init, None)?,
         )

@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use ndarray::Array2;
 use tweedie::core::process::Edm;
 use tweedie::core::{Timer, TimerKind};
-use tweedie::samplers::{Denoiser, Init, Model, SamplerKind};
+use tweedie::samplers::{Init, Model, Sampler, SamplerKind};
 
 /// How a sampler is measured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,7 +108,7 @@ impl Case {
         let grid = timer(super::SIGMA_MIN, super::SIGMA_MAX, super::RHO)
             .grid(&p, steps)
             .context("EDM timer grid")?;
-        let d = Denoiser::new(&p, grid, sampler, model)?.seed(self.seed);
+        let d = Sampler::new(&p, grid, sampler, model)?.seed(self.seed);
         let out = d.run(Init::Latents(xt.clone()), None)?;
         Ok(out.samples)
     }

@@ -74,7 +74,7 @@ pub trait StepHook<S: State>: Send + Sync {
 
 /// A sampler: a time grid (from a timer) + an integrator + a model, for any process
 /// (Karras et al. 2022 §3: x̃ = x/α evolves in σ̃ = σ/α for every process).
-pub struct Denoiser<'a, S: State> {
+pub struct Sampler<'a, S: State> {
     process: &'a dyn Process,
     grid: TimeGrid,
     kind: SamplerKind,
@@ -85,7 +85,7 @@ pub struct Denoiser<'a, S: State> {
     hook: Option<&'a dyn StepHook<S>>,
 }
 
-impl<'a, S: State> Denoiser<'a, S> {
+impl<'a, S: State> Sampler<'a, S> {
     /// A sampler on `grid` (decreasing t, matching σ̃) with noise keyed by `seed`.
     pub fn new(
         process: &'a dyn Process,
@@ -110,7 +110,7 @@ impl<'a, S: State> Denoiser<'a, S> {
                 ));
             }
         }
-        Ok(Denoiser {
+        Ok(Sampler {
             process,
             grid,
             kind,
@@ -247,7 +247,7 @@ struct Churn {
 }
 
 struct Run<'r, 'c, 'a, S: State> {
-    d: &'r Denoiser<'a, S>,
+    d: &'r Sampler<'a, S>,
     m: &'r Counted<'a, S>,
     s: Vec<f64>,
     t: Vec<f64>,
