@@ -10,10 +10,10 @@
 // Negated float comparisons (`!(x > 0.0)`) are deliberate: they also reject NaN.
 #![allow(clippy::neg_cmp_op_on_partial_ord)]
 
-mod adaptive;
 pub mod api;
 pub mod cond;
 pub mod error;
+mod integrators;
 pub mod kind;
 mod linalg;
 pub mod mixture;
@@ -21,12 +21,13 @@ pub mod model;
 pub mod ops;
 pub mod sampler;
 pub mod state;
+pub mod step;
 #[cfg(feature = "tch")]
 pub mod tch_state;
 
 pub use cond::{CondSampler, Guidance, GuidedModel, Replacement};
 pub use error::{Result, SamplerError};
-pub use kind::{SamplerKind, SamplerSpec, SAMPLER_NAMES};
+pub use kind::{Churn, SamplerKind, SamplerSpec, SAMPLER_NAMES};
 pub use mixture::MixtureModel;
 pub use model::{Cfg, ClassModel, Counted, Model, ParamModel, TimeModel};
 pub use ops::{Blur, Downsample, ForwardModel, Mask, MatrixOp};

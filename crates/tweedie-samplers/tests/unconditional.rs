@@ -244,3 +244,74 @@ fn checks_reject_wrong_samples() {
     let x = wide.sample_rows(n, 0.0, 6, 0);
     assert!(!check(&x, &mix, SMALL).failures.is_empty());
 }
+
+/// Churn (Karras et al. 2022, Alg. 2) on every sampler it suits: Euler and DPM-Solver++(2S)
+/// with churn sample the exact mixture; Heun with churn is exactly EDM's stochastic sampler;
+/// churn changes the samples (it is applied), S_churn = 0 changes nothing, and samplers it
+/// does not suit reject it by name.
+#[test]
+fn churn_with_every_sampler_it_suits() {
+    use tweedie_samplers::Churn;
+    let churn = Churn {
+        s_churn: 40.0,
+        s_min: 0.05,
+        s_max: 50.0,
+        s_noise: 1.0,
+    };
+    let mix = mixture_2d();
+    let p = edm();
+    let go = |kind: SamplerKind, steps: usize, churn: Option<Churn>, n: usize| {
+        let grid = edm_timer().grid(&p, steps).unwrap();
+        let mut s = Sampler::new(&p, grid, kind, &mix).unwrap().seed(4);
+        if let Some(c) = churn {
+            s = s.churn(c);
+        }
+        s.run(Init::Exact(Array2::<f64>::zeros((n, 2))), None)
+    };
+    for (name, kind, steps, nfe) in [
+        ("euler + churn", SamplerKind::Euler, 256, 256),
+        ("dpmpp_2s + churn", SamplerKind::DpmSolverPp2s, 40, 79),
+        ("heun + churn", SamplerKind::Heun, 40, 79),
+    ] {
+        let out = go(kind.clone(), steps, Some(churn), 4000).unwrap();
+        assert_eq!(out.nfe, nfe, "{name} NFE");
+        assert_ok(name, &check(&out.samples, &mix, SMALL));
+        let plain = go(kind.clone(), steps, None, 50).unwrap().samples;
+        let churned = go(kind.clone(), steps, Some(churn), 50).unwrap().samples;
+        assert!(plain != churned, "{name}: churn left the samples unchanged");
+        let none = Churn {
+            s_churn: 0.0,
+            ..churn
+        };
+        assert_eq!(go(kind, steps, Some(none), 50).unwrap().samples, plain);
+    }
+    let edm_stochastic = SamplerKind::EdmStochastic {
+        s_churn: churn.s_churn,
+        s_min: churn.s_min,
+        s_max: churn.s_max,
+        s_noise: churn.s_noise,
+    };
+    assert_eq!(
+        go(SamplerKind::Heun, 40, Some(churn), 50).unwrap().samples,
+        go(edm_stochastic.clone(), 40, None, 50).unwrap().samples
+    );
+    for kind in [
+        SamplerKind::Ddim { eta: 0.0 },
+        SamplerKind::DpmSolverPp2m,
+        SamplerKind::Deis3,
+        edm_stochastic,
+    ] {
+        let e = go(kind.clone(), 18, Some(churn), 5)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("churn") && e.contains(kind.name()), "{e}");
+    }
+    let bad = Churn {
+        s_noise: -1.0,
+        ..churn
+    };
+    let e = go(SamplerKind::Euler, 18, Some(bad), 5)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("s_noise"), "{e}");
+}

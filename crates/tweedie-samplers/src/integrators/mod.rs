@@ -1,0 +1,190 @@
+//! The integrators, by family, all driven by one per-run context [`Run`]: it evaluates the
+//! model, draws keyed noise and closes every step (hook, finiteness check, trajectory,
+//! callback), so an integrator is only its update rule.
+//!
+//! - [`ode`]: Euler and Heun on the probability-flow ODE in σ̃ (Karras et al. 2022).
+//! - [`stochastic`]: ancestral and SDE samplers (Euler ancestral in σ̃; DDIM, DDPM and
+//!   Euler–Maruyama in process coordinates).
+//! - [`exponential`]: DPM-Solver++ (2S, 2M, 2M SDE), exponential integrators in λ = −log σ̃.
+//! - [`multistep`]: ρAB-DEIS, Adams–Bashforth in σ̃.
+//! - [`adaptive`]: the embedded exponential 3(2) solver with step-size control.
+//! - [`churn`]: EDM's S_churn noise injection before a step, for the samplers it suits.
+//! - [`weights`]: the quadrature weights the multistep and exponential integrators share.
+//!
+//! A new integrator is a method on [`Run`] in its family's file and one arm in [`integrate`].
+
+pub mod adaptive;
+pub mod churn;
+pub mod exponential;
+pub mod multistep;
+pub mod ode;
+pub mod stochastic;
+pub mod weights;
+
+use tweedie_core::Process;
+
+use crate::error::{Result, SamplerError};
+use crate::kind::{Churn, SamplerKind};
+use crate::model::Model;
+use crate::state::State;
+use crate::step::{stream, Callback, NoiseKey, StepHook, StepInfo, HOOK_DRAW};
+
+/// One sampling run: the grid (σ̃ and t), the model, the noise key, and what is recorded.
+pub(crate) struct Run<'r, 'c, S: State> {
+    process: &'r dyn Process,
+    m: &'r dyn Model<S>,
+    s: Vec<f64>,
+    t: Vec<f64>,
+    seed: u64,
+    first_index: u64,
+    record: bool,
+    hook: Option<&'r dyn StepHook<S>>,
+    churn: Option<Churn>,
+    traj: Vec<S>,
+    traj_s: Vec<f64>,
+    cb: Option<Callback<'c, S>>,
+}
+
+/// What the run leaves besides the final state: x̃ and σ̃ at every recorded point.
+pub(crate) struct Recorded<S> {
+    pub trajectory: Vec<S>,
+    pub sigmas: Vec<f64>,
+}
+
+/// Everything a [`Run`] is built from.
+pub(crate) struct RunSpec<'r, 'c, S: State> {
+    pub process: &'r dyn Process,
+    pub model: &'r dyn Model<S>,
+    pub sigmas: Vec<f64>,
+    pub times: Vec<f64>,
+    pub seed: u64,
+    pub first_index: u64,
+    pub record: bool,
+    pub hook: Option<&'r dyn StepHook<S>>,
+    pub churn: Option<Churn>,
+    pub callback: Option<Callback<'c, S>>,
+}
+
+impl<'r, 'c, S: State> Run<'r, 'c, S> {
+    pub(crate) fn new(spec: RunSpec<'r, 'c, S>) -> Self {
+        Run {
+            process: spec.process,
+            m: spec.model,
+            s: spec.sigmas,
+            t: spec.times,
+            seed: spec.seed,
+            first_index: spec.first_index,
+            record: spec.record,
+            hook: spec.hook,
+            churn: spec.churn,
+            traj: Vec::new(),
+            traj_s: Vec::new(),
+            cb: spec.callback,
+        }
+    }
+
+    /// The recorded trajectory.
+    pub(crate) fn into_recorded(self) -> Recorded<S> {
+        Recorded {
+            trajectory: self.traj,
+            sigmas: self.traj_s,
+        }
+    }
+
+    /// Records the initial state (when recording).
+    pub(crate) fn start(&mut self, x: &S) {
+        if self.record {
+            self.traj.push(x.clone());
+            self.traj_s.push(self.s[0]);
+        }
+    }
+
+    fn n(&self) -> usize {
+        self.s.len() - 1
+    }
+    fn den(&self, x: &S, sigma: f64) -> Result<S> {
+        self.m.denoise(x, sigma)
+    }
+    fn noise(&self, like: &S, step: usize, draw: u64) -> Result<S> {
+        like.randn_like(self.seed, self.first_index, stream(step, draw))
+    }
+    fn end_step(&mut self, i: usize, x: S, denoised: &S) -> Result<S> {
+        let x = match self.hook {
+            Some(h) => h.after_step(
+                i,
+                self.s[i + 1],
+                x,
+                NoiseKey {
+                    seed: self.seed,
+                    first_index: self.first_index,
+                    stream: stream(i, HOOK_DRAW),
+                },
+            )?,
+            None => x,
+        };
+        if !x.all_finite() {
+            return Err(SamplerError::Numerical(format!(
+                "non-finite state after step {i} (σ̃ = {})",
+                self.s[i + 1]
+            )));
+        }
+        if self.record {
+            self.traj.push(x.clone());
+            self.traj_s.push(self.s[i + 1]);
+        }
+        if let Some(cb) = self.cb.as_mut() {
+            cb(&StepInfo {
+                step: i,
+                sigma: self.s[i],
+                sigma_next: self.s[i + 1],
+                x: &x,
+                denoised,
+            });
+        }
+        Ok(x)
+    }
+
+    /// (α, σ) at grid point i: σ from α and the grid's σ̃ keeps x̃ = x/α consistent with the
+    /// grid exactly.
+    fn alpha_sigma(&self, i: usize) -> (f64, f64) {
+        let t = self.t[i];
+        if self.s[i] == 0.0 {
+            (if t == 0.0 { 1.0 } else { self.process.alpha(t) }, 0.0)
+        } else {
+            let a = self.process.alpha(t);
+            (a, a * self.s[i])
+        }
+    }
+}
+
+/// Runs `kind` from `x` over the run's grid.
+pub(crate) fn integrate<S: State>(run: &mut Run<'_, '_, S>, kind: &SamplerKind, x: S) -> Result<S> {
+    match *kind {
+        SamplerKind::Euler => run.euler(x),
+        SamplerKind::Heun => run.heun(x),
+        SamplerKind::EdmStochastic {
+            s_churn,
+            s_min,
+            s_max,
+            s_noise,
+        } => {
+            // Karras et al. 2022, Alg. 2: Heun with churn.
+            run.churn = Some(Churn {
+                s_churn,
+                s_min,
+                s_max,
+                s_noise,
+            });
+            run.heun(x)
+        }
+        SamplerKind::EulerAncestral { eta, s_noise } => run.euler_ancestral(x, eta, s_noise),
+        SamplerKind::Ddim { eta } => run.ddim(x, eta),
+        SamplerKind::DdpmAncestral { learned_variance } => run.ddpm(x, learned_variance),
+        SamplerKind::DpmSolverPp2s => run.dpmpp_2s(x),
+        SamplerKind::DpmSolverPp2m => run.dpmpp_2m(x),
+        SamplerKind::DpmSolverPp2mSde { eta } => run.dpmpp_2m_sde(x, eta),
+        SamplerKind::EulerMaruyama => run.euler_maruyama(x),
+        SamplerKind::Deis3 => run.deis3(x),
+        SamplerKind::Adaptive { rtol, atol } => run.adaptive(x, rtol, atol),
+    }
+}

@@ -1,0 +1,96 @@
+//! Ancestral and SDE samplers: Euler ancestral in σ̃ (k-diffusion), and DDIM, ancestral DDPM
+//! and Euler–Maruyama in the process's own coordinates x_t = α·x̃ (their updates depend on
+//! α and σ separately, not on σ̃ alone).
+
+use crate::error::Result;
+use crate::integrators::Run;
+use crate::state::State;
+
+impl<S: State> Run<'_, '_, S> {
+    pub(super) fn euler_ancestral(&mut self, mut x: S, eta: f64, s_noise: f64) -> Result<S> {
+        for i in 0..self.n() {
+            let (s, s1) = (self.s[i], self.s[i + 1]);
+            let den = self.den(&x, s)?;
+            let up = (eta * (s1 * s1 * (s * s - s1 * s1) / (s * s)).sqrt()).min(s1);
+            let down = (s1 * s1 - up * up).max(0.0).sqrt();
+            let mut xn = Self::euler_to(&x, &den, s, down);
+            if up > 0.0 {
+                let eps = self.noise(&x, i, 0)?;
+                xn = xn.lincomb(1.0, &eps, s_noise * up);
+            }
+            x = self.end_step(i, xn, &den)?;
+        }
+        Ok(x)
+    }
+
+    pub(super) fn ddim(&mut self, mut x: S, eta: f64) -> Result<S> {
+        for i in 0..self.n() {
+            let ((a, sg), (a1, sg1)) = (self.alpha_sigma(i), self.alpha_sigma(i + 1));
+            let den = self.den(&x, self.s[i])?;
+            // Process coordinates: x_t = a·x̃; ε̂ = (x_t − a·D)/σ.
+            let xt = x.scale(a);
+            let eps_hat = xt.lincomb(1.0 / sg, &den, -a / sg);
+            let ratio = (a * sg1) / (a1 * sg);
+            let sd = eta * sg1 * (1.0 - ratio * ratio).max(0.0).sqrt();
+            let mut xn = den.lincomb(a1, &eps_hat, (sg1 * sg1 - sd * sd).max(0.0).sqrt());
+            if sd > 0.0 {
+                let eps = self.noise(&x, i, 0)?;
+                xn = xn.lincomb(1.0, &eps, sd);
+            }
+            let xn = xn.scale(1.0 / a1);
+            x = self.end_step(i, xn, &den)?;
+        }
+        Ok(x)
+    }
+
+    /// Ancestral DDPM; with `learned_variance` a model's v sets the per-element variance
+    /// β̃·(β/β̃)^v = exp(v·log β + (1 − v)·log β̃), so v = 0 is exactly the fixed-variance step.
+    pub(super) fn ddpm(&mut self, mut x: S, learned_variance: bool) -> Result<S> {
+        for i in 0..self.n() {
+            let ((a, sg), (a1, sg1)) = (self.alpha_sigma(i), self.alpha_sigma(i + 1));
+            let (den, v) = if learned_variance {
+                self.m.denoise_with_variance(&x, self.s[i])?
+            } else {
+                (self.den(&x, self.s[i])?, None)
+            };
+            let xt = x.scale(a);
+            let step = tweedie_core::DdpmStep::new(a, sg, a1, sg1);
+            let var = step.beta_tilde;
+            let mut xn = xt.lincomb(step.coef_xt, &den, step.coef_x0);
+            if var > 0.0 {
+                let eps = self.noise(&x, i, 0)?;
+                let eps = match &v {
+                    // std = √β̃·exp(½·v·(log β − log β̃)).
+                    Some(v) => eps.mul_exp(v, 0.5 * step.learned_log_variance(var.ln()).1)?,
+                    None => eps,
+                };
+                xn = xn.lincomb(1.0, &eps, var.sqrt());
+            }
+            let xn = xn.scale(1.0 / a1);
+            x = self.end_step(i, xn, &den)?;
+        }
+        Ok(x)
+    }
+
+    pub(super) fn euler_maruyama(&mut self, mut x: S) -> Result<S> {
+        let p = self.process;
+        for i in 0..self.n() {
+            let (s, s1) = (self.s[i], self.s[i + 1]);
+            let den = self.den(&x, s)?;
+            let xn = if s1 == 0.0 {
+                den.clone()
+            } else {
+                let ((a, sg), (a1, _)) = (self.alpha_sigma(i), self.alpha_sigma(i + 1));
+                let (f, g2) = p.sde_coeffs(self.t[i]);
+                let dt = self.t[i + 1] - self.t[i];
+                // x_t′ = x_t + (f·x_t − g²·(a·D − x_t)/σ²)·dt + g√|dt|·ε, with x_t = a·x̃; then x̃′ = x_t′/a′.
+                let cx = a / a1 * (1.0 + f * dt + g2 * dt / (sg * sg));
+                let cd = -a / a1 * g2 * dt / (sg * sg);
+                let eps = self.noise(&x, i, 0)?;
+                x.lincomb3(cx, &den, cd, &eps, (g2 * dt.abs()).sqrt() / a1)
+            };
+            x = self.end_step(i, xn, &den)?;
+        }
+        Ok(x)
+    }
+}
