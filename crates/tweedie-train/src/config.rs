@@ -325,6 +325,81 @@ const SECTIONS: [&str; 6] = [
     "eval",
 ];
 
+/// Top-level key naming the config a file builds on (`extends = "base/toy.toml"`), resolved
+/// relative to the file that holds it.
+pub const EXTENDS: &str = "extends";
+
+/// Reads a config file as a TOML table with the files it extends merged underneath it:
+/// the base first, then each file's own keys on top ([`merge`]). A missing base or a cycle is
+/// an error naming the files.
+pub fn read_table(path: &Path) -> Result<toml::Table> {
+    read_chain(path, &mut Vec::new())
+}
+
+fn read_chain(path: &Path, chain: &mut Vec<std::path::PathBuf>) -> Result<toml::Table> {
+    let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+    // Canonical paths so that `a.toml` and `./x/../a.toml` are seen as one file in a cycle.
+    let canon = path.canonicalize().map_err(|e| TrainError::io(path, e))?;
+    if let Some(i) = chain.iter().position(|p| *p == canon) {
+        let cycle: Vec<String> = chain[i..]
+            .iter()
+            .chain([&canon])
+            .map(|p| p.display().to_string())
+            .collect();
+        return Err(TrainError::Config(format!(
+            "`{EXTENDS}` cycle: {}",
+            cycle.join(" → ")
+        )));
+    }
+    let mut table: toml::Table = toml::from_str(&text)
+        .map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))?;
+    let base = match table.remove(EXTENDS) {
+        None => return Ok(table),
+        Some(toml::Value::String(b)) => b,
+        Some(other) => {
+            return Err(TrainError::invalid(
+                &format!("{} {EXTENDS}", path.display()),
+                other,
+                "must be the path of another config file (a string)",
+            ))
+        }
+    };
+    let base_path = path.parent().unwrap_or(Path::new(".")).join(&base);
+    chain.push(canon);
+    let mut merged = read_chain(&base_path, chain).map_err(|e| match e {
+        // A base that cannot be read is named together with the file that asked for it.
+        TrainError::Io { path: p, source } => TrainError::Config(format!(
+            "{}: {EXTENDS} = \"{base}\": cannot read {}: {source}",
+            path.display(),
+            p.display()
+        )),
+        other => other,
+    })?;
+    chain.pop();
+    merge(&mut merged, table);
+    Ok(merged)
+}
+
+/// Deep-merges `over` into `base`: tables merge key by key, any other value (arrays
+/// included) replaces the base's. A table whose `type` or `preset` differs from the base's is
+/// replaced whole, so that keys of one variant (EDM's `p_mean`) never leak into another (VP).
+pub fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o))
+                if ["type", "preset"]
+                    .iter()
+                    .all(|tag| o.get(*tag).is_none() || o.get(*tag) == b.get(*tag)) =>
+            {
+                merge(b, o)
+            }
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
 /// Parses `value` as a TOML value (number, bool, array, inline table, quoted string); anything
 /// that does not parse is taken as a bare string (`--set data.type=moons`).
 fn parse_value(value: &str) -> toml::Value {
@@ -461,10 +536,13 @@ impl TrainConfig {
         Self::from_table(raw)
     }
 
-    /// Reads a config file with overrides.
+    /// Reads a config file (and the files it `extends`) with overrides.
     pub fn from_file(path: &Path, sets: &[String]) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
-        Self::from_toml_str(&text, sets).map_err(|e| match e {
+        let mut raw = read_table(path)?;
+        for s in sets {
+            apply_set(&mut raw, s)?;
+        }
+        Self::from_table(raw).map_err(|e| match e {
             TrainError::Config(m) => TrainError::Config(format!("{}: {m}", path.display())),
             other => other,
         })
@@ -472,6 +550,12 @@ impl TrainConfig {
 
     /// Builds from a parsed TOML table (after overrides).
     pub fn from_table(mut raw: toml::Table) -> Result<Self> {
+        if raw.contains_key(EXTENDS) {
+            return Err(TrainError::Config(format!(
+                "`{EXTENDS}` names a file relative to the config that holds it: read the config with \
+                 TrainConfig::from_file"
+            )));
+        }
         if let Some(k) = raw.keys().find(|k| !SECTIONS.contains(&k.as_str())) {
             return Err(TrainError::Config(format!(
                 "unknown section or key `{k}` (sections: {})",
@@ -585,6 +669,7 @@ impl TrainConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::formulation::FormulationKind;
 
     const MIN: &str = "[diffusion]\ntype = \"EDM\"\n";
 
@@ -696,5 +781,73 @@ mod tests {
             e.contains("training.lr") && e.contains("not a section"),
             "{e}"
         );
+    }
+
+    fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+        let p = dir.join(name);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn extends_merges_the_base_under_the_file_relative_to_it() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| TrainError::io("tmp", e))?;
+        write(
+            dir.path(),
+            "base/common.toml",
+            "[diffusion]\ntype = \"EDM\"\np_mean = -1.0\n[sampling]\nsteps = 7\ngrid = 9\n\
+             [training]\nlr = 1e-4\nema = { type = \"edm\", halflife_kimg = 10.0, rampup_ratio = 0.05 }\n\
+             [eval]\ndenoiser_sigmas = [1.0, 2.0, 3.0]\n",
+        );
+        write(
+            dir.path(),
+            "base/mid.toml",
+            "extends = \"common.toml\"\n[sampling]\nsteps = 8\n",
+        );
+        let top = write(
+            dir.path(),
+            "top.toml",
+            "extends = \"base/mid.toml\"\n[diffusion]\ntype = \"VP\"\n[training]\n\
+             ema = { type = \"power\", inv_gamma = 1.0, power = 0.75, max_decay = 0.999 }\n\
+             [eval]\ndenoiser_sigmas = [0.5]\n",
+        );
+        let c = TrainConfig::from_file(&top, &["sampling.grid=4".into()])?;
+        // Child keys win, base keys stay, `--set` comes last.
+        assert_eq!((c.sampling.steps, c.sampling.grid), (8, 4));
+        assert_eq!(c.training.lr, 1e-4);
+        // A new `type` replaces the table: EDM's p_mean does not leak into VP.
+        assert_eq!(c.diffusion.kind, FormulationKind::Vp);
+        assert!(matches!(c.training.ema, EmaSchedule::Power { .. }));
+        // Arrays are values: replaced, not appended.
+        assert_eq!(c.eval.denoiser_sigmas, vec![0.5]);
+        Ok(())
+    }
+
+    #[test]
+    fn extends_refuses_cycles_missing_files_and_text_without_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = write(dir.path(), "a.toml", "extends = \"sub/b.toml\"\n");
+        write(dir.path(), "sub/b.toml", "extends = \"../a.toml\"\n");
+        let e = TrainConfig::from_file(&a, &[]).unwrap_err().to_string();
+        assert!(
+            e.contains("cycle") && e.contains("a.toml") && e.contains("b.toml"),
+            "{e}"
+        );
+        let me = write(dir.path(), "me.toml", "extends = \"me.toml\"\n");
+        let e = TrainConfig::from_file(&me, &[]).unwrap_err().to_string();
+        assert!(e.contains("cycle") && e.contains("me.toml"), "{e}");
+        let c = write(dir.path(), "c.toml", "extends = \"nope.toml\"\n");
+        let e = TrainConfig::from_file(&c, &[]).unwrap_err().to_string();
+        assert!(e.contains("c.toml") && e.contains("nope.toml"), "{e}");
+        let n = write(dir.path(), "n.toml", "extends = 3\n");
+        let e = TrainConfig::from_file(&n, &[]).unwrap_err().to_string();
+        assert!(e.contains("extends") && e.contains('3'), "{e}");
+        let e = TrainConfig::from_toml_str("extends = \"a.toml\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("extends") && e.contains("from_file"), "{e}");
     }
 }

@@ -332,6 +332,133 @@ fn every_preset_in_configs_parses_validates_and_fits_its_data() -> Result<(), Tr
     Ok(())
 }
 
+/// The presets are one base per data set plus a file with what differs (`extends`); these
+/// values were recorded from the stand-alone files they replaced (which loaded to the same
+/// configs, field for field), so a base edit that changes a preset shows here.
+#[test]
+fn presets_built_on_bases_keep_their_recorded_values() -> Result<(), TrainError> {
+    use tweedie_core::ProcessKind;
+    use tweedie_nets::{EmaSchedule, NetConfig};
+    use tweedie_samplers::SamplerKind;
+    use tweedie_train::data::DataConfig;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+    let load = |name: &str| TrainConfig::from_file(&dir.join(name), &[]);
+
+    let c = load("toy-vp.toml")?;
+    let f = c.formulation()?;
+    assert_eq!(
+        f.process,
+        ProcessKind::Vp {
+            beta_min: 0.1,
+            beta_d: 19.9,
+            eps_t: 1e-5
+        }
+    );
+    let spec = c.sampling.spec()?;
+    assert_eq!(
+        (spec.kind, spec.steps, c.sampling.grid),
+        (SamplerKind::Heun, 32, 2000)
+    );
+    assert_eq!(
+        c.data,
+        DataConfig::Mixture {
+            preset: "gmm2d".into(),
+            n: 8192,
+            held_out: 2048,
+            seed: 0
+        }
+    );
+    assert!(matches!(c.network, NetConfig::Mlp(_)));
+    let t = &c.training;
+    assert_eq!(
+        (
+            t.batch_size,
+            t.lr,
+            t.warmup_steps,
+            t.steps,
+            t.checkpoint_every,
+            t.log_every
+        ),
+        (256, 2e-3, 100, 4000, 1000, 50)
+    );
+    assert_eq!(
+        t.ema,
+        EmaSchedule::Edm {
+            halflife_kimg: 100.0,
+            rampup_ratio: Some(0.05)
+        }
+    );
+    assert_eq!((c.eval.n_samples, c.eval.batch_size), (4000, 4000));
+
+    let c = load("toy-iddpm-hybrid.toml")?;
+    let spec = c.sampling.spec()?;
+    assert_eq!(
+        (spec.steps, spec.kind.name(), c.sampling.grid),
+        (25, "ddpm_ancestral", 2000)
+    );
+    assert_eq!(
+        c.formulation()?.learned_variance.map(|l| l.vlb_weight),
+        Some(0.001)
+    );
+    assert_eq!(c.formulation()?.sigma_data, 0.5);
+
+    let c = load("toy-edm.toml")?;
+    assert_eq!(c.formulation()?.sigma_data, 1.7);
+
+    let c = load("default.toml")?;
+    assert_eq!(
+        c.sampling.spec()?.kind,
+        SamplerKind::EdmStochastic {
+            s_churn: 10.0,
+            s_min: 0.05,
+            s_max: 50.0,
+            s_noise: 1.003
+        }
+    );
+    assert_eq!((c.sampling.steps, c.sampling.grid), (18, 100));
+    assert_eq!(
+        (
+            c.training.steps,
+            c.training.batch_size,
+            c.training.warmup_steps
+        ),
+        (3000, 128, 200)
+    );
+    match &c.network {
+        NetConfig::Unet(u) => assert!(u.attn_resolutions.is_empty()),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(c.eval.n_samples, 1000);
+
+    let c = load("fields-ve.toml")?;
+    let f = c.formulation()?;
+    assert_eq!((f.sigma_min, f.sigma_max), (0.02, 10.0));
+    assert!(matches!(
+        c.data,
+        DataConfig::Fields {
+            size: 16,
+            n: 4096,
+            held_out: 512,
+            ..
+        }
+    ));
+    assert_eq!(
+        (
+            c.training.batch_size,
+            c.training.steps,
+            c.training.sample_every
+        ),
+        (64, 1500, 750)
+    );
+    assert_eq!(c.eval.denoiser_sigmas, vec![0.1, 0.3, 1.0, 3.0]);
+    assert_eq!((c.sampling.grid, c.eval.n_samples), (64, 256));
+
+    let c = load("digits-ve.toml")?;
+    assert_eq!(c.formulation()?.sigma_max, 10.0);
+    assert_eq!(c.data, DataConfig::Digits { path: None });
+    Ok(())
+}
+
 /// Every kind of data trains, samples and evaluates end to end (a couple of steps each).
 #[test]
 fn each_data_kind_trains_samples_and_evaluates() -> Result<(), TrainError> {
