@@ -99,6 +99,34 @@ macro_rules! forward_model {
 }
 forward_model!(Box<M>, &M);
 
+/// A closure D(x̃; σ̃) as a model ([`from_fn`]): anything that maps (x̃, σ̃) to a denoised state.
+pub struct FnModel<F>(pub F);
+
+impl<S: State, F: Fn(&S, f64) -> Result<S> + Send + Sync> Model<S> for FnModel<F> {
+    fn denoise(&self, x: &S, sigma: f64) -> Result<S> {
+        (self.0)(x, sigma)
+    }
+}
+
+/// A closure `Fn(&x̃, σ̃) -> Result<D>` as a model.
+pub fn from_fn<S: State, F: Fn(&S, f64) -> Result<S> + Send + Sync>(f: F) -> FnModel<F> {
+    FnModel(f)
+}
+
+/// An infallible closure D(x̃; σ̃) as a model ([`plain_fn`]).
+pub struct PlainFnModel<F>(pub F);
+
+impl<S: State, F: Fn(&S, f64) -> S + Send + Sync> Model<S> for PlainFnModel<F> {
+    fn denoise(&self, x: &S, sigma: f64) -> Result<S> {
+        Ok((self.0)(x, sigma))
+    }
+}
+
+/// A closure `Fn(&x̃, σ̃) -> D` that cannot fail as a model.
+pub fn plain_fn<S: State, F: Fn(&S, f64) -> S + Send + Sync>(f: F) -> PlainFnModel<F> {
+    PlainFnModel(f)
+}
+
 /// A class-conditional denoiser D(x̃; σ̃, c); `class = None` is the unconditional model.
 pub trait ClassModel<S: State>: Send + Sync {
     /// D(x̃; σ̃, c) for one class shared by the batch (or unconditional).

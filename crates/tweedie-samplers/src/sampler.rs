@@ -23,6 +23,8 @@ pub enum Init<S> {
     Exact(S),
     /// Given latents x_T in process coordinates (x̃_T = x_T/α(T)).
     Latents(S),
+    /// x̃_T itself, in EDM coordinates (k-diffusion's `x`: x̃_T = σ̃_T·ε for a noise start).
+    Edm(S),
 }
 
 /// What a sampling run returns.
@@ -148,6 +150,7 @@ impl<'a, S: State> Sampler<'a, S> {
                     SamplerError::Unsupported("exact marginal sampling (Init::Exact)".into())
                 })??,
             Init::Latents(x) => x.scale(1.0 / self.process.alpha(times[0])),
+            Init::Edm(x) => x,
         };
         if self.hook.is_some() && matches!(self.kind, SamplerKind::Adaptive { .. }) {
             return Err(SamplerError::invalid(
