@@ -8,6 +8,10 @@
 //! - `.venv/share/tweedie/digits.csv.gz`: scikit-learn's 8×8 digits (1,797 rows of 64
 //!   pixels 0–16 and a label), taken from the scikit-learn wheel;
 //! - `.venv/pip-install.log`: pip's full output of the last install.
+//!
+//! For tweedie-dist's c10d shim it also installs gloo's headers (Debian `libgloo-dev`; the
+//! wheel lacks them) and, on CUDA wheels, the CUDA C runtime headers the NCCL headers need
+//! (`nvidia-cuda-crt`, pinned), with a clear message where it cannot.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -44,6 +48,7 @@ pub fn run(root: &Path) -> Result<()> {
     let link = venv.join("torch");
     if let Some(version) = installed_torch_version(&link) {
         if version_matches(&version) && has_libtorch(&link) && digits.is_file() {
+            dist_prerequisites(&venv_python(&venv), &link);
             println!("xtask: set-up ok (torch {version} in .venv, digits data present)");
             return Ok(());
         }
@@ -78,9 +83,105 @@ pub fn run(root: &Path) -> Result<()> {
     if !digits.is_file() {
         fetch_digits(root, &venv, &digits)?;
     }
+    dist_prerequisites(&python, &link);
     let version = installed_torch_version(&link).unwrap_or_else(|| TORCH_VERSION.to_string());
     println!("xtask: set-up done: torch {version} in .venv, LIBTORCH = .venv/torch, data in {DIGITS_PATH}");
     Ok(())
+}
+
+/// The CUDA C runtime (`crt/host_config.h`) and CCCL (`nv/target`) headers matching the
+/// CUDA 13.0 runtime of the torch 2.13.0 wheel: `cuda_runtime.h` and `cuda_fp16.h`,
+/// included by ProcessGroupNCCL.hpp, need them; the runtime wheel lacks them.
+const CUDA_HEADERS: [&str; 2] = ["nvidia-cuda-crt==13.0.88", "nvidia-cuda-cccl==13.0.85"];
+
+/// What tweedie-dist's shim needs beyond the wheel. Failures are warnings: without gloo
+/// the shim builds without Gloo (and says so when used); without the crt headers, without NCCL.
+fn dist_prerequisites(python: &Path, torch: &Path) {
+    if !gloo_headers_present() {
+        if let Err(err) = install_gloo_headers() {
+            println!(
+                "xtask: warning: gloo headers not found and not installed ({err:#}); \
+                 distributed training needs them: install Debian/Ubuntu `libgloo-dev` \
+                 (or set GLOO_INCLUDE_DIR to a folder holding gloo/config.h)"
+            );
+        }
+    }
+    if torch.join("lib/libtorch_cuda.so").is_file() && !crt_headers_present(torch) {
+        let wanted = CUDA_HEADERS.join(" ");
+        step(&format!(
+            "pip install {wanted} (CUDA headers for the NCCL process group)"
+        ));
+        let mut args = vec!["-m", "pip", "install", "--disable-pip-version-check", "-q"];
+        args.extend(CUDA_HEADERS);
+        if let Err(err) = capture(python, &args) {
+            println!("xtask: warning: {wanted} not installed ({err:#}); tweedie-dist builds without NCCL");
+        }
+    }
+}
+
+fn gloo_headers_present() -> bool {
+    ["/usr/include", "/usr/local/include"]
+        .iter()
+        .any(|d| Path::new(d).join("gloo/config.h").is_file())
+        || std::env::var_os("GLOO_INCLUDE_DIR")
+            .is_some_and(|d| Path::new(&d).join("gloo/config.h").is_file())
+}
+
+/// `apt-get install libgloo-dev`, as root or through sudo.
+fn install_gloo_headers() -> Result<()> {
+    if Command::new("apt-get").arg("--version").output().is_err() {
+        bail!("no apt-get on this system");
+    }
+    let root = capture(Path::new("id"), &["-u"]).is_ok_and(|u| u.trim() == "0");
+    let prefix: &[&str] = if root { &[] } else { &["sudo", "-n"] };
+    step("apt-get install libgloo-dev (gloo headers for the c10d shim)");
+    let run = |args: &[&str]| -> Result<()> {
+        let all: Vec<&str> = prefix.iter().chain(args).copied().collect();
+        let status = Command::new(all[0])
+            .args(&all[1..])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .with_context(|| format!("cannot run {}", all[0]))?;
+        if !status.success() {
+            bail!("`{}` failed ({status})", all.join(" "));
+        }
+        Ok(())
+    };
+    run(&["apt-get", "update", "-qq"])?;
+    run(&[
+        "apt-get",
+        "install",
+        "-y",
+        "-qq",
+        "--no-install-recommends",
+        "libgloo-dev",
+    ])
+}
+
+/// Whether the `nvidia/*/include` folders next to the torch package hold `crt/host_config.h`
+/// and `nv/target` (directly or under `cccl/`).
+fn crt_headers_present(torch: &Path) -> bool {
+    let Some(site) = torch
+        .canonicalize()
+        .ok()
+        .and_then(|t| t.parent().map(Path::to_path_buf))
+    else {
+        return false;
+    };
+    let includes: Vec<PathBuf> = std::fs::read_dir(site.join("nvidia"))
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.path().join("include"))
+                .collect()
+        })
+        .unwrap_or_default();
+    let has = |rel: &str| {
+        includes
+            .iter()
+            .any(|d| d.join(rel).is_file() || d.join("cccl").join(rel).is_file())
+    };
+    has("crt/host_config.h") && has("nv/target")
 }
 
 /// A libtorch chosen by the user, described for a message, or `None` for ours.
