@@ -50,6 +50,9 @@ pub enum TrainError {
     /// The run was interrupted (Ctrl-C) after saving a checkpoint.
     #[error("interrupted at step {step}; checkpoint saved, resume with --resume {run_dir}")]
     Interrupted { step: u64, run_dir: PathBuf },
+    /// No font for the text of plots (none found, or the file is not a font).
+    #[error("plot font: {0}")]
+    Font(String),
     /// Anything else, with a message.
     #[error("{0}")]
     Other(String),

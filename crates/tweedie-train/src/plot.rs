@@ -1,7 +1,12 @@
 //! PNG outputs of a run: sample grids (images), scatter plots (2-D data), the loss curve.
 //! Everything is rendered in memory and written atomically (temp file + rename).
+//!
+//! Text of every plot in the workspace (these and the bench crate's) goes through one path:
+//! plotters' pure-Rust `ab_glyph` renderer with a TrueType font read from disk at run time
+//! ([`ensure_font`]), so building needs no system font libraries.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use image::{ImageBuffer, Rgb, RgbImage};
 use ndarray::ArrayView2;
@@ -30,6 +35,70 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
         TrainError::io(path, e)
     })
+}
+
+/// Environment variable naming a TrueType/OpenType font file for plot text; it overrides the
+/// search of [`FONT_PATHS`].
+pub const FONT_ENV: &str = "TWEEDIE_FONT";
+
+/// The family name every plot asks plotters for; [`ensure_font`] registers the font under it.
+pub const FONT_FAMILY: &str = "sans-serif";
+
+/// Where the plot font is looked for, in order: DejaVu Sans as Debian/Ubuntu
+/// (`fonts-dejavu-core`, which `.ci/run` installs), Fedora, Arch and Alpine place it, then
+/// Arial on macOS and Windows.
+pub const FONT_PATHS: &[&str] = &[
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/dejavu-sans-fonts/DejaVuSans.ttf",
+    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf",
+    "/usr/share/fonts/ttf-dejavu/DejaVuSans.ttf",
+    "/System/Library/Fonts/Supplemental/Arial.ttf",
+    "/Library/Fonts/Arial.ttf",
+    "C:\\Windows\\Fonts\\arial.ttf",
+];
+
+/// Registers the plot font with plotters once per process and returns the file it came from:
+/// `$TWEEDIE_FONT` if set, else the first of [`FONT_PATHS`] that exists.
+///
+/// plotters keeps registered fonts for the life of the process (`&'static [u8]`), so the
+/// file's bytes are leaked once, on the first call.
+pub fn ensure_font() -> Result<PathBuf> {
+    static FONT: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+    FONT.get_or_init(load_font)
+        .clone()
+        .map_err(TrainError::Font)
+}
+
+fn load_font() -> std::result::Result<PathBuf, String> {
+    let path = find_font(std::env::var_os(FONT_ENV).map(PathBuf::from))?;
+    register_font_file(&path)?;
+    Ok(path)
+}
+
+/// The font file: `explicit` (from [`FONT_ENV`]) if given, else the first of [`FONT_PATHS`].
+fn find_font(explicit: Option<PathBuf>) -> std::result::Result<PathBuf, String> {
+    if let Some(p) = explicit {
+        return Ok(p);
+    }
+    FONT_PATHS
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            format!(
+                "no font found (looked for {}); install DejaVu Sans (Debian/Ubuntu: \
+                 `apt-get install fonts-dejavu-core`) or set {FONT_ENV} to a .ttf file",
+                FONT_PATHS.join(", ")
+            )
+        })
+}
+
+fn register_font_file(path: &Path) -> std::result::Result<(), String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+    plotters::style::register_font(FONT_FAMILY, FontStyle::Normal, bytes)
+        .map_err(|_| format!("{}: not a TrueType/OpenType font", path.display()))
 }
 
 fn save_png(path: &Path, img: &RgbImage) -> Result<()> {
@@ -84,8 +153,8 @@ fn plot_err(path: &Path, e: impl std::fmt::Display) -> TrainError {
     TrainError::Other(format!("plot {}: {e}", path.display()))
 }
 
-/// Scatter plot of 2-D samples (blue) over reference data (grey), without text so that it
-/// needs no fonts.
+/// Scatter plot of 2-D samples (blue) over reference data (grey), without text (so it needs
+/// no font).
 pub fn write_scatter(
     path: &Path,
     samples: ArrayView2<f32>,
@@ -156,6 +225,7 @@ pub fn write_loss_plot(path: &Path, steps: &[u64], losses: &[f64]) -> Result<()>
     if pts.is_empty() {
         return Err(TrainError::Other("no finite positive loss to plot".into()));
     }
+    ensure_font()?;
     let win = (pts.len() / 20).max(1);
     let smooth: Vec<(f64, f64)> = (0..pts.len())
         .map(|i| {
@@ -174,7 +244,7 @@ pub fn write_loss_plot(path: &Path, steps: &[u64], losses: &[f64]) -> Result<()>
         root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
         let mut chart = ChartBuilder::on(&root)
             .margin(15)
-            .caption("training loss", ("sans-serif", 20))
+            .caption("training loss", (FONT_FAMILY, 20))
             .x_label_area_size(40)
             .y_label_area_size(70)
             .build_cartesian_2d(x0..x1, (lo * 0.9..hi * 1.1).log_scale())
@@ -201,7 +271,8 @@ pub fn write_loss_plot(path: &Path, steps: &[u64], losses: &[f64]) -> Result<()>
 }
 
 /// Held-out denoising error against σ̃ on log–log axes: the model (dark), the reference
-/// denoiser (orange) and the identity's σ̃² (grey), as in EDM's loss-per-σ̃ figure.
+/// denoiser (orange) and the identity's σ̃² (grey), as in EDM's loss-per-σ̃ figure. Labels
+/// write σ̃ as σ/α: the font renderer does not place combining marks.
 pub fn write_denoising_plot(
     path: &Path,
     sigmas: &[f64],
@@ -226,6 +297,7 @@ pub fn write_denoising_plot(
             "no positive denoising errors to plot".into(),
         ));
     }
+    ensure_font()?;
     let fold = |f: fn(f64, f64) -> f64, init: f64, y: bool| {
         all.iter().map(|p| if y { p.1 } else { p.0 }).fold(init, f)
     };
@@ -244,7 +316,7 @@ pub fn write_denoising_plot(
         root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
         let mut chart = ChartBuilder::on(&root)
             .margin(15)
-            .caption("held-out denoising error", ("sans-serif", 20))
+            .caption("held-out denoising error", (FONT_FAMILY, 20))
             .x_label_area_size(40)
             .y_label_area_size(70)
             .build_cartesian_2d(
@@ -254,12 +326,12 @@ pub fn write_denoising_plot(
             .map_err(|e| plot_err(path, e))?;
         chart
             .configure_mesh()
-            .x_desc("noise level σ̃")
+            .x_desc("noise level σ/α")
             .y_desc("MSE per element")
             .draw()
             .map_err(|e| plot_err(path, e))?;
         let series = [
-            (pi, RGBColor(170, 170, 170), "identity (σ̃²)".to_string()),
+            (pi, RGBColor(170, 170, 170), "identity ((σ/α)²)".to_string()),
             (pr, RGBColor(230, 120, 20), reference_name.to_string()),
             (pm, RGBColor(20, 60, 160), "model".to_string()),
         ];
@@ -310,6 +382,19 @@ mod tests {
         assert_eq!(img.get_pixel(2 + 34 + 5, 2 + 34 + 5)[0], 255);
         assert_eq!(img.get_pixel(0, 0)[0], 40);
         assert!(write_image_grid(&p, x.view(), &[4]).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn a_missing_or_invalid_font_is_a_clear_error() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| TrainError::io("tmp", e))?;
+        let named = dir.path().join("mine.ttf");
+        assert_eq!(find_font(Some(named.clone())), Ok(named.clone()));
+        let e = register_font_file(&named).unwrap_err();
+        assert!(e.contains("mine.ttf"), "{e}");
+        std::fs::write(&named, b"not a font").map_err(|e| TrainError::io(&named, e))?;
+        let e = register_font_file(&named).unwrap_err();
+        assert!(e.contains("not a TrueType/OpenType font"), "{e}");
         Ok(())
     }
 

@@ -8,7 +8,6 @@
 
 mod cases;
 mod ckpt;
-mod font;
 mod plot;
 mod python;
 mod stats;

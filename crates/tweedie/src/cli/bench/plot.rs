@@ -1,14 +1,14 @@
 //! Log-log line plots (error vs NFE) drawn with plotters into an RGB buffer and written as PNG.
 //!
-//! Text uses the bitmap font of [`super::font`], so rendering needs no system font: the plot
-//! looks the same on a headless CI runner as on a workstation.
+//! Text goes through the workspace's one text path, plotters' `ab_glyph` renderer with the
+//! font that [`tweedie::train::plot::ensure_font`] registers (as the training plots do).
 
 use std::path::Path;
 
 use anyhow::{Context, Result};
 use plotters::prelude::*;
 
-use super::font;
+use tweedie::train::plot::{ensure_font, FONT_FAMILY};
 
 /// One line of a panel: (x, y) points, drawn in order; non-positive or non-finite points are skipped.
 #[derive(Debug, Clone)]
@@ -55,7 +55,8 @@ const PALETTE: [RGBColor; 12] = [
 const PANEL_W: u32 = 640;
 const LEGEND_W: u32 = 360;
 const HEIGHT: u32 = 620;
-const SCALE: u32 = 2;
+/// Font size of every text in pixels.
+const FONT_PX: f64 = 17.0;
 
 /// Colour of the `i`-th distinct label; lines that share a label share a colour across panels.
 fn color_of(i: usize) -> RGBColor {
@@ -64,6 +65,7 @@ fn color_of(i: usize) -> RGBColor {
 
 /// Writes the panels side by side with a shared legend to `path` (atomically).
 pub fn write_png(path: &Path, panels: &[Panel]) -> Result<()> {
+    ensure_font()?;
     let mut keys: Vec<String> = Vec::new();
     let mut labels: Vec<Legend> = Vec::new();
     for s in panels.iter().flat_map(|p| p.series.iter()) {
@@ -124,25 +126,26 @@ type DrawResult = std::result::Result<
     DrawingAreaErrorKind<<BitMapBackend<'static> as DrawingBackend>::ErrorType>,
 >;
 
+fn style(color: &RGBColor) -> TextStyle<'static> {
+    (FONT_FAMILY, FONT_PX).into_font().color(color)
+}
+
+/// Width in pixels of `s` as [`text`] draws it (0 if the font cannot measure it).
+fn text_width(root: &Area, s: &str) -> i32 {
+    root.estimate_text_size(s, &style(&BLACK))
+        .map(|(w, _)| w as i32)
+        .unwrap_or(0)
+}
+
+/// `s` with its top-left corner at (x, y).
 fn text(root: &Area, s: &str, x: i32, y: i32, color: &RGBColor) -> DrawResult {
-    let mut result = Ok(());
-    font::rasterize(s, x, y, SCALE, |px, py| {
-        if result.is_ok() {
-            result = root.draw_pixel((px, py), color);
-        }
-    });
-    result
+    root.draw(&Text::new(s.to_string(), (x, y), style(color)))
 }
 
 /// Text rotated by 90° (reading bottom to top), for the y-axis label.
 fn text_vertical(root: &Area, s: &str, x: i32, y_bottom: i32, color: &RGBColor) -> DrawResult {
-    let mut result = Ok(());
-    font::rasterize(s, 0, 0, SCALE, |px, py| {
-        if result.is_ok() {
-            result = root.draw_pixel((x + py, y_bottom - px), color);
-        }
-    });
-    result
+    let st = style(color).transform(FontTransform::Rotate270);
+    root.draw(&Text::new(s.to_string(), (x, y_bottom), st))
 }
 
 /// Decades [10^a, 10^b] covering `lo..hi` (both > 0).
@@ -173,7 +176,7 @@ fn draw_panel(root: &Area, x0: i32, panel: &Panel, labels: &[Legend], height: u3
         .filter(|(x, y)| x.is_finite() && y.is_finite() && *x > 0.0 && *y > 0.0)
         .collect();
     if pts.is_empty() {
-        return text(root, "NO DATA", left + 40, (top + bottom) / 2, &black);
+        return text(root, "no data", left + 40, (top + bottom) / 2, &black);
     }
     let (xmin, xmax) = pts
         .iter()
@@ -205,7 +208,7 @@ fn draw_panel(root: &Area, x0: i32, panel: &Panel, labels: &[Legend], height: u3
         text(
             root,
             &lab,
-            left - 8 - font::text_width(&lab, SCALE) as i32,
+            left - 8 - text_width(root, &lab),
             py - 7,
             &black,
         )?;
@@ -238,7 +241,7 @@ fn draw_panel(root: &Area, x0: i32, panel: &Panel, labels: &[Legend], height: u3
                 text(
                     root,
                     &lab,
-                    px - font::text_width(&lab, SCALE) as i32 / 2,
+                    px - text_width(root, &lab) / 2,
                     bottom + 8,
                     &black,
                 )?;
@@ -260,7 +263,7 @@ fn draw_panel(root: &Area, x0: i32, panel: &Panel, labels: &[Legend], height: u3
     text(
         root,
         xl,
-        (left + right) / 2 - font::text_width(xl, SCALE) as i32 / 2,
+        (left + right) / 2 - text_width(root, xl) / 2,
         bottom + 35,
         &black,
     )?;
@@ -269,7 +272,7 @@ fn draw_panel(root: &Area, x0: i32, panel: &Panel, labels: &[Legend], height: u3
         root,
         yl,
         x0 + 8,
-        (top + bottom) / 2 + font::text_width(yl, SCALE) as i32 / 2,
+        (top + bottom) / 2 + text_width(root, yl) / 2,
         &black,
     )?;
 
