@@ -4,6 +4,8 @@
 //!   digits data set, unless the user points `LIBTORCH`/`LIBTORCH_USE_PYTORCH` elsewhere;
 //! - `test`: set-up, then every test, plus the libtorch-free check of the math crates;
 //! - `ci`: `cargo fmt --check`, clippy with `-D warnings`, then `test`;
+//! - `bench-samplers`, `consistency`: the measurement tooling, forwarded to the
+//!   `tweedie-bench` binary (crate `tweedie-bench`, not published) after the set-up;
 //! - anything else is forwarded to the `tweedie` binary: `cargo xtask train …` runs
 //!   `tweedie train …` after the set-up.
 
@@ -26,7 +28,9 @@ use run::{cargo, step};
     disable_help_subcommand = true,
     about = "tweedie project tasks; unknown subcommands run `tweedie <subcommand> …` after the set-up",
     after_help = "Forwarded to the tweedie CLI: train, sample, info, schedule, eval, nets, … \
-                  (`cargo xtask train --help`)."
+                  (`cargo xtask train --help`).\n\
+                  Forwarded to tweedie-bench: bench-samplers, consistency \
+                  (`cargo xtask bench-samplers --help`)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -155,14 +159,42 @@ fn ci(root: &Path) -> Result<()> {
     test(root, &[])
 }
 
-/// `cargo xtask <cmd> …` = set-up, then `tweedie <cmd> …`; returns tweedie's exit code.
+/// Subcommands of the `tweedie-bench` binary (measurement tooling, not the user CLI).
+const BENCH_COMMANDS: [&str; 2] = ["bench-samplers", "consistency"];
+
+/// The binary (and package) a forwarded subcommand belongs to.
+fn binary_for(command: Option<&OsString>) -> &'static str {
+    match command.and_then(|c| c.to_str()) {
+        Some(c) if BENCH_COMMANDS.contains(&c) => "tweedie-bench",
+        _ => "tweedie",
+    }
+}
+
+/// `cargo xtask <cmd> …` = set-up, then `tweedie <cmd> …` (or `tweedie-bench <cmd> …` for
+/// the measurement tooling); returns that binary's exit code.
 fn forward(root: &Path, args: &[OsString]) -> Result<i32> {
     setup::run(root)?;
+    let bin = binary_for(args.first());
     let mut cmd = run::cargo_command(root);
-    cmd.args(["run", "--package", "tweedie", "--bin", "tweedie", "--"])
+    cmd.args(["run", "--package", bin, "--bin", bin, "--"])
         .args(args);
     let status = cmd
         .status()
         .map_err(|e| anyhow::anyhow!("cannot start cargo: {e}"))?;
     Ok(status.code().unwrap_or(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn measurement_commands_go_to_tweedie_bench_and_the_rest_to_tweedie() {
+        let bin = |s: &str| binary_for(Some(&OsString::from(s)));
+        assert_eq!(bin("bench-samplers"), "tweedie-bench");
+        assert_eq!(bin("consistency"), "tweedie-bench");
+        assert_eq!(bin("train"), "tweedie");
+        assert_eq!(bin("sample"), "tweedie");
+        assert_eq!(binary_for(None), "tweedie");
+    }
 }

@@ -6,8 +6,6 @@
 
 use clap::{Parser, Subcommand};
 
-mod bench;
-mod consistency;
 mod eval;
 mod info;
 mod model;
@@ -40,10 +38,6 @@ macro_rules! subcommands {
 subcommands! {
     /// Print the libtorch version, CUDA and cuDNN availability and thread counts.
     Info => info,
-    /// Sampler error vs NFE on exact Gaussian mixtures and cost, side by side with k-diffusion/diffusers.
-    BenchSamplers => bench,
-    /// The same sampler and model on ndarray, tch CPU (f64/f32) and CUDA; one U-Net training step CPU vs CUDA.
-    Consistency => consistency,
     /// Network presets: parameter counts, configurations.
     Nets => nets,
     /// Draw samples from an analytic mixture with any sampler, optionally given a measurement.

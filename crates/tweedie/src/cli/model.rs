@@ -1,4 +1,4 @@
-//! Network checkpoints for the subcommands (`sample --model`, `bench-samplers --model`): one
+//! Network checkpoints for the subcommands (`sample --model`): one
 //! loader so that every command reports a missing or corrupt file the same way.
 
 use std::path::Path;

@@ -6,14 +6,15 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use tch::Device;
-use tweedie::nets::NetModel;
+use tweedie_nets::{load_checkpoint, NetModel};
 
 /// A checkpoint's denoiser on the CPU (tweedie-nets' `NetModel`: rows `[B, C·H·W]` in f64,
 /// the network in f32 with the skip path in f64), and the number of values of one sample.
 pub fn load(path: &Path) -> Result<(NetModel, usize)> {
-    let loaded = crate::cli::model::load(path, Device::Cpu)?;
+    let loaded = load_checkpoint(path, Device::Cpu)
+        .with_context(|| format!("loading model {}", path.display()))?;
     let label_dim = loaded.config.net.label_dim();
     if label_dim > 0 {
         bail!(
@@ -37,9 +38,9 @@ mod tests {
     use ndarray::Array2;
     use std::collections::BTreeMap;
     use tch::{Kind, Tensor};
-    use tweedie::core::Precond;
-    use tweedie::nets::{save_checkpoint, ModelConfig, NetConfig, Wrapper};
-    use tweedie::samplers::Model;
+    use tweedie_core::Precond;
+    use tweedie_nets::{save_checkpoint, ModelConfig, NetConfig, Wrapper};
+    use tweedie_samplers::Model;
 
     #[test]
     fn checkpoint_round_trip_gives_the_same_denoiser() {

@@ -1,4 +1,4 @@
-//! The side-by-side part: drives `benches/samplers/reference.py` (k-diffusion and diffusers
+//! The side-by-side part: drives `crates/tweedie-bench/scripts/reference.py` (k-diffusion and diffusers
 //! on the same exact mixture denoiser, written in PyTorch) from the project's virtualenv.
 //!
 //! The script is compiled into the binary and written next to each job, so the bench runs
@@ -11,8 +11,8 @@ use anyhow::{bail, Context, Result};
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 
-/// The harness, as committed in benches/samplers/.
-const REFERENCE_PY: &str = include_str!("../../../../../benches/samplers/reference.py");
+/// The harness, as committed in scripts/.
+const REFERENCE_PY: &str = include_str!("../../scripts/reference.py");
 
 /// Packages the harness needs. k-diffusion is installed without its dependencies (wandb,
 /// clip, torchvision…), which sampling.py does not use; these are the ones it does.

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Side-by-side reference harness for `tweedie bench-samplers`.
+"""Side-by-side reference harness for `cargo xtask bench-samplers`.
 
 Runs k-diffusion's samplers and diffusers' schedulers on an exact Gaussian-mixture
 denoiser (PyTorch, float64) with the latents and sigma grids that the Rust bench wrote,

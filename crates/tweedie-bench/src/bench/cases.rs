@@ -3,9 +3,9 @@
 
 use anyhow::{Context, Result};
 use ndarray::Array2;
-use tweedie::core::process::Edm;
-use tweedie::core::{Timer, TimerKind};
-use tweedie::samplers::{Init, Model, Sampler, SamplerKind};
+use tweedie_core::process::Edm;
+use tweedie_core::{Timer, TimerKind};
+use tweedie_samplers::{Init, Model, Sampler, SamplerKind};
 
 /// How a sampler is measured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,14 +1,14 @@
 //! Log-log line plots (error vs NFE) drawn with plotters into an RGB buffer and written as PNG.
 //!
 //! Text goes through the workspace's one text path, plotters' `ab_glyph` renderer with the
-//! font that [`tweedie::train::plot::ensure_font`] registers (as the training plots do).
+//! font that [`tweedie_train::plot::ensure_font`] registers (as the training plots do).
 
 use std::path::Path;
 
 use anyhow::{Context, Result};
 use plotters::prelude::*;
 
-use tweedie::train::plot::{ensure_font, FONT_FAMILY};
+use tweedie_train::plot::{ensure_font, FONT_FAMILY};
 
 /// One line of a panel: (x, y) points, drawn in order; non-positive or non-finite points are skipped.
 #[derive(Debug, Clone)]

@@ -1,4 +1,4 @@
-//! `tweedie bench-samplers`: quality against exact answers vs cost, for every sampler, side by
+//! `cargo xtask bench-samplers` (`tweedie-bench bench-samplers`): quality against exact answers vs cost, for every sampler, side by
 //! side with k-diffusion and diffusers on the same mixture, latents and σ grid.
 //!
 //! Ground truth: the analytic Gaussian mixture. The deterministic endpoint of each sampler is
@@ -20,12 +20,12 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use ndarray::Array2;
-use tweedie::samplers::{MixtureModel, Model};
+use tweedie_samplers::{MixtureModel, Model};
 
 use cases::{Case, CaseKind};
 use stats::ComponentErrors;
 
-/// Options of `tweedie bench-samplers`.
+/// Options of `tweedie-bench bench-samplers`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Results folder: bench.md, bench.csv, error_vs_nfe.png and the reference job files.
@@ -96,7 +96,7 @@ impl<'a> Timed<'a> {
 }
 
 impl Model<Array2<f64>> for Timed<'_> {
-    fn denoise(&self, x: &Array2<f64>, sigma: f64) -> tweedie::samplers::Result<Array2<f64>> {
+    fn denoise(&self, x: &Array2<f64>, sigma: f64) -> tweedie_samplers::Result<Array2<f64>> {
         let t0 = Instant::now();
         let r = self.inner.denoise(x, sigma);
         self.nanos
@@ -169,7 +169,7 @@ struct Reference {
 /// truth as the samplers' own tests.
 pub fn bench_mixture(name: &str) -> Result<MixtureModel> {
     let gm =
-        tweedie::core::mixture::preset(name).with_context(|| format!("mixture preset `{name}`"))?;
+        tweedie_core::mixture::preset(name).with_context(|| format!("mixture preset `{name}`"))?;
     MixtureModel::try_from(&gm).with_context(|| format!("mixture preset `{name}`"))
 }
 
@@ -283,7 +283,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     for m in &args.mixtures {
         bench_mixture(m)
-            .with_context(|| format!("--mixtures: {:?}", tweedie::core::mixture::PRESETS))?;
+            .with_context(|| format!("--mixtures: {:?}", tweedie_core::mixture::PRESETS))?;
     }
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
@@ -614,7 +614,7 @@ fn bench_checkpoint(
     }
     // x_T = σ_max·z with per-sample keyed noise: the latents depend on (seed, index) only.
     let xt =
-        tweedie::core::rng::normal_rows(args.seed, 0, n, tweedie::core::rng::streams::INIT, numel)
+        tweedie_core::rng::normal_rows(args.seed, 0, n, tweedie_core::rng::streams::INIT, numel)
             * SIGMA_MAX;
     let ref_steps = settings.ref_steps_model;
     eprintln!(
@@ -862,7 +862,7 @@ fn render_markdown(
     seconds: f64,
 ) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "# tweedie bench-samplers\n");
+    let _ = writeln!(s, "# bench-samplers\n");
     let _ = writeln!(s, "Build: {}.", build_profile());
     let _ = writeln!(
         s,

@@ -1,4 +1,4 @@
-//! `tweedie consistency`: the same sampler, seed and model on every backend, and one training
+//! `cargo xtask consistency` (`tweedie-bench consistency`): the same sampler, seed and model on every backend, and one training
 //! step of a small U-Net on CPU and CUDA; differences against stated tolerances.
 //!
 //! Noise is drawn per sample in f64 on the CPU (tweedie-core's keyed generators) whatever the
@@ -9,14 +9,14 @@
 use anyhow::{bail, Context, Result};
 use ndarray::Array2;
 use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
-use tweedie::core::process::Edm;
-use tweedie::core::rng;
-use tweedie::core::space::TchTensor;
-use tweedie::core::{Precond, Timer, TimerKind};
-use tweedie::nets::{ModelConfig, NetConfig, Wrapper};
-use tweedie::samplers::{Init, MixtureModel, Model, Sampler, SamplerKind, State};
+use tweedie_core::process::Edm;
+use tweedie_core::rng;
+use tweedie_core::space::TchTensor;
+use tweedie_core::{Precond, Timer, TimerKind};
+use tweedie_nets::{ModelConfig, NetConfig, Wrapper};
+use tweedie_samplers::{Init, MixtureModel, Model, Sampler, SamplerKind, State};
 
-/// Options of `tweedie consistency`.
+/// Options of `tweedie-bench consistency`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Samplers to compare across backends (comma-separated; deterministic and stochastic).
@@ -123,7 +123,7 @@ struct Backend {
     tol: f64,
 }
 
-fn grid(steps: usize) -> Result<(Edm, tweedie::core::TimeGrid)> {
+fn grid(steps: usize) -> Result<(Edm, tweedie_core::TimeGrid)> {
     let p = Edm {
         sigma_min: 0.002,
         sigma_max: 80.0,
@@ -166,7 +166,7 @@ fn run_tch(
 
 /// Sampler endpoints on every backend against ndarray f64.
 fn sampler_checks(args: &Args, backends: &[Backend]) -> Result<Vec<Check>> {
-    let model = super::bench::bench_mixture(&args.mixture)?;
+    let model = crate::bench::bench_mixture(&args.mixture)?;
     let xt = model.sample_rows(args.samples, 80.0, args.seed, 0);
     let mut out = Vec::new();
     for name in &args.samplers {
@@ -447,7 +447,7 @@ mod tests {
 
     #[test]
     fn tch_cpu_f64_matches_ndarray_for_a_stochastic_sampler() {
-        let model = crate::cli::bench::bench_mixture("gmm2d").unwrap();
+        let model = crate::bench::bench_mixture("gmm2d").unwrap();
         let xt = model.sample_rows(16, 80.0, 3, 0);
         let kind = SamplerKind::from_name("euler_ancestral").unwrap();
         let a = run_ndarray(&model, &kind, &xt, 8, 3).unwrap();

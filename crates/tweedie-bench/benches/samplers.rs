@@ -1,24 +1,24 @@
 //! Criterion micro-benchmarks: a Tweedie conversion, a timer, and one step of every integrator
-//! on a fixed state (`cargo bench -p tweedie --bench samplers`).
+//! on a fixed state (`cargo bench -p tweedie-bench --bench samplers`).
 //!
 //! The model in the integrator benches is the exact denoiser of N(0, I), D(x; σ) = x/(1 + σ²):
 //! one cheap elementwise pass, so a step's time is dominated by the integrator's own arithmetic
-//! (the quantity `tweedie bench-samplers` reports as overhead).
+//! (the quantity `cargo xtask bench-samplers` reports as overhead).
 
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use ndarray::Array2;
-use tweedie::core::param::{convert, convert_coeffs};
-use tweedie::core::process::{Edm, ProcessKind};
-use tweedie::core::{Param, TimeGrid, Timer, TimerKind};
-use tweedie::samplers::{Init, Model, Sampler, SamplerKind, SAMPLER_NAMES};
+use tweedie_core::param::{convert, convert_coeffs};
+use tweedie_core::process::{Edm, ProcessKind};
+use tweedie_core::{Param, TimeGrid, Timer, TimerKind};
+use tweedie_samplers::{Init, Model, Sampler, SamplerKind, SAMPLER_NAMES};
 
 /// Exact denoiser of a standard normal prior: E[x₀ | x₀ + σε] = x/(1 + σ²).
 struct StdNormal;
 
 impl Model<Array2<f64>> for StdNormal {
-    fn denoise(&self, x: &Array2<f64>, sigma: f64) -> tweedie::samplers::Result<Array2<f64>> {
+    fn denoise(&self, x: &Array2<f64>, sigma: f64) -> tweedie_samplers::Result<Array2<f64>> {
         Ok(x * (1.0 / (1.0 + sigma * sigma)))
     }
 }

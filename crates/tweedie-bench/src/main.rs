@@ -1,0 +1,51 @@
+//! `tweedie-bench`: the project's measurement tooling, kept out of the user CLI. Reached through
+//! `cargo xtask bench-samplers …` and `cargo xtask consistency …`, which set up libtorch first.
+
+mod bench;
+mod consistency;
+
+use clap::{Parser, Subcommand};
+
+/// Measurements behind docs/benchmarks.md.
+#[derive(Debug, Parser)]
+#[command(name = "tweedie-bench", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+// Built once per process from the command line: variant sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Sampler error vs NFE on exact Gaussian mixtures and cost, side by side with k-diffusion/diffusers.
+    BenchSamplers(bench::Args),
+    /// The same sampler and model on ndarray, tch CPU (f64/f32) and CUDA; one U-Net training step CPU vs CUDA.
+    Consistency(consistency::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    let result = match Cli::parse().command {
+        Command::BenchSamplers(args) => bench::run(args),
+        Command::Consistency(args) => consistency::run(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            // `{:#}` prints the whole anyhow context chain on one line.
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}
