@@ -1,5 +1,6 @@
-//! `cargo xtask consistency` (`tweedie-bench consistency`): the same sampler, seed and model on every backend, and one training
-//! step of a small U-Net on CPU and CUDA; differences against stated tolerances.
+//! `cargo xtask consistency` (`tweedie-bench consistency`): the same sampler, seed and model on
+//! every backend, and one training step of a small U-Net with the trainer's loss on CPU and
+//! CUDA; differences against stated tolerances.
 //!
 //! Noise is drawn per sample in f64 on the CPU (tweedie-core's keyed generators) whatever the
 //! state type, so even the stochastic samplers must agree across backends up to rounding.
@@ -12,9 +13,11 @@ use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
 use tweedie_core::process::Edm;
 use tweedie_core::rng;
 use tweedie_core::space::TchTensor;
-use tweedie_core::{Precond, Timer, TimerKind};
-use tweedie_nets::{ModelConfig, NetConfig, Wrapper};
+use tweedie_core::{Timer, TimerKind};
+use tweedie_nets::{ModelConfig, NetConfig};
 use tweedie_samplers::{Init, MixtureModel, Model, Sampler, SamplerKind, State};
+use tweedie_train::loss::STREAM_NOISE;
+use tweedie_train::{DiffusionConfig, FormulationKind, Loss};
 
 /// Options of `tweedie-bench consistency`.
 #[derive(Debug, clap::Args)]
@@ -195,10 +198,12 @@ struct StepOut {
     updates: Vec<(String, Tensor)>,
 }
 
-/// One SGD step of the EDM loss (Karras et al. 2022, eq. 2 with λ(σ) = (σ² + σ_d²)/(σ·σ_d)²) on a
-/// fixed batch, from weights copied from `init`.
+/// One SGD step of the trainer's own loss (tweedie-train's [`Loss`] for the EDM formulation:
+/// Karras et al. 2022, eq. 2 with λ(σ̃) = (σ̃² + σ_d²)/(σ̃·σ_d)² and log-normal σ̃) on a fixed
+/// batch, from weights copied from `init`.
 fn train_step(
     cfg: &ModelConfig,
+    loss: &Loss,
     init: &nn::VarStore,
     device: Device,
     batch: usize,
@@ -210,35 +215,32 @@ fn train_step(
     let numel: i64 = shape.iter().product();
     let mut full = vec![batch as i64];
     full.extend(&shape);
-    // Data, noise levels and noise are drawn on the CPU in f64 and moved: identical everywhere.
-    let x0 = rng::normal_rows(seed, 0, batch, rng::streams::TRAIN, numel as usize);
-    let eps = rng::normal_rows(seed, 0, batch, rng::streams::TRAIN + 1, numel as usize);
-    let z = rng::normal_rows(seed, 0, batch, rng::streams::TRAIN + 2, 1);
-    let sigma: Vec<f64> = z.iter().map(|z| (-1.2 + 1.2 * z).exp()).collect();
-    let to_t = |a: &Array2<f64>| -> Result<Tensor> {
-        let v: Vec<f64> = a.iter().copied().collect();
-        Ok(Tensor::f_from_slice(&v)?
-            .f_reshape(full.as_slice())?
-            .to_kind(Kind::Float)
-            .to_device(device))
-    };
-    let x0 = to_t(&x0)?;
-    let eps = to_t(&eps)?;
-    let s = Tensor::f_from_slice(&sigma)?
+    // Data are drawn on the CPU in f64, noise levels and noise by the trainer's keyed draws
+    // (sample g of the batch has its own generator): identical on every device. The data use
+    // a stream of their own, next to the loss's σ̃ and ε streams.
+    let x0 = rng::normal_rows(seed, 0, batch, STREAM_NOISE + 1, numel as usize);
+    let v: Vec<f64> = x0.iter().copied().collect();
+    let x0 = Tensor::f_from_slice(&v)?
+        .f_reshape(full.as_slice())?
         .to_kind(Kind::Float)
         .to_device(device);
-    let s_b = s.reshape([batch as i64, 1, 1, 1]);
-    let sd = 0.5f64;
-    let weight = (&s_b * &s_b + sd * sd) / (&s_b * &s_b * (sd * sd));
+    let levels = loss.draw_levels(seed, 0, batch);
+    let eps = Loss::draw_noise(seed, 0, batch, numel as usize).to_device(device);
     let before: Vec<(String, Tensor)> = vs
         .variables()
         .into_iter()
         .map(|(k, v)| (k, v.detach().copy()))
         .collect();
     let mut opt = nn::Sgd::default().build(&vs, 1e-2)?;
-    let d = den.forward(&(&x0 + &eps * &s_b), &s, None, None, true)?;
-    let loss = (weight * (d - &x0).square()).mean(Kind::Float);
     opt.zero_grad();
+    let loss = loss
+        .per_sample(
+            |x, s| Ok(den.forward(x, s, None, None, true)?),
+            &x0,
+            &eps,
+            &levels,
+        )?
+        .mean(Kind::Float);
     loss.backward();
     let vars = vs.variables();
     // Buffers (e.g. resample filters) and unused parameters have no gradient: count them as 0.
@@ -289,14 +291,16 @@ fn train_checks(
     tol_grad: f64,
 ) -> Result<Vec<Check>> {
     let net = NetConfig::preset(&args.net).with_context(|| format!("--net `{}`", args.net))?;
+    let loss = Loss::new(DiffusionConfig::new(FormulationKind::Edm).resolve()?)?;
+    // The network is wrapped as the formulation says, so the loss and D agree on σ̃.
     let cfg = ModelConfig {
         net,
-        wrapper: Wrapper::Precond(Precond::edm()),
+        wrapper: loss.formulation().wrapper.clone(),
     };
     tch::manual_seed(args.seed as i64);
     let (init, _) = cfg.build(Device::Cpu)?;
-    let a = train_step(&cfg, &init, Device::Cpu, args.batch, args.seed)?;
-    let b = train_step(&cfg, &init, device, args.batch, args.seed)?;
+    let a = train_step(&cfg, &loss, &init, Device::Cpu, args.batch, args.seed)?;
+    let b = train_step(&cfg, &loss, &init, device, args.batch, args.seed)?;
     let out = vec![
         compare_tensors(
             format!("train {} loss       {label}", args.net),
@@ -463,5 +467,45 @@ mod tests {
         // A different seed must change the stochastic endpoint (the check can fail).
         let other = run_ndarray(&model, &kind, &xt, 8, 4).unwrap();
         assert!(!compare_rows("ea".into(), &other, &a, 1e-3).passed());
+    }
+
+    #[test]
+    fn the_training_step_with_the_trainers_loss_is_reproducible_on_the_cpu() {
+        let args = Args {
+            samplers: vec![],
+            steps: 18,
+            samples: 4,
+            mixture: "gmm2d".into(),
+            seed: 5,
+            net: "ddpmpp-tiny".into(),
+            batch: 2,
+        };
+        let checks = train_checks(
+            &args,
+            "cpu vs cpu",
+            Device::Cpu,
+            tol::SAME_DEVICE,
+            tol::SAME_DEVICE,
+        )
+        .unwrap();
+        assert_eq!(checks.len(), 3);
+        assert!(checks.iter().all(Check::passed));
+        // The step is a real one: a finite positive loss that moves the weights, so the
+        // comparisons above are not between two zeros.
+        let loss = Loss::new(
+            DiffusionConfig::new(FormulationKind::Edm)
+                .resolve()
+                .unwrap(),
+        )
+        .unwrap();
+        let cfg = ModelConfig {
+            net: NetConfig::preset("ddpmpp-tiny").unwrap(),
+            wrapper: loss.formulation().wrapper.clone(),
+        };
+        let (init, _) = cfg.build(Device::Cpu).unwrap();
+        let out = train_step(&cfg, &loss, &init, Device::Cpu, 2, 5).unwrap();
+        let l = out.loss.double_value(&[]);
+        assert!(l.is_finite() && l > 0.0, "loss {l}");
+        assert!(flat(&out.updates).abs().max().double_value(&[]) > 0.0);
     }
 }
