@@ -2,8 +2,8 @@
 //!
 //! Densities turn one draw the caller makes (uniform in [0, 1) or standard normal, see
 //! [`NoiseDensity::draw`]) into a noise level, so trainers keep their own seeded RNG.
-//! Loss weights are stated for the denoiser loss λ(σ̃)·‖D(x̃; σ̃) − x₀‖² (DESIGN: networks are
-//! denoisers); [`LossWeight::weight_for`] re-expresses them for any other parametrization.
+//! Loss weights are stated for the denoiser loss λ(σ̃)·‖D(x̃; σ̃) − x₀‖² (networks are
+//! denoisers: docs/architecture.md); [`LossWeight::weight_for`] re-expresses them for any other parametrization.
 
 use crate::error::{check_lt, check_pos, CoreError, Result};
 use crate::param::Param;
