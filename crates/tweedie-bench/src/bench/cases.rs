@@ -45,12 +45,10 @@ fn timer(sigma_min: f64, sigma_max: f64, rho: f64) -> TimerKind {
     }
 }
 
-/// The Karras et al. 2022 (eq. 5) grid of `steps` noise levels followed by 0, from tweedie-core.
+/// The Karras et al. 2022 (eq. 5) grid of `steps` noise levels followed by 0: the samplers'
+/// own `grids::karras` (tweedie-core's EDM timer), as users of the front door get it.
 pub fn karras_grid(steps: usize, sigma_min: f64, sigma_max: f64, rho: f64) -> Result<Vec<f64>> {
-    let grid = timer(sigma_min, sigma_max, rho)
-        .grid(&process(), steps)
-        .context("EDM timer grid")?;
-    Ok(grid.sigma_tilde)
+    tweedie_samplers::grids::karras(steps, sigma_min, sigma_max, rho).context("EDM timer grid")
 }
 
 impl Case {
