@@ -46,11 +46,7 @@ impl Validate for LossWeight {
 /// Prefixes the key of an [`CoreError::InvalidValue`] with its section (`timer.sigma_max`).
 pub fn in_section(section: &str, e: CoreError) -> CoreError {
     match e {
-        CoreError::InvalidValue { key, value, reason } => CoreError::InvalidValue {
-            key: format!("{section}.{key}"),
-            value,
-            reason,
-        },
+        CoreError::InvalidValue(v) => CoreError::InvalidValue(v.in_section(section)),
         other => other,
     }
 }

@@ -38,7 +38,7 @@ pub mod timer;
 pub mod weighting;
 
 pub use config::{CoreConfig, Validate};
-pub use error::{CoreError, Result};
+pub use error::{CoreError, Invalid, InvalidValue, Result};
 pub use mixture::{preset, GaussianMixture, MixtureSpec};
 pub use param::{convert, convert_coeffs, Affine, Param};
 pub use precond::{Precond, PrecondCoeffs};

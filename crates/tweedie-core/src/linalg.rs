@@ -3,6 +3,7 @@
 //! The mixture works in modest dimensions (≤ a few hundred), so a plain O(D³) Cholesky
 //! keeps the core free of LAPACK.
 
+use crate::error::Invalid;
 use crate::error::{CoreError, Result};
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2};
 

@@ -5,6 +5,7 @@
 //! observation y = A·x₀ + n, n ~ N(0, Σ_n) (Bishop 2006, §2.3.3; the denoiser is the case
 //! A = αI, Σ_n = σ²I, y = x_t).
 
+use crate::error::Invalid;
 use crate::error::{CoreError, Result};
 use crate::linalg::{cho_solve_mat, cholesky, log_det_chol, solve_lower_mat, symmetrize};
 use crate::process::Process;
@@ -139,14 +140,14 @@ impl GaussianMixture {
             return Err(CoreError::invalid(
                 "means",
                 format!("{} rows", spec.means.len()),
-                &format!("need one per weight ({k})"),
+                format!("need one per weight ({k})"),
             ));
         }
         if spec.covs.len() != k {
             return Err(CoreError::invalid(
                 "covs",
                 format!("{} matrices", spec.covs.len()),
-                &format!("need one per weight ({k})"),
+                format!("need one per weight ({k})"),
             ));
         }
         let d = spec.means.first().map_or(0, |m| m.len());
@@ -157,7 +158,7 @@ impl GaussianMixture {
                 return Err(CoreError::invalid(
                     &format!("means[{i}]"),
                     format!("length {}", spec.means[i].len()),
-                    &format!("expected {d}"),
+                    format!("expected {d}"),
                 ));
             }
             means
@@ -167,7 +168,7 @@ impl GaussianMixture {
                 return Err(CoreError::invalid(
                     &format!("covs[{i}]"),
                     "wrong shape",
-                    &format!("expected {d}×{d}"),
+                    format!("expected {d}×{d}"),
                 ));
             }
             for (r, row) in spec.covs[i].iter().enumerate() {
@@ -584,7 +585,7 @@ pub fn preset(name: &str) -> Result<GaussianMixture> {
         other => Err(CoreError::invalid(
             "mixture",
             other,
-            &format!("unknown preset; known: {}", PRESETS.join(", ")),
+            format!("unknown preset; known: {}", PRESETS.join(", ")),
         )),
     }
 }

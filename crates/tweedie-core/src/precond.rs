@@ -1,5 +1,6 @@
 //! Preconditioning of Karras et al. 2022, Table 1: D(x̃;σ̃) = c_skip·x̃ + c_out·F(c_in·x̃; c_noise).
 
+use crate::error::Invalid;
 use crate::error::{check_lt, check_pos, CoreError, Result};
 use crate::process::{iddpm_u_grid, Process, VpLinear};
 

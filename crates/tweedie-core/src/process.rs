@@ -4,6 +4,7 @@
 //! `Box<dyn Process>` (the discrete DDPM tables are computed once there, which is why the enum
 //! does not implement [`Process`] itself).
 
+use crate::error::Invalid;
 use crate::error::{check_lt, check_nonneg, check_pos, CoreError, Result};
 use std::f64::consts::FRAC_PI_2;
 

@@ -7,6 +7,7 @@
 //! `steps + 1` points evenly down to 0, and DDIM grids append t = 0 (ᾱ = 1) after the table
 //! indices, as DDIM's final step to x₀ does.
 
+use crate::error::Invalid;
 use crate::error::{check_lt, check_pos, CoreError, Result};
 use crate::process::{iddpm_u_grid, Process};
 
@@ -67,7 +68,7 @@ impl TimeGrid {
                 return Err(CoreError::invalid(
                     "steps",
                     self.t.len() - 1,
-                    &format!(
+                    format!(
                         "grid not strictly decreasing at entry {}: t = {} then {}",
                         i, w[0], w[1]
                     ),
@@ -293,7 +294,7 @@ impl TimerKind {
                     return Err(CoreError::invalid(
                         "j0",
                         j0,
-                        &format!("must be < m − 1 = {}", m - 1),
+                        format!("must be < m − 1 = {}", m - 1),
                     ));
                 }
                 Ok(())
@@ -404,7 +405,7 @@ impl Timer for TimerKind {
                     return Err(CoreError::invalid(
                         "steps",
                         n,
-                        &format!("must be <= num_train_steps = {big_t}"),
+                        format!("must be <= num_train_steps = {big_t}"),
                     ));
                 }
                 let js: Vec<f64> = match spacing {

@@ -5,6 +5,7 @@
 //! Loss weights are stated for the denoiser loss λ(σ̃)·‖D(x̃; σ̃) − x₀‖² (networks are
 //! denoisers: docs/architecture.md); [`LossWeight::weight_for`] re-expresses them for any other parametrization.
 
+use crate::error::Invalid;
 use crate::error::{check_lt, check_pos, CoreError, Result};
 use crate::param::Param;
 use crate::process::{iddpm_u_grid_shared, Process};

@@ -1,6 +1,7 @@
 //! Typed, TOML-friendly network configurations and named presets.
 
 use serde::{Deserialize, Serialize};
+use tweedie_core::Invalid;
 
 use crate::error::{NetsError, Result};
 

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use tch::{nn::VarStore, Tensor};
+use tweedie_core::Invalid;
 
 use crate::error::{NetsError, Result};
 

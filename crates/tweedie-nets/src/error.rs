@@ -6,12 +6,8 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum NetsError {
     /// A configuration value is out of its valid range.
-    #[error("invalid value for `{key}`: {value} ({reason})")]
-    InvalidConfig {
-        key: String,
-        value: String,
-        reason: String,
-    },
+    #[error(transparent)]
+    InvalidValue(#[from] tweedie_core::InvalidValue),
     /// No preset has this name.
     #[error("unknown network preset `{name}` (known: {known})")]
     UnknownPreset { name: String, known: String },
@@ -64,14 +60,3 @@ pub enum NetsError {
 
 /// Result alias of tweedie-nets.
 pub type Result<T> = std::result::Result<T, NetsError>;
-
-impl NetsError {
-    /// Shorthand for [`NetsError::InvalidConfig`].
-    pub fn invalid(key: &str, value: impl std::fmt::Display, reason: impl Into<String>) -> Self {
-        NetsError::InvalidConfig {
-            key: key.to_string(),
-            value: value.to_string(),
-            reason: reason.into(),
-        }
-    }
-}

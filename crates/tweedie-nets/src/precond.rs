@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
 use tweedie_core::param::convert_coeffs;
+use tweedie_core::Invalid;
 use tweedie_core::{Param, Precond, PrecondCoeffs, ProcessKind};
 
 use crate::config::NetConfig;

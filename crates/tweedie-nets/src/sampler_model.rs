@@ -3,11 +3,12 @@
 //! states (the CLI) or f64 ndarray states (training evaluation).
 
 use std::sync::{Mutex, MutexGuard};
+use tweedie_core::Invalid;
 
 use ndarray::{Array2, ArrayD, ArrayViewD, IxDyn};
 use tch::{Device, Kind, Tensor};
 use tweedie_core::space::TchTensor;
-use tweedie_samplers::{ClassModel, Model, Result, SamplerError};
+use tweedie_samplers::{ClassModel, Model, ModelError, Result, SamplerError};
 
 use crate::error::{NetsError, Result as NetsResult};
 use crate::precond::{variance_fraction, PrecondDenoiser};
@@ -44,15 +45,22 @@ pub fn one_hot(labels: &[i64], classes: usize, device: Device) -> NetsResult<Ten
     Ok(idx.one_hot(classes as i64).to_kind(Kind::Float))
 }
 
-fn to_sampler(e: NetsError) -> SamplerError {
-    match e {
-        NetsError::Shape(s) => SamplerError::Shape(s),
-        NetsError::InvalidConfig { key, value, reason } => {
-            SamplerError::InvalidValue { key, value, reason }
+/// A network error as a sampler error: the shared kinds (shape, invalid value, math core) map
+/// to the same kinds, anything else (libtorch, checkpoints, devices) travels whole as a
+/// [`ModelError`] that keeps its message and downcasts back to the [`NetsError`].
+impl From<NetsError> for SamplerError {
+    fn from(e: NetsError) -> Self {
+        match e {
+            NetsError::Shape(s) => SamplerError::Shape(s),
+            NetsError::InvalidValue(v) => SamplerError::InvalidValue(v),
+            NetsError::Core(c) => SamplerError::Core(c),
+            other => SamplerError::Model(ModelError::new(other)),
         }
-        NetsError::Core(c) => SamplerError::Core(c),
-        other => SamplerError::Numerical(other.to_string()),
     }
+}
+
+fn to_sampler(e: NetsError) -> SamplerError {
+    e.into()
 }
 
 impl NetModel {
@@ -184,7 +192,7 @@ fn array_of(t: &Tensor, shape: &[usize]) -> Result<ArrayD<f64>> {
             .to_device(Device::Cpu)
             .flatten(0, -1),
     )
-    .map_err(|e| SamplerError::Numerical(format!("libtorch: {e}")))?;
+    .map_err(|e| to_sampler(NetsError::Torch(e)))?;
     ArrayD::from_shape_vec(IxDyn(shape), v).map_err(|e| SamplerError::Shape(e.to_string()))
 }
 

@@ -2,6 +2,7 @@
 
 use approx::assert_relative_eq;
 use tch::{nn, Device, Tensor};
+use tweedie_core::InvalidValue;
 use tweedie_nets::{DeviceSpec, Ema, EmaSchedule, ModelConfig, NetConfig, NetsError, UnetConfig};
 
 #[test]
@@ -53,7 +54,7 @@ fn power_warmup_beta_matches_hand_values() {
         min_decay: 0.0,
     };
     assert!(
-        matches!(bad.validate(), Err(NetsError::InvalidConfig { key, .. }) if key == "max_decay")
+        matches!(bad.validate(), Err(NetsError::InvalidValue(InvalidValue { key, .. })) if key == "max_decay")
     );
 }
 
@@ -128,7 +129,7 @@ fn net_config_from_toml_with_unknown_key_rejected() {
     let bad: NetConfig =
         toml::from_str("type = \"unet\"\nresolution = 30\nchannel_mult = [1, 2, 2]\n").unwrap();
     match bad.validate() {
-        Err(NetsError::InvalidConfig { key, value, .. }) => {
+        Err(NetsError::InvalidValue(InvalidValue { key, value, .. })) => {
             assert_eq!((key.as_str(), value.as_str()), ("resolution", "30"))
         }
         other => panic!("{other:?}"),

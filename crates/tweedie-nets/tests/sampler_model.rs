@@ -158,3 +158,48 @@ fn learned_variance_networks_supply_v() {
     let e = cfg.validate().unwrap_err().to_string();
     assert!(e.contains("out_dim") && e.contains('3'), "{e}");
 }
+
+/// A network's errors reach the sampler's caller with their text and kind: checkpoint and
+/// libtorch errors travel whole (downcast back to the NetsError), shape errors stay shape
+/// errors with the network's message.
+#[test]
+fn network_errors_keep_text_and_kind_through_the_sampler() {
+    use tweedie_nets::NetsError;
+    use tweedie_samplers::SamplerError;
+    let nets = NetsError::CheckpointNotFound {
+        path: "runs/x/model.safetensors".into(),
+    };
+    let text = nets.to_string();
+    let e = SamplerError::from(nets);
+    assert_eq!(e.to_string(), text);
+    match &e {
+        SamplerError::Model(m) => assert!(matches!(
+            m.downcast_ref::<NetsError>(),
+            Some(NetsError::CheckpointNotFound { .. })
+        )),
+        other => panic!("{other:?}"),
+    }
+
+    let (_vs, m) = model(3);
+    m.set_labels(Some(&[0, 1, 2])).unwrap();
+    let process = ProcessKind::edm().build();
+    let grid = TimerKind::edm().grid(process.as_ref(), 4).unwrap();
+    let s = Sampler::new(
+        process.as_ref(),
+        grid,
+        SamplerKind::Euler,
+        &m as &dyn Model<TchTensor>,
+    )
+    .unwrap();
+    let e = s
+        .run(
+            Init::Noise(TchTensor(Tensor::zeros([7, 2], (Kind::Float, Device::Cpu)))),
+            None,
+        )
+        .unwrap_err();
+    assert!(matches!(e, SamplerError::Shape(_)), "{e:?}");
+    assert!(
+        e.to_string().contains("3 row labels set for a batch of 7"),
+        "{e}"
+    );
+}

@@ -8,6 +8,7 @@
 //! callbacks and chunked runs.
 
 use tweedie_core::process::Edm;
+use tweedie_core::Invalid;
 use tweedie_core::{Process, TimeGrid};
 
 use crate::error::{Result, SamplerError};

@@ -5,6 +5,7 @@
 use ndarray::{Array1, Array2, Axis, Zip};
 use serde::{Deserialize, Serialize};
 use tweedie_core::rng::normal_rows;
+use tweedie_core::Invalid;
 use tweedie_core::{Process, TimeGrid};
 
 use crate::error::{Result, SamplerError};

@@ -1,17 +1,15 @@
 //! Typed errors of the samplers.
 
-use tweedie_core::CoreError;
+use std::sync::Arc;
+
+use tweedie_core::{CoreError, InvalidValue};
 
 /// Errors of tweedie-samplers; messages name the offending key and value.
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
 pub enum SamplerError {
     /// A sampler, guidance or operator parameter is out of its valid range.
-    #[error("invalid value for `{key}`: {value} ({reason})")]
-    InvalidValue {
-        key: String,
-        value: String,
-        reason: String,
-    },
+    #[error(transparent)]
+    InvalidValue(#[from] InvalidValue),
     /// A sampler name that is not known; lists the known names.
     #[error("unknown sampler `{name}`; known samplers: {known}")]
     UnknownSampler { name: String, known: String },
@@ -27,18 +25,46 @@ pub enum SamplerError {
     /// An error from the math core.
     #[error(transparent)]
     Core(#[from] CoreError),
+    /// An error of the model itself (a network, a checkpoint), with its own message and type.
+    #[error(transparent)]
+    Model(ModelError),
+}
+
+/// A model's own error carried through a sampler unchanged: same message, and the original
+/// type through [`ModelError::downcast_ref`] (a network's error stays a network error).
+#[derive(Debug, Clone)]
+pub struct ModelError(Arc<dyn std::error::Error + Send + Sync + 'static>);
+
+impl ModelError {
+    /// Wraps a model's error.
+    pub fn new<E: std::error::Error + Send + Sync + 'static>(e: E) -> Self {
+        ModelError(Arc::new(e))
+    }
+
+    /// The original error, when it is an `E`.
+    pub fn downcast_ref<E: std::error::Error + 'static>(&self) -> Option<&E> {
+        self.0.downcast_ref::<E>()
+    }
+}
+
+impl std::fmt::Display for ModelError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for ModelError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+/// Two model errors are equal when they say the same (the wrapped types need not be `PartialEq`).
+impl PartialEq for ModelError {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0.to_string() == other.0.to_string()
+    }
 }
 
 /// Result alias of this crate.
 pub type Result<T> = std::result::Result<T, SamplerError>;
-
-impl SamplerError {
-    /// Shorthand for [`SamplerError::InvalidValue`].
-    pub fn invalid(key: &str, value: impl std::fmt::Display, reason: &str) -> Self {
-        SamplerError::InvalidValue {
-            key: key.to_string(),
-            value: value.to_string(),
-            reason: reason.to_string(),
-        }
-    }
-}

@@ -1,6 +1,7 @@
 //! `SamplerKind`: every integrator with its parameters, serde-friendly and parseable by name.
 
 use serde::{Deserialize, Serialize};
+use tweedie_core::Invalid;
 
 use crate::error::{Result, SamplerError};
 

@@ -56,7 +56,7 @@ pub mod tch_state;
 
 pub use api::{sample, Method};
 pub use cond::{CondSampler, Guidance, GuidedModel, Replacement};
-pub use error::{Result, SamplerError};
+pub use error::{ModelError, Result, SamplerError};
 pub use kind::{Churn, SamplerKind, SamplerSpec, SAMPLER_NAMES};
 pub use mixture::MixtureModel;
 pub use model::{

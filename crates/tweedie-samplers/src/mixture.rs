@@ -10,6 +10,7 @@ use ndarray::{s, Array1, Array2, Axis};
 use rand::Rng;
 use rand_distr::Distribution;
 use rayon::prelude::*;
+use tweedie_core::Invalid;
 
 use crate::error::{Result, SamplerError};
 use crate::linalg;

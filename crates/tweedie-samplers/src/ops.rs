@@ -1,6 +1,7 @@
 //! Linear forward models y = A·x + n, n ~ N(0, s²I), acting on rows `[B, n]` in f64.
 
 use ndarray::{Array1, Array2, Axis};
+use tweedie_core::Invalid;
 
 use crate::error::{Result, SamplerError};
 
@@ -177,7 +178,7 @@ impl Downsample {
             return Err(SamplerError::invalid(
                 "factor",
                 factor,
-                &format!("must divide H = {h} and W = {w}"),
+                format!("must divide H = {h} and W = {w}"),
             ));
         }
         Ok(Downsample {

@@ -1,6 +1,7 @@
 //! The unconditional sampler: timer grid + integrator + model, in EDM coordinates.
 
 use tweedie_core::rng::streams;
+use tweedie_core::Invalid;
 use tweedie_core::{Process, TimeGrid};
 
 use crate::error::{Result, SamplerError};

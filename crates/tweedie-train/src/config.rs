@@ -6,6 +6,7 @@
 //! label_dim) are then set from the data by the trainer.
 
 use std::path::Path;
+use tweedie_core::Invalid;
 
 use serde::{Deserialize, Serialize};
 use tweedie_nets::{EmaSchedule, NetConfig};
@@ -132,7 +133,7 @@ impl SamplingConfig {
         } else {
             SamplerKind::from_name(&self.sampler)
         }
-        .map_err(|e| TrainError::invalid("sampling.sampler", &self.sampler, &e.to_string()))?;
+        .map_err(|e| TrainError::invalid("sampling.sampler", &self.sampler, e.to_string()))?;
         let mut used = Vec::new();
         match &mut kind {
             SamplerKind::EdmStochastic {
@@ -187,7 +188,7 @@ impl SamplingConfig {
                 return Err(TrainError::invalid(
                     &format!("sampling.{key}"),
                     "(set)",
-                    &format!("not used by sampler `{}`", self.sampler),
+                    format!("not used by sampler `{}`", self.sampler),
                 ));
             }
         }
@@ -196,7 +197,7 @@ impl SamplingConfig {
             steps: self.steps,
         };
         spec.validate()
-            .map_err(|e| TrainError::invalid("sampling", &self.sampler, &e.to_string()))?;
+            .map_err(|e| TrainError::invalid("sampling", &self.sampler, e.to_string()))?;
         Ok(spec)
     }
 }
@@ -499,7 +500,7 @@ fn expand_network(raw: &toml::Table) -> Result<toml::Table> {
     let mut out = match &preset {
         Some(p) => {
             let cfg = NetConfig::preset(p)
-                .map_err(|e| TrainError::invalid("network.preset", p, &e.to_string()))?;
+                .map_err(|e| TrainError::invalid("network.preset", p, e.to_string()))?;
             match toml::Value::try_from(&cfg) {
                 Ok(toml::Value::Table(t)) => t,
                 _ => {
@@ -596,7 +597,7 @@ impl TrainConfig {
         self.data.validate()?;
         self.network
             .validate()
-            .map_err(|e| TrainError::invalid("network", "(config)", &e.to_string()))?;
+            .map_err(|e| TrainError::invalid("network", "(config)", e.to_string()))?;
         let t = &self.training;
         let pos = |k: &str, v: f64| {
             if v.is_finite() && v > 0.0 {
@@ -636,10 +637,10 @@ impl TrainConfig {
         }
         t.ema
             .validate()
-            .map_err(|e| TrainError::invalid("training.ema", "(schedule)", &e.to_string()))?;
+            .map_err(|e| TrainError::invalid("training.ema", "(schedule)", e.to_string()))?;
         t.device
             .parse::<tweedie_nets::DeviceSpec>()
-            .map_err(|e| TrainError::invalid("training.device", &t.device, &e.to_string()))?;
+            .map_err(|e| TrainError::invalid("training.device", &t.device, e.to_string()))?;
         if self.sampling.grid == 0 {
             return Err(TrainError::invalid("sampling.grid", 0, "must be ≥ 1"));
         }

@@ -19,12 +19,8 @@ pub enum TrainError {
     #[error("data: {0}")]
     Data(String),
     /// A configuration value is out of range or unknown.
-    #[error("invalid value for `{key}`: {value} ({reason})")]
-    InvalidValue {
-        key: String,
-        value: String,
-        reason: String,
-    },
+    #[error(transparent)]
+    InvalidValue(#[from] tweedie_core::InvalidValue),
     /// A configuration could not be parsed.
     #[error("config: {0}")]
     Config(String),
@@ -62,14 +58,6 @@ pub enum TrainError {
 pub type Result<T> = std::result::Result<T, TrainError>;
 
 impl TrainError {
-    /// Shorthand for [`TrainError::InvalidValue`].
-    pub fn invalid(key: &str, value: impl std::fmt::Display, reason: &str) -> Self {
-        TrainError::InvalidValue {
-            key: key.to_string(),
-            value: value.to_string(),
-            reason: reason.to_string(),
-        }
-    }
     /// Shorthand for [`TrainError::Io`].
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         TrainError::Io {

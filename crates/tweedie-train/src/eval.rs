@@ -15,6 +15,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+use tweedie_core::Invalid;
 
 use ndarray::Array2;
 use rand::Rng;
@@ -433,10 +434,10 @@ pub fn evaluate_run_with(
     let data = cfg.data.load()?;
     let device = {
         let spec: tweedie_nets::DeviceSpec = cfg.training.device.parse().map_err(|e| {
-            TrainError::invalid("training.device", &cfg.training.device, &format!("{e}"))
+            TrainError::invalid("training.device", &cfg.training.device, format!("{e}"))
         })?;
         spec.resolve().map_err(|e| {
-            TrainError::invalid("training.device", &cfg.training.device, &format!("{e}"))
+            TrainError::invalid("training.device", &cfg.training.device, format!("{e}"))
         })?
     };
     let model_path = run_dir.join(files::MODEL);

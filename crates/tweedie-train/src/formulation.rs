@@ -18,6 +18,7 @@
 use serde::{Deserialize, Serialize};
 use tweedie_core::process::BetaSchedule;
 use tweedie_core::weighting::{LossWeight, NoiseDensity};
+use tweedie_core::Invalid;
 use tweedie_core::{Param, Precond, ProcessKind};
 use tweedie_nets::{ParamAdapter, Wrapper};
 
@@ -339,7 +340,7 @@ impl DiffusionConfig {
             return Err(TrainError::invalid(
                 &format!("diffusion.{key}"),
                 "(set)",
-                &format!("not used by type = \"{}\"", self.kind.name()),
+                format!("not used by type = \"{}\"", self.kind.name()),
             ));
         }
         let sigma_data = pos("diffusion.sigma_data", self.sigma_data.unwrap_or(0.5))?;
@@ -354,7 +355,7 @@ impl DiffusionConfig {
             return Err(TrainError::invalid(
                 "diffusion.sigma_min",
                 sigma_min,
-                &format!("must be < diffusion.sigma_max = {sigma_max}"),
+                format!("must be < diffusion.sigma_max = {sigma_max}"),
             ));
         }
         let rho = pos("diffusion.rho", self.rho.unwrap_or(7.0))?;
@@ -498,12 +499,8 @@ impl DiffusionConfig {
             WeightingKind::SoftMinSnr => Weight::Core(LossWeight::SoftMinSnr { gamma }),
         };
         let prefix = |e: tweedie_core::CoreError| match e {
-            tweedie_core::CoreError::InvalidValue { key, value, reason } => {
-                TrainError::InvalidValue {
-                    key: format!("diffusion.{key}"),
-                    value,
-                    reason,
-                }
+            tweedie_core::CoreError::InvalidValue(v) => {
+                TrainError::InvalidValue(v.in_section("diffusion"))
             }
             other => TrainError::Core(other),
         };

@@ -29,6 +29,7 @@ use tch::{Kind, Tensor};
 use tweedie_core::process::{iddpm_clipped_log_beta_tilde, iddpm_steps, DdpmStep};
 use tweedie_core::rng::{normal_rows, stream_rng, streams};
 use tweedie_core::weighting::{Draw, NoiseLevel};
+use tweedie_core::Invalid;
 use tweedie_core::Process;
 use tweedie_nets::{variance_fraction, Wrapper};
 

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Once;
 use std::time::Instant;
+use tweedie_core::Invalid;
 
 use rand::Rng;
 use tch::{nn::VarStore, Device, Kind, Tensor};
@@ -133,7 +134,7 @@ pub fn fit_network_to_data(net: &mut NetConfig, data: &Dataset, conditional: boo
                 return Err(TrainError::invalid(
                     "network.type",
                     "unet",
-                    &format!(
+                    format!(
                         "the U-Net needs image data [C, H, W], the data are {:?}",
                         data.shape
                     ),
@@ -149,7 +150,7 @@ pub fn fit_network_to_data(net: &mut NetConfig, data: &Dataset, conditional: boo
                 return Err(TrainError::invalid(
                     "network.channel_mult",
                     format!("{:?}", u.channel_mult),
-                    &format!(
+                    format!(
                         "{} levels need a resolution divisible by {}, the data are {h}×{h}",
                         levels + 1,
                         1 << levels
@@ -167,7 +168,7 @@ pub fn fit_network_to_data(net: &mut NetConfig, data: &Dataset, conditional: boo
         }
     }
     net.validate()
-        .map_err(|e| TrainError::invalid("network", "(config)", &e.to_string()))
+        .map_err(|e| TrainError::invalid("network", "(config)", e.to_string()))
 }
 
 /// Batch indices of step k: positions k·B … k·B+B−1 of the infinite sequence of per-epoch
@@ -230,10 +231,10 @@ struct Live {
 
 fn device_of(cfg: &TrainConfig) -> Result<Device> {
     let spec: tweedie_nets::DeviceSpec = cfg.training.device.parse().map_err(|e| {
-        TrainError::invalid("training.device", &cfg.training.device, &format!("{e}"))
+        TrainError::invalid("training.device", &cfg.training.device, format!("{e}"))
     })?;
     spec.resolve()
-        .map_err(|e| TrainError::invalid("training.device", &cfg.training.device, &format!("{e}")))
+        .map_err(|e| TrainError::invalid("training.device", &cfg.training.device, format!("{e}")))
 }
 
 /// The denoiser config (network + wrapper) of a training config fitted to its data.
@@ -478,7 +479,7 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
             return Err(TrainError::invalid(
                 "training.steps",
                 cfg.training.steps,
-                &format!(
+                format!(
                     "the run is already at step {}; raise training.steps to continue",
                     st.step
                 ),

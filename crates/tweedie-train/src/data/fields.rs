@@ -12,6 +12,7 @@ use rand::Rng;
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
+use tweedie_core::Invalid;
 
 use crate::error::{Result, TrainError};
 use crate::fft::{fft2, freq, C64};

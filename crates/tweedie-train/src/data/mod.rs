@@ -10,6 +10,7 @@ pub mod toys;
 pub mod user;
 
 use std::path::PathBuf;
+use tweedie_core::Invalid;
 
 use ndarray::{Array2, Axis};
 use serde::{Deserialize, Serialize};
@@ -521,7 +522,7 @@ impl DataConfig {
 /// A named analytic mixture preset of tweedie-core (`gmm2d`, `gmm64d`).
 pub fn mixture_preset(name: &str) -> Result<tweedie_core::mixture::GaussianMixture> {
     tweedie_core::mixture::preset(name)
-        .map_err(|e| TrainError::invalid("data.preset", name, &e.to_string()))
+        .map_err(|e| TrainError::invalid("data.preset", name, e.to_string()))
 }
 
 /// Train and held-out draws of a mixture preset, labelled by the component each came from.
