@@ -1,6 +1,29 @@
 //! libtorch networks of tweedie: the DDPM++/NCSN++ U-Net (SongUNet, Song et al. 2021 as
 //! configured by Karras et al. 2022) with the reference's variable names, an MLP for
 //! low-dimensional data, preconditioned denoisers D(x̃; σ̃), EMA, checkpoints and devices.
+//!
+//! A network becomes a denoiser through its wrapper (EDM preconditioning here, Karras et al.
+//! 2022): D(x̃; σ̃) = c_skip·x̃ + c_out·F(c_in·x̃; c_noise). A fresh network's output layers
+//! start near zero, so D is then the skip path alone, c_skip = σ_d²/(σ̃² + σ_d²):
+//!
+//! ```
+//! use tweedie_core::Precond;
+//! use tweedie_nets::tch::{nn, Device, Kind, Tensor};
+//! use tweedie_nets::{NetConfig, PrecondDenoiser, Wrapper};
+//!
+//! let vs = nn::VarStore::new(Device::Cpu);
+//! let cfg = NetConfig::preset("mlp-small")?; // 2-D inputs
+//! let d = PrecondDenoiser::new(&vs.root(), &cfg, Wrapper::Precond(Precond::edm()))?;
+//! let x = Tensor::randn([4, 2], (Kind::Float, Device::Cpu));
+//! let y = d.denoise_at(&x, 0.5, None)?; // σ̃ = 0.5 = σ_d: c_skip = 1/2
+//! assert_eq!(y.size(), vec![4, 2]);
+//! let gap = f64::try_from((&y - &x * 0.5).abs().max())?;
+//! assert!(gap < 1e-2, "D − c_skip·x̃ = {gap}");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! [`NetModel`] (feature `samplers`, on by default) makes a denoiser a tweedie-samplers model;
+//! [`save_checkpoint`] and [`load_checkpoint`] keep it with its config.
 
 // `a = a + b` on tensors stays out of place on purpose: `+=` is an in-place libtorch op that
 // would corrupt autograd graphs and could write into a caller's tensor.

@@ -1,4 +1,26 @@
 //! Training for tweedie: data sets, per-formulation losses, the training loop and evaluation.
+//!
+//! A run is a [`TrainConfig`] (the TOML of `tweedie train`, see docs/training.md) handed to
+//! [`train`]. The `[diffusion]` section resolves to a [`Formulation`]: the process, the
+//! network wrapper, the noise-level density and the loss weight, all from tweedie-core.
+//!
+//! ```
+//! use tweedie_core::ProcessKind;
+//! use tweedie_train::TrainConfig;
+//!
+//! let cfg = TrainConfig::from_toml_str(
+//!     "[diffusion]\ntype = \"VP\"\n[data]\ntype = \"moons\"\n",
+//!     &["training.steps=10".to_string()],
+//! )?;
+//! // VP as in Karras et al. 2022: β_min = 0.1, β_d = 19.9, ε_t = 1e-5.
+//! let f = cfg.formulation()?;
+//! assert_eq!(f.process, ProcessKind::Vp { beta_min: 0.1, beta_d: 19.9, eps_t: 1e-5 });
+//! assert_eq!((cfg.training.steps, cfg.training.batch_size), (10, 128));
+//! # Ok::<(), tweedie_train::TrainError>(())
+//! ```
+//!
+//! `crates/tweedie/examples/train_from_code.rs` trains such a config for a few steps and
+//! `sample_checkpoint.rs` samples the checkpoint it writes.
 
 pub mod checkpoint;
 pub mod classifier;
