@@ -42,8 +42,12 @@ pub enum DecoderType {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct UnetConfig {
-    /// Image side at input and output (square images).
+    /// Image height at input and output (and width too unless `width` is set).
     pub resolution: usize,
+    /// Image width when it differs from the height (rectangular grids, e.g. 24×48); the
+    /// reference's variable names then read `{h}x{w}_…`. `attn_resolutions` refer to heights.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub width: Option<usize>,
     /// Input channels.
     pub in_channels: usize,
     /// Output channels (2× input for iDDPM's learned variance; the denoiser uses the first ones).
@@ -83,6 +87,7 @@ impl Default for UnetConfig {
     fn default() -> Self {
         UnetConfig {
             resolution: 32,
+            width: None,
             in_channels: 3,
             out_channels: 3,
             label_dim: 0,
@@ -255,11 +260,7 @@ impl NetConfig {
     /// Shape of one input sample: [C, H, W] for the U-Net, [d] for the MLP.
     pub fn sample_shape(&self) -> Vec<i64> {
         match self {
-            NetConfig::Unet(c) => vec![
-                c.in_channels as i64,
-                c.resolution as i64,
-                c.resolution as i64,
-            ],
+            NetConfig::Unet(c) => vec![c.in_channels as i64, c.resolution as i64, c.width() as i64],
             NetConfig::Mlp(c) => vec![c.dim as i64],
         }
     }
@@ -287,6 +288,11 @@ pub(crate) fn group_count(channels: usize) -> usize {
 }
 
 impl UnetConfig {
+    /// Image width: `width` when set, else `resolution` (square).
+    pub fn width(&self) -> usize {
+        self.width.unwrap_or(self.resolution)
+    }
+
     /// Checks every value; the error names the offending key and value.
     pub fn validate(&self) -> Result<()> {
         check_pos("resolution", self.resolution)?;
@@ -311,14 +317,24 @@ impl UnetConfig {
                 "multipliers must be > 0",
             ));
         }
+        if let Some(w) = self.width {
+            check_pos("width", w)?;
+        }
         let levels = self.channel_mult.len();
         let div = 1usize << (levels - 1);
-        if self.resolution % div != 0 {
-            return Err(NetsError::invalid(
-                "resolution",
-                self.resolution,
-                format!("must be divisible by 2^(levels−1) = {div} for {levels} levels"),
-            ));
+        for (key, side) in [("resolution", self.resolution), ("width", self.width())] {
+            if side % div != 0 {
+                return Err(NetsError::invalid(
+                    key,
+                    side,
+                    format!(
+                        "the grid {}×{} does not fit the network: both sides must be \
+                         divisible by 2^(levels−1) = {div} for {levels} levels (channel_mult)",
+                        self.resolution,
+                        self.width()
+                    ),
+                ));
+            }
         }
         let noise = self.model_channels * self.channel_mult_noise;
         if noise % 2 != 0 || noise < 4 {

@@ -83,7 +83,8 @@ impl SongUnet {
         let mut caux = cfg.in_channels;
         for (level, &mult) in cfg.channel_mult.iter().enumerate() {
             let res = cfg.resolution >> level;
-            let name = |s: &str| format!("{res}x{res}_{s}");
+            let wres = cfg.width() >> level;
+            let name = |s: &str| format!("{res}x{wres}_{s}");
             if level == 0 {
                 let cin = cout;
                 cout = mc;
@@ -156,7 +157,8 @@ impl SongUnet {
         let levels = cfg.channel_mult.len();
         for (level, &mult) in cfg.channel_mult.iter().enumerate().rev() {
             let res = cfg.resolution >> level;
-            let name = |s: &str| format!("{res}x{res}_{s}");
+            let wres = cfg.width() >> level;
+            let name = |s: &str| format!("{res}x{wres}_{s}");
             if level == levels - 1 {
                 dec.push(Dec::Block(UNetBlock::boxed(
                     &(&pd / name("in0")),

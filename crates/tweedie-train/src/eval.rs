@@ -495,6 +495,19 @@ pub fn evaluate_run_with(
             DataConfig::Checkerboard { .. }
             | DataConfig::Moons { .. }
             | DataConfig::SwissRoll { .. } => eval_toy(&cfg, &x, &data, &mut md, &mut head)?,
+            DataConfig::Netcdf(_) if data.netcdf.is_some() && data.train.is_image() => {
+                let meta = data
+                    .netcdf
+                    .as_ref()
+                    .ok_or_else(|| other("NetCDF metadata"))?;
+                crate::data::netcdf::evaluate(
+                    x.view(),
+                    data.held_out.x.view(),
+                    meta,
+                    &mut md,
+                    &mut head,
+                )?
+            }
             _ => eval_generic(&x, &data, &mut md, &mut head)?,
         },
     };

@@ -1,103 +1,91 @@
-//! A small radix-2 FFT (Cooley–Tukey, iterative, in place), 1-D and 2-D, unitary scaling.
-//!
-//! The fields data set and its Wiener filter only need power-of-two square grids, so ~60
-//! lines here avoid a dependency; it is tested against the O(n²) DFT.
+//! Unitary 2-D DFT of any h×w grid through `rustfft` (mixed radix, Bluestein for large
+//! primes), so fields and their metrics work on rectangular, non-power-of-two grids.
 
-/// A complex number in f64.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct C64 {
-    pub re: f64,
-    pub im: f64,
+use std::sync::Arc;
+
+pub use rustfft::num_complex::Complex64 as C64;
+use rustfft::{Fft, FftPlanner};
+
+/// Planned forward and inverse unitary 2-D DFTs of an h×w row-major grid:
+/// X[k_y, k_x] = (hw)^{-1/2} Σ x[r, c] e^{∓2πi (k_y r/h + k_x c/w)} (− forward, + inverse).
+pub struct Fft2 {
+    h: usize,
+    w: usize,
+    row: [Arc<dyn Fft<f64>>; 2],
+    col: [Arc<dyn Fft<f64>>; 2],
 }
 
-impl C64 {
-    /// re + i·im.
-    pub fn new(re: f64, im: f64) -> Self {
-        C64 { re, im }
-    }
-    /// |z|².
-    pub fn norm_sqr(self) -> f64 {
-        self.re * self.re + self.im * self.im
-    }
-    fn mul(self, o: C64) -> C64 {
-        C64::new(
-            self.re * o.re - self.im * o.im,
-            self.re * o.im + self.im * o.re,
-        )
-    }
-    fn add(self, o: C64) -> C64 {
-        C64::new(self.re + o.re, self.im + o.im)
-    }
-    fn sub(self, o: C64) -> C64 {
-        C64::new(self.re - o.re, self.im - o.im)
-    }
-    /// a·z for real a.
-    pub fn scale(self, a: f64) -> C64 {
-        C64::new(self.re * a, self.im * a)
+impl std::fmt::Debug for Fft2 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Fft2({}×{})", self.h, self.w)
     }
 }
 
-/// Unitary DFT in place: X_k = n^{-1/2} Σ_j x_j e^{∓2πi jk/n} (− forward, + inverse).
-///
-/// Panics if `buf.len()` is not a power of two: callers validate sizes first.
-pub fn fft(buf: &mut [C64], inverse: bool) {
-    let n = buf.len();
-    assert!(n.is_power_of_two(), "fft length {n} is not a power of two");
-    if n <= 1 {
-        return;
-    }
-    // Bit-reversal permutation.
-    let bits = n.trailing_zeros();
-    for i in 0..n {
-        let j = i.reverse_bits() >> (usize::BITS - bits);
-        if j > i {
-            buf.swap(i, j);
-        }
-    }
-    let sign = if inverse { 1.0 } else { -1.0 };
-    let mut len = 2;
-    while len <= n {
-        let ang = sign * 2.0 * std::f64::consts::PI / len as f64;
-        for start in (0..n).step_by(len) {
-            for k in 0..len / 2 {
-                // Twiddles computed directly (not by repeated multiplication) to keep
-                // rounding at machine precision for every size.
-                let w = C64::new((ang * k as f64).cos(), (ang * k as f64).sin());
-                let a = buf[start + k];
-                let b = buf[start + k + len / 2].mul(w);
-                buf[start + k] = a.add(b);
-                buf[start + k + len / 2] = a.sub(b);
-            }
-        }
-        len *= 2;
-    }
-    let s = 1.0 / (n as f64).sqrt();
-    for z in buf.iter_mut() {
-        *z = z.scale(s);
-    }
-}
-
-/// Unitary 2-D DFT in place of an n×n row-major grid (rows, then columns).
-pub fn fft2(buf: &mut [C64], n: usize, inverse: bool) {
-    assert_eq!(buf.len(), n * n, "fft2 buffer is not n×n");
-    for r in 0..n {
-        fft(&mut buf[r * n..(r + 1) * n], inverse);
-    }
-    let mut col = vec![C64::default(); n];
-    for c in 0..n {
-        for r in 0..n {
-            col[r] = buf[r * n + c];
-        }
-        fft(&mut col, inverse);
-        for r in 0..n {
-            buf[r * n + c] = col[r];
+impl Clone for Fft2 {
+    fn clone(&self) -> Self {
+        Fft2 {
+            h: self.h,
+            w: self.w,
+            row: self.row.clone(),
+            col: self.col.clone(),
         }
     }
 }
 
-/// Signed integer frequency of index i on an n-point grid: i for i < n/2, i − n otherwise.
+impl Fft2 {
+    /// Plans the transforms of an h×w grid (h, w ≥ 1).
+    pub fn new(h: usize, w: usize) -> Self {
+        let mut p = FftPlanner::<f64>::new();
+        Fft2 {
+            h,
+            w,
+            row: [p.plan_fft_forward(w), p.plan_fft_inverse(w)],
+            col: [p.plan_fft_forward(h), p.plan_fft_inverse(h)],
+        }
+    }
+
+    /// Grid height and width.
+    pub fn dims(&self) -> (usize, usize) {
+        (self.h, self.w)
+    }
+
+    /// Transforms `buf` (h·w values, row-major) in place; `scratch` is reused across calls.
+    pub fn process(&self, buf: &mut [C64], inverse: bool, scratch: &mut Vec<C64>) {
+        let (h, w) = (self.h, self.w);
+        debug_assert_eq!(buf.len(), h * w);
+        let i = usize::from(inverse);
+        // Rows: rustfft transforms every consecutive chunk of length w.
+        let need = self.row[i]
+            .get_inplace_scratch_len()
+            .max(self.col[i].get_inplace_scratch_len());
+        if scratch.len() < need.max(h * w) {
+            scratch.resize(need.max(h * w), C64::default());
+        }
+        self.row[i].process_with_scratch(buf, &mut scratch[..need]);
+        // Columns: transpose to [w, h], transform rows of length h, transpose back.
+        transpose(buf, &mut scratch[..h * w], h, w);
+        buf.copy_from_slice(&scratch[..h * w]);
+        self.col[i].process_with_scratch(buf, &mut scratch[..need]);
+        transpose(buf, &mut scratch[..h * w], w, h);
+        let s = 1.0 / ((h * w) as f64).sqrt();
+        for (o, z) in buf.iter_mut().zip(scratch.iter()) {
+            *o = z * s;
+        }
+    }
+}
+
+/// dst[c·rows + r] = src[r·cols + c] for a rows×cols row-major src.
+fn transpose(src: &[C64], dst: &mut [C64], rows: usize, cols: usize) {
+    for r in 0..rows {
+        for c in 0..cols {
+            dst[c * rows + r] = src[r * cols + c];
+        }
+    }
+}
+
+/// Signed integer frequency of index i on an n-point grid: i for i ≤ (n−1)/2, i − n otherwise.
 pub fn freq(i: usize, n: usize) -> i64 {
-    if i < n / 2 {
+    if i <= (n.max(1) - 1) / 2 {
         i as i64
     } else {
         i as i64 - n as i64
@@ -108,39 +96,45 @@ pub fn freq(i: usize, n: usize) -> i64 {
 mod tests {
     use super::*;
 
-    fn dft(x: &[C64], inverse: bool) -> Vec<C64> {
-        let n = x.len();
+    /// O((hw)²) unitary 2-D DFT, straight from the definition.
+    fn dft2(x: &[C64], h: usize, w: usize, inverse: bool) -> Vec<C64> {
         let sign = if inverse { 1.0 } else { -1.0 };
-        (0..n)
-            .map(|k| {
+        let mut out = vec![C64::default(); h * w];
+        for ky in 0..h {
+            for kx in 0..w {
                 let mut s = C64::default();
-                for (j, &xj) in x.iter().enumerate() {
-                    let a = sign * 2.0 * std::f64::consts::PI * (j * k) as f64 / n as f64;
-                    s = s.add(xj.mul(C64::new(a.cos(), a.sin())));
+                for r in 0..h {
+                    for c in 0..w {
+                        let a = sign
+                            * 2.0
+                            * std::f64::consts::PI
+                            * ((ky * r) as f64 / h as f64 + (kx * c) as f64 / w as f64);
+                        s += x[r * w + c] * C64::new(a.cos(), a.sin());
+                    }
                 }
-                s.scale(1.0 / (n as f64).sqrt())
-            })
-            .collect()
+                out[ky * w + kx] = s / ((h * w) as f64).sqrt();
+            }
+        }
+        out
     }
 
     #[test]
-    fn matches_the_naive_dft_and_inverts() {
-        for &n in &[1usize, 2, 4, 8, 32] {
-            let x: Vec<C64> = (0..n)
+    fn matches_the_definition_on_rectangular_and_odd_grids_and_inverts() {
+        let mut scratch = Vec::new();
+        for &(h, w) in &[(1usize, 1usize), (4, 8), (3, 5), (6, 10), (7, 4)] {
+            let x: Vec<C64> = (0..h * w)
                 .map(|i| C64::new((i as f64 * 0.37).sin() + 0.1 * i as f64, (i as f64).cos()))
                 .collect();
+            let f = Fft2::new(h, w);
             let mut y = x.clone();
-            fft(&mut y, false);
-            let want = dft(&x, false);
+            f.process(&mut y, false, &mut scratch);
+            let want = dft2(&x, h, w, false);
             for (a, b) in y.iter().zip(&want) {
-                assert!(
-                    (a.re - b.re).abs() < 1e-12 && (a.im - b.im).abs() < 1e-12,
-                    "n={n}"
-                );
+                assert!((a - b).norm() < 1e-12, "{h}×{w}: {a} vs {b}");
             }
-            fft(&mut y, true);
+            f.process(&mut y, true, &mut scratch);
             for (a, b) in y.iter().zip(&x) {
-                assert!((a.re - b.re).abs() < 1e-12 && (a.im - b.im).abs() < 1e-12);
+                assert!((a - b).norm() < 1e-12, "{h}×{w} round trip");
             }
             // Unitary: Parseval.
             let e0: f64 = x.iter().map(|z| z.norm_sqr()).sum();
@@ -150,26 +144,31 @@ mod tests {
     }
 
     #[test]
-    fn fft2_of_a_plane_wave_is_a_single_mode() {
-        let n = 8;
-        let (kx, ky) = (3usize, 6usize);
-        let mut buf: Vec<C64> = (0..n * n)
+    fn a_plane_wave_is_a_single_mode() {
+        let (h, w) = (6, 10);
+        let (ky, kx) = (4usize, 3usize);
+        let mut buf: Vec<C64> = (0..h * w)
             .map(|i| {
-                let (r, c) = (i / n, i % n);
-                let a = 2.0 * std::f64::consts::PI * ((ky * r + kx * c) as f64) / n as f64;
+                let (r, c) = (i / w, i % w);
+                let a = 2.0
+                    * std::f64::consts::PI
+                    * ((ky * r) as f64 / h as f64 + (kx * c) as f64 / w as f64);
                 C64::new(a.cos(), a.sin())
             })
             .collect();
-        fft2(&mut buf, n, false);
+        Fft2::new(h, w).process(&mut buf, false, &mut Vec::new());
         for (i, z) in buf.iter().enumerate() {
-            let want = if i == ky * n + kx { n as f64 } else { 0.0 };
+            let want = if i == ky * w + kx {
+                ((h * w) as f64).sqrt()
+            } else {
+                0.0
+            };
             assert!(
                 (z.re - want).abs() < 1e-10 && z.im.abs() < 1e-10,
-                "mode {i}: {z:?}"
+                "mode {i}: {z}"
             );
         }
-        assert_eq!(freq(3, 8), 3);
-        assert_eq!(freq(4, 8), -4);
-        assert_eq!(freq(7, 8), -1);
+        assert_eq!((freq(3, 8), freq(4, 8), freq(7, 8)), (3, -4, -1));
+        assert_eq!((freq(2, 5), freq(3, 5), freq(4, 5)), (2, -2, -1));
     }
 }

@@ -149,6 +149,79 @@ pub fn write_image_grid(path: &Path, x: ArrayView2<f32>, shape: &[usize]) -> Res
     save_png(path, &img)
 }
 
+/// Diverging blue–white–red colour of t ∈ [−1, 1] (clamped): −1 blue, 0 white, +1 red.
+fn diverging(t: f32) -> [u8; 3] {
+    // Anchors of a ColorBrewer-like RdBu scale, linearly interpolated.
+    const A: [[f32; 3]; 5] = [
+        [33.0, 102.0, 172.0],
+        [146.0, 197.0, 222.0],
+        [247.0, 247.0, 247.0],
+        [244.0, 165.0, 130.0],
+        [178.0, 24.0, 43.0],
+    ];
+    let u = (t.clamp(-1.0, 1.0) + 1.0) * 2.0;
+    let i = (u.floor() as usize).min(3);
+    let f = u - i as f32;
+    [0, 1, 2].map(|ch| (A[i][ch] * (1.0 - f) + A[i + 1][ch] * f).round() as u8)
+}
+
+/// A grid of fields [C, H, W] with any number of channels: each sample is a group of C tiles
+/// (one per variable) coloured by a diverging map symmetric about 0 and scaled per channel to
+/// that channel's largest |value| over the samples; tiles are upscaled to at least 32 pixels.
+pub fn write_field_grid(path: &Path, x: ArrayView2<f32>, shape: &[usize]) -> Result<()> {
+    let &[c, h, w] = shape else {
+        return Err(TrainError::Data(format!(
+            "field grid needs [C, H, W] samples, got {shape:?}"
+        )));
+    };
+    let hw = h * w;
+    if c == 0 || hw == 0 || x.ncols() != c * hw {
+        return Err(TrainError::Data(format!(
+            "field grid: rows have {} values, shape {shape:?} needs {}",
+            x.ncols(),
+            c * hw
+        )));
+    }
+    let amp: Vec<f32> = (0..c)
+        .map(|k| {
+            x.rows()
+                .into_iter()
+                .flat_map(|r| r.slice(ndarray::s![k * hw..(k + 1) * hw]).to_vec())
+                .fold(
+                    0.0f32,
+                    |m, v| if v.is_finite() { m.max(v.abs()) } else { m },
+                )
+                .max(1e-12)
+        })
+        .collect();
+    let n = x.nrows().max(1);
+    let cols = (n as f64 / c as f64).sqrt().ceil().max(1.0) as usize;
+    let rows = n.div_ceil(cols);
+    let scale = (32usize.div_ceil(h.min(w).max(1))).max(1);
+    let (th, tw, pad) = (h * scale, w * scale, 2usize);
+    let gw = c * (tw + pad) + pad;
+    let (ih, iw) = (rows * (th + 2 * pad) + pad, cols * gw + pad);
+    let mut img: RgbImage = ImageBuffer::from_pixel(iw as u32, ih as u32, Rgb([40, 40, 40]));
+    for (s, row) in x.rows().into_iter().enumerate() {
+        let (gy, gx) = (s / cols, s % cols);
+        for k in 0..c {
+            let (oy, ox) = (pad + gy * (th + 2 * pad), pad + gx * gw + k * (tw + pad));
+            for yy in 0..th {
+                for xx in 0..tw {
+                    let v = row[k * hw + (yy / scale) * w + xx / scale];
+                    let px = if v.is_finite() {
+                        diverging(v / amp[k])
+                    } else {
+                        [128, 128, 128]
+                    };
+                    img.put_pixel((ox + xx) as u32, (oy + yy) as u32, Rgb(px));
+                }
+            }
+        }
+    }
+    save_png(path, &img)
+}
+
 fn plot_err(path: &Path, e: impl std::fmt::Display) -> TrainError {
     TrainError::Other(format!("plot {}: {e}", path.display()))
 }

@@ -40,6 +40,8 @@ pub mod files {
     pub const LOSS_PLOT: &str = "loss.png";
     pub const SAMPLES: &str = "samples.png";
     pub const SAMPLES_DIR: &str = "samples";
+    /// Samples in physical units, for NetCDF data.
+    pub const SAMPLES_NC: &str = "samples.nc";
     pub const REPORT: &str = "report.md";
     pub const EVAL: &str = "eval.json";
     pub const DENOISING_PLOT: &str = "denoising.png";
@@ -140,24 +142,22 @@ pub fn fit_network_to_data(net: &mut NetConfig, data: &Dataset, conditional: boo
                     ),
                 ));
             };
-            if h != w {
-                return Err(TrainError::Data(format!(
-                    "the U-Net needs square images, the data are {h}×{w}"
-                )));
-            }
             let levels = u.channel_mult.len().saturating_sub(1) as u32;
-            if h % (1usize << levels) != 0 {
+            let div = 1usize << levels;
+            if h % div != 0 || w % div != 0 {
                 return Err(TrainError::invalid(
                     "network.channel_mult",
                     format!("{:?}", u.channel_mult),
                     format!(
-                        "{} levels need a resolution divisible by {}, the data are {h}×{h}",
+                        "the data grid {h}×{w} does not fit a U-Net of {} levels: both sides \
+                         must be divisible by 2^(levels−1) = {div} (crop or pad the grid, or \
+                         use fewer levels)",
                         levels + 1,
-                        1 << levels
                     ),
                 ));
             }
             u.resolution = h;
+            u.width = (w != h).then_some(w);
             u.in_channels = c;
             u.out_channels = c;
             u.label_dim = label_dim;
@@ -431,7 +431,10 @@ pub fn write_samples(path: &Path, s: &Sampling, cfg: &TrainConfig, data: &Data) 
     let labels = grid_labels(cfg, &data.train, n);
     let plan = s.plan(cfg, &data.train.shape, n)?;
     let (x, _) = generate(&s.model, &plan, 0, n, labels.as_deref())?;
-    if data.train.is_image() {
+    let fields = matches!(data.truth, crate::data::GroundTruth::Fields(_)) || data.netcdf.is_some();
+    if data.train.is_image() && (fields || !matches!(data.train.shape[0], 1 | 3)) {
+        crate::plot::write_field_grid(path, x.view(), &data.train.shape)
+    } else if data.train.is_image() {
         crate::plot::write_image_grid(path, x.view(), &data.train.shape)
     } else {
         crate::plot::write_scatter(path, x.view(), Some(data.held_out.x.view()))
@@ -643,6 +646,11 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
         "tweedie.formulation".to_string(),
         cfg.diffusion.kind.name().to_string(),
     );
+    if let Some(meta) = &data.netcdf {
+        let json = serde_json::to_string(meta)
+            .map_err(|e| TrainError::Other(format!("NetCDF metadata: {e}")))?;
+        extra.insert(crate::data::netcdf::META_KEY.to_string(), json);
+    }
     tweedie_nets::save_checkpoint(&run_dir.join(files::MODEL), &sampling.ema_vs, &mcfg, &extra)
         .map_err(|e| TrainError::Other(format!("writing the model: {e}")))?;
     let (steps, losses) = read_loss_history(run_dir);
@@ -650,6 +658,13 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
         eprintln!("warning: loss plot: {e}");
     }
     write_samples(&run_dir.join(files::SAMPLES), &sampling, cfg, &data)?;
+    if let Some(meta) = &data.netcdf {
+        // The grid's samples again (same seeds), in physical units with the data's names.
+        let n = cfg.sampling.grid;
+        let plan = sampling.plan(cfg, &data.train.shape, n)?;
+        let (x, _) = generate(&sampling.model, &plan, 0, n, None)?;
+        crate::data::netcdf::write_samples(&run_dir.join(files::SAMPLES_NC), x.view(), meta)?;
+    }
     Ok(TrainOutcome {
         run_dir: run_dir.clone(),
         steps: t.steps,

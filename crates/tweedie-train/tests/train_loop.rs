@@ -340,7 +340,7 @@ fn presets_built_on_bases_keep_their_recorded_values() -> Result<(), TrainError>
     use tweedie_core::ProcessKind;
     use tweedie_nets::{EmaSchedule, NetConfig};
     use tweedie_samplers::SamplerKind;
-    use tweedie_train::data::DataConfig;
+    use tweedie_train::data::{DataConfig, GridSize};
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
     let load = |name: &str| TrainConfig::from_file(&dir.join(name), &[]);
 
@@ -436,7 +436,7 @@ fn presets_built_on_bases_keep_their_recorded_values() -> Result<(), TrainError>
     assert!(matches!(
         c.data,
         DataConfig::Fields {
-            size: 16,
+            size: GridSize::Square(16),
             n: 4096,
             held_out: 512,
             ..
@@ -456,6 +456,35 @@ fn presets_built_on_bases_keep_their_recorded_values() -> Result<(), TrainError>
     let c = load("digits-ve.toml")?;
     assert_eq!(c.formulation()?.sigma_max, 10.0);
     assert_eq!(c.data, DataConfig::Digits { path: None });
+    Ok(())
+}
+
+#[test]
+fn a_grid_that_does_not_fit_the_unet_names_the_divisibility_rule() -> Result<(), TrainError> {
+    let cfg = config_data(
+        1,
+        "[data]\ntype = \"fields\"\nsize = [6, 10]\nn = 4\nheld_out = 2\n",
+        &[
+            "network.preset=ddpmpp-tiny",
+            "network.channel_mult=[1, 1, 1]",
+        ],
+    );
+    let data = cfg.data.load()?;
+    let e = tweedie_train::trainer::model_config(&cfg, &data)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("6×10") && e.contains("2^(levels−1) = 4") && e.contains("channel_mult"),
+        "{e}"
+    );
+    // Two levels (divisor 2) fit the same grid, and the network takes its width.
+    let cfg = config_data(
+        1,
+        "[data]\ntype = \"fields\"\nsize = [6, 10]\nn = 4\nheld_out = 2\n",
+        &["network.preset=ddpmpp-tiny"],
+    );
+    let m = tweedie_train::trainer::model_config(&cfg, &data)?;
+    assert!(format!("{m:?}").contains("width: Some(10)"), "{m:?}");
     Ok(())
 }
 
@@ -494,7 +523,9 @@ fn each_data_kind_trains_samples_and_evaluates() -> Result<(), TrainError> {
         ),
         (
             "fields",
-            "[data]\ntype = \"fields\"\nsize = 8\nn = 64\nheld_out = 16\n".into(),
+            // Rectangular, not a power of two in width: the U-Net, sampling, the PNG grid and the
+            // spectrum metric all take h ≠ w.
+            "[data]\ntype = \"fields\"\nsize = [8, 12]\nn = 64\nheld_out = 16\n".into(),
             vec![],
             "denoising",
         ),
@@ -555,5 +586,87 @@ fn each_data_kind_trains_samples_and_evaluates() -> Result<(), TrainError> {
             assert!(dir.join(f).is_file(), "{name}: {f} missing");
         }
     }
+    Ok(())
+}
+
+/// The acceptance run: a NetCDF file of two correlated variables on a 24×48 grid
+/// trains, samples and writes its samples back as NetCDF in physical units.
+#[test]
+fn netcdf_two_variables_on_24x48_train_and_write_samples_in_physical_units(
+) -> Result<(), TrainError> {
+    use tweedie_train::data::fields::{FieldPair, FieldSpec};
+    let root = tempfile::tempdir().map_err(|e| TrainError::io("tmp", e))?;
+    let (h, w) = (24, 48);
+    let pair = FieldPair::new(
+        FieldSpec::new(h, w, 3.0, 4.0)?,
+        FieldSpec::new(h, w, 2.0, 3.0)?,
+        0.6,
+    )?;
+    let (t, u) = pair.sample_range(0, 40, 1);
+    let t = t.mapv(|v| v + 288.0);
+    let u = u.mapv(|v| v + 2.0);
+    let lat: Vec<f64> = (0..h).map(|i| -57.5 + 5.0 * i as f64).collect();
+    let lon: Vec<f64> = (0..w).map(|i| 7.5 * i as f64).collect();
+    let file = root.path().join("fields.nc");
+    tweedie_train::data::netcdf::write_grid_file(
+        &file,
+        &lat,
+        &lon,
+        &[("t", "K", t.view()), ("u", "m s-1", u.view())],
+    )?;
+    let data = format!(
+        "[data]\ntype = \"netcdf\"\npath = \"{}\"\nvariables = [\"t\", \"u\"]\nheld_out_every = 5\n",
+        file.display()
+    );
+    let cfg = config_data(
+        2,
+        &data,
+        &[
+            "network.preset=ddpmpp-tiny",
+            "network.model_channels=8",
+            "network.attn_resolutions=[]",
+            "training.batch_size=4",
+            "sampling.steps=2",
+            "sampling.grid=3",
+            "eval.n_samples=8",
+            "eval.skip=false",
+        ],
+    );
+    let dir = root.path().join("run");
+    train(&cfg, &opts(&dir, false))?;
+    let rep = tweedie_train::eval::evaluate_run(&dir, Some(&cfg), None)?;
+    assert!(
+        rep.json["metrics"].get("netcdf").is_some(),
+        "{}",
+        rep.json["metrics"]
+    );
+    let out = dir.join(files::SAMPLES_NC);
+    let f = netcdf::open(&out).map_err(|e| TrainError::Other(format!("{}: {e}", out.display())))?;
+    for (name, units, mean) in [("t", "K", 288.0), ("u", "m s-1", 2.0)] {
+        let v = f
+            .variable(name)
+            .ok_or_else(|| TrainError::Other(format!("samples.nc has no `{name}`")))?;
+        let dims: Vec<String> = v.dimensions().iter().map(|d| d.name()).collect();
+        assert_eq!(dims, ["sample", "lat", "lon"]);
+        assert_eq!(v.dimensions()[0].len(), 3);
+        let got = v.attribute_value("units").and_then(|a| a.ok());
+        assert_eq!(got, Some(netcdf::AttributeValue::Str(units.into())));
+        let vals: Vec<f32> = v
+            .get_values(..)
+            .map_err(|e| TrainError::Other(e.to_string()))?;
+        // Physical units: around the variable's mean (an untrained net's samples are ~N(0, a few)
+        // in normalised units, i.e. mean ± a few std), not around 0.
+        let m = vals.iter().map(|&v| f64::from(v)).sum::<f64>() / vals.len() as f64;
+        assert!(
+            (m - mean).abs() < 20.0 && vals.iter().all(|v| v.is_finite()),
+            "{name}: mean {m}"
+        );
+    }
+    let lat_back: Vec<f64> = f
+        .variable("lat")
+        .ok_or_else(|| TrainError::Other("no lat".into()))?
+        .get_values(..)
+        .map_err(|e| TrainError::Other(e.to_string()))?;
+    assert_eq!(lat_back, lat);
     Ok(())
 }

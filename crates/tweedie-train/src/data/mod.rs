@@ -6,6 +6,7 @@
 
 pub mod digits;
 pub mod fields;
+pub mod netcdf;
 pub mod toys;
 pub mod user;
 
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError};
 pub use fields::FieldSpec;
+pub use netcdf::{NetcdfConfig, NetcdfMeta};
 
 /// Flattened samples with their shape and optional class labels.
 #[derive(Debug, Clone)]
@@ -153,6 +155,9 @@ pub struct Data {
     pub train: Dataset,
     pub held_out: Dataset,
     pub truth: GroundTruth,
+    /// Names, units, coordinates and normalisation of NetCDF data (samples are written back
+    /// in physical units with them).
+    pub netcdf: Option<NetcdfMeta>,
 }
 
 mod defaults {
@@ -168,8 +173,8 @@ mod defaults {
     pub fn preset() -> String {
         "gmm2d".into()
     }
-    pub fn field_size() -> usize {
-        16
+    pub fn field_size() -> super::GridSize {
+        super::GridSize::Square(16)
     }
     pub fn field_exponent() -> f64 {
         3.0
@@ -185,6 +190,26 @@ mod defaults {
     }
     pub fn every() -> usize {
         10
+    }
+}
+
+/// A grid in a config: one side (`size = 16`, square) or `[height, width]` (`size = [24, 48]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum GridSize {
+    /// A square side×side grid.
+    Square(usize),
+    /// A height×width grid.
+    Rect([usize; 2]),
+}
+
+impl GridSize {
+    /// (height, width).
+    pub fn hw(self) -> (usize, usize) {
+        match self {
+            GridSize::Square(n) => (n, n),
+            GridSize::Rect([h, w]) => (h, w),
+        }
     }
 }
 
@@ -239,10 +264,10 @@ pub enum DataConfig {
         #[serde(default)]
         path: Option<PathBuf>,
     },
-    /// Power-law Gaussian random fields, [1, size, size].
+    /// Power-law Gaussian random fields, [1, height, width] (`size = n` or `[h, w]`).
     Fields {
         #[serde(default = "defaults::field_size")]
-        size: usize,
+        size: GridSize,
         #[serde(default = "defaults::field_exponent")]
         exponent: f64,
         #[serde(default = "defaults::field_std")]
@@ -268,6 +293,8 @@ pub enum DataConfig {
         #[serde(default = "defaults::every")]
         held_out_every: usize,
     },
+    /// Variables of NetCDF files as channels [C, H, W], normalised per variable.
+    Netcdf(NetcdfConfig),
     /// MNIST IDX images (and labels), optionally gzipped.
     Idx {
         images: PathBuf,
@@ -344,6 +371,7 @@ impl DataConfig {
             DataConfig::Png { .. } => "png".into(),
             DataConfig::Npy { .. } => "npy".into(),
             DataConfig::Idx { .. } => "idx".into(),
+            DataConfig::Netcdf(_) => "netcdf".into(),
         }
     }
 
@@ -373,7 +401,8 @@ impl DataConfig {
                 held_out,
                 ..
             } => {
-                FieldSpec::new(*size, *exponent, *std)?;
+                let (h, w) = size.hw();
+                FieldSpec::new(h, w, *exponent, *std)?;
                 check_n("data.n", *n)?;
                 check_n("data.held_out", *held_out)
             }
@@ -390,6 +419,16 @@ impl DataConfig {
                 Ok(())
             }
             DataConfig::Digits { .. } => Ok(()),
+            DataConfig::Netcdf(c) => {
+                if c.held_out_every == 1 {
+                    return Err(TrainError::invalid(
+                        "data.held_out_every",
+                        c.held_out_every,
+                        "must be 0 or ≥ 2",
+                    ));
+                }
+                Ok(())
+            }
         }
     }
 
@@ -406,6 +445,7 @@ impl DataConfig {
             let (xh, lh) = f(h, s_ho);
             Ok::<_, TrainError>((Dataset::new(x, vec![2], l)?, Dataset::new(xh, vec![2], lh)?))
         };
+        let mut netcdf = None;
         let (train, held_out, truth) = match self {
             DataConfig::Mixture {
                 preset,
@@ -476,8 +516,9 @@ impl DataConfig {
                 held_out,
                 seed,
             } => {
-                let spec = FieldSpec::new(*size, *exponent, *std)?;
-                let shape = vec![1, *size, *size];
+                let (h, w) = size.hw();
+                let spec = FieldSpec::new(h, w, *exponent, *std)?;
+                let shape = vec![1, h, w];
                 let tr = Dataset::new(spec.sample_range(0, *n, *seed), shape.clone(), None)?;
                 let ho = Dataset::new(spec.sample_range(*n as u64, *held_out, *seed), shape, None)?;
                 (tr, ho, GroundTruth::Fields(spec))
@@ -509,12 +550,18 @@ impl DataConfig {
                 let (a, b) = split_every(Dataset::new(l.x, l.shape, l.labels)?, *held_out_every)?;
                 (a, b, GroundTruth::None)
             }
+            DataConfig::Netcdf(c) => {
+                let (a, b, meta) = netcdf::load(c)?;
+                netcdf = Some(meta);
+                (a, b, GroundTruth::None)
+            }
         };
         Ok(Data {
             name,
             train,
             held_out,
             truth,
+            netcdf,
         })
     }
 }
@@ -677,7 +724,7 @@ mod tests {
     #[test]
     fn fields_load_with_ground_truth() -> Result<()> {
         let d = DataConfig::Fields {
-            size: 8,
+            size: GridSize::Rect([6, 10]),
             exponent: 2.0,
             std: 0.5,
             n: 20,
@@ -685,8 +732,16 @@ mod tests {
             seed: 1,
         }
         .load()?;
-        assert_eq!(d.train.shape, vec![1, 8, 8]);
+        assert_eq!(d.train.shape, vec![1, 6, 10]);
         assert_eq!((d.train.len(), d.held_out.len()), (20, 4));
+        match parse("type = \"fields\"\nsize = [24, 48]").unwrap() {
+            DataConfig::Fields { size, .. } => assert_eq!(size.hw(), (24, 48)),
+            other => panic!("{other:?}"),
+        }
+        match parse("type = \"fields\"\nsize = 32").unwrap() {
+            DataConfig::Fields { size, .. } => assert_eq!(size.hw(), (32, 32)),
+            other => panic!("{other:?}"),
+        }
         assert!(matches!(d.truth, GroundTruth::Fields(_)));
         Ok(())
     }

@@ -20,7 +20,9 @@ use tweedie::samplers::{
     Blur, Cfg, CondSampler, Downsample, ForwardModel, Guidance, Init, Mask, MatrixOp, MixtureModel,
     Model, Sampler, SamplerKind, SamplerSpec, State,
 };
-use tweedie::train::plot::write_image_grid;
+use tweedie::train::data::netcdf::{write_samples as write_nc_samples, META_KEY as NC_META_KEY};
+use tweedie::train::data::NetcdfMeta;
+use tweedie::train::plot::{write_field_grid, write_image_grid};
 
 /// `tweedie sample --model gmm2d --sampler heun --steps 18 --n 1000 --seed 0 --out x.npy`
 #[derive(Debug, clap::Args)]
@@ -224,6 +226,12 @@ pub fn run(args: Args) -> Result<()> {
     if super::model::is_checkpoint(&args.model) {
         return run_checkpoint(&args);
     }
+    if is_nc(&args.out) {
+        bail!(
+            "--out {}: NetCDF output is for models trained on NetCDF data; write .npy for a mixture",
+            args.out.display()
+        );
+    }
     if args.class.is_some() || args.cfg.is_some() {
         bail!("--class and --cfg apply to class-conditional network checkpoints, not mixtures");
     }
@@ -324,6 +332,11 @@ fn read_latents(args: &Args, dim: usize, what: &str) -> Result<Option<Array2<f64
 }
 
 /// Samples a network checkpoint: the same samplers on libtorch tensors (f32) on `--device`.
+/// Whether `--out` asks for NetCDF (`.nc`).
+fn is_nc(p: &Path) -> bool {
+    p.extension().and_then(|e| e.to_str()) == Some("nc")
+}
+
 fn run_checkpoint(args: &Args) -> Result<()> {
     for (set, flag) in [
         (
@@ -340,6 +353,20 @@ fn run_checkpoint(args: &Args) -> Result<()> {
     let path = Path::new(&args.model);
     let loaded = super::model::load(path, device)?;
     let label_dim = loaded.config.net.label_dim();
+    let nc_meta: Option<NetcdfMeta> = loaded
+        .extra
+        .get(NC_META_KEY)
+        .map(|s| serde_json::from_str(s))
+        .transpose()
+        .with_context(|| format!("{}: NetCDF metadata", path.display()))?;
+    if is_nc(&args.out) && nc_meta.is_none() {
+        bail!(
+            "--out {}: {} was not trained on NetCDF data, so it has no variable names, units or \
+             coordinates to write; use --out FILE.npy",
+            args.out.display(),
+            path.display()
+        );
+    }
     let shape: Vec<usize> = loaded
         .config
         .net
@@ -401,13 +428,20 @@ fn run_checkpoint(args: &Args) -> Result<()> {
             x.shape()
         );
     }
-    write_npy_atomic(&args.out, &x)?;
+    let xf = x.mapv(|v| v as f32);
+    match &nc_meta {
+        Some(meta) if is_nc(&args.out) => write_nc_samples(&args.out, xf.view(), meta)?,
+        _ => write_npy_atomic(&args.out, &x)?,
+    }
     let mut wrote = args.out.display().to_string();
-    if matches!(shape.as_slice(), [1 | 3, _, _]) {
+    if let [c, _, _] = shape.as_slice() {
         let png = png_path(&args.out);
-        let xf = x.mapv(|v| v as f32);
-        write_image_grid(&png, xf.view(), &shape)
-            .with_context(|| format!("writing {}", png.display()))?;
+        if nc_meta.is_some() || !matches!(c, 1 | 3) {
+            write_field_grid(&png, xf.view(), &shape)
+        } else {
+            write_image_grid(&png, xf.view(), &shape)
+        }
+        .with_context(|| format!("writing {}", png.display()))?;
         wrote = format!("{wrote}, {}", png.display());
     }
     eprintln!(
@@ -561,6 +595,73 @@ mod tests {
         let x = read_npy2(&out).unwrap();
         assert_eq!(x.shape(), &[4, 2]);
         assert!(x.iter().all(|v| v.is_finite()));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn netcdf_out_writes_physical_units_and_needs_netcdf_metadata() {
+        use std::collections::BTreeMap;
+        use tweedie::core::Precond;
+        use tweedie::nets::{save_checkpoint, ModelConfig, NetConfig, Wrapper};
+        use tweedie::train::data::netcdf::{Coord, VarMeta};
+        let dir = std::env::temp_dir().join(format!("tweedie-sample-nc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // A checkpoint that carries NetCDF metadata: one variable `sst` (K) on 8×8.
+        let cfg = ModelConfig {
+            net: NetConfig::preset("ddpmpp-tiny").unwrap(),
+            wrapper: Wrapper::Precond(Precond::edm()),
+        };
+        let (vs, _) = cfg.build(tch::Device::Cpu).unwrap();
+        let meta = NetcdfMeta {
+            dims: ["lat".into(), "lon".into()],
+            grid: [8, 8],
+            coords: [
+                None,
+                Some(Coord {
+                    values: (0..8).map(|i| 45.0 * i as f64).collect(),
+                    attrs: BTreeMap::from([("units".to_string(), "degrees_east".to_string())]),
+                }),
+            ],
+            variables: vec![VarMeta {
+                name: "sst".into(),
+                attrs: BTreeMap::from([("units".to_string(), "K".to_string())]),
+                mean: 290.0,
+                std: 0.001,
+                mask: None,
+            }],
+        };
+        let extra = BTreeMap::from([(
+            NC_META_KEY.to_string(),
+            serde_json::to_string(&meta).unwrap(),
+        )]);
+        let model = dir.join("nc.safetensors");
+        save_checkpoint(&model, &vs, &cfg, &extra).unwrap();
+        let out = dir.join("x.nc");
+        run(ckpt_args(&model, &out, &[])).unwrap();
+        let f = ::netcdf::open(&out).unwrap();
+        let v = f.variable("sst").unwrap();
+        assert_eq!(v.dimensions()[0].len(), 4);
+        let vals: Vec<f32> = v.get_values(..).unwrap();
+        // mean + std·x with std = 0.001: every value within 0.1 K of 290 K for |x| < 100.
+        assert!(
+            vals.iter().all(|&x| (f64::from(x) - 290.0).abs() < 0.1),
+            "{:?}",
+            &vals[..4]
+        );
+        let lon: Vec<f64> = f.variable("lon").unwrap().get_values(..).unwrap();
+        assert_eq!(lon[1], 45.0);
+        assert!(png_path(&out).is_file());
+        // A checkpoint without NetCDF metadata, and a mixture, cannot write .nc.
+        let plain = save_tiny(&dir, "ddpmpp-tiny", 0);
+        let e = format!("{:#}", run(ckpt_args(&plain, &out, &[])).unwrap_err());
+        assert!(
+            e.contains("not trained on NetCDF") && e.contains(".npy"),
+            "{e}"
+        );
+        let mut a = args(&["--n", "5"]);
+        a.out = out.clone();
+        let e = format!("{:#}", run(a).unwrap_err());
+        assert!(e.contains("x.nc") && e.contains("mixture"), "{e}");
         std::fs::remove_dir_all(&dir).ok();
     }
 
