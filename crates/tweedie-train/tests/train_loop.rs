@@ -630,6 +630,8 @@ fn netcdf_two_variables_on_24x48_train_and_write_samples_in_physical_units(
             "sampling.grid=3",
             "eval.n_samples=8",
             "eval.skip=false",
+            // One noise level: the Gaussian-fit reference factors a 2304×2304 covariance.
+            "eval.denoiser_sigmas=[1.0]",
         ],
     );
     let dir = root.path().join("run");
