@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{split_every, Dataset};
 use crate::error::{Result, TrainError};
+use tweedie_core::Invalid;
 
 /// Fill value written for masked points (netCDF's default fill for floats).
 pub const FILL_F32: f32 = 9.969_21e36;
@@ -155,7 +156,7 @@ fn expand(pattern: &str) -> Result<Vec<PathBuf>> {
         return Ok(vec![p]);
     }
     let paths = glob::glob(pattern)
-        .map_err(|e| TrainError::invalid("data.path", pattern, &e.to_string()))?;
+        .map_err(|e| TrainError::invalid("data.path", pattern, e.to_string()))?;
     let mut files: Vec<PathBuf> = paths
         .filter_map(|p| p.ok())
         .filter(|p| p.is_file())
@@ -216,7 +217,7 @@ fn range_of(cfg: &NetcdfConfig, dim: &str, len: usize) -> Result<(usize, usize)>
         Some(&[a, b]) => Err(TrainError::invalid(
             &format!("data.slice.{dim}"),
             format!("[{a}, {b}]"),
-            &format!("need start < stop ≤ {len} (the length of `{dim}`)"),
+            format!("need start < stop ≤ {len} (the length of `{dim}`)"),
         )),
     }
 }
