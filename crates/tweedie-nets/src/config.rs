@@ -162,6 +162,8 @@ pub enum NetConfig {
     Unet(UnetConfig),
     /// Residual MLP.
     Mlp(MlpConfig),
+    /// DhariwalUNet (ADM).
+    Dhariwal(crate::dhariwal::DhariwalConfig),
 }
 
 /// Names of every preset, in the order `tweedie nets params` lists them.
@@ -174,6 +176,8 @@ pub const PRESETS: &[&str] = &[
     "ncsnpp-tiny",
     "mlp-2d",
     "mlp-small",
+    "adm-imagenet64",
+    "adm-small",
 ];
 
 impl NetConfig {
@@ -231,6 +235,23 @@ impl NetConfig {
                 emb_channels: 64,
                 ..MlpConfig::default()
             }),
+            // EDM's ImageNet-64 network (train.py `--arch=adm --cond=1`): 295,899,267 parameters.
+            "adm-imagenet64" => NetConfig::Dhariwal(crate::dhariwal::DhariwalConfig {
+                label_dim: 1000,
+                ..Default::default()
+            }),
+            // 8×8 one-channel ADM with one 64-channel attention head at 4×4 (CPU tests, digits).
+            "adm-small" => NetConfig::Dhariwal(crate::dhariwal::DhariwalConfig {
+                resolution: 8,
+                in_channels: 1,
+                out_channels: 1,
+                model_channels: 32,
+                channel_mult: vec![1, 2],
+                num_blocks: 1,
+                attn_resolutions: vec![4],
+                dropout: 0.0,
+                ..Default::default()
+            }),
             _ => {
                 return Err(NetsError::UnknownPreset {
                     name: name.to_string(),
@@ -246,6 +267,7 @@ impl NetConfig {
         match self {
             NetConfig::Unet(c) => c.validate(),
             NetConfig::Mlp(c) => c.validate(),
+            NetConfig::Dhariwal(c) => c.validate(),
         }
     }
 
@@ -254,6 +276,7 @@ impl NetConfig {
         match self {
             NetConfig::Unet(c) => c.label_dim,
             NetConfig::Mlp(c) => c.label_dim,
+            NetConfig::Dhariwal(c) => c.label_dim,
         }
     }
 
@@ -262,6 +285,11 @@ impl NetConfig {
         match self {
             NetConfig::Unet(c) => vec![c.in_channels as i64, c.resolution as i64, c.width() as i64],
             NetConfig::Mlp(c) => vec![c.dim as i64],
+            NetConfig::Dhariwal(c) => vec![
+                c.in_channels as i64,
+                c.resolution as i64,
+                c.resolution as i64,
+            ],
         }
     }
 }

@@ -33,11 +33,75 @@ pub(crate) struct Linear {
     bias: Option<Tensor>,
 }
 
+/// Weight initialisation of a layer (EDM `weight_init` modes as its networks use them).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum WInit {
+    /// Xavier-uniform weights scaled by the gain, zero bias (SongUNet).
+    Xavier(f64),
+    /// Weights and bias uniform in ±√(1/fan_in) (ADM's kaiming_uniform·√⅓, PyTorch's default).
+    KaimingUniform,
+    /// Weights N(0, gain²/fan_in), no bias draw (ADM's label map).
+    KaimingNormal(f64),
+    /// All zeros (ADM's output layers).
+    Zero,
+}
+
+impl WInit {
+    fn weight(self, p: &nn::Path, dims: &[i64], fan_in: i64, fan_out: i64) -> Tensor {
+        let bound = (1.0 / fan_in.max(1) as f64).sqrt();
+        match self {
+            WInit::Xavier(gain) => xavier_uniform(p, "weight", dims, fan_in, fan_out, gain),
+            WInit::KaimingUniform => p.var(
+                "weight",
+                dims,
+                nn::Init::Uniform {
+                    lo: -bound,
+                    up: bound,
+                },
+            ),
+            WInit::KaimingNormal(gain) => p.var(
+                "weight",
+                dims,
+                nn::Init::Randn {
+                    mean: 0.0,
+                    stdev: gain * bound,
+                },
+            ),
+            WInit::Zero => p.zeros("weight", dims),
+        }
+    }
+
+    fn bias(self, p: &nn::Path, n: i64, fan_in: i64) -> Tensor {
+        let bound = (1.0 / fan_in.max(1) as f64).sqrt();
+        match self {
+            WInit::KaimingUniform => p.var(
+                "bias",
+                &[n],
+                nn::Init::Uniform {
+                    lo: -bound,
+                    up: bound,
+                },
+            ),
+            _ => p.zeros("bias", &[n]),
+        }
+    }
+}
+
 impl Linear {
     pub(crate) fn new(p: &nn::Path, fan_in: usize, fan_out: usize, bias: bool, gain: f64) -> Self {
+        Self::with_init(p, fan_in, fan_out, bias, WInit::Xavier(gain))
+    }
+
+    pub(crate) fn with_init(
+        p: &nn::Path,
+        fan_in: usize,
+        fan_out: usize,
+        bias: bool,
+        init: WInit,
+    ) -> Self {
         let (i, o) = (fan_in as i64, fan_out as i64);
-        let weight = xavier_uniform(p, "weight", &[o, i], i, o, gain);
-        let bias = bias.then(|| p.zeros("bias", &[o]));
+        let weight = init.weight(p, &[o, i], i, o);
+        let bias = bias.then(|| init.bias(p, o, i));
         Linear { weight, bias }
     }
 
@@ -154,10 +218,20 @@ pub(crate) struct ConvOpts<'a> {
 
 impl Conv2d {
     pub(crate) fn new(p: &nn::Path, cin: usize, cout: usize, o: ConvOpts<'_>) -> Self {
+        Self::with_init(p, cin, cout, o, WInit::Xavier(o.gain))
+    }
+
+    /// As [`Conv2d::new`] with an explicit initialisation (`o.gain` is then unused).
+    pub(crate) fn with_init(
+        p: &nn::Path,
+        cin: usize,
+        cout: usize,
+        o: ConvOpts<'_>,
+        init: WInit,
+    ) -> Self {
         let (ci, co, k) = (cin as i64, cout as i64, o.kernel as i64);
-        let weight = (k > 0)
-            .then(|| xavier_uniform(p, "weight", &[co, ci, k, k], ci * k * k, co * k * k, o.gain));
-        let bias = (k > 0).then(|| p.zeros("bias", &[co]));
+        let weight = (k > 0).then(|| init.weight(p, &[co, ci, k, k], ci * k * k, co * k * k));
+        let bias = (k > 0).then(|| init.bias(p, co, ci * k * k));
         let n = o.filter.len() as i64;
         let filter = (o.resample != Resample::None).then(|| {
             let f = Tensor::from_slice(o.filter).to_kind(Kind::Float);

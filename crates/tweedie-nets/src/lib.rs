@@ -1,5 +1,6 @@
 //! libtorch networks of tweedie: the DDPM++/NCSN++ U-Net (SongUNet, Song et al. 2021 as
-//! configured by Karras et al. 2022) with the reference's variable names, an MLP for
+//! configured by Karras et al. 2022) and ADM (DhariwalUNet, Dhariwal & Nichol 2021) with the
+//! reference's variable names, a safe importer of NVlabs/edm pickles, an MLP for
 //! low-dimensional data, preconditioned denoisers D(x̃; σ̃), EMA, checkpoints and devices.
 //!
 //! A network becomes a denoiser through its wrapper (EDM preconditioning here, Karras et al.
@@ -32,8 +33,10 @@
 pub mod checkpoint;
 pub mod config;
 pub mod device;
+pub mod dhariwal;
 pub mod ema;
 pub mod error;
+pub mod import;
 mod layers;
 pub mod mlp;
 pub mod network;
@@ -49,6 +52,7 @@ pub use checkpoint::{
 };
 pub use config::{DecoderType, Embedding, EncoderType, MlpConfig, NetConfig, UnetConfig, PRESETS};
 pub use device::{cuda_available, inference, set_threads, DeviceSpec};
+pub use dhariwal::{DhariwalConfig, DhariwalUnet};
 pub use ema::{copy_buffers, Ema, EmaSchedule};
 pub use error::{NetsError, Result};
 pub use mlp::Mlp;

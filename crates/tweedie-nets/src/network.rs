@@ -3,6 +3,7 @@
 use tch::{nn, Device, Tensor};
 
 use crate::config::NetConfig;
+use crate::dhariwal::DhariwalUnet;
 use crate::error::Result;
 use crate::mlp::Mlp;
 use crate::unet::SongUnet;
@@ -28,6 +29,7 @@ pub fn build_network(p: &nn::Path, cfg: &NetConfig) -> Result<Box<dyn Network>> 
         Ok(match cfg {
             NetConfig::Unet(c) => Box::new(SongUnet::new(p, c)?) as Box<dyn Network>,
             NetConfig::Mlp(c) => Box::new(Mlp::new(p, c)?),
+            NetConfig::Dhariwal(c) => Box::new(DhariwalUnet::new(p, c)?),
         })
     })
 }
@@ -59,7 +61,14 @@ pub fn count_params(cfg: &NetConfig) -> Result<ParamCount> {
 /// The report `tweedie nets params --preset NAME` prints.
 pub fn params_report(preset: &str) -> Result<String> {
     let cfg = NetConfig::preset(preset)?;
-    let c = count_params(&cfg)?;
+    // ADM at ImageNet size has 296 M parameters: count it from shapes instead of building it.
+    let c = match &cfg {
+        NetConfig::Dhariwal(d) => {
+            d.validate()?;
+            d.shape_count()
+        }
+        _ => count_params(&cfg)?,
+    };
     Ok(format!(
         "{preset}: {} parameters in {} tensors (+{} buffers)",
         group_thousands(c.parameters),

@@ -85,6 +85,7 @@ impl PrecondDenoiser {
         d.sample_shape = Some(net_cfg.sample_shape());
         d.augment_dim = match net_cfg {
             NetConfig::Unet(u) => u.augment_dim,
+            NetConfig::Dhariwal(u) => u.augment_dim,
             NetConfig::Mlp(_) => 0,
         };
         Ok(d)

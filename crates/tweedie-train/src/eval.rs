@@ -574,6 +574,7 @@ pub fn evaluate_run_with(
     );
     let net_name = match &loaded.config.net {
         tweedie_nets::NetConfig::Unet(_) => "U-Net (SongUNet)",
+        tweedie_nets::NetConfig::Dhariwal(_) => "U-Net (ADM, DhariwalUNet)",
         tweedie_nets::NetConfig::Mlp(_) => "MLP",
     };
     let _ = writeln!(report, "| network | {net_name}, {params} parameters |");

@@ -246,6 +246,7 @@ pub fn widen_for_learned_variance(f: &Formulation, net: &mut tweedie_nets::NetCo
     }
     match net {
         tweedie_nets::NetConfig::Unet(u) => u.out_channels = 2 * u.in_channels,
+        tweedie_nets::NetConfig::Dhariwal(u) => u.out_channels = 2 * u.in_channels,
         tweedie_nets::NetConfig::Mlp(m) => m.out_dim = Some(2 * m.dim),
     }
 }

@@ -121,6 +121,35 @@ pub fn default_run_dir(name: &str) -> PathBuf {
     ))
 }
 
+/// (channels, height, width) of image data whose sides fit a U-Net with `channel_mult` levels.
+fn image_shape(data: &Dataset, channel_mult: &[usize]) -> Result<(usize, usize, usize)> {
+    let &[c, h, w] = data.shape.as_slice() else {
+        return Err(TrainError::invalid(
+            "network.type",
+            "unet",
+            format!(
+                "the U-Net needs image data [C, H, W], the data are {:?}",
+                data.shape
+            ),
+        ));
+    };
+    let levels = channel_mult.len().saturating_sub(1) as u32;
+    let div = 1usize << levels;
+    if h % div != 0 || w % div != 0 {
+        return Err(TrainError::invalid(
+            "network.channel_mult",
+            format!("{channel_mult:?}"),
+            format!(
+                "the data grid {h}×{w} does not fit a U-Net of {} levels: both sides \
+                 must be divisible by 2^(levels−1) = {div} (crop or pad the grid, or \
+                 use fewer levels)",
+                levels + 1,
+            ),
+        ));
+    }
+    Ok((c, h, w))
+}
+
 /// Sets the network's shape keys (resolution, channels, dim) and label_dim from the data.
 pub fn fit_network_to_data(net: &mut NetConfig, data: &Dataset, conditional: bool) -> Result<()> {
     let label_dim = if conditional {
@@ -132,32 +161,21 @@ pub fn fit_network_to_data(net: &mut NetConfig, data: &Dataset, conditional: boo
     };
     match net {
         NetConfig::Unet(u) => {
-            let &[c, h, w] = data.shape.as_slice() else {
-                return Err(TrainError::invalid(
-                    "network.type",
-                    "unet",
-                    format!(
-                        "the U-Net needs image data [C, H, W], the data are {:?}",
-                        data.shape
-                    ),
-                ));
-            };
-            let levels = u.channel_mult.len().saturating_sub(1) as u32;
-            let div = 1usize << levels;
-            if h % div != 0 || w % div != 0 {
-                return Err(TrainError::invalid(
-                    "network.channel_mult",
-                    format!("{:?}", u.channel_mult),
-                    format!(
-                        "the data grid {h}×{w} does not fit a U-Net of {} levels: both sides \
-                         must be divisible by 2^(levels−1) = {div} (crop or pad the grid, or \
-                         use fewer levels)",
-                        levels + 1,
-                    ),
-                ));
-            }
+            let (c, h, w) = image_shape(data, &u.channel_mult)?;
             u.resolution = h;
             u.width = (w != h).then_some(w);
+            u.in_channels = c;
+            u.out_channels = c;
+            u.label_dim = label_dim;
+        }
+        NetConfig::Dhariwal(u) => {
+            let (c, h, w) = image_shape(data, &u.channel_mult)?;
+            if h != w {
+                return Err(TrainError::Data(format!(
+                    "the ADM U-Net needs square images, the data are {h}×{w}"
+                )));
+            }
+            u.resolution = h;
             u.in_channels = c;
             u.out_channels = c;
             u.label_dim = label_dim;

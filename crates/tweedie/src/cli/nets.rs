@@ -1,6 +1,9 @@
-//! `tweedie nets …`: network presets and their parameter counts (tweedie-nets).
+//! `tweedie nets …`: network presets, their parameter counts, and the NVlabs/edm importer.
+
+use std::path::PathBuf;
 
 use anyhow::Context;
+use tweedie_nets::network::group_thousands;
 use tweedie_nets::{params_report, NetConfig, PRESETS};
 
 /// Network presets.
@@ -26,6 +29,18 @@ enum NetsCommand {
     },
     /// List the preset names.
     List,
+    /// Import an NVlabs/edm network pickle (training snapshot or published model) into a tweedie
+    /// checkpoint; nothing in the file is executed (allowlisted globals, checked tensor data).
+    #[command(after_help = "Example:\n  \
+        tweedie nets import-edm edm-cifar10-32x32-cond-vp.pkl -o cifar10-cond-vp.safetensors\n  \
+        tweedie sample --model cifar10-cond-vp.safetensors --sampler heun --steps 18 --n 64 --class 3 --out x.npy")]
+    ImportEdm {
+        /// The EDM pickle.
+        input: PathBuf,
+        /// The checkpoint to write (.safetensors).
+        #[arg(short = 'o', long = "out")]
+        out: PathBuf,
+    },
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -50,6 +65,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             for p in PRESETS {
                 println!("{p}");
             }
+        }
+        NetsCommand::ImportEdm { input, out } => {
+            let r = tweedie_nets::import::import_edm(&input, &out)
+                .with_context(|| format!("importing {}", input.display()))?;
+            println!(
+                "{}: {}({}), {} tensors, {} scalars -> {}",
+                input.display(),
+                r.precond_class,
+                r.model_class,
+                r.tensors,
+                group_thousands(r.scalars),
+                out.display()
+            );
+            println!(
+                "{}",
+                serde_json::to_string(&r.config).context("serialising the config")?
+            );
         }
     }
     Ok(())
