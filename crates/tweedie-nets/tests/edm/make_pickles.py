@@ -10,7 +10,7 @@ are nested legacy `torch.save` blobs. Some tensors share one storage through pic
 have non-contiguous strides; EDMPrecond carries sigma_max = inf; numpy scalars appear as EDM's
 modules hold them (e.g. `skip_scale = np.sqrt(0.5)`).
 
-Usage: make_pickles.py OUT_DIR MARKER_PATH
+Usage: make_pickles.py OUT_DIR MARKER_PATH [CASE ...]   (no CASE: every case and the malicious files)
 """
 
 import collections
@@ -31,6 +31,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "..", "..
 import songunet  # noqa: E402  (the project's own PyTorch SongUNet with EDM's names)
 
 OUT, MARKER = sys.argv[1], sys.argv[2]
+ONLY = set(sys.argv[3:])
 # What `pickle.load` would exec: proof that nothing ran is the marker file's absence.
 SOURCE = f"open({MARKER!r}, 'w').write('the embedded source was executed')\n"
 
@@ -286,6 +287,8 @@ def save_safetensors(path, tensors, meta):
 
 
 def snapshot(case, precond, pattrs, pkw, net, nclass, nkw, views_for=None):
+    if ONLY and case not in ONLY:
+        return
     torch.manual_seed(1)
     randomize(net)
     if "u" in pattrs:
@@ -402,7 +405,8 @@ def main():
     snapshot("edm-adm-cond-aug", "EDMPrecond",
              dict(img_resolution=8, img_channels=3, label_dim=5, sigma_min=0, sigma_max=float("inf"), sigma_data=0.5),
              pkw, net, "DhariwalUNet", nkw)
-    malicious()
+    if not ONLY:
+        malicious()
 
 
 class Touch:

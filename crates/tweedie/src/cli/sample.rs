@@ -49,6 +49,14 @@ pub struct Args {
     /// S_churn of edm_stochastic.
     #[arg(long)]
     pub churn: Option<f64>,
+    /// S_min, S_max and S_noise of edm_stochastic (churn only for σ̃ ∈ [S_min, S_max]; EDM's
+    /// ImageNet-64 set-up: --churn 40 --s-min 0.05 --s-max 50 --s-noise 1.003).
+    #[arg(long)]
+    pub s_min: Option<f64>,
+    #[arg(long)]
+    pub s_max: Option<f64>,
+    #[arg(long)]
+    pub s_noise: Option<f64>,
     /// η of ddim, euler_ancestral and dpmpp_2m_sde (in [0, 1]).
     #[arg(long)]
     pub eta: Option<f64>,
@@ -138,6 +146,24 @@ fn sampler_kind(args: &Args) -> Result<SamplerSpec> {
         match &mut spec.kind {
             SamplerKind::EdmStochastic { s_churn, .. } => *s_churn = c,
             k => bail!("--churn applies to edm_stochastic, not {}", k.name()),
+        }
+    }
+    if args.s_min.is_some() || args.s_max.is_some() || args.s_noise.is_some() {
+        match &mut spec.kind {
+            SamplerKind::EdmStochastic {
+                s_min,
+                s_max,
+                s_noise,
+                ..
+            } => {
+                *s_min = args.s_min.unwrap_or(*s_min);
+                *s_max = args.s_max.unwrap_or(*s_max);
+                *s_noise = args.s_noise.unwrap_or(*s_noise);
+            }
+            k => bail!(
+                "--s-min/--s-max/--s-noise apply to edm_stochastic, not {}",
+                k.name()
+            ),
         }
     }
     if let Some(e) = args.eta {
