@@ -281,6 +281,8 @@ fn song_unet(k: &mut Kwargs<'_, '_>) -> Result<UnetConfig, ImportError> {
     };
     Ok(UnetConfig {
         resolution: k.usize("img_resolution", None)?,
+        // EDM's networks are square.
+        width: None,
         in_channels: k.usize("in_channels", None)?,
         out_channels: k.usize("out_channels", None)?,
         label_dim: k.usize("label_dim", Some(0))?,
