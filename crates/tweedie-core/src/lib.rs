@@ -27,6 +27,7 @@
 
 pub mod config;
 pub mod error;
+pub mod likelihood;
 pub mod linalg;
 pub mod mixture;
 pub mod param;

@@ -14,6 +14,10 @@ pub trait LinearSpace: Clone {
     fn dot(&self, other: &Self) -> f64;
     /// A zero element of the same shape.
     fn zeros_like(&self) -> Self;
+    /// self ← a·self + b·other, in place where the type allows (samplers' steps allocate nothing).
+    fn lincomb_assign(&mut self, a: f64, other: &Self, b: f64) {
+        *self = self.lincomb(a, other, b);
+    }
 }
 
 impl LinearSpace for f64 {
@@ -48,6 +52,11 @@ impl<D: Dimension> LinearSpace for Array<f64, D> {
     fn zeros_like(&self) -> Self {
         Array::zeros(self.raw_dim())
     }
+    fn lincomb_assign(&mut self, a: f64, other: &Self, b: f64) {
+        Zip::from(self)
+            .and(other)
+            .for_each(|x, &y| *x = a * *x + b * y);
+    }
 }
 
 /// f32 states: each element is combined in f64 and rounded once.
@@ -67,6 +76,11 @@ impl<D: Dimension> LinearSpace for Array<f32, D> {
     }
     fn zeros_like(&self) -> Self {
         Array::zeros(self.raw_dim())
+    }
+    fn lincomb_assign(&mut self, a: f64, other: &Self, b: f64) {
+        Zip::from(self)
+            .and(other)
+            .for_each(|x, &y| *x = (a * *x as f64 + b * y as f64) as f32);
     }
 }
 
@@ -129,6 +143,12 @@ mod tests {
         assert_eq!(LinearSpace::dot(&x, &y), 0.5 - 2.0 + 6.0);
         assert_eq!(x.scale(0.5), arr2(&[[0.5, 1.0], [1.5, 2.0]]));
         assert_eq!(x.zeros_like(), arr2(&[[0.0, 0.0], [0.0, 0.0]]));
+        let mut z = x.clone();
+        z.lincomb_assign(2.0, &y, -1.0);
+        assert_eq!(z, x.lincomb(2.0, &y, -1.0));
+        let mut zf = arr1(&[1.0_f32, 2.0]);
+        zf.lincomb_assign(0.1, &arr1(&[1.0_f32, 2.0]), 0.2);
+        assert_eq!(zf, arr1(&[(0.3_f64) as f32, (0.6_f64) as f32]));
         let xf = arr1(&[1.0_f32, 2.0]);
         assert_eq!(
             xf.lincomb(0.1, &xf, 0.2),

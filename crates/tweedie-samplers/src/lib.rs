@@ -44,6 +44,7 @@ pub mod error;
 pub mod grids;
 mod integrators;
 pub mod kind;
+pub mod likelihood;
 mod linalg;
 pub mod mixture;
 pub mod model;

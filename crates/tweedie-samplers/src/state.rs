@@ -2,7 +2,7 @@
 //! `tch` feature), with per-sample seeded noise.
 
 use ndarray::{Array, Array2, Dimension, IxDyn};
-use tweedie_core::rng::normal_rows;
+use tweedie_core::rng::{normal_rows, normal_rows_with};
 use tweedie_core::LinearSpace;
 
 use crate::error::{Result, SamplerError};
@@ -30,6 +30,13 @@ pub trait State: LinearSpace + Send + std::fmt::Debug {
             stream,
             self.sample_len(),
         ))
+    }
+    /// self ← self + c·ε with ε = `randn_like(seed, first_index, stream)`, without allocating
+    /// where the type allows (the stochastic samplers' per-step noise).
+    fn add_randn(&mut self, c: f64, seed: u64, first_index: u64, stream: u64) -> Result<()> {
+        let eps = self.randn_like(seed, first_index, stream)?;
+        self.lincomb_assign(1.0, &eps, c);
+        Ok(())
     }
     /// a·self + b·u + c·v.
     fn lincomb3(&self, a: f64, u: &Self, b: f64, v: &Self, c: f64) -> Self {
@@ -99,6 +106,34 @@ macro_rules! impl_state_ndarray {
             fn all_finite(&self) -> bool {
                 self.iter().all(|v| v.is_finite())
             }
+            fn randn_like(&self, seed: u64, first_index: u64, stream: u64) -> Result<Self> {
+                let mut out = Array::zeros(self.raw_dim());
+                out.add_randn(1.0, seed, first_index, stream)?;
+                Ok(out)
+            }
+            fn add_randn(
+                &mut self,
+                c: f64,
+                seed: u64,
+                first_index: u64,
+                stream: u64,
+            ) -> Result<()> {
+                let (b, n) = (self.batch(), self.sample_len());
+                // Standard-layout states are filled in place; others go through a row copy.
+                if let Some(v) = self.as_slice_mut() {
+                    normal_rows_with(seed, first_index, stream, b, n, |k, z| {
+                        v[k] = (v[k] as f64 + c * z) as $t
+                    });
+                    return Ok(());
+                }
+                let mut rows = self.to_rows();
+                let flat = rows.as_slice_mut().ok_or_else(|| {
+                    SamplerError::Shape("rows of a state are not contiguous".into())
+                })?;
+                normal_rows_with(seed, first_index, stream, b, n, |k, z| flat[k] += c * z);
+                *self = self.with_rows(&rows)?;
+                Ok(())
+            }
             fn with_rows(&self, rows: &Array2<f64>) -> Result<Self> {
                 if rows.nrows() != self.batch() || rows.ncols() != self.sample_len() {
                     return Err(SamplerError::Shape(format!(
@@ -147,6 +182,16 @@ mod tests {
             .unwrap()
             .to_rows();
         assert!((&f - &big).iter().all(|d| d.abs() < 1e-6));
+        // In place: x + c·ε is the allocating lincomb exactly, also for non-standard layouts.
+        let x = Array3::<f64>::from_shape_fn((5, 2, 3), |(i, j, k)| (i + 2 * j + 3 * k) as f64);
+        let mut y = x.clone();
+        y.add_randn(0.5, 7, 0, 3).unwrap();
+        let eps = x.randn_like(7, 0, 3).unwrap();
+        assert_eq!(y, x.lincomb(1.0, &eps, 0.5));
+        let mut t = x.clone().reversed_axes();
+        t.add_randn(0.5, 7, 0, 3).unwrap();
+        let et = x.clone().reversed_axes().randn_like(7, 0, 3).unwrap();
+        assert_eq!(t, x.clone().reversed_axes().lincomb(1.0, &et, 0.5));
     }
 
     #[test]
