@@ -30,6 +30,7 @@ pub mod error;
 pub mod likelihood;
 pub mod linalg;
 pub mod mixture;
+pub mod multistep;
 pub mod param;
 pub mod precond;
 pub mod process;

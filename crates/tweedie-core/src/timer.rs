@@ -155,6 +155,21 @@ pub enum TimerKind {
         #[serde(default = "d::edm_sigma_max")]
         sigma_max: f64,
     },
+    /// Polynomial in log σ̃: ln σ̃_i = ln σ_min + (1 − i/(N−1))^ρ·(ln σ_max − ln σ_min), then 0
+    /// (k-diffusion `get_sigmas_polyexponential`); ρ = 1 is `Exponential`, ρ > 1 puts more
+    /// steps at low noise.
+    PolyExponential {
+        #[serde(default = "d::edm_sigma_min")]
+        sigma_min: f64,
+        #[serde(default = "d::edm_sigma_max")]
+        sigma_max: f64,
+        #[serde(default = "d::poly_rho")]
+        rho: f64,
+    },
+    /// Align Your Steps (Sabour, Fidler & Kreis 2024): the published 10-step noise levels
+    /// optimised for Stable Diffusion 1.5 (σ̃ from 14.615 to 0.0292), log-linearly
+    /// interpolated to N + 1 levels with the last set to 0, as the authors prescribe.
+    AlignYourSteps,
     /// Uniform in λ = log(α/σ) = −log σ̃ from λ(t_max) to λ(t_min), then 0 (Lu et al. 2022,
     /// DPM-Solver "logSNR" steps); bounds default to the process's `t_range` (t_min = 1e-3 when
     /// σ̃(t_min) = 0, DPM-Solver's ε).
@@ -185,6 +200,9 @@ mod d {
     }
     pub fn rho() -> f64 {
         7.0
+    }
+    pub fn poly_rho() -> f64 {
+        2.0
     }
     pub fn eps_s() -> f64 {
         1e-3
@@ -311,6 +329,16 @@ impl TimerKind {
                 }
                 Ok(())
             }
+            TimerKind::PolyExponential {
+                sigma_min,
+                sigma_max,
+                rho,
+            } => {
+                check_pos("sigma_min", *sigma_min)?;
+                check_lt("sigma_min", *sigma_min, "sigma_max", *sigma_max)?;
+                check_pos("rho", *rho)
+            }
+            TimerKind::AlignYourSteps => Ok(()),
             TimerKind::UniformLogsnr { t_min, t_max } => {
                 if let Some(v) = t_min {
                     check_pos("t_min", *v)?;
@@ -333,6 +361,36 @@ impl TimerKind {
             }
         }
     }
+}
+
+/// Align Your Steps' published noise levels for Stable Diffusion 1.5, 10 steps (Sabour et al.
+/// 2024, project page "how to" table).
+pub const AYS_SD15: [f64; 11] = [
+    14.6146412293,
+    6.4745760956,
+    3.8636745985,
+    2.6946151520,
+    1.8841921177,
+    1.3943805092,
+    0.9642583904,
+    0.6523686016,
+    0.3977456272,
+    0.1515232662,
+    0.0291671582,
+];
+
+/// n decreasing levels interpolating `levels` (decreasing) piecewise linearly in ln σ̃ at equally
+/// spaced positions: the published levels are the knots at positions i/(len − 1).
+fn loglinear_resample(levels: &[f64], n: usize) -> Vec<f64> {
+    let m = levels.len() - 1;
+    ramp(n, 0.0, m as f64)
+        .into_iter()
+        .map(|p| {
+            let k = (p.floor() as usize).min(m - 1);
+            let f = p - k as f64;
+            (levels[k].ln() * (1.0 - f) + levels[k + 1].ln() * f).exp()
+        })
+        .collect()
 }
 
 /// x_i = a + i/(n−1)·(b − a), i = 0..n−1 (just `a` when n = 1).
@@ -386,6 +444,25 @@ impl Timer for TimerKind {
                     .into_iter()
                     .map(f64::exp)
                     .collect();
+                TimeGrid::from_sigma_tilde(process, s)
+            }
+            TimerKind::PolyExponential {
+                sigma_min,
+                sigma_max,
+                rho,
+            } => {
+                let (lo, hi) = (sigma_min.ln(), sigma_max.ln());
+                let s = ramp(n, 1.0, 0.0)
+                    .into_iter()
+                    .map(|r| (lo + r.powf(*rho) * (hi - lo)).exp())
+                    .collect();
+                TimeGrid::from_sigma_tilde(process, s)
+            }
+            TimerKind::AlignYourSteps => {
+                // N + 1 levels, the last replaced by 0 (the authors' recipe: at N = 10 the grid is
+                // the published table with its final 0.0292 set to 0).
+                let mut s = loglinear_resample(&AYS_SD15, n + 1);
+                s.pop();
                 TimeGrid::from_sigma_tilde(process, s)
             }
             TimerKind::Iddpm { c1, c2, m, j0 } => {
@@ -498,9 +575,57 @@ mod tests {
         assert_eq!(g.t, g.sigma_tilde);
     }
 
+    /// AYS at its native 10 steps is the published table (last level → 0); at 20 steps every
+    /// other level is a published one; polyexponential with ρ = 1 is the exponential grid.
+    #[test]
+    fn ays_and_polyexponential_grids() {
+        let p = ProcessKind::edm().build();
+        let g = TimerKind::AlignYourSteps.grid(p.as_ref(), 10).unwrap();
+        check_contract(&g, 10);
+        for i in 0..10 {
+            assert_relative_eq!(g.sigma_tilde[i], AYS_SD15[i], max_relative = 1e-12);
+        }
+        let g20 = TimerKind::AlignYourSteps.grid(p.as_ref(), 20).unwrap();
+        check_contract(&g20, 20);
+        for i in 0..10 {
+            assert_relative_eq!(g20.sigma_tilde[2 * i], AYS_SD15[i], max_relative = 1e-12);
+        }
+        let e = TimerKind::Exponential {
+            sigma_min: 0.002,
+            sigma_max: 80.0,
+        };
+        let pe = TimerKind::PolyExponential {
+            sigma_min: 0.002,
+            sigma_max: 80.0,
+            rho: 1.0,
+        };
+        let (a, b) = (
+            e.grid(p.as_ref(), 7).unwrap(),
+            pe.grid(p.as_ref(), 7).unwrap(),
+        );
+        for (x, y) in a.sigma_tilde.iter().zip(&b.sigma_tilde) {
+            assert_relative_eq!(*x, *y, max_relative = 1e-12);
+        }
+        // ρ = 2: the midpoint of the ramp sits at ln σ_min + ¼·(ln σ_max − ln σ_min).
+        let p2 = TimerKind::PolyExponential {
+            sigma_min: 0.002,
+            sigma_max: 80.0,
+            rho: 2.0,
+        };
+        let g = p2.grid(p.as_ref(), 5).unwrap();
+        let want = (0.002f64.ln() + 0.25 * (80f64.ln() - 0.002f64.ln())).exp();
+        assert_relative_eq!(g.sigma_tilde[2], want, max_relative = 1e-12);
+    }
+
     #[test]
     fn every_timer_obeys_the_contract_on_every_process() {
         let timers = vec![
+            TimerKind::AlignYourSteps,
+            TimerKind::PolyExponential {
+                sigma_min: 0.002,
+                sigma_max: 80.0,
+                rho: 2.0,
+            },
             TimerKind::edm(),
             TimerKind::vp_linear(),
             TimerKind::ve_geometric(),

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 mod eval;
 mod info;
+mod likelihood;
 mod model;
 mod nets;
 mod sample;
@@ -46,6 +47,8 @@ subcommands! {
     Schedule => schedule,
     /// Train a model from a TOML config (default configs/default.toml), sample, evaluate, write report.md.
     Train => train,
+    /// log p(x₀) of data points under a mixture or checkpoint by the probability-flow ODE (nats, bits/dim).
+    Likelihood => likelihood,
     /// Evaluate a trained run against ground truth and (re)write its report.md.
     Eval => eval,
 }

@@ -121,7 +121,7 @@ pub struct Args {
     pub cfg: Option<f64>,
 }
 
-fn load_mixture(spec: &str) -> Result<GaussianMixture> {
+pub(super) fn load_mixture(spec: &str) -> Result<GaussianMixture> {
     let path = Path::new(spec);
     if path.extension().is_some_and(|e| e == "toml") || path.exists() {
         return GaussianMixture::from_toml_file(path)
@@ -228,13 +228,13 @@ fn operator(args: &Args, dim: usize) -> Result<Option<Box<dyn ForwardModel>>> {
     Ok(Some(op))
 }
 
-fn read_npy2(p: &Path) -> Result<Array2<f64>> {
+pub(super) fn read_npy2(p: &Path) -> Result<Array2<f64>> {
     let f = std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?;
     Array2::<f64>::read_npy(f)
         .with_context(|| format!("{}: expected a 2-D f64 .npy array", p.display()))
 }
 
-fn write_npy_atomic(path: &Path, x: &Array2<f64>) -> Result<()> {
+pub(super) fn write_npy_atomic(path: &Path, x: &Array2<f64>) -> Result<()> {
     let tmp = path.with_extension("npy.tmp");
     {
         let f =
