@@ -2,6 +2,9 @@
 //! dx̃/dσ̃ = (x̃ − D)/σ̃, or dx̃/dλ = D − x̃ in λ = −ln σ̃. Samplers only form linear
 //! combinations with these scalars; the formulas live here once, in f64.
 
+// Negated float comparisons (`!(x > 0.0)`) are deliberate: they also reject NaN.
+#![allow(clippy::neg_cmp_op_on_partial_ord)]
+
 use crate::error::{CoreError, Result};
 
 /// The weights of one step x̃′ = a·x̃ + Σ_j w_j·D_j (D_0 at the current point, then older ones)
@@ -44,7 +47,9 @@ pub fn unipc_weights(
     if p == 0
         || !(sigma_next > 0.0)
         || !(sigmas[0] > sigma_next)
-        || sigmas.windows(2).any(|w| !(w[1] > w[0]) || !w[1].is_finite())
+        || sigmas
+            .windows(2)
+            .any(|w| !(w[1] > w[0]) || !w[1].is_finite())
     {
         return Err(CoreError::invalid(
             "sigmas",
@@ -136,12 +141,15 @@ fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Result<Vec<f64>> {
         }
         a.swap(c, piv);
         b.swap(c, piv);
-        for i in c + 1..n {
-            let f = a[i][c] / a[c][c];
-            for k in c..n {
-                a[i][k] -= f * a[c][k];
-            }
-            b[i] -= f * b[c];
+        let (top, rest) = a.split_at_mut(c + 1);
+        let pivot_row = &top[c];
+        for (i, row) in rest.iter_mut().enumerate() {
+            let f = row[c] / pivot_row[c];
+            row.iter_mut()
+                .zip(pivot_row)
+                .skip(c)
+                .for_each(|(v, p)| *v -= f * p);
+            b[c + 1 + i] -= f * b[c];
         }
     }
     let mut x = vec![0.0; n];

@@ -582,13 +582,13 @@ mod tests {
         let p = ProcessKind::edm().build();
         let g = TimerKind::AlignYourSteps.grid(p.as_ref(), 10).unwrap();
         check_contract(&g, 10);
-        for i in 0..10 {
-            assert_relative_eq!(g.sigma_tilde[i], AYS_SD15[i], max_relative = 1e-12);
+        for (got, want) in g.sigma_tilde.iter().zip(&AYS_SD15[..10]) {
+            assert_relative_eq!(*got, *want, max_relative = 1e-12);
         }
         let g20 = TimerKind::AlignYourSteps.grid(p.as_ref(), 20).unwrap();
         check_contract(&g20, 20);
-        for i in 0..10 {
-            assert_relative_eq!(g20.sigma_tilde[2 * i], AYS_SD15[i], max_relative = 1e-12);
+        for (got, want) in g20.sigma_tilde.iter().step_by(2).zip(&AYS_SD15[..10]) {
+            assert_relative_eq!(*got, *want, max_relative = 1e-12);
         }
         let e = TimerKind::Exponential {
             sigma_min: 0.002,
