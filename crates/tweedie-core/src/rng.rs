@@ -112,6 +112,20 @@ pub fn fill_normals(seed: u64, index: u64, stream: u64, out: &mut [f64]) {
     });
 }
 
+/// Uniforms in (0, 1) for sample `index` in stream `stream` under `seed`, written into `out`
+/// (uniforms 2j and 2j + 1 are the two 53-bit halves of Philox block j, counter (j, index)).
+pub fn fill_uniforms(seed: u64, index: u64, stream: u64, out: &mut [f64]) {
+    let key = philox_key(seed, stream);
+    let (i0, i1) = (index as u32, (index >> 32) as u32);
+    for j in 0..out.len().div_ceil(2) {
+        let b = philox4x32_10([j as u32, (j as u64 >> 32) as u32, i0, i1], key);
+        out[2 * j] = open_uniform(b[0], b[1]);
+        if 2 * j + 1 < out.len() {
+            out[2 * j + 1] = open_uniform(b[2], b[3]);
+        }
+    }
+}
+
 /// Calls `put(j, z_j)` for the standard normals j = 0 .. len of sample `index` under `key`.
 #[inline(always)]
 fn normals_with(key: [u32; 2], index: u64, len: usize, mut put: impl FnMut(usize, f64)) {
@@ -261,6 +275,25 @@ mod tests {
         } else {
             2.0 - r
         }
+    }
+
+    /// Uniforms: prefix-stable, inside (0, 1), mean ½ and variance 1/12 within 5 standard errors.
+    #[test]
+    fn uniforms_are_uniform() {
+        let mut u = vec![0.0; 20001];
+        fill_uniforms(4, 2, 9, &mut u);
+        let mut v = vec![0.0; 3];
+        fill_uniforms(4, 2, 9, &mut v);
+        assert_eq!(v, u[..3].to_vec());
+        assert!(u.iter().all(|&x| x > 0.0 && x < 1.0));
+        let n = u.len() as f64;
+        let m = u.iter().sum::<f64>() / n;
+        let var = u.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / n;
+        assert!((m - 0.5).abs() < 5.0 * (1.0 / 12.0 / n).sqrt(), "{m}");
+        assert!(
+            (var - 1.0 / 12.0).abs() < 5.0 * (1.0 / 180.0 / n).sqrt(),
+            "{var}"
+        );
     }
 
     #[test]

@@ -11,11 +11,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use ndarray::{s, Array1, Array2};
 use ndarray_npy::WriteNpyExt;
-use rand::Rng;
 use tch::{Kind, Tensor};
 use tweedie::core::likelihood::{bits_per_dim, Dequantizer};
 use tweedie::core::process::Edm;
-use tweedie::core::rng::{stream_rng, streams};
+use tweedie::core::rng::{fill_uniforms, streams};
 use tweedie::core::space::TchTensor;
 use tweedie::nets::NetModel;
 use tweedie::samplers::likelihood::{Divergence, Likelihood, LikelihoodOutput, Probe};
@@ -92,12 +91,13 @@ fn model_space(args: &Args, x: Array2<f64>) -> Result<(Array2<f64>, Option<Dequa
     };
     let q = Dequantizer::new(levels).context("--levels")?;
     let mut y = x;
+    let mut u = vec![0.0; y.ncols()];
     for (i, mut row) in y.rows_mut().into_iter().enumerate() {
-        let mut rng = stream_rng(args.seed, i as u64, streams::LIKELIHOOD - 1);
-        for v in row.iter_mut() {
+        fill_uniforms(args.seed, i as u64, streams::LIKELIHOOD - 1, &mut u);
+        for (v, u) in row.iter_mut().zip(&u) {
             q.check_level(*v)
                 .with_context(|| format!("{} row {i}", args.data.display()))?;
-            *v = q.dequantize(*v, rng.gen::<f64>());
+            *v = q.dequantize(*v, *u);
         }
     }
     Ok((y, Some(q)))
