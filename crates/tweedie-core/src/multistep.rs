@@ -21,7 +21,8 @@ pub struct StepWeights {
 
 /// UniPC's B(h) (Zhao et al. 2023, §3.3): B₁(h) = h or B₂(h) = e^h − 1 (both with h → −h for
 /// data prediction, as the paper's Alg. 2 and its reference code use).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum UniPcVariant {
     /// B(h) = h.
     Bh1,

@@ -3,6 +3,8 @@
 use serde::{Deserialize, Serialize};
 use tweedie_core::Invalid;
 
+pub use tweedie_core::multistep::UniPcVariant;
+
 use crate::error::{Result, SamplerError};
 
 /// Every built-in integrator (TOML: `sampler = { type = "heun" }`, `{ type = "ddim", eta = 0.5 }`).
@@ -73,6 +75,43 @@ pub enum SamplerKind {
     /// basis on the last three σ̃_j (orders 1, 2 on the first steps). NFE = N; stable from ~16
     /// steps on the ρ = 7 EDM grid, where extrapolating D in λ needed ≥ 24.
     Deis3,
+    /// Linear multistep in σ̃ (k-diffusion's LMS): x̃′ = x̃ + Σ_j w_j·d_j, d_j = (x̃_j − D_j)/σ̃_j,
+    /// w_j = ∫_{σ̃}^{σ̃′} ℓ_j(ρ) dρ with ℓ_j the Lagrange basis on the last `order` (1–4) σ̃_j
+    /// (lower orders on the first steps; order 3 is `deis3`). NFE = N.
+    Lms {
+        #[serde(default = "d::four")]
+        order: usize,
+    },
+    /// iPNDM (Zhang & Chen 2023; Liu et al. 2022): x̃′ = x̃ + (σ̃′ − σ̃)·Σ_j w_j·d_j with the
+    /// equal-step Adams–Bashforth weights of order 1–4 ([55, −59, 37, −9]/24 for 4), used on any
+    /// grid. NFE = N.
+    Ipndm {
+        #[serde(default = "d::four")]
+        order: usize,
+    },
+    /// DPM-Solver++(3M) (Lu et al. 2022b): x̃′ = (σ̃′/σ̃)x̃ + Σ_j c_j·D_j, c_j = ∫_{−h}^0 e^v ℓ_j(v) dv
+    /// with ℓ_j the Lagrange basis on the last three λ_j − λ′ (the quadratic through D in λ,
+    /// integrated exactly). NFE = N.
+    DpmSolverPp3m,
+    /// DPM-Solver++(3M) SDE (k-diffusion `dpmpp_3m_sde`): x̃′ = e^{−(1+η)h}x̃ + Σ_j c_j·D_j
+    /// + σ̃′√(1 − e^{−2ηh})·ε, c_j as in 3M on the nodes (1+η)(λ_j − λ′).
+    DpmSolverPp3mSde {
+        #[serde(default = "d::one")]
+        eta: f64,
+    },
+    /// UniPC (Zhao et al. 2023, data prediction): predictor UniP-p, x̃′ = (σ̃′/σ̃)x̃ − (e^{−h} − 1)·D_0
+    /// − B(−h)·Σ_k ρ_k·(D_k − D_0)/r_k, r_k = (λ_k − λ_0)/h, ρ from the order conditions
+    /// (`tweedie_core::multistep::unipc_weights`), B(h) = h (`bh1`) or e^h − 1 (`bh2`); with
+    /// `corrector`, UniC-p re-solves each step with D at its end point (order p + 1, no extra
+    /// NFE). Orders 1–3; on grids under 15 steps the order drops on the final steps. NFE = N.
+    UniPc {
+        #[serde(default = "d::three")]
+        order: usize,
+        #[serde(default = "d::bh2")]
+        variant: UniPcVariant,
+        #[serde(default = "d::yes")]
+        corrector: bool,
+    },
     /// Adaptive exponential integrator 3(2) in λ = −log σ̃ (DPM-Solver-3's stages in data
     /// prediction, Lu et al. 2022): the linear part of dx̃/dλ = D − x̃ is solved exactly and D is
     /// integrated as the quadratic through D at λ, λ + h/3, λ + 2h/3; the line through the first
@@ -163,10 +202,19 @@ mod d {
     pub fn yes() -> bool {
         true
     }
+    pub fn three() -> usize {
+        3
+    }
+    pub fn four() -> usize {
+        4
+    }
+    pub fn bh2() -> super::UniPcVariant {
+        super::UniPcVariant::Bh2
+    }
 }
 
 /// Names accepted by [`SamplerKind::from_name`].
-pub const SAMPLER_NAMES: [&str; 13] = [
+pub const SAMPLER_NAMES: [&str; 19] = [
     "euler",
     "heun",
     "edm_stochastic",
@@ -179,6 +227,12 @@ pub const SAMPLER_NAMES: [&str; 13] = [
     "dpmpp_2m_sde",
     "euler_maruyama",
     "deis3",
+    "lms",
+    "ipndm",
+    "dpmpp_3m",
+    "dpmpp_3m_sde",
+    "unipc",
+    "unipc_bh1",
     "adaptive",
 ];
 
@@ -216,6 +270,20 @@ impl SamplerKind {
             "dpmpp_2m_sde" | "dpm_solver_pp_2m_sde" => SamplerKind::DpmSolverPp2mSde { eta: 1.0 },
             "euler_maruyama" | "em" => SamplerKind::EulerMaruyama,
             "deis3" | "deis" | "deis_3" => SamplerKind::Deis3,
+            "lms" => SamplerKind::Lms { order: 4 },
+            "ipndm" => SamplerKind::Ipndm { order: 4 },
+            "dpmpp_3m" | "dpm_solver_pp_3m" => SamplerKind::DpmSolverPp3m,
+            "dpmpp_3m_sde" | "dpm_solver_pp_3m_sde" => SamplerKind::DpmSolverPp3mSde { eta: 1.0 },
+            "unipc" | "unipc_bh2" => SamplerKind::UniPc {
+                order: 3,
+                variant: UniPcVariant::Bh2,
+                corrector: true,
+            },
+            "unipc_bh1" => SamplerKind::UniPc {
+                order: 3,
+                variant: UniPcVariant::Bh1,
+                corrector: true,
+            },
             "adaptive" | "dpm_adaptive" => SamplerKind::Adaptive {
                 rtol: d::rtol(),
                 atol: d::atol(),
@@ -262,7 +330,23 @@ impl SamplerKind {
                 eta01(*eta)?;
                 nonneg("s_noise", *s_noise)
             }
-            SamplerKind::Ddim { eta } | SamplerKind::DpmSolverPp2mSde { eta } => eta01(*eta),
+            SamplerKind::Ddim { eta }
+            | SamplerKind::DpmSolverPp2mSde { eta }
+            | SamplerKind::DpmSolverPp3mSde { eta } => eta01(*eta),
+            SamplerKind::Lms { order } | SamplerKind::Ipndm { order } => {
+                if (1..=4).contains(order) {
+                    Ok(())
+                } else {
+                    Err(SamplerError::invalid("order", order, "must lie in 1 … 4"))
+                }
+            }
+            SamplerKind::UniPc { order, .. } => {
+                if (1..=3).contains(order) {
+                    Ok(())
+                } else {
+                    Err(SamplerError::invalid("order", order, "must lie in 1 … 3"))
+                }
+            }
             SamplerKind::Adaptive { rtol, atol } => {
                 if !(*rtol > 0.0 || *atol > 0.0)
                     || rtol.is_nan()
@@ -303,7 +387,8 @@ impl SamplerKind {
             SamplerKind::EdmStochastic { s_churn, .. } => *s_churn > 0.0,
             SamplerKind::EulerAncestral { eta, .. }
             | SamplerKind::Ddim { eta }
-            | SamplerKind::DpmSolverPp2mSde { eta } => *eta > 0.0,
+            | SamplerKind::DpmSolverPp2mSde { eta }
+            | SamplerKind::DpmSolverPp3mSde { eta } => *eta > 0.0,
             SamplerKind::DdpmAncestral { .. } | SamplerKind::EulerMaruyama => true,
             _ => false,
         }
@@ -328,6 +413,15 @@ impl SamplerKind {
             SamplerKind::DpmSolverPp2mSde { .. } => "dpmpp_2m_sde",
             SamplerKind::EulerMaruyama => "euler_maruyama",
             SamplerKind::Deis3 => "deis3",
+            SamplerKind::Lms { .. } => "lms",
+            SamplerKind::Ipndm { .. } => "ipndm",
+            SamplerKind::DpmSolverPp3m => "dpmpp_3m",
+            SamplerKind::DpmSolverPp3mSde { .. } => "dpmpp_3m_sde",
+            SamplerKind::UniPc {
+                variant: UniPcVariant::Bh1,
+                ..
+            } => "unipc_bh1",
+            SamplerKind::UniPc { .. } => "unipc",
             SamplerKind::Adaptive { .. } => "adaptive",
         }
     }

@@ -6,7 +6,7 @@
 use crate::error::Result;
 use crate::integrators::Run;
 use crate::state::State;
-use crate::step::CHURN_DRAW;
+use crate::step::{stream, CHURN_DRAW};
 
 impl<S: State> Run<'_, '_, S> {
     /// (x̂, σ̂) with σ̂ = round(σ̃(1 + γ)), γ = min(S_churn/N, √2 − 1) for σ̃ ∈ [S_min, S_max]
@@ -25,8 +25,13 @@ impl<S: State> Run<'_, '_, S> {
             return Ok((x, s));
         }
         let s_hat = self.m.round_sigma(s * (1.0 + gamma));
-        let eps = self.noise(&x, i, CHURN_DRAW)?;
-        let x = x.lincomb(1.0, &eps, (s_hat * s_hat - s * s).sqrt() * c.s_noise);
+        let mut x = x;
+        x.add_randn(
+            (s_hat * s_hat - s * s).sqrt() * c.s_noise,
+            self.seed,
+            self.first_index,
+            stream(i, CHURN_DRAW),
+        )?;
         Ok((x, s_hat))
     }
 }

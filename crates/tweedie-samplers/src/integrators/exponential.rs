@@ -5,6 +5,7 @@
 use crate::error::Result;
 use crate::integrators::Run;
 use crate::state::State;
+use crate::step::stream;
 
 impl<S: State> Run<'_, '_, S> {
     pub(super) fn dpmpp_2s(&mut self, mut x: S) -> Result<S> {
@@ -36,15 +37,19 @@ impl<S: State> Run<'_, '_, S> {
                 den.clone()
             } else {
                 let h = (s / s1).ln();
-                let dd = match &prev {
+                let c = -(-h).exp_m1();
+                // x̃′ = (σ̃′/σ̃)x̃ + c·D_d, D_d = (1 + 1/2r)D − (1/2r)D_{i−1}, formed in place.
+                let mut xn = x;
+                match &prev {
                     Some((old, h_last)) => {
                         let r = h_last / h;
-                        den.lincomb(1.0 + 0.5 / r, old, -0.5 / r)
+                        xn.lincomb_assign(s1 / s, &den, c * (1.0 + 0.5 / r));
+                        xn.lincomb_assign(1.0, old, -c * 0.5 / r);
                     }
-                    None => den.clone(),
-                };
+                    None => xn.lincomb_assign(s1 / s, &den, c),
+                }
                 prev = Some((den.clone(), h));
-                x.lincomb(s1 / s, &dd, -(-h).exp_m1())
+                xn
             };
             x = self.end_step(i, xn, &den)?;
         }
@@ -62,14 +67,22 @@ impl<S: State> Run<'_, '_, S> {
                 let h = (s / s1).ln();
                 let eh = eta * h;
                 let c = -(-h - eh).exp_m1();
-                let mut xn = x.lincomb(s1 / s * (-eh).exp(), &den, c);
-                if let Some((old, h_last)) = &prev {
-                    let r = h_last / h;
-                    xn = xn.lincomb3(1.0, &den, 0.5 * c / r, old, -0.5 * c / r);
+                let mut xn = x;
+                match &prev {
+                    Some((old, h_last)) => {
+                        let r = h_last / h;
+                        xn.lincomb_assign(s1 / s * (-eh).exp(), &den, c * (1.0 + 0.5 / r));
+                        xn.lincomb_assign(1.0, old, -0.5 * c / r);
+                    }
+                    None => xn.lincomb_assign(s1 / s * (-eh).exp(), &den, c),
                 }
                 if eta > 0.0 {
-                    let eps = self.noise(&x, i, 0)?;
-                    xn = xn.lincomb(1.0, &eps, s1 * (-(-2.0 * eh).exp_m1()).sqrt());
+                    xn.add_randn(
+                        s1 * (-(-2.0 * eh).exp_m1()).sqrt(),
+                        self.seed,
+                        self.first_index,
+                        stream(i, 0),
+                    )?;
                 }
                 prev = Some((den.clone(), h));
                 xn

@@ -7,6 +7,9 @@
 //!   Euler–Maruyama in process coordinates).
 //! - [`exponential`]: DPM-Solver++ (2S, 2M, 2M SDE), exponential integrators in λ = −log σ̃.
 //! - [`multistep`]: ρAB-DEIS, Adams–Bashforth in σ̃.
+//! - [`lms`]: k-diffusion's LMS (orders 1–4, Lagrange in σ̃) and iPNDM.
+//! - [`dpmpp3m`]: DPM-Solver++(3M) and its SDE form.
+//! - [`unipc`]: UniPC's predictor and corrector (B₁/B₂, orders 1–3).
 //! - [`adaptive`]: the embedded exponential 3(2) solver with step-size control.
 //! - [`churn`]: EDM's S_churn noise injection before a step, for the samplers it suits.
 //! - [`weights`]: the quadrature weights the multistep and exponential integrators share.
@@ -15,10 +18,13 @@
 
 pub mod adaptive;
 pub mod churn;
+pub mod dpmpp3m;
 pub mod exponential;
+pub mod lms;
 pub mod multistep;
 pub mod ode;
 pub mod stochastic;
+pub mod unipc;
 pub mod weights;
 
 use tweedie_core::Process;
@@ -185,6 +191,15 @@ pub(crate) fn integrate<S: State>(run: &mut Run<'_, '_, S>, kind: &SamplerKind, 
         SamplerKind::DpmSolverPp2mSde { eta } => run.dpmpp_2m_sde(x, eta),
         SamplerKind::EulerMaruyama => run.euler_maruyama(x),
         SamplerKind::Deis3 => run.deis3(x),
+        SamplerKind::Lms { order } => run.lms(x, order),
+        SamplerKind::Ipndm { order } => run.ipndm(x, order),
+        SamplerKind::DpmSolverPp3m => run.dpmpp_3m(x, 0.0),
+        SamplerKind::DpmSolverPp3mSde { eta } => run.dpmpp_3m(x, eta),
+        SamplerKind::UniPc {
+            order,
+            variant,
+            corrector,
+        } => run.unipc(x, order, variant, corrector),
         SamplerKind::Adaptive { rtol, atol } => run.adaptive(x, rtol, atol),
     }
 }

@@ -14,10 +14,12 @@ impl<S: State> Run<'_, '_, S> {
 
     pub(super) fn euler(&mut self, mut x: S) -> Result<S> {
         for i in 0..self.n() {
-            let (x0, s) = self.churn(x, i, self.s[i])?;
+            let (mut xn, s) = self.churn(x, i, self.s[i])?;
             let s1 = self.s[i + 1];
-            let den = self.den(&x0, s)?;
-            let xn = Self::euler_to(&x0, &den, s, s1);
+            let den = self.den(&xn, s)?;
+            // In place: the step allocates nothing besides the model's output.
+            let r = s1 / s;
+            xn.lincomb_assign(r, &den, 1.0 - r);
             x = self.end_step(i, xn, &den)?;
         }
         Ok(x)
@@ -31,20 +33,22 @@ impl<S: State> Run<'_, '_, S> {
             x = xc;
             let s1 = self.s[i + 1];
             let den = self.den(&x, s)?;
-            // d = (x − D)/σ; Euler predictor.
-            let d = x.lincomb(1.0 / s, &den, -1.0 / s);
-            let xe = x.lincomb(1.0, &d, s1 - s);
-            let (xn, last_den) = if s1 > 0.0 {
+            // Euler predictor x̃_e = x̃ + (σ′ − σ)·d, d = (x̃ − D)/σ.
+            let xe = Self::euler_to(&x, &den, s, s1);
+            let last_den = if s1 > 0.0 {
+                // Trapezoid x̃ + (σ′ − σ)(d + d′)/2 with d′ = (x̃_e − D′)/σ′, formed in place in x̃:
+                // one state (x̃_e) allocated per step besides the model's outputs.
                 let den2 = self.den(&xe, s1)?;
-                let d2 = xe.lincomb(1.0 / s1, &den2, -1.0 / s1);
-                (
-                    x.lincomb3(1.0, &d, 0.5 * (s1 - s), &d2, 0.5 * (s1 - s)),
-                    den2,
-                )
+                let (a, b) = (0.5 * (s1 - s) / s, 0.5 * (s1 - s) / s1);
+                x.lincomb_assign(1.0 + a, &den, -a);
+                x.lincomb_assign(1.0, &xe, b);
+                x.lincomb_assign(1.0, &den2, -b);
+                den2
             } else {
-                (xe, den)
+                x = xe;
+                den
             };
-            x = self.end_step(i, xn, &last_den)?;
+            x = self.end_step(i, x, &last_den)?;
         }
         Ok(x)
     }

@@ -5,6 +5,7 @@
 use crate::error::Result;
 use crate::integrators::Run;
 use crate::state::State;
+use crate::step::stream;
 
 impl<S: State> Run<'_, '_, S> {
     pub(super) fn euler_ancestral(&mut self, mut x: S, eta: f64, s_noise: f64) -> Result<S> {
@@ -13,12 +14,13 @@ impl<S: State> Run<'_, '_, S> {
             let den = self.den(&x, s)?;
             let up = (eta * (s1 * s1 * (s * s - s1 * s1) / (s * s)).sqrt()).min(s1);
             let down = (s1 * s1 - up * up).max(0.0).sqrt();
-            let mut xn = Self::euler_to(&x, &den, s, down);
+            // In place: x̃ ← (σ_down/σ̃)x̃ + (1 − σ_down/σ̃)D + S_noise·σ_up·ε.
+            let r = down / s;
+            x.lincomb_assign(r, &den, 1.0 - r);
             if up > 0.0 {
-                let eps = self.noise(&x, i, 0)?;
-                xn = xn.lincomb(1.0, &eps, s_noise * up);
+                x.add_randn(s_noise * up, self.seed, self.first_index, stream(i, 0))?;
             }
-            x = self.end_step(i, xn, &den)?;
+            x = self.end_step(i, x, &den)?;
         }
         Ok(x)
     }
@@ -86,8 +88,15 @@ impl<S: State> Run<'_, '_, S> {
                 // x_t′ = x_t + (f·x_t − g²·(a·D − x_t)/σ²)·dt + g√|dt|·ε, with x_t = a·x̃; then x̃′ = x_t′/a′.
                 let cx = a / a1 * (1.0 + f * dt + g2 * dt / (sg * sg));
                 let cd = -a / a1 * g2 * dt / (sg * sg);
-                let eps = self.noise(&x, i, 0)?;
-                x.lincomb3(cx, &den, cd, &eps, (g2 * dt.abs()).sqrt() / a1)
+                let mut xn = x;
+                xn.lincomb_assign(cx, &den, cd);
+                xn.add_randn(
+                    (g2 * dt.abs()).sqrt() / a1,
+                    self.seed,
+                    self.first_index,
+                    stream(i, 0),
+                )?;
+                xn
             };
             x = self.end_step(i, xn, &den)?;
         }
