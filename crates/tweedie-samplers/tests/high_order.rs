@@ -95,8 +95,9 @@ fn multistep_solvers_reach_their_orders() {
     assert!(failures.is_empty(), "{failures:#?}");
 }
 
-/// iPNDM's equal-step weights are not the variable-step Adams–Bashforth weights, so on the
-/// ρ = 7 grid its order is measured, not assumed: it must at least beat Euler's first order.
+/// iPNDM's equal-step weights are not the variable-step Adams–Bashforth weights: on the ρ = 7
+/// grid, whose step ratios drift by O(h), the fourth-order weights give a second-order method
+/// (measured local orders 2.18, 2.08, 2.02).
 #[test]
 fn ipndm_converges() {
     let x_t = normal_rows(5, 0, BATCH, 0, DIM) * SIGMA_MAX + &mean();
@@ -107,5 +108,5 @@ fn ipndm_converges() {
         .collect();
     let orders: Vec<f64> = errs.windows(2).map(|w| (w[0] / w[1]).log2()).collect();
     eprintln!("ipndm: errors {errs:?}, local orders {orders:?}");
-    assert!(orders[orders.len() - 1] > 1.5, "{orders:?}");
+    assert!((orders[orders.len() - 1] - 2.0).abs() < 0.25, "{orders:?}");
 }

@@ -315,3 +315,25 @@ fn churn_with_every_sampler_it_suits() {
         .to_string();
     assert!(e.contains("s_noise"), "{e}");
 }
+mixture_test!(
+    dpmpp_3m_sde_2d_64d,
+    SamplerKind::DpmSolverPp3mSde { eta: 1.0 },
+    48,
+    48
+);
+// Extrapolating D in λ through three points overshoots on the ρ = 7 grid's large early steps:
+// at 18 steps the 2-D means are off by 6 standard errors (UniPC's corrector, same predictor,
+// passes at 18), at 32 steps every check passes.
+mixture_test!(dpmpp_3m_2d_64d, SamplerKind::DpmSolverPp3m, 32, 32);
+mixture_test!(
+    unipc_2d_64d,
+    SamplerKind::UniPc {
+        order: 3,
+        variant: tweedie_core::multistep::UniPcVariant::Bh2,
+        corrector: true
+    },
+    18,
+    18
+);
+mixture_test!(lms_2d_64d, SamplerKind::Lms { order: 4 }, 18, 18);
+mixture_test!(ipndm_2d_64d, SamplerKind::Ipndm { order: 4 }, 24, 24);
