@@ -304,8 +304,9 @@ mod tests {
         x.write_npy(f).unwrap();
     }
 
-    /// gmm2d: the written log p matches the exact log p_σ̃_min within the prior's O(1e-3)
-    /// error; bits/dim are −log p/(2 ln 2).
+    /// gmm2d: the written log p matches the exact log p_σ̃_min within the default prior's error
+    /// (N(0, 80²I) for p_80: up to ~0.015 nats at these points; the solver's is 3e-4 at 48
+    /// steps, see tweedie-samplers' tests/likelihood.rs); bits/dim are −log p/(2 ln 2).
     #[test]
     fn mixture_likelihood_to_npy() {
         let dir = std::env::temp_dir().join(format!("tweedie-lik-{}", std::process::id()));
@@ -324,7 +325,7 @@ mod tests {
         let want = g.log_prob_t(x.view(), &edm, 0.002).unwrap();
         for i in 0..6 {
             assert!(
-                (l[i] - want[i]).abs() < 1e-2,
+                (l[i] - want[i]).abs() < 3e-2,
                 "{i}: {} vs {}",
                 l[i],
                 want[i]
