@@ -7,7 +7,7 @@
 //! u_max gives log p_{σ̃_min}(x̃) = log p_{σ̃_max}(x̃(u_max)) + ∫ (n − tr J) du. The formulas
 //! here are the pieces every backend shares; the solver is `tweedie_samplers::likelihood`.
 
-use crate::error::{CoreError, Result};
+use crate::error::{CoreError, Invalid, Result};
 
 /// The divergence of the ODE's velocity in u = ln σ̃: div(x̃ − D) = n − tr(∂D/∂x̃).
 pub fn velocity_divergence(dim: usize, trace_jacobian: f64) -> f64 {
@@ -55,7 +55,7 @@ impl Dequantizer {
             Err(CoreError::invalid(
                 "data",
                 x,
-                &format!(
+                format!(
                     "dequantised data must be integer levels 0 … {}",
                     self.levels - 1
                 ),

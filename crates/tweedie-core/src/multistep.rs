@@ -5,7 +5,7 @@
 // Negated float comparisons (`!(x > 0.0)`) are deliberate: they also reject NaN.
 #![allow(clippy::neg_cmp_op_on_partial_ord)]
 
-use crate::error::{CoreError, Result};
+use crate::error::{CoreError, Invalid, Result};
 
 /// The weights of one step x̃′ = a·x̃ + Σ_j w_j·D_j (D_0 at the current point, then older ones)
 /// + w_new·D(x̃′_pred) for a corrector.

@@ -12,6 +12,7 @@
 use ndarray::Array2;
 use tweedie_core::likelihood::{gaussian_log_density, velocity_divergence};
 use tweedie_core::rng::{normal_rows, streams};
+use tweedie_core::Invalid;
 
 use crate::error::{Result, SamplerError};
 use crate::model::Model;

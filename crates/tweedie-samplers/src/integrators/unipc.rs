@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 
 use tweedie_core::multistep::{unipc_weights, UniPcVariant};
+use tweedie_core::Invalid;
 
 use crate::error::Result;
 use crate::integrators::Run;
