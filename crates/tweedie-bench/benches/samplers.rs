@@ -12,7 +12,7 @@ use ndarray::Array2;
 use tweedie_core::param::{convert, convert_coeffs};
 use tweedie_core::process::{Edm, ProcessKind};
 use tweedie_core::{Param, TimeGrid, Timer, TimerKind};
-use tweedie_samplers::{Init, Model, Sampler, SamplerKind, SAMPLER_NAMES};
+use tweedie_samplers::{Capabilities, Init, Model, Sampler, SamplerKind, SAMPLER_NAMES};
 
 /// Exact denoiser of a standard normal prior: E[x₀ | x₀ + σε] = x/(1 + σ²).
 struct StdNormal;
@@ -20,6 +20,9 @@ struct StdNormal;
 impl Model<Array2<f64>> for StdNormal {
     fn denoise(&self, x: &Array2<f64>, sigma: f64) -> tweedie_samplers::Result<Array2<f64>> {
         Ok(x * (1.0 / (1.0 + sigma * sigma)))
+    }
+    fn capabilities(&self) -> Capabilities<'_, Array2<f64>> {
+        Capabilities::none()
     }
 }
 

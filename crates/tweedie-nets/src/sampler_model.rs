@@ -8,7 +8,10 @@ use tweedie_core::Invalid;
 use ndarray::{Array2, ArrayD, ArrayViewD, IxDyn};
 use tch::{Device, Kind, Tensor};
 use tweedie_core::space::TchTensor;
-use tweedie_samplers::{ClassModel, Model, ModelError, Result, SamplerError};
+use tweedie_samplers::{
+    Capabilities, ClassCapabilities, ClassLearnedVariance, ClassModel, LearnedVariance, Model,
+    ModelError, Result, SamplerError, SigmaRounding, Vjp,
+};
 
 use crate::error::{NetsError, Result as NetsResult};
 use crate::precond::{variance_fraction, PrecondDenoiser};
@@ -18,6 +21,10 @@ use crate::precond::{variance_fraction, PrecondDenoiser};
 /// that label dropout trains for classifier-free guidance, Ho & Salimans 2022), and per-row
 /// labels for a batch ([`NetModel::set_labels`]). A learned-variance network (2C output
 /// channels, iDDPM) also supplies v = (raw + 1)/2 to the DDPM ancestral sampler.
+///
+/// Capabilities on every state type: σ̃ rounding (iDDPM's u-grid, as the preconditioning
+/// evaluates it; EDM's stochastic sampler rounds σ̂ through it, as NVlabs/edm does); on tensor
+/// and `ArrayD` states the learned variance; on tensor states the VJP.
 ///
 /// libtorch tensors are `Send` but not `Sync`; the mutexes make the model shareable by the
 /// samplers' threads at the cost of one uncontended lock per network evaluation.
@@ -204,7 +211,18 @@ impl Model<TchTensor> for NetModel {
             .map_err(to_sampler)
     }
 
-    fn denoise_with_variance(
+    fn capabilities(&self) -> Capabilities<'_, TchTensor> {
+        Capabilities {
+            vjp: Some(self),
+            learned_variance: Some(self),
+            sigma_rounding: Some(self),
+            ..Capabilities::none()
+        }
+    }
+}
+
+impl LearnedVariance<TchTensor> for NetModel {
+    fn denoise_variance(
         &self,
         x: &TchTensor,
         sigma: f64,
@@ -214,13 +232,10 @@ impl Model<TchTensor> for NetModel {
             .map_err(to_sampler)?;
         Ok((TchTensor(d), v.map(TchTensor)))
     }
+}
 
-    fn denoise_vjp(
-        &self,
-        x: &TchTensor,
-        sigma: f64,
-        v: &TchTensor,
-    ) -> Result<(TchTensor, TchTensor)> {
+impl Vjp<TchTensor> for NetModel {
+    fn vjp(&self, x: &TchTensor, sigma: f64, v: &TchTensor) -> Result<(TchTensor, TchTensor)> {
         let y = self.current_labels(x, self.class).map_err(to_sampler)?;
         let (d, g) = self
             .lock()
@@ -228,9 +243,11 @@ impl Model<TchTensor> for NetModel {
             .map_err(to_sampler)?;
         Ok((TchTensor(d), TchTensor(g)))
     }
+}
 
-    fn has_vjp(&self) -> bool {
-        true
+impl SigmaRounding for NetModel {
+    fn rounded(&self, sigma: f64) -> f64 {
+        self.lock().round_sigma(sigma)
     }
 }
 
@@ -243,6 +260,30 @@ impl ClassModel<TchTensor> for NetModel {
             .map_err(to_sampler)?;
         Ok(TchTensor(d))
     }
+
+    fn class_capabilities(&self) -> ClassCapabilities<'_, TchTensor> {
+        ClassCapabilities {
+            learned_variance: Some(self),
+            sigma_rounding: Some(self),
+        }
+    }
+}
+
+impl ClassLearnedVariance<TchTensor> for NetModel {
+    fn denoise_class_variance(
+        &self,
+        x: &TchTensor,
+        sigma: f64,
+        class: Option<usize>,
+    ) -> Result<(TchTensor, Option<TchTensor>)> {
+        let y = self.labels(x, class).map_err(to_sampler)?;
+        let (d, raw) = tch::no_grad(|| {
+            self.lock()
+                .forward_with_variance(x, &Tensor::from(sigma), y.as_ref(), None, false)
+        })
+        .map_err(to_sampler)?;
+        Ok((TchTensor(d), raw.map(|r| TchTensor(variance_fraction(&r)))))
+    }
 }
 
 /// f64 ndarray states (training evaluation): the network runs in f32 on the model's device.
@@ -251,7 +292,17 @@ impl Model<ArrayD<f64>> for NetModel {
         Ok(self.denoise_view(&x.view(), sigma)?.0)
     }
 
-    fn denoise_with_variance(
+    fn capabilities(&self) -> Capabilities<'_, ArrayD<f64>> {
+        Capabilities {
+            learned_variance: Some(self),
+            sigma_rounding: Some(self),
+            ..Capabilities::none()
+        }
+    }
+}
+
+impl LearnedVariance<ArrayD<f64>> for NetModel {
+    fn denoise_variance(
         &self,
         x: &ArrayD<f64>,
         sigma: f64,
@@ -307,5 +358,12 @@ impl Model<Array2<f64>> for NetModel {
         let (d, _) = self.denoise_view(&xd, sigma)?;
         d.into_shape_with_order((b, n))
             .map_err(|e| SamplerError::Shape(e.to_string()))
+    }
+
+    fn capabilities(&self) -> Capabilities<'_, Array2<f64>> {
+        Capabilities {
+            sigma_rounding: Some(self),
+            ..Capabilities::none()
+        }
     }
 }

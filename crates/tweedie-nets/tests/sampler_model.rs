@@ -5,7 +5,7 @@ use tch::{nn, Device, Kind, Tensor};
 use tweedie_core::space::TchTensor;
 use tweedie_core::{Precond, ProcessKind, Timer, TimerKind};
 use tweedie_nets::{NetConfig, NetModel, PrecondDenoiser, Wrapper};
-use tweedie_samplers::{ClassModel, Init, Model, Sampler, SamplerKind};
+use tweedie_samplers::{ClassModel, Init, Model, ModelExt, Sampler, SamplerKind};
 
 fn model(label_dim: usize) -> (nn::VarStore, NetModel) {
     tch::manual_seed(11);
@@ -31,7 +31,7 @@ fn net_model_matches_denoiser_and_samples() {
     let x = TchTensor(Tensor::randn([5, 2], (Kind::Float, Device::Cpu)));
     let a = m.denoise(&x, 0.8).unwrap();
     let (d, g) = m.denoise_vjp(&x, 0.8, &x).unwrap();
-    assert!(Model::<TchTensor>::has_vjp(&m));
+    assert!(ModelExt::<TchTensor>::has_vjp(&m));
     assert_eq!(g.size(), vec![5, 2]);
     let inner = m.into_inner();
     let b = inner.denoise_at(&x, 0.8, None).unwrap();
@@ -202,4 +202,55 @@ fn network_errors_keep_text_and_kind_through_the_sampler() {
         e.to_string().contains("3 row labels set for a batch of 7"),
         "{e}"
     );
+}
+
+/// Regression (issue 10): wrappers keep every capability of the network. NetModel rounds σ̃ as
+/// its iDDPM preconditioning does (EDM's stochastic sampler rounds σ̂ through the model, as
+/// NVlabs/edm does), on every state type; classifier-free guidance (Cfg) keeps the rounding and
+/// the learned variance (the conditional model's v, as GLIDE/ADM's guided sampling does).
+#[test]
+fn wrappers_keep_rounding_and_learned_variance() {
+    tch::manual_seed(5);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let mut cfg = NetConfig::preset("mlp-small").unwrap();
+    if let NetConfig::Mlp(m) = &mut cfg {
+        m.out_dim = Some(4);
+        m.label_dim = 3;
+    }
+    let d = PrecondDenoiser::new(&vs.root(), &cfg, Wrapper::Precond(Precond::iddpm())).unwrap();
+    tch::no_grad(|| {
+        for (_, mut t) in vs.variables() {
+            let n = t.randn_like() * 0.3;
+            let _ = t.f_add_(&n);
+        }
+    });
+    let rounded = d.round_sigma(1.0);
+    assert!(rounded != 1.0, "1.0 is not on iDDPM's u-grid");
+    let m = NetModel::new(d, 3);
+    assert_eq!(ModelExt::<TchTensor>::round_sigma(&m, 1.0), rounded);
+    assert_eq!(
+        ModelExt::<ndarray::ArrayD<f64>>::round_sigma(&m, 1.0),
+        rounded
+    );
+    assert_eq!(
+        ModelExt::<ndarray::Array2<f64>>::round_sigma(&m, 1.0),
+        rounded
+    );
+
+    let x = TchTensor(Tensor::randn([3, 2], (Kind::Float, Device::Cpu)));
+    m.set_labels(Some(&[1, 1, 1])).unwrap();
+    let (_, v_cond) = ModelExt::<TchTensor>::denoise_with_variance(&m, &x, 1.5).unwrap();
+    let v_cond = v_cond.expect("learned variance");
+    m.set_labels(None).unwrap();
+    let g = tweedie_samplers::Cfg {
+        model: m,
+        class: 1,
+        w: 0.5,
+    };
+    assert_eq!(ModelExt::<TchTensor>::round_sigma(&g, 1.0), rounded);
+    let (den, v) = ModelExt::<TchTensor>::denoise_with_variance(&g, &x, 1.5).unwrap();
+    let v = v.expect("Cfg keeps the learned variance");
+    assert!(bool::try_from(v.eq_tensor(&v_cond).all()).unwrap());
+    let plain = Model::<TchTensor>::denoise(&g, &x, 1.5).unwrap();
+    assert!(bool::try_from(den.eq_tensor(&plain).all()).unwrap());
 }

@@ -10,7 +10,7 @@ use tweedie_core::{Process, TimeGrid};
 
 use crate::error::{Result, SamplerError};
 use crate::kind::SamplerKind;
-use crate::model::{Counted, Model};
+use crate::model::{Capabilities, Counted, Model, ModelExt};
 use crate::ops::ForwardModel;
 use crate::sampler::{Callback, Init, NoiseKey, SampleOutput, Sampler, StepHook};
 use crate::state::State;
@@ -243,9 +243,15 @@ impl<S: State> Model<S> for GuidedModel<'_, S> {
         let (_, jv) = self.model.denoise_vjp(x, sigma, &v)?;
         Ok(den.lincomb(1.0, &jv, sigma * sigma))
     }
-    fn sample_marginal(&self, t: &S, sigma: f64, seed: u64, first: u64) -> Option<Result<S>> {
-        // At the starting σ̃ the prior and posterior marginals differ by O(1/σ̃²); the prior's is used.
-        self.model.sample_marginal(t, sigma, seed, first)
+    /// The prior's exact marginal draws (at the starting σ̃ the prior and posterior marginals
+    /// differ by O(1/σ̃²)) and σ̃ rounding; no VJP of the guided D.
+    fn capabilities(&self) -> Capabilities<'_, S> {
+        let inner = self.model.capabilities();
+        Capabilities {
+            exact_marginal: inner.exact_marginal,
+            sigma_rounding: inner.sigma_rounding,
+            ..Capabilities::none()
+        }
     }
 }
 

@@ -61,8 +61,9 @@ pub use error::{ModelError, Result, SamplerError};
 pub use kind::{Churn, SamplerKind, SamplerSpec, SAMPLER_NAMES};
 pub use mixture::MixtureModel;
 pub use model::{
-    from_fn, plain_fn, Cfg, ClassModel, Counted, FnModel, Model, ParamModel, PlainFnModel,
-    TimeModel,
+    from_fn, plain_fn, Capabilities, Cfg, ClassCapabilities, ClassLearnedVariance, ClassModel,
+    Counted, ExactMarginal, ExactPosterior, FnModel, LearnedVariance, Model, ModelExt, ParamModel,
+    PlainFnModel, SigmaRounding, TimeModel, Vjp,
 };
 pub use ops::{Blur, Downsample, ForwardModel, Mask, MatrixOp};
 pub use sampler::{Init, SampleOutput, Sampler, StepHook, StepInfo};

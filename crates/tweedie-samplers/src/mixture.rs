@@ -14,7 +14,9 @@ use tweedie_core::Invalid;
 
 use crate::error::{Result, SamplerError};
 use crate::linalg;
-use crate::model::{ClassModel, Model};
+use crate::model::{
+    Capabilities, ClassCapabilities, ClassModel, ExactMarginal, ExactPosterior, Model, Vjp,
+};
 use crate::ops::ForwardModel;
 use crate::state::State;
 use tweedie_core::rng::{stream_rng, streams};
@@ -375,38 +377,43 @@ impl<S: State> Model<S> for MixtureModel {
     fn denoise(&self, x: &S, sigma: f64) -> Result<S> {
         x.with_rows(&self.denoise_rows(&x.to_rows(), sigma))
     }
-    fn denoise_vjp(&self, x: &S, sigma: f64, v: &S) -> Result<(S, S)> {
+    fn capabilities(&self) -> Capabilities<'_, S> {
+        Capabilities {
+            vjp: Some(self),
+            learned_variance: None,
+            exact_posterior: Some(self),
+            exact_marginal: Some(self),
+            sigma_rounding: None,
+        }
+    }
+}
+
+impl<S: State> Vjp<S> for MixtureModel {
+    fn vjp(&self, x: &S, sigma: f64, v: &S) -> Result<(S, S)> {
         let (d, jv) = self.denoise_vjp_rows(&x.to_rows(), sigma, &v.to_rows());
         Ok((x.with_rows(&d)?, x.with_rows(&jv)?))
     }
-    fn has_vjp(&self) -> bool {
-        true
-    }
-    fn exact_posterior(
-        &self,
-        op: &dyn ForwardModel,
-        y: &Array1<f64>,
-    ) -> Option<Result<Box<dyn Model<S>>>> {
-        let r = op
+}
+
+impl<S: State> ExactPosterior<S> for MixtureModel {
+    fn posterior(&self, op: &dyn ForwardModel, y: &Array1<f64>) -> Result<Box<dyn Model<S>>> {
+        let m = op
             .matrix()
-            .and_then(|a| self.posterior(&a, y, op.noise_std()));
-        Some(r.map(|m| Box::new(m) as Box<dyn Model<S>>))
+            .and_then(|a| self.posterior(&a, y, op.noise_std()))?;
+        Ok(Box::new(m))
     }
-    fn sample_marginal(
-        &self,
-        template: &S,
-        sigma: f64,
-        seed: u64,
-        first: u64,
-    ) -> Option<Result<S>> {
+}
+
+impl<S: State> ExactMarginal<S> for MixtureModel {
+    fn draw(&self, template: &S, sigma: f64, seed: u64, first: u64) -> Result<S> {
         if template.sample_len() != self.dim() {
-            return Some(Err(SamplerError::Shape(format!(
+            return Err(SamplerError::Shape(format!(
                 "state has {} elements per sample, mixture dimension {}",
                 template.sample_len(),
                 self.dim()
-            ))));
+            )));
         }
-        Some(template.with_rows(&self.sample_rows(template.batch(), sigma, seed, first)))
+        template.with_rows(&self.sample_rows(template.batch(), sigma, seed, first))
     }
 }
 
@@ -417,6 +424,9 @@ impl<S: State> ClassModel<S> for MixtureModel {
             None => self.denoise(x, sigma),
             Some(k) => self.component(k)?.denoise(x, sigma),
         }
+    }
+    fn class_capabilities(&self) -> ClassCapabilities<'_, S> {
+        ClassCapabilities::none()
     }
 }
 

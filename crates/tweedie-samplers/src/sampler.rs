@@ -7,7 +7,7 @@ use tweedie_core::{Process, TimeGrid};
 use crate::error::{Result, SamplerError};
 use crate::integrators::{self, Run, RunSpec};
 use crate::kind::{Churn, SamplerKind};
-use crate::model::{Counted, Model};
+use crate::model::{Counted, Model, ModelExt};
 use crate::state::State;
 pub use crate::step::{Callback, NoiseKey, StepHook, StepInfo, HOOK_DRAW};
 

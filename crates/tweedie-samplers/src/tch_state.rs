@@ -75,12 +75,19 @@ where
     fn denoise(&self, x: &TchTensor, sigma: f64) -> Result<TchTensor> {
         Ok(TchTensor(tch::no_grad(|| (self.f)(x, sigma))))
     }
-    fn denoise_vjp(
-        &self,
-        x: &TchTensor,
-        sigma: f64,
-        v: &TchTensor,
-    ) -> Result<(TchTensor, TchTensor)> {
+    fn capabilities(&self) -> crate::model::Capabilities<'_, TchTensor> {
+        crate::model::Capabilities {
+            vjp: Some(self),
+            ..crate::model::Capabilities::none()
+        }
+    }
+}
+
+impl<F> crate::model::Vjp<TchTensor> for TchFnModel<F>
+where
+    F: Fn(&Tensor, f64) -> Tensor + Send + Sync,
+{
+    fn vjp(&self, x: &TchTensor, sigma: f64, v: &TchTensor) -> Result<(TchTensor, TchTensor)> {
         let xg = x.detach().set_requires_grad(true);
         let d = (self.f)(&xg, sigma);
         let inner = (&d * v.detach()).sum(Kind::Double);
@@ -90,8 +97,5 @@ where
             .next()
             .ok_or_else(|| SamplerError::Numerical("autograd returned no gradient".into()))?;
         Ok((TchTensor(d.detach()), TchTensor(jv)))
-    }
-    fn has_vjp(&self) -> bool {
-        true
     }
 }

@@ -197,6 +197,9 @@ impl Model<Array2<f64>> for Logged<'_> {
         self.sigmas.lock().unwrap().push(sigma);
         self.inner.denoise(x, sigma)
     }
+    fn capabilities(&self) -> tweedie_samplers::Capabilities<'_, Array2<f64>> {
+        tweedie_samplers::Capabilities::none()
+    }
 }
 
 /// NFE = calls made. D at a step's start is evaluated once however many attempts the step

@@ -274,12 +274,24 @@ impl tweedie_samplers::Model<Array2<f64>> for WithVariance {
     fn denoise(&self, x: &Array2<f64>, sigma: f64) -> tweedie_samplers::Result<Array2<f64>> {
         mixture_2d().denoise(x, sigma)
     }
-    fn denoise_with_variance(
+    fn capabilities(&self) -> tweedie_samplers::Capabilities<'_, Array2<f64>> {
+        tweedie_samplers::Capabilities {
+            learned_variance: Some(self),
+            ..tweedie_samplers::Capabilities::none()
+        }
+    }
+}
+
+impl tweedie_samplers::LearnedVariance<Array2<f64>> for WithVariance {
+    fn denoise_variance(
         &self,
         x: &Array2<f64>,
         sigma: f64,
     ) -> tweedie_samplers::Result<(Array2<f64>, Option<Array2<f64>>)> {
-        Ok((self.denoise(x, sigma)?, Some(x.mapv(|_| self.0))))
+        Ok((
+            tweedie_samplers::Model::denoise(self, x, sigma)?,
+            Some(x.mapv(|_| self.0)),
+        ))
     }
 }
 

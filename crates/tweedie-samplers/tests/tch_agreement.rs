@@ -9,7 +9,7 @@ use tch::{Kind, Tensor};
 use tweedie_core::process::{Edm, VpLinear};
 use tweedie_core::space::TchTensor;
 use tweedie_core::{Process, Timer, TimerKind};
-use tweedie_samplers::{Init, Sampler, SamplerKind, State};
+use tweedie_samplers::{Init, ModelExt, Sampler, SamplerKind, State};
 
 fn tensor(x: &Array2<f64>, kind: Kind) -> TchTensor {
     let v: Vec<f64> = x.iter().copied().collect();

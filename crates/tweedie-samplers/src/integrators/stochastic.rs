@@ -4,6 +4,7 @@
 
 use crate::error::Result;
 use crate::integrators::Run;
+use crate::model::ModelExt;
 use crate::state::State;
 use crate::step::stream;
 
