@@ -15,7 +15,7 @@ use tweedie_core::rng::{normal_rows, streams};
 use tweedie_core::Invalid;
 
 use crate::error::{Result, SamplerError};
-use crate::model::Model;
+use crate::model::{Model, ModelExt};
 use crate::state::State;
 
 /// Distribution of Hutchinson probes v (E[vvᵀ] = I for both).
