@@ -25,6 +25,7 @@ use crate::data::{Data, Dataset};
 use crate::error::{Result, TrainError};
 use crate::loss::{Loss, STREAM_NOISE};
 use crate::optim::{Adam, AdamConfig};
+use crate::parallel::{code_version, dist_err, shard_rows, DataParallel, Sync};
 use crate::sample::{generate, one_hot, NetModel, SamplePlan};
 
 /// RNG stream of the per-epoch permutations.
@@ -241,6 +242,8 @@ fn sync_sampling_copy(live: &Live, sampling: &Sampling) -> Result<()> {
 }
 
 struct Live {
+    /// Trainable parameters in creation order (the same on every rank).
+    params: Vec<Tensor>,
     vs: VarStore,
     den: PrecondDenoiser,
     ema: Ema,
@@ -275,6 +278,8 @@ fn torch_step_seed(seed: u64, k: u64) -> i64 {
 
 /// One training step k: loss of the batch, backward, Adam update, EMA update; returns the
 /// mean loss and the gradient norm. A non-finite loss returns before touching the weights.
+/// Under data parallelism (`sync`) this rank computes its shard `rows` of the global batch and
+/// the gradients are averaged over ranks; returns `None` when some rank asked to stop (`stop`).
 #[allow(clippy::too_many_arguments)]
 fn train_step(
     live: &mut Live,
@@ -285,13 +290,17 @@ fn train_step(
     k: u64,
     device: Device,
     last_good: u64,
-) -> Result<(f64, f64)> {
+    sync: &mut Sync<'_>,
+    rows: std::ops::Range<usize>,
+    stop: bool,
+) -> Result<Option<(f64, f64)>> {
     let t = &cfg.training;
     let b = t.batch_size;
-    let idx = sampler.indices(k, b);
+    let idx = sampler.indices(k, b)[rows.clone()].to_vec();
+    let n = idx.len();
     let mut x0 = data.batch_tensor(&idx, device);
     if t.hflip && data.is_image() {
-        let flips: Vec<f32> = (0..b as u64)
+        let flips: Vec<f32> = (rows.start as u64..rows.end as u64)
             .map(|i| {
                 if stream_rng(t.seed, k * b as u64 + i, STREAM_AUG).gen::<bool>() {
                     1.0
@@ -302,7 +311,7 @@ fn train_step(
             .collect();
         let m = Tensor::from_slice(&flips)
             .to_device(device)
-            .view([b as i64, 1, 1, 1]);
+            .view([n as i64, 1, 1, 1]);
         x0 = &x0 * (1.0 - &m) + x0.flip([-1]) * &m;
     }
     let labels = match (t.conditional, data.labels.as_ref(), data.num_classes) {
@@ -312,10 +321,11 @@ fn train_step(
         }
         _ => None,
     };
-    let first = k * b as u64;
-    let levels = loss.draw_levels(t.seed, first, b);
-    let eps = Loss::draw_noise(t.seed, first, b, data.dim()).to_device(device);
+    let first = k * b as u64 + rows.start as u64;
+    let levels = loss.draw_levels(t.seed, first, n);
+    let eps = Loss::draw_noise(t.seed, first, n, data.dim()).to_device(device);
     live.adam.zero_grad();
+    sync.before_forward()?;
     let den = &live.den;
     let per = with_torch_rng(|| {
         tch::manual_seed(torch_step_seed(t.seed, k));
@@ -330,7 +340,11 @@ fn train_step(
         )
     })?;
     let l = per.mean(Kind::Float);
-    let lv = l.double_value(&[]);
+    // Equal shards: the mean over ranks of the shard means is the global batch mean.
+    let (lv, stop) = sync.loss_and_stop(l.double_value(&[]), stop)?;
+    if stop {
+        return Ok(None);
+    }
     if !lv.is_finite() {
         return Err(TrainError::NonFinite {
             step: k + 1,
@@ -338,7 +352,17 @@ fn train_step(
             last_good,
         });
     }
-    l.backward();
+    sync.before_backward()?;
+    // f_backward, not backward: a failed gradient all-reduce (a peer died) surfaces here.
+    l.f_backward().map_err(|e| match sync.dp() {
+        Some(dp) => TrainError::Other(format!(
+            "rank {} of {}: DDP gradient all-reduce during backward failed: {e}",
+            dp.rank(),
+            dp.world()
+        )),
+        None => TrainError::Other(format!("backward: {e}")),
+    })?;
+    sync.after_backward(&live.params)?;
     let info = live.adam.step(k);
     if !info.grad_norm.is_finite() {
         return Err(TrainError::NonFinite {
@@ -350,7 +374,7 @@ fn train_step(
     live.ema
         .update(&live.vs, k * b as u64, b)
         .map_err(|e| TrainError::Other(format!("EMA: {e}")))?;
-    Ok((lv, info.grad_norm))
+    Ok(Some((lv, info.grad_norm)))
 }
 
 fn write_config(run_dir: &Path, cfg: &TrainConfig) -> Result<String> {
@@ -463,10 +487,94 @@ pub fn write_samples(path: &Path, s: &Sampling, cfg: &TrainConfig, data: &Data) 
 /// `eval.skip`) the evaluation report. On resume `cfg` is the run's config (its `training.steps`
 /// may have been raised).
 pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
+    train_parallel(cfg, opts, None)
+}
+
+/// [`train`] as one rank of a data-parallel job (`dp`; `None`: a single process). Rank r
+/// computes its B/N rows of each global batch; gradients are averaged over ranks; rank 0
+/// alone writes. The ranks check first that they run the same config and code.
+pub fn train_parallel(
+    cfg: &TrainConfig,
+    opts: &TrainOptions,
+    dp: Option<&DataParallel>,
+) -> Result<TrainOutcome> {
+    let writer = dp.is_none_or(|d| d.rank() == 0);
+    if let Some(d) = dp {
+        let text = format!("{}\n{}", cfg.to_toml()?, code_version());
+        d.pg.check_same(
+            "config and code version",
+            tweedie_dist::fnv1a64(text.as_bytes()),
+        )
+        .map_err(dist_err)?;
+    }
+    let setup = prepare(cfg, opts, dp, writer);
+    let (data, mcfg, loss, device, resumed, rows) = match dp {
+        Some(d) => d.agree("set-up", setup)?,
+        None => setup?,
+    };
+    let run_dir = &opts.run_dir;
+    let state_path = run_dir.join(STATE_FILE);
+    let config_text = cfg.to_toml()?;
+    if writer {
+        write_config(run_dir, cfg)?;
+    }
+    train_loop(
+        cfg,
+        opts,
+        dp,
+        writer,
+        Loaded {
+            data,
+            mcfg,
+            loss,
+            device,
+            resumed,
+            rows,
+            state_path,
+            config_text,
+        },
+    )
+}
+
+/// What every rank prepares before training.
+struct Loaded {
+    data: Data,
+    mcfg: ModelConfig,
+    loss: Loss,
+    device: Device,
+    resumed: Option<crate::checkpoint::LoadedState>,
+    rows: std::ops::Range<usize>,
+    state_path: PathBuf,
+    config_text: String,
+}
+
+type Prepared = (
+    Data,
+    ModelConfig,
+    Loss,
+    Device,
+    Option<crate::checkpoint::LoadedState>,
+    std::ops::Range<usize>,
+);
+
+fn prepare(
+    cfg: &TrainConfig,
+    opts: &TrainOptions,
+    dp: Option<&DataParallel>,
+    writer: bool,
+) -> Result<Prepared> {
+    let rows = match dp {
+        Some(d) => shard_rows(cfg.training.batch_size, d.rank(), d.world())?,
+        None => 0..cfg.training.batch_size,
+    };
     let data = cfg.data.load()?;
     let mcfg = model_config(cfg, &data)?;
     let loss = Loss::new(cfg.formulation()?)?;
-    let device = device_of(cfg)?;
+    let device = match (device_of(cfg)?, dp) {
+        // One GPU per rank on each node.
+        (Device::Cuda(_), Some(d)) => Device::Cuda(d.local_rank),
+        (dev, _) => dev,
+    };
     let run_dir = &opts.run_dir;
     let state_path = run_dir.join(STATE_FILE);
 
@@ -507,7 +615,7 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
             ));
         }
         Some(st)
-    } else {
+    } else if writer {
         if state_path.exists() {
             return Err(TrainError::Other(format!(
                 "{} already holds a run; resume it with --resume {} or choose another --out",
@@ -517,9 +625,30 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
         }
         std::fs::create_dir_all(run_dir).map_err(|e| TrainError::io(run_dir, e))?;
         None
+    } else {
+        None
     };
-    let config_text = write_config(run_dir, cfg)?;
+    Ok((data, mcfg, loss, device, resumed, rows))
+}
 
+fn train_loop(
+    cfg: &TrainConfig,
+    opts: &TrainOptions,
+    dp: Option<&DataParallel>,
+    writer: bool,
+    loaded: Loaded,
+) -> Result<TrainOutcome> {
+    let Loaded {
+        data,
+        mcfg,
+        loss,
+        device,
+        resumed,
+        rows,
+        state_path,
+        config_text,
+    } = loaded;
+    let run_dir = &opts.run_dir;
     let (vs, den) = with_torch_rng(|| {
         tch::manual_seed(torch_step_seed(cfg.training.seed, u64::MAX));
         mcfg.build(device)
@@ -539,27 +668,40 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
             grad_clip: t.grad_clip,
         },
     );
-    let mut live = Live { vs, den, ema, adam };
+    let params = vs.trainable_variables();
+    let mut live = Live {
+        params,
+        vs,
+        den,
+        ema,
+        adam,
+    };
     let start = match &resumed {
         Some(st) => {
             restore(&state_path, st, &live.vs, &mut live.ema, &mut live.adam)?;
-            truncate_metrics(&run_dir.join(files::METRICS), st.step)?;
+            if writer {
+                truncate_metrics(&run_dir.join(files::METRICS), st.step)?;
+            }
             st.step
         }
         None => {
             // A fresh run starts a fresh metrics file.
-            crate::plot::atomic_write(&run_dir.join(files::METRICS), b"")?;
+            if writer {
+                crate::plot::atomic_write(&run_dir.join(files::METRICS), b"")?;
+            }
             0
         }
     };
+    // After restoring: the reducer broadcasts rank 0's parameters to all ranks.
+    let mut sync = Sync::new(dp, &live.params)?;
     let sampling = Sampling::new(cfg, &mcfg, device)?;
     let samples_dir = run_dir.join(files::SAMPLES_DIR);
-    if t.sample_every > 0 {
+    if t.sample_every > 0 && writer {
         std::fs::create_dir_all(&samples_dir).map_err(|e| TrainError::io(&samples_dir, e))?;
     }
 
     let mut sampler = BatchSampler::new(data.train.len(), t.seed);
-    let pb = if opts.quiet {
+    let pb = if opts.quiet || !writer {
         indicatif::ProgressBar::hidden()
     } else {
         indicatif::ProgressBar::new(t.steps)
@@ -569,13 +711,22 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     pb.set_position(start);
-    let mut metrics = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(run_dir.join(files::METRICS))
-        .map_err(|e| TrainError::io(run_dir.join(files::METRICS), e))?;
+    let mut metrics = if writer {
+        Some(
+            std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(run_dir.join(files::METRICS))
+                .map_err(|e| TrainError::io(run_dir.join(files::METRICS), e))?,
+        )
+    } else {
+        None
+    };
     let mut last_good = start;
     let save = |live: &Live, step: u64| -> Result<()> {
+        if !writer {
+            return Ok(());
+        }
         save_state(
             &state_path,
             &live.vs,
@@ -592,27 +743,43 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
     let began = Instant::now();
     let (mut acc, mut acc_n, mut last_loss) = (0.0f64, 0u64, f64::NAN);
     let mut last_log = Instant::now();
+    let die_at = crate::parallel::fault_injection(dp);
     for k in start..t.steps {
-        if INTERRUPTED.load(Ordering::SeqCst) || opts.interrupt_at == Some(k) {
-            INTERRUPTED.store(false, Ordering::SeqCst);
-            pb.abandon();
-            save(&live, k)?;
-            return Err(TrainError::Interrupted {
-                step: k,
-                run_dir: run_dir.clone(),
-            });
+        if die_at == Some(k) {
+            // Test hook (TWEEDIE_FAULT_EXIT_AT): this rank dies abruptly, as a killed one would.
+            std::process::exit(86);
         }
-        let (lv, gn) = match train_step(
-            &mut live,
-            &loss,
-            &data.train,
-            &mut sampler,
-            cfg,
-            k,
-            device,
-            last_good,
-        ) {
-            Ok(v) => v,
+        let stop = INTERRUPTED.load(Ordering::SeqCst) || opts.interrupt_at == Some(k);
+        // Under data parallelism the ranks decide together (inside the step's loss
+        // all-reduce) so that all stop at the same step.
+        let step_result = if stop && dp.is_none() {
+            Ok(None)
+        } else {
+            train_step(
+                &mut live,
+                &loss,
+                &data.train,
+                &mut sampler,
+                cfg,
+                k,
+                device,
+                last_good,
+                &mut sync,
+                rows.clone(),
+                stop,
+            )
+        };
+        let (lv, gn) = match step_result {
+            Ok(Some(v)) => v,
+            Ok(None) => {
+                INTERRUPTED.store(false, Ordering::SeqCst);
+                pb.abandon();
+                save(&live, k)?;
+                return Err(TrainError::Interrupted {
+                    step: k,
+                    run_dir: run_dir.clone(),
+                });
+            }
             Err(e) => {
                 pb.abandon();
                 return Err(e);
@@ -632,8 +799,10 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
                 "steps_per_s": acc_n as f64 / dt.max(1e-9),
                 "elapsed_s": began.elapsed().as_secs_f64(),
             });
-            writeln!(metrics, "{line}")
-                .map_err(|e| TrainError::io(run_dir.join(files::METRICS), e))?;
+            if let Some(m) = metrics.as_mut() {
+                writeln!(m, "{line}")
+                    .map_err(|e| TrainError::io(run_dir.join(files::METRICS), e))?;
+            }
             pb.set_message(format!("loss {last_loss:.4}"));
             acc = 0.0;
             acc_n = 0;
@@ -643,7 +812,7 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
             save(&live, step)?;
             last_good = step;
         }
-        if t.sample_every > 0 && step % t.sample_every == 0 && step != t.steps {
+        if writer && t.sample_every > 0 && step % t.sample_every == 0 && step != t.steps {
             sync_sampling_copy(&live, &sampling)?;
             let p = samples_dir.join(format!("step-{step:07}.png"));
             if let Err(e) = write_samples(&p, &sampling, cfg, &data) {
@@ -655,6 +824,24 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
     pb.finish();
     let train_seconds = began.elapsed().as_secs_f64();
     let done = t.steps.saturating_sub(start);
+    if let Some(d) = dp {
+        // The invariant data parallelism rests on, checked: identical weights everywhere.
+        d.pg.check_same(
+            "parameters and EMA after training",
+            crate::parallel::weights_hash(&live.vs, &live.ema),
+        )
+        .map_err(dist_err)?;
+    }
+    if !writer {
+        // Rank 0 writes the model, plots and samples.
+        return Ok(TrainOutcome {
+            run_dir: run_dir.clone(),
+            steps: t.steps,
+            last_loss,
+            train_seconds,
+            steps_per_second: done as f64 / train_seconds.max(1e-9),
+        });
+    }
     // Final outputs: the EMA model as a tweedie-nets checkpoint, plots, samples.
     sync_sampling_copy(&live, &sampling)?;
     let mut extra = std::collections::BTreeMap::new();

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 mod eval;
 mod info;
+mod launch;
 mod likelihood;
 mod model;
 mod nets;
@@ -51,6 +52,8 @@ subcommands! {
     Likelihood => likelihood,
     /// Evaluate a trained run against ground truth and (re)write its report.md.
     Eval => eval,
+    /// Start N local ranks of a tweedie command on 127.0.0.1 (as `torchrun --no-python` would).
+    Launch => launch,
 }
 
 /// Diffusion and flow generative models: sampling, training, evaluation.

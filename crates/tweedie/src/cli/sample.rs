@@ -424,11 +424,28 @@ fn run_checkpoint(args: &Args) -> Result<()> {
     };
     let spec = sampler_kind(args)?;
     let (process, grid) = process_and_grid(args, spec.steps)?;
-    let mut full: Vec<i64> = vec![args.n as i64];
+    // Under torchrun / `tweedie launch`: this rank draws rows lo..hi (sample i is keyed by
+    // (seed, i) alone), rank 0 gathers them and writes.
+    let pg = match tweedie_dist::DistEnv::from_env()? {
+        Some(env) => Some(tweedie_dist::ProcessGroup::new(
+            &env,
+            tweedie_dist::Backend::for_device(device),
+        )?),
+        None => None,
+    };
+    let (rank, world) = pg.as_ref().map_or((0, 1), |p| (p.rank(), p.world_size()));
+    let per = args.n.div_ceil(world);
+    let lo = (rank * per).min(args.n);
+    let hi = (lo + per).min(args.n);
+    let mut full: Vec<i64> = vec![(hi - lo) as i64];
     full.extend(shape.iter().map(|&d| d as i64));
     let init = match read_latents(args, dim, &format!("sample size {shape:?}"))? {
         Some(l) => {
-            let v: Vec<f32> = l.iter().map(|&v| v as f32).collect();
+            let v: Vec<f32> = l
+                .slice(ndarray::s![lo..hi, ..])
+                .iter()
+                .map(|&v| v as f32)
+                .collect();
             let t = Tensor::f_from_slice(&v)?
                 .f_reshape(full.as_slice())?
                 .to_device(device);
@@ -439,14 +456,29 @@ fn run_checkpoint(args: &Args) -> Result<()> {
             (Kind::Float, device),
         ))),
     };
-    let out = tch::no_grad(|| -> Result<_> {
-        Ok(
-            Sampler::new(process.as_ref(), grid, spec.kind.clone(), model.as_ref())?
-                .seed(args.seed)
-                .run(init, None)?,
-        )
-    })?;
-    let x = out.samples.to_rows();
+    let (x, nfe) = if hi > lo {
+        let out = tch::no_grad(|| -> Result<_> {
+            Ok(
+                Sampler::new(process.as_ref(), grid, spec.kind.clone(), model.as_ref())?
+                    .seed(args.seed)
+                    .first_index(lo as u64)
+                    .run(init, None)?,
+            )
+        })?;
+        (out.samples.to_rows(), out.nfe)
+    } else {
+        (Array2::zeros((0, dim)), 0)
+    };
+    let x = match &pg {
+        Some(pg) => {
+            let x = gather_rows(pg, &x, per, args.n, device)?;
+            if rank != 0 {
+                return Ok(());
+            }
+            x
+        }
+        None => x,
+    };
     if x.shape() != [args.n, dim] || x.iter().any(|v| !v.is_finite()) {
         bail!(
             "sampling produced {} non-finite values (shape {:?})",
@@ -476,9 +508,31 @@ fn run_checkpoint(args: &Args) -> Result<()> {
         path.display(),
         spec.kind.name(),
         spec.steps,
-        out.nfe,
+        nfe,
     );
     Ok(())
+}
+
+/// Every rank's rows (at most `per` each, rank order) concatenated: one all-gather of
+/// zero-padded [per, D] blocks, trimmed to `n` rows.
+fn gather_rows(
+    pg: &tweedie_dist::ProcessGroup,
+    x: &Array2<f64>,
+    per: usize,
+    n: usize,
+    device: tch::Device,
+) -> Result<Array2<f64>> {
+    let dim = x.ncols();
+    let mut block = vec![0.0f64; per * dim];
+    block[..x.len()].copy_from_slice(x.as_standard_layout().as_slice().unwrap_or(&[]));
+    let t = Tensor::f_from_slice(&block)?
+        .f_reshape([per as i64, dim as i64])?
+        .to_device(device);
+    let all = pg.all_gather(&t)?.to_device(tch::Device::Cpu);
+    let flat = Vec::<f64>::try_from(all.reshape([-1]))?;
+    let rows = flat.len() / dim.max(1);
+    let x = Array2::from_shape_vec((rows, dim), flat)?;
+    Ok(x.slice(ndarray::s![..n, ..]).to_owned())
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use tweedie_train::trainer::{default_run_dir, files, install_ctrlc_handler};
-use tweedie_train::{TrainConfig, TrainOptions};
+use tweedie_train::{DataParallel, GradSync, TrainConfig, TrainOptions};
 
 /// Options of `tweedie train`.
 #[derive(Debug, clap::Args)]
@@ -25,6 +25,51 @@ pub struct Args {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Under torchrun / `tweedie launch`: how gradients are averaged over ranks: `reducer`
+    /// (DDP's buckets, all-reduced during backward) or `flat` (one all-reduce after backward).
+    #[arg(long, value_enum, default_value = "reducer")]
+    pub grad_sync: GradSyncArg,
+    /// Under torchrun / `tweedie launch`: reducer bucket size in MiB (DDP's default 25).
+    #[arg(long, default_value_t = 25.0)]
+    pub bucket_mb: f64,
+}
+
+/// `--grad-sync` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum GradSyncArg {
+    Reducer,
+    Flat,
+}
+
+/// This process's data-parallel membership when launched as one rank of several
+/// (torchrun's variables), after the rendezvous.
+fn join(args: &Args, cfg: &TrainConfig) -> anyhow::Result<Option<DataParallel>> {
+    let Some(env) = tweedie_dist::DistEnv::from_env()? else {
+        return Ok(None);
+    };
+    if args.out.is_none() && args.resume.is_none() {
+        anyhow::bail!(
+            "rank {} of {}: pass --out (or --resume) so that every rank names the same run directory",
+            env.rank,
+            env.world_size
+        );
+    }
+    if !(args.bucket_mb.is_finite() && args.bucket_mb > 0.0) {
+        anyhow::bail!("--bucket-mb {}: need a positive size", args.bucket_mb);
+    }
+    let backend = if cfg.training.device.trim().starts_with("cuda") {
+        tweedie_dist::Backend::Nccl
+    } else {
+        tweedie_dist::Backend::Gloo
+    };
+    let pg = tweedie_dist::ProcessGroup::new(&env, backend)?;
+    let mut dp = DataParallel::new(pg, env.local_rank);
+    dp.sync = match args.grad_sync {
+        GradSyncArg::Reducer => GradSync::Reducer,
+        GradSyncArg::Flat => GradSync::Flat,
+    };
+    dp.bucket_bytes = (args.bucket_mb * 1024.0 * 1024.0) as i64;
+    Ok(Some(dp))
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -51,21 +96,41 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let threads = tweedie_nets::set_threads(None);
     install_ctrlc_handler();
-    eprintln!(
-        "tweedie train: {} on {} ({} steps, batch {}, {threads} threads) → {}",
-        cfg.diffusion.kind.name(),
-        cfg.data.name(),
-        cfg.training.steps,
-        cfg.training.batch_size,
-        run_dir.display()
-    );
+    let dp = join(&args, &cfg)?;
+    let rank = dp.as_ref().map_or(0, DataParallel::rank);
+    let ranks = match &dp {
+        Some(d) => format!(
+            ", {} ranks × batch {} ({:?})",
+            d.world(),
+            cfg.training.batch_size / d.world().max(1),
+            d.sync
+        ),
+        None => String::new(),
+    };
+    if rank == 0 {
+        eprintln!(
+            "tweedie train: {} on {} ({} steps, batch {}, {threads} threads) → {}",
+            cfg.diffusion.kind.name(),
+            cfg.data.name(),
+            cfg.training.steps,
+            cfg.training.batch_size,
+            run_dir.display()
+        );
+        if !ranks.is_empty() {
+            eprintln!("data-parallel{ranks}");
+        }
+    }
     let opts = TrainOptions {
         run_dir: run_dir.clone(),
         resume,
-        quiet: args.quiet,
+        quiet: args.quiet || rank != 0,
         interrupt_at: None,
     };
-    let out = tweedie_train::train(&cfg, &opts)?;
+    let out = tweedie_train::train_parallel(&cfg, &opts, dp.as_ref())?;
+    if rank != 0 {
+        // Rank 0 writes the model, evaluates and reports.
+        return Ok(());
+    }
     eprintln!(
         "trained {} steps in {:.1} s ({:.2} steps/s), last loss {:.4}",
         out.steps, out.train_seconds, out.steps_per_second, out.last_loss
