@@ -82,7 +82,7 @@ pub fn dist_err(e: tweedie_dist::DistError) -> TrainError {
 
 /// The rows of a global batch of `b` that `rank` of `world` computes.
 pub fn shard_rows(b: usize, rank: usize, world: usize) -> Result<Range<usize>> {
-    if world == 0 || b % world != 0 {
+    if world == 0 || !b.is_multiple_of(world) {
         return Err(TrainError::invalid(
             "training.batch_size",
             b,
