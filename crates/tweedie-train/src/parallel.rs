@@ -13,6 +13,7 @@ use tch::Tensor;
 use tweedie_dist::{ProcessGroup, Reducer, DEFAULT_BUCKET_BYTES, DEFAULT_FIRST_BUCKET_BYTES};
 
 use crate::error::{Result, TrainError};
+use tweedie_core::Invalid;
 
 /// How gradients are averaged over ranks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -86,7 +87,7 @@ pub fn shard_rows(b: usize, rank: usize, world: usize) -> Result<Range<usize>> {
         return Err(TrainError::invalid(
             "training.batch_size",
             b,
-            &format!("must be a multiple of the number of ranks ({world}) so that every rank computes B/N samples"),
+            format!("must be a multiple of the number of ranks ({world}) so that every rank computes B/N samples"),
         ));
     }
     let n = b / world;
