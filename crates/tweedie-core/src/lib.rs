@@ -25,6 +25,7 @@
 //! # Ok::<(), tweedie_core::CoreError>(())
 //! ```
 
+pub mod budget;
 pub mod config;
 pub mod error;
 pub mod likelihood;

@@ -62,25 +62,47 @@ impl TimeGrid {
         Self::checked(TimeGrid { t, sigma_tilde })
     }
 
+    /// Enforces the grid contract: no NaN, t and σ̃ ≥ 0, t strictly decreasing and σ̃
+    /// non-increasing. A timer whose parameters do not suit the process (e.g. `t_max = 2` for
+    /// flow, whose t ≤ 1) is refused here instead of yielding negative or unordered levels.
     fn checked(self) -> Result<Self> {
+        let steps = self.t.len().saturating_sub(1);
+        if let Some(i) = (0..self.t.len())
+            .find(|&i| self.t[i].is_nan() || self.sigma_tilde.get(i).is_none_or(|s| s.is_nan()))
+        {
+            return Err(CoreError::invalid(
+                "grid",
+                format!("{steps} steps"),
+                format!(
+                    "entry {i} is NaN (t = {}); check the timer's parameters",
+                    self.t[i]
+                ),
+            ));
+        }
+        if let Some(i) = (0..self.t.len()).find(|&i| self.t[i] < 0.0 || self.sigma_tilde[i] < 0.0) {
+            return Err(CoreError::invalid(
+                "grid",
+                format!("{steps} steps"),
+                format!(
+                    "entry {i} is negative (t = {}, σ̃ = {}): the timer's range does not fit \
+                     the process",
+                    self.t[i], self.sigma_tilde[i]
+                ),
+            ));
+        }
         for (i, w) in self.t.windows(2).enumerate() {
-            if w[0].partial_cmp(&w[1]) != Some(std::cmp::Ordering::Greater) {
+            let (s0, s1) = (self.sigma_tilde[i], self.sigma_tilde[i + 1]);
+            if w[0] <= w[1] || s0 < s1 {
                 return Err(CoreError::invalid(
-                    "steps",
-                    self.t.len() - 1,
+                    "grid",
+                    format!("{steps} steps"),
                     format!(
-                        "grid not strictly decreasing at entry {}: t = {} then {}",
-                        i, w[0], w[1]
+                        "not decreasing at entry {i}: t = {} then {}, σ̃ = {s0} then {s1}; \
+                         check the timer's parameters (and steps) against the process",
+                        w[0], w[1]
                     ),
                 ));
             }
-        }
-        if self.t.iter().chain(&self.sigma_tilde).any(|v| v.is_nan()) {
-            return Err(CoreError::invalid(
-                "grid",
-                format!("{:?}", self.t),
-                "contains NaN",
-            ));
         }
         Ok(self)
     }
@@ -287,8 +309,23 @@ impl TimerKind {
                 rho,
             } => {
                 check_pos("sigma_min", *sigma_min)?;
+                check_pos("sigma_max", *sigma_max)?;
                 check_lt("sigma_min", *sigma_min, "sigma_max", *sigma_max)?;
-                check_pos("rho", *rho)
+                check_pos("rho", *rho)?;
+                // The ramp runs in σ̃^{1/ρ}: a small ρ overflows σ_max^{1/ρ} or underflows
+                // σ_min^{1/ρ} to 0, and every level would be ∞ or 0.
+                let (a, b) = (sigma_max.powf(1.0 / rho), sigma_min.powf(1.0 / rho));
+                if !(a.is_finite() && b > 0.0 && a > b) {
+                    return Err(CoreError::invalid(
+                        "rho",
+                        rho,
+                        format!(
+                            "σ_max^(1/ρ) = {a:e} and σ_min^(1/ρ) = {b:e} leave f64 range for \
+                             σ̃ in [{sigma_min}, {sigma_max}]; use a larger rho"
+                        ),
+                    ));
+                }
+                Ok(())
             }
             TimerKind::VpLinear { eps_s } => check_pos("eps_s", *eps_s),
             TimerKind::VeGeometric {
@@ -300,6 +337,7 @@ impl TimerKind {
                 sigma_max,
             } => {
                 check_pos("sigma_min", *sigma_min)?;
+                check_pos("sigma_max", *sigma_max)?;
                 check_lt("sigma_min", *sigma_min, "sigma_max", *sigma_max)
             }
             TimerKind::Iddpm { c1, c2, m, j0 } => {
@@ -308,6 +346,8 @@ impl TimerKind {
                 if *m < 2 {
                     return Err(CoreError::invalid("m", m, "must be >= 2"));
                 }
+                // The u table of m + 1 levels is built in full.
+                crate::budget::check_array("m", m, &[m.saturating_add(1)], 8)?;
                 if *j0 >= m - 1 {
                     return Err(CoreError::invalid(
                         "j0",
@@ -327,6 +367,12 @@ impl TimerKind {
                         "must be >= 1",
                     ));
                 }
+                crate::budget::check_array(
+                    "num_train_steps",
+                    num_train_steps,
+                    &[*num_train_steps],
+                    8,
+                )?;
                 Ok(())
             }
             TimerKind::PolyExponential {
@@ -335,6 +381,7 @@ impl TimerKind {
                 rho,
             } => {
                 check_pos("sigma_min", *sigma_min)?;
+                check_pos("sigma_max", *sigma_max)?;
                 check_lt("sigma_min", *sigma_min, "sigma_max", *sigma_max)?;
                 check_pos("rho", *rho)
             }
@@ -411,6 +458,8 @@ impl Timer for TimerKind {
         if steps < 1 {
             return Err(CoreError::invalid("steps", steps, "must be >= 1"));
         }
+        // t and σ̃, steps + 1 values each, plus the timer's own scratch of the same size.
+        crate::budget::check_array("steps", steps, &[steps.saturating_add(1), 4], 8)?;
         self.validate()?;
         let n = steps;
         match self {

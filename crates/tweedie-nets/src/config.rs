@@ -349,7 +349,24 @@ impl UnetConfig {
             check_pos("width", w)?;
         }
         let levels = self.channel_mult.len();
-        let div = 1usize << (levels - 1);
+        // Each level halves the grid: more levels than log2 of the smaller side leave less
+        // than one pixel (and 2^(levels−1) overflows past 64 levels).
+        let div = u32::try_from(levels - 1)
+            .ok()
+            .and_then(|s| 1usize.checked_shl(s))
+            .filter(|&d| d <= self.resolution.min(self.width()))
+            .ok_or_else(|| {
+                NetsError::invalid(
+                    "channel_mult",
+                    format!("{} levels", levels),
+                    format!(
+                        "{levels} levels halve the {}×{} grid {} times, below one pixel",
+                        self.resolution,
+                        self.width(),
+                        levels - 1
+                    ),
+                )
+            })?;
         for (key, side) in [("resolution", self.resolution), ("width", self.width())] {
             if side % div != 0 {
                 return Err(NetsError::invalid(
@@ -364,7 +381,22 @@ impl UnetConfig {
                 ));
             }
         }
-        let noise = self.model_channels * self.channel_mult_noise;
+        // Widths are products of user keys: overflow and absurd widths are refused before any
+        // layer is built (one C×C 3×3 conv weight of f32 must fit in memory).
+        let width = |key: &str, m: usize| -> Result<usize> {
+            let c = self.model_channels.checked_mul(m).ok_or_else(|| {
+                NetsError::invalid(key, m, format!("model_channels·{key} overflows"))
+            })?;
+            tweedie_core::budget::check_array(key, m, &[c, c, 9], 4)?;
+            Ok(c)
+        };
+        let emb = width("channel_mult_emb", self.channel_mult_emb)?;
+        // The label embedding is a label_dim × emb matrix.
+        tweedie_core::budget::check_array("label_dim", self.label_dim, &[self.label_dim, emb], 4)?;
+        for &m in &self.channel_mult {
+            width("channel_mult", m)?;
+        }
+        let noise = width("channel_mult_noise", self.channel_mult_noise)?;
         if noise % 2 != 0 || noise < 4 {
             return Err(NetsError::invalid(
                 "model_channels",

@@ -262,7 +262,12 @@ impl Blur {
         if !(width > 0.0 && width.is_finite()) {
             return Err(SamplerError::invalid("width", width, "must be positive"));
         }
-        let n = 2 * radius + 1;
+        // The (2r+1)² kernel is allocated: a huge radius is refused before it is.
+        let n = radius
+            .checked_mul(2)
+            .and_then(|v| v.checked_add(1))
+            .ok_or_else(|| SamplerError::invalid("blur_radius", radius, "too large"))?;
+        tweedie_core::budget::check_array("blur_radius", radius, &[n, n], 8)?;
         let mut k = Array2::from_shape_fn((n, n), |(a, b)| {
             let (da, db) = (a as f64 - radius as f64, b as f64 - radius as f64);
             (-(da * da + db * db) / (2.0 * width * width)).exp()

@@ -242,6 +242,8 @@ impl ProcessKind {
                 if *num_steps < 2 {
                     return Err(CoreError::invalid("num_steps", num_steps, "must be >= 2"));
                 }
+                // β, ᾱ and their logs: a handful of f64 tables of num_steps entries each.
+                crate::budget::check_array("num_steps", num_steps, &[*num_steps, 4], 8)?;
                 match schedule {
                     BetaSchedule::Linear {
                         beta_start,

@@ -65,6 +65,8 @@ impl FieldSpec {
             ));
         }
         let (h, w) = (height, width);
+        // The spectrum (f64) and the FFT's complex buffers (2 × f64 each) are h·w long.
+        tweedie_core::budget::check_array("data.size", format!("{h}×{w}"), &[h, w, 5], 8)?;
         let mut s = vec![0.0; h * w];
         for r in 0..h {
             for c in 0..w {

@@ -7,6 +7,7 @@
 pub mod digits;
 pub mod fields;
 pub mod netcdf;
+pub mod npy;
 pub mod toys;
 pub mod user;
 
@@ -285,11 +286,14 @@ pub enum DataConfig {
         #[serde(default = "defaults::every")]
         held_out_every: usize,
     },
-    /// An .npy array [N, …] with optional .npy labels.
+    /// An .npy array [N, …] with optional .npy labels; `channels` = "auto" | "first" | "last"
+    /// places the channel axis of 4-D arrays.
     Npy {
         path: PathBuf,
         #[serde(default)]
         labels: Option<PathBuf>,
+        #[serde(default)]
+        channels: user::Channels,
         #[serde(default = "defaults::every")]
         held_out_every: usize,
     },
@@ -312,9 +316,15 @@ impl Default for DataConfig {
 }
 
 fn check_n(key: &str, n: usize) -> Result<()> {
+    check_n_of(key, n, 3)
+}
+
+/// `n` ≥ 1 samples of `width` f32 values (plus an i64 label) must fit in memory.
+fn check_n_of(key: &str, n: usize, width: usize) -> Result<()> {
     if n == 0 {
         return Err(TrainError::invalid(key, n, "must be ≥ 1"));
     }
+    tweedie_core::budget::check_array(key, n, &[n, width.saturating_add(2)], 4)?;
     Ok(())
 }
 
@@ -344,8 +354,21 @@ fn split_every(all: Dataset, every: usize) -> Result<(Dataset, Dataset)> {
             "must be 0 (no split) or ≥ 2",
         ));
     }
-    if every == 0 || all.len() < every {
+    if every == 0 {
         return Ok((all.clone(), all));
+    }
+    if all.len() < every {
+        // Evaluating on the training data must be asked for (held_out_every = 0), never
+        // the silent outcome of a small data set.
+        return Err(TrainError::invalid(
+            "data.held_out_every",
+            every,
+            format!(
+                "{n} samples hold none out when every {every}-th is held out: set it to \
+                 2..={n}, or to 0 to evaluate on the training set",
+                n = all.len()
+            ),
+        ));
     }
     let (mut tr, mut ho) = (Vec::new(), Vec::new());
     for i in 0..all.len() {
@@ -403,8 +426,8 @@ impl DataConfig {
             } => {
                 let (h, w) = size.hw();
                 FieldSpec::new(h, w, *exponent, *std)?;
-                check_n("data.n", *n)?;
-                check_n("data.held_out", *held_out)
+                check_n_of("data.n", *n, h * w)?;
+                check_n_of("data.held_out", *held_out, h * w)
             }
             DataConfig::Png { held_out_every, .. }
             | DataConfig::Npy { held_out_every, .. }
@@ -534,9 +557,10 @@ impl DataConfig {
             DataConfig::Npy {
                 path,
                 labels,
+                channels,
                 held_out_every,
             } => {
-                let l = user::load_npy(path)?;
+                let l = user::load_npy(path, *channels)?;
                 let lab = labels.as_deref().map(user::load_npy_labels).transpose()?;
                 let (a, b) = split_every(Dataset::new(l.x, l.shape, lab)?, *held_out_every)?;
                 (a, b, GroundTruth::None)

@@ -19,12 +19,21 @@ pub struct Loaded {
     pub class_names: Option<Vec<String>>,
 }
 
+/// Whether a folder entry is hidden (`.git`, `.DS_Store`, `.ipynb_checkpoints`): never data.
+fn is_hidden(p: &Path) -> bool {
+    p.file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+}
+
 fn png_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let rd = std::fs::read_dir(dir).map_err(|e| TrainError::io(dir, e))?;
     let mut files = Vec::new();
     for entry in rd {
         let p = entry.map_err(|e| TrainError::io(dir, e))?.path();
-        if p.is_file() && p.extension().is_some_and(|e| e.eq_ignore_ascii_case("png")) {
+        if !is_hidden(&p)
+            && p.is_file()
+            && p.extension().is_some_and(|e| e.eq_ignore_ascii_case("png"))
+        {
             files.push(p);
         }
     }
@@ -32,10 +41,11 @@ fn png_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Loads a folder of PNGs. If the folder holds sub-folders with PNGs, each sub-folder is a
-/// class (sorted by name, label = its index); otherwise the PNGs in the folder itself are
-/// read, unlabelled. All images must have one size; they are grey (C = 1) unless any has
-/// colour, then RGB (C = 3). Alpha is dropped.
+/// Loads a folder of PNGs. Either the folder itself holds the PNGs (unlabelled), or its
+/// sub-folders do, one class each (sorted by name, label = its index); a folder with PNGs at
+/// both levels is refused, since silently dropping either set would lose data. Hidden entries
+/// (names starting with `.`) are ignored. All images must have one size; they are grey (C = 1)
+/// unless any has colour, then RGB (C = 3). Alpha is dropped.
 pub fn load_png_dir(dir: &Path) -> Result<Loaded> {
     if !dir.is_dir() {
         return Err(TrainError::Data(format!(
@@ -46,7 +56,7 @@ pub fn load_png_dir(dir: &Path) -> Result<Loaded> {
     let mut subdirs = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|e| TrainError::io(dir, e))? {
         let p = entry.map_err(|e| TrainError::io(dir, e))?.path();
-        if p.is_dir() {
+        if p.is_dir() && !is_hidden(&p) {
             subdirs.push(p);
         }
     }
@@ -66,9 +76,21 @@ pub fn load_png_dir(dir: &Path) -> Result<Loaded> {
         );
         files.extend(f.into_iter().map(|p| (p, Some(label))));
     }
+    let top = png_files(dir)?;
     let labelled = !files.is_empty();
+    if labelled && !top.is_empty() {
+        return Err(TrainError::Data(format!(
+            "image folder {} mixes {} image(s) at the top level (e.g. {}) with class \
+             sub-folders ({}): move the top-level images into a sub-folder of their own \
+             (one class each), or the sub-folders out",
+            dir.display(),
+            top.len(),
+            top[0].display(),
+            class_names.join(", ")
+        )));
+    }
     if !labelled {
-        files = png_files(dir)?.into_iter().map(|p| (p, None)).collect();
+        files = top.into_iter().map(|p| (p, None)).collect();
     }
     if files.is_empty() {
         return Err(TrainError::Data(format!(
@@ -126,25 +148,45 @@ pub fn load_png_dir(dir: &Path) -> Result<Loaded> {
     })
 }
 
-/// Loads an .npy array of shape [N, …]: u8 (scaled x/127.5 − 1), f32 or f64 (as they are).
-/// A 3-D [N, H, W] array is read as grey images [N, 1, H, W]; [N, D] as vectors of D.
-pub fn load_npy(path: &Path) -> Result<Loaded> {
-    use ndarray_npy::ReadNpyExt;
-    let open = || std::fs::File::open(path).map_err(|e| TrainError::io(path, e));
-    let arr: ArrayD<f32> = match ArrayD::<f32>::read_npy(open()?) {
-        Ok(a) => a,
-        Err(e32) => match ArrayD::<f64>::read_npy(open()?) {
-            Ok(a) => a.mapv(|v| v as f32),
-            Err(_) => match ArrayD::<u8>::read_npy(open()?) {
-                Ok(a) => a.mapv(|v| v as f32 / 127.5 - 1.0),
-                Err(_) => {
-                    return Err(TrainError::bad(
-                        path,
-                        format!("not a readable .npy array of u8, f32 or f64: {e32}"),
-                    ))
-                }
-            },
-        },
+/// Where the channel axis of a 4-D `.npy` array [N, ·, ·, ·] sits (TOML `channels`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Channels {
+    /// [N, C, H, W] unless the second axis cannot be channels (not 1, 3 or 4) and the last
+    /// can (1, 3 or 4): then [N, H, W, C] (NumPy/TensorFlow/PIL images).
+    #[default]
+    Auto,
+    /// [N, C, H, W] (PyTorch).
+    First,
+    /// [N, H, W, C] (NumPy/TensorFlow/PIL).
+    Last,
+}
+
+/// Whether a 4-D array of `shape` is channel-last under `channels`.
+pub fn is_channel_last(shape: &[usize], channels: Channels) -> bool {
+    let looks = |c: usize| matches!(c, 1 | 3 | 4);
+    match channels {
+        Channels::First => false,
+        Channels::Last => true,
+        Channels::Auto => shape.len() == 4 && !looks(shape[1]) && looks(shape[3]),
+    }
+}
+
+/// Loads an .npy array of shape [N, …] (C or Fortran order): u8 (scaled x/127.5 − 1), f32 or
+/// f64 (as they are). [N, H, W] is read as grey images [N, 1, H, W]; [N, D] as vectors of D;
+/// 4-D arrays as [N, C, H, W], or [N, H, W, C] by `channels` (transposed to channels first).
+pub fn load_npy(path: &Path, channels: Channels) -> Result<Loaded> {
+    use super::npy::Values;
+    let arr: ArrayD<f32> = match super::npy::read(path)? {
+        Values::F32(a) => a,
+        Values::F64(a) => a.mapv(|v| v as f32),
+        Values::U8(a) => a.mapv(|v| v as f32 / 127.5 - 1.0),
+        Values::I32(_) | Values::I64(_) => {
+            return Err(TrainError::bad(
+                path,
+                "integer arrays are labels; image data must be u8, f32 or f64",
+            ))
+        }
     };
     if arr.ndim() < 2 || arr.shape()[0] == 0 {
         return Err(TrainError::bad(
@@ -152,9 +194,25 @@ pub fn load_npy(path: &Path) -> Result<Loaded> {
             format!("array shape {:?}: expected [N, …] with N ≥ 1", arr.shape()),
         ));
     }
+    if channels == Channels::Last && arr.ndim() != 4 {
+        return Err(TrainError::bad(
+            path,
+            format!(
+                "data.channels = \"last\" needs a 4-D array [N, H, W, C], got shape {:?}",
+                arr.shape()
+            ),
+        ));
+    }
     if arr.iter().any(|v| !v.is_finite()) {
         return Err(TrainError::bad(path, "array has NaN or infinite values"));
     }
+    let arr = if is_channel_last(arr.shape(), channels) {
+        arr.permuted_axes(IxDyn(&[0, 3, 1, 2]))
+            .as_standard_layout()
+            .into_owned()
+    } else {
+        arr
+    };
     let n = arr.shape()[0];
     let mut shape: Vec<usize> = arr.shape()[1..].to_vec();
     if shape.len() == 2 {
@@ -173,28 +231,53 @@ pub fn load_npy(path: &Path) -> Result<Loaded> {
     })
 }
 
-/// Loads integer labels from an .npy file (i64, i32 or u8), one per sample.
-pub fn load_npy_labels(path: &Path) -> Result<Vec<i64>> {
-    use ndarray_npy::ReadNpyExt;
-    let open = || std::fs::File::open(path).map_err(|e| TrainError::io(path, e));
-    let v: Vec<i64> = match ndarray::Array1::<i64>::read_npy(open()?) {
-        Ok(a) => a.to_vec(),
-        Err(e) => match ndarray::Array1::<i32>::read_npy(open()?) {
-            Ok(a) => a.iter().map(|&v| v as i64).collect(),
-            Err(_) => match ndarray::Array1::<u8>::read_npy(open()?) {
-                Ok(a) => a.iter().map(|&v| v as i64).collect(),
-                Err(_) => {
-                    return Err(TrainError::bad(
-                        path,
-                        format!("not a 1-D integer .npy array: {e}"),
-                    ))
-                }
-            },
-        },
-    };
-    if v.iter().any(|&l| l < 0) {
-        return Err(TrainError::bad(path, "negative label"));
+/// Checks that class ids are exactly 0..K−1 with every id used: ids {1, 2} would make a model
+/// with a third, never-seen class 0 (and an id of 10⁹ a 10⁹-wide embedding), so they are
+/// refused with the ids found.
+pub fn check_label_ids(path: &Path, labels: &[i64]) -> Result<()> {
+    let ids: std::collections::BTreeSet<i64> = labels.iter().copied().collect();
+    if let Some(&neg) = ids.iter().next().filter(|&&v| v < 0) {
+        return Err(TrainError::bad(path, format!("negative label {neg}")));
     }
+    let k = ids.len() as i64;
+    if ids.iter().next_back().is_some_and(|&m| m >= k) {
+        let shown: Vec<String> = ids.iter().take(12).map(i64::to_string).collect();
+        let more = if ids.len() > 12 { ", …" } else { "" };
+        return Err(TrainError::bad(
+            path,
+            format!(
+                "label ids {{{}{more}}}: {k} distinct classes must be numbered 0..{}; renumber \
+                 the labels (e.g. by rank)",
+                shown.join(", "),
+                k - 1
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Loads integer labels from an .npy file (i64, i32 or u8), one per sample, numbered 0..K−1.
+pub fn load_npy_labels(path: &Path) -> Result<Vec<i64>> {
+    use super::npy::Values;
+    let vals = super::npy::read(path)?;
+    if vals.shape().len() != 1 {
+        return Err(TrainError::bad(
+            path,
+            format!("labels must be a 1-D array, got shape {:?}", vals.shape()),
+        ));
+    }
+    let v: Vec<i64> = match vals {
+        Values::I64(a) => a.iter().copied().collect(),
+        Values::I32(a) => a.iter().map(|&v| i64::from(v)).collect(),
+        Values::U8(a) => a.iter().map(|&v| i64::from(v)).collect(),
+        Values::F32(_) | Values::F64(_) => {
+            return Err(TrainError::bad(
+                path,
+                "labels must be integers (i64, i32 or u8), not floats",
+            ))
+        }
+    };
+    check_label_ids(path, &v)?;
     Ok(v)
 }
 
@@ -202,9 +285,21 @@ fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
     let raw = std::fs::read(path).map_err(|e| TrainError::io(path, e))?;
     if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
+        // A small gzip can expand without bound: stop past the memory limit.
+        let limit = tweedie_core::budget::max_bytes();
         flate2::read::GzDecoder::new(&raw[..])
+            .take(limit.saturating_add(1))
             .read_to_end(&mut out)
             .map_err(|e| TrainError::bad(path, format!("corrupt gzip: {e}")))?;
+        if out.len() as u64 > limit {
+            return Err(TrainError::bad(
+                path,
+                format!(
+                    "gzip expands past the memory limit of {}",
+                    tweedie_core::budget::human_bytes(limit.into())
+                ),
+            ));
+        }
         Ok(out)
     } else {
         Ok(raw)
@@ -233,9 +328,11 @@ fn read_idx_u8(path: &Path) -> Result<(Vec<usize>, Vec<u8>)> {
             u32::from_be_bytes([b[4 + 4 * i], b[5 + 4 * i], b[6 + 4 * i], b[7 + 4 * i]]) as usize
         })
         .collect();
-    let count: usize = dims.iter().product();
     let data = &b[4 + 4 * nd..];
-    if data.len() != count {
+    // u32 sizes multiply past 2^64 with 3 or more dims: compare without overflow.
+    let count = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+    if count != Some(data.len()) {
+        let count = count.map_or("more than 2^64".to_string(), |c| c.to_string());
         return Err(TrainError::bad(
             path,
             format!(
@@ -272,7 +369,9 @@ pub fn load_idx(images: &Path, labels: Option<&Path>) -> Result<Loaded> {
                     format!("IDX labels must be [{n}] to match the images, got {ld:?}"),
                 ));
             }
-            Some(l.iter().map(|&v| v as i64).collect())
+            let l: Vec<i64> = l.iter().map(|&v| v as i64).collect();
+            check_label_ids(lp, &l)?;
+            Some(l)
         }
     };
     Ok(Loaded {
@@ -365,7 +464,7 @@ mod tests {
             (i * 100 + j * 10 + k) as u8
         });
         a.write_npy(std::fs::File::create(&p).unwrap()).unwrap();
-        let l = load_npy(&p)?;
+        let l = load_npy(&p, Channels::Auto)?;
         assert_eq!(l.shape, vec![1, 3, 4]);
         assert_eq!(l.x.dim(), (2, 12));
         assert!((l.x[[1, 11]] - (123.0 / 127.5 - 1.0)).abs() < 1e-6);
@@ -374,21 +473,29 @@ mod tests {
         ndarray::arr2(&[[0.5f64, -2.0], [1.0, 3.0]])
             .write_npy(std::fs::File::create(&p2).unwrap())
             .unwrap();
-        let l = load_npy(&p2)?;
+        let l = load_npy(&p2, Channels::Auto)?;
         assert_eq!(l.shape, vec![2]);
         assert_eq!(l.x[[0, 1]], -2.0);
 
         let p3 = dir.path().join("lab.npy");
-        ndarray::arr1(&[3i64, 1])
+        ndarray::arr1(&[2i64, 0, 1, 0])
             .write_npy(std::fs::File::create(&p3).unwrap())
             .unwrap();
-        assert_eq!(load_npy_labels(&p3)?, vec![3, 1]);
+        assert_eq!(load_npy_labels(&p3)?, vec![2, 0, 1, 0]);
+        // Ids {1, 2} would make a third, empty class 0; 10⁹ a 10⁹-wide embedding.
+        for bad in [vec![1i64, 2, 1], vec![0, 1_000_000_000]] {
+            ndarray::Array1::from(bad)
+                .write_npy(std::fs::File::create(&p3).unwrap())
+                .unwrap();
+            let e = load_npy_labels(&p3).unwrap_err().to_string();
+            assert!(e.contains("lab.npy") && e.contains("numbered 0..1"), "{e}");
+        }
 
         let bad = dir.path().join("bad.npy");
         std::fs::write(&bad, b"\x93NUMPY garbage").unwrap();
-        let e = load_npy(&bad).unwrap_err().to_string();
+        let e = load_npy(&bad, Channels::Auto).unwrap_err().to_string();
         assert!(e.contains("bad.npy"), "{e}");
-        assert!(load_npy(&dir.path().join("none.npy"))
+        assert!(load_npy(&dir.path().join("none.npy"), Channels::Auto)
             .unwrap_err()
             .to_string()
             .contains("none.npy"));
@@ -415,12 +522,17 @@ mod tests {
         .unwrap();
         let lp = dir.path().join("lab-idx1-ubyte.gz");
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        gz.write_all(&idx_bytes(&[2], &[7, 1])).unwrap();
+        gz.write_all(&idx_bytes(&[2], &[1, 0])).unwrap();
         std::fs::write(&lp, gz.finish().unwrap()).unwrap();
         let l = load_idx(&ip, Some(&lp))?;
         assert_eq!(l.shape, vec![1, 2, 3]);
         assert_eq!(l.x[[0, 1]], 1.0);
-        assert_eq!(l.labels, Some(vec![7, 1]));
+        assert_eq!(l.labels, Some(vec![1, 0]));
+        // Dims whose product overflows are a clear error, not a panic.
+        let huge = dir.path().join("huge");
+        std::fs::write(&huge, idx_bytes(&[u32::MAX, u32::MAX, u32::MAX], &[0; 4])).unwrap();
+        let e = load_idx(&huge, None).unwrap_err().to_string();
+        assert!(e.contains("huge") && e.contains("more than 2^64"), "{e}");
 
         let trunc = dir.path().join("trunc");
         std::fs::write(&trunc, idx_bytes(&[2, 2, 3], &[0; 5])).unwrap();
@@ -435,6 +547,48 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("magic"));
+        Ok(())
+    }
+
+    #[test]
+    fn png_folder_refuses_mixed_levels_and_ignores_hidden_folders() -> Result<()> {
+        let dir = tempfile::tempdir().unwrap();
+        for sd in ["cat", ".ipynb_checkpoints"] {
+            std::fs::create_dir(dir.path().join(sd)).unwrap();
+            write_png(&dir.path().join(sd).join("0.png"), 2, 2, |_, _| 0);
+        }
+        write_png(&dir.path().join(".hidden.png"), 2, 2, |_, _| 0);
+        let l = load_png_dir(dir.path())?;
+        assert_eq!(l.class_names, Some(vec!["cat".to_string()]));
+        assert_eq!(l.x.nrows(), 1);
+        write_png(&dir.path().join("top.png"), 2, 2, |_, _| 0);
+        let e = load_png_dir(dir.path()).unwrap_err().to_string();
+        assert!(
+            e.contains("1 image(s) at the top level") && e.contains("cat"),
+            "{e}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn channel_last_arrays_are_detected_or_forced() -> Result<()> {
+        use ndarray_npy::WriteNpyExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("hwc.npy");
+        // [N=2, H=6, W=5, C=3], value = 100·c + 10·h + w.
+        let a = ndarray::Array4::<f32>::from_shape_fn((2, 6, 5, 3), |(_, h, w, c)| {
+            (100 * c + 10 * h + w) as f32
+        });
+        a.write_npy(std::fs::File::create(&p).unwrap()).unwrap();
+        for ch in [Channels::Auto, Channels::Last] {
+            let l = load_npy(&p, ch)?;
+            assert_eq!(l.shape, vec![3, 6, 5]);
+            // Row-major [C, H, W]: entry (c = 2, h = 1, w = 3) at 2·30 + 1·5 + 3.
+            assert_eq!(l.x[[1, 2 * 30 + 5 + 3]], 213.0);
+        }
+        assert_eq!(load_npy(&p, Channels::First)?.shape, vec![6, 5, 3]);
+        assert!(!is_channel_last(&[2, 3, 32, 3], Channels::Auto));
+        assert!(is_channel_last(&[2, 32, 32, 3], Channels::Auto));
         Ok(())
     }
 }

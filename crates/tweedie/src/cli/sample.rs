@@ -188,7 +188,14 @@ fn operator(args: &Args, dim: usize) -> Result<Option<Box<dyn ForwardModel>>> {
     let s = args.noise_std;
     let image = || -> Result<(usize, usize, usize)> {
         match args.image.as_slice() {
-            [c, h, w] if c * h * w == dim => Ok((*c, *h, *w)),
+            [c, h, w]
+                if [*c, *h, *w]
+                    .iter()
+                    .try_fold(1usize, |a, &v| a.checked_mul(v))
+                    == Some(dim) =>
+            {
+                Ok((*c, *h, *w))
+            }
             other => bail!("--image {other:?}: need C,H,W with C·H·W = {dim}"),
         }
     };
@@ -264,6 +271,8 @@ pub fn run(args: Args) -> Result<()> {
     let mix = load_mixture(&args.model)?;
     let model = MixtureModel::try_from(&mix).context("mixture")?;
     let dim = model.dim();
+    // The [n, D] f64 samples are held in full: refuse an --n the machine cannot hold.
+    tweedie::core::budget::check_array("--n", args.n, &[args.n, dim], 8)?;
     let spec = sampler_kind(&args)?;
     let (process, grid) = process_and_grid(&args, spec.steps)?;
     let shape = IxDyn(&[args.n, dim]);
@@ -401,6 +410,8 @@ fn run_checkpoint(args: &Args) -> Result<()> {
         .map(|&d| d.max(0) as usize)
         .collect();
     let dim: usize = shape.iter().product();
+    // The [n, D] samples are held in full (f32 state, f64 rows): refuse what cannot fit.
+    tweedie::core::budget::check_array("--n", args.n, &[args.n, dim], 12)?;
     let net = NetModel::new(loaded.denoiser, label_dim);
     let model: Box<dyn Model<TchTensor>> = match (args.class, args.cfg) {
         (Some(c), _) if label_dim == 0 => {
