@@ -27,6 +27,7 @@
 
 pub mod budget;
 pub mod config;
+pub mod empirical;
 pub mod error;
 pub mod likelihood;
 pub mod linalg;
@@ -41,6 +42,7 @@ pub mod timer;
 pub mod weighting;
 
 pub use config::{CoreConfig, Validate};
+pub use empirical::EmpiricalGaussian;
 pub use error::{CoreError, Invalid, InvalidValue, Result};
 pub use mixture::{preset, GaussianMixture, MixtureSpec};
 pub use param::{convert, convert_coeffs, Affine, Param};

@@ -103,6 +103,87 @@ pub fn cho_inverse(l: ArrayView2<f64>) -> Array2<f64> {
     cho_solve_mat(l, Array2::eye(l.nrows()).view())
 }
 
+/// A faer view of an ndarray matrix without copying when it is row- or column-major (the
+/// transpose of a standard array, `a.t()`, is the common second case).
+fn faer_view<'a>(a: &ArrayView2<'a, f64>) -> Option<MatRef<'a, f64>> {
+    let (m, n) = a.dim();
+    if let Some(s) = (*a).to_slice() {
+        return Some(MatRef::from_row_major_slice(s, m, n));
+    }
+    let t = (*a).reversed_axes();
+    t.to_slice()
+        .map(|s| MatRef::from_row_major_slice(s, n, m).transpose())
+}
+
+/// C = A·B with faer's blocked kernels (A [m, k], B [k, n]); `None` when the inner sizes differ.
+/// Views of row- or column-major arrays are read in place, other layouts are copied once.
+pub fn matmul(a: ArrayView2<f64>, b: ArrayView2<f64>) -> Option<Array2<f64>> {
+    if a.ncols() != b.nrows() {
+        return None;
+    }
+    let (ac, bc);
+    let fa = match faer_view(&a) {
+        Some(v) => v,
+        None => {
+            ac = a.as_standard_layout().into_owned();
+            MatRef::from_row_major_slice(ac.as_slice()?, ac.nrows(), ac.ncols())
+        }
+    };
+    let fb = match faer_view(&b) {
+        Some(v) => v,
+        None => {
+            bc = b.as_standard_layout().into_owned();
+            MatRef::from_row_major_slice(bc.as_slice()?, bc.nrows(), bc.ncols())
+        }
+    };
+    let mut out = Array2::<f64>::zeros((a.nrows(), b.ncols()));
+    let (m, n) = out.dim();
+    let dst = faer::MatMut::from_row_major_slice_mut(out.as_slice_mut()?, m, n);
+    faer::linalg::matmul::matmul(dst, faer::Accum::Replace, fa, fb, 1.0, Par::Seq);
+    Some(out)
+}
+
+/// Eigendecomposition A = V·diag(λ)·Vᵀ of a symmetric matrix (faer's self-adjoint solver):
+/// eigenvalues in nondecreasing order and the orthonormal eigenvectors as the columns of V.
+/// `name` labels the matrix in errors; rejects non-square, non-finite or asymmetric A.
+pub fn sym_eigen(a: ArrayView2<f64>, name: &str) -> Result<(Array1<f64>, Array2<f64>)> {
+    let n = a.nrows();
+    if a.ncols() != n {
+        return Err(CoreError::Shape(format!(
+            "`{name}` must be square, got {:?}",
+            a.shape()
+        )));
+    }
+    if a.iter().any(|v| !v.is_finite()) {
+        return Err(CoreError::invalid(
+            name,
+            "non-finite entry",
+            "matrix entries must be finite",
+        ));
+    }
+    let scale = a.iter().fold(0.0_f64, |m, v| m.max(v.abs()));
+    for i in 0..n {
+        for j in 0..i {
+            if (a[[i, j]] - a[[j, i]]).abs() > 1e-9 * scale.max(1e-300) {
+                return Err(CoreError::invalid(
+                    name,
+                    format!("[{i}][{j}] = {} vs [{j}][{i}] = {}", a[[i, j]], a[[j, i]]),
+                    "matrix must be symmetric",
+                ));
+            }
+        }
+    }
+    let evd = to_faer(a).self_adjoint_eigen(Side::Lower).map_err(|e| {
+        CoreError::invalid(
+            name,
+            format!("{n}×{n} matrix"),
+            format!("eigendecomposition did not converge ({e:?})"),
+        )
+    })?;
+    let vals = Array1::from_iter((0..n).map(|i| evd.S()[i]));
+    Ok((vals, from_faer(evd.U())))
+}
+
 /// max |a − b| over all entries (∞ on shape mismatch); used by tests across the crate.
 pub fn max_abs_diff<D: ndarray::Dimension>(
     a: &ndarray::Array<f64, D>,
@@ -152,6 +233,24 @@ mod tests {
         assert!(l.indexed_iter().all(|((i, j), &v)| j <= i || v == 0.0));
         let b = Array2::from_shape_fn((d, 3), |(i, j)| (i + j) as f64 / d as f64);
         assert!(max_abs_diff(&a.dot(&cho_solve_mat(l.view(), b.view())), &b) < 1e-10);
+    }
+
+    #[test]
+    fn matmul_reads_transposed_views_and_eigen_reconstructs() {
+        let a = Array2::from_shape_fn((4, 3), |(i, j)| (i * 3 + j) as f64 - 5.0);
+        let b = Array2::from_shape_fn((4, 2), |(i, j)| (i + 2 * j) as f64 * 0.5);
+        // aᵀ·b with aᵀ a column-major view, and a strided view that must be copied.
+        assert!(max_abs_diff(&matmul(a.t(), b.view()).unwrap(), &a.t().dot(&b)) < 1e-12);
+        let s = a.slice(ndarray::s![..;2, ..]);
+        assert!(max_abs_diff(&matmul(s, a.t()).unwrap(), &s.dot(&a.t())) < 1e-12);
+        assert!(matmul(a.view(), a.view()).is_none());
+        let c = a.t().dot(&a);
+        let (vals, vecs) = sym_eigen(c.view(), "c").unwrap();
+        assert!(vals.windows(2).into_iter().all(|w| w[0] <= w[1]));
+        let back = vecs.dot(&Array2::from_diag(&vals)).dot(&vecs.t());
+        assert!(max_abs_diff(&back, &c) < 1e-10);
+        let e = sym_eigen(arr2(&[[1.0, 0.5], [0.1, 1.0]]).view(), "m").unwrap_err();
+        assert!(e.to_string().contains("symmetric"), "{e}");
     }
 
     #[test]

@@ -517,6 +517,7 @@ pub fn evaluate_run_with(
         &data,
         &Reference::for_data(&data)?,
         &cfg.eval.denoiser_sigmas,
+        cfg.eval.batch_size,
         Some(&run_dir.join(files::DENOISING_PLOT)),
         &mut md,
         &mut head,

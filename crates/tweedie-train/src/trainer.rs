@@ -471,7 +471,8 @@ pub fn grid_labels(cfg: &TrainConfig, data: &Dataset, n: usize) -> Option<Vec<i6
 pub fn write_samples(path: &Path, s: &Sampling, cfg: &TrainConfig, data: &Data) -> Result<()> {
     let n = cfg.sampling.grid;
     let labels = grid_labels(cfg, &data.train, n);
-    let plan = s.plan(cfg, &data.train.shape, n)?;
+    // In batches of eval.batch_size: a large grid of large images stays in bounded memory.
+    let plan = s.plan(cfg, &data.train.shape, n.min(cfg.eval.batch_size))?;
     let (x, _) = generate(&s.model, &plan, 0, n, labels.as_deref())?;
     let fields = matches!(data.truth, crate::data::GroundTruth::Fields(_)) || data.netcdf.is_some();
     if data.train.is_image() && (fields || !matches!(data.train.shape[0], 1 | 3)) {
@@ -866,7 +867,7 @@ fn train_loop(
     if let Some(meta) = &data.netcdf {
         // The grid's samples again (same seeds), in physical units with the data's names.
         let n = cfg.sampling.grid;
-        let plan = sampling.plan(cfg, &data.train.shape, n)?;
+        let plan = sampling.plan(cfg, &data.train.shape, n.min(cfg.eval.batch_size))?;
         let (x, _) = generate(&sampling.model, &plan, 0, n, None)?;
         crate::data::netcdf::write_samples(&run_dir.join(files::SAMPLES_NC), x.view(), meta)?;
     }
