@@ -33,6 +33,9 @@ pub mod streams {
     pub const TRAIN: u64 = 3 << 32;
     /// Likelihood: Hutchinson probe k uses `LIKELIHOOD + k`, dequantisation noise `LIKELIHOOD - 1`.
     pub const LIKELIHOOD: u64 = 4 << 32;
+    /// Posterior samplers with loops of their own (FPS, DiffPIR, DAPS, PnP-DM, EnKG, DPS-GSG):
+    /// outer step i, draw j uses `COND + (i << 20) + j`.
+    pub const COND: u64 = 5 << 32;
 }
 
 /// The generator of sample `index` in stream `stream` under `seed`.

@@ -1,8 +1,11 @@
-//! Measures the bias of DPS, ΠGDM, TMP and replacement against the exact posterior of
-//! Gaussian-mixture priors; prints the tables of docs/samplers.md.
+//! Measures the bias of every posterior sampler (DPS, ΠGDM, TMP, replacement, FPS-SMC, DiffPIR,
+//! DAPS, PnP-DM, EnKG, DPS-GSG) against the exact posterior of Gaussian-mixture priors; prints
+//! the tables of docs/conditional.md. `--only NAME` runs the methods whose label contains NAME.
 //!
-//! `cargo run --release -p tweedie-samplers --example cond_bias`
+//! `cargo run --profile dev -p tweedie-samplers --example cond_bias`
 #![allow(clippy::needless_range_loop)]
+
+use std::time::Instant;
 
 use ndarray::{array, Array1, Array2, Axis};
 use tweedie_core::process::Edm;
@@ -10,7 +13,8 @@ use tweedie_core::rng::{normal_rows, normal_vec};
 use tweedie_core::{Timer, TimerKind};
 use tweedie_samplers::ops::measure;
 use tweedie_samplers::{
-    CondSampler, ForwardModel, Guidance, Init, Mask, MatrixOp, MixtureModel, SamplerKind,
+    CondSampler, Daps, Diffpir, DpsGsg, Enkg, ForwardModel, Fps, FpsNoise, Guidance, Init, Mask,
+    MatrixOp, MixtureModel, Pnpdm, SamplerKind,
 };
 
 fn mixture_2d() -> MixtureModel {
@@ -108,6 +112,7 @@ fn run(
     op: &dyn ForwardModel,
     y: &Array1<f64>,
     g: Guidance,
+    kind: SamplerKind,
     n: usize,
 ) -> Result<(Array2<f64>, usize), String> {
     let p = Edm {
@@ -117,7 +122,7 @@ fn run(
     let c = CondSampler {
         process: &p,
         grid: TimerKind::edm().grid(&p, 32).map_err(|e| e.to_string())?,
-        kind: SamplerKind::Heun,
+        kind,
         model: prior,
         op,
         y: y.clone(),
@@ -151,30 +156,97 @@ fn table(
             .map(|w| format!("{w:.3}"))
             .collect::<Vec<_>>()
     );
-    println!("| method | NFE | max abs weight error | max mean error (÷ posterior std) | max rel. cov error (Frobenius) | sample weights |");
-    println!("|---|---|---|---|---|---|");
+    println!("| method | NFE | wall time | max abs weight error | max mean error (÷ posterior std) | max rel. cov error (Frobenius) | sample weights |");
+    println!("|---|---|---|---|---|---|---|");
+    let heun = SamplerKind::Heun;
+    let anc = SamplerKind::from_name("euler_ancestral").expect("known sampler");
     let mut methods = vec![
-        ("exact score (noise floor)", Guidance::ExactPosterior),
-        ("DPS (scale 1)", Guidance::Dps { scale: 1.0 }),
-        ("DPS (scale 0.1)", Guidance::Dps { scale: 0.1 }),
-        ("ΠGDM", Guidance::Pigdm { sigma_data: sd }),
+        (
+            "exact score (noise floor)",
+            Guidance::ExactPosterior,
+            heun.clone(),
+        ),
+        ("DPS (scale 1)", Guidance::Dps { scale: 1.0 }, heun.clone()),
+        (
+            "DPS (scale 0.1)",
+            Guidance::Dps { scale: 0.1 },
+            heun.clone(),
+        ),
+        ("ΠGDM", Guidance::Pigdm { sigma_data: sd }, heun.clone()),
         (
             "TMP",
             Guidance::Tmp {
                 cg_iters: 50,
                 cg_tol: 1e-8,
             },
+            heun.clone(),
         ),
     ];
     if replacement {
-        methods.push(("replacement", Guidance::Replacement));
+        methods.push(("replacement", Guidance::Replacement, heun.clone()));
     }
-    for (name, g) in methods {
-        match run(prior, op, y, g, n) {
+    methods.extend([
+        (
+            "FPS-SMC (M = 20)",
+            Guidance::Fps(Fps::default()),
+            heun.clone(),
+        ),
+        (
+            "FPS-SMC (M = 200)",
+            Guidance::Fps(Fps {
+                particles: 200,
+                ..Fps::default()
+            }),
+            heun.clone(),
+        ),
+        (
+            "FPS-SMC, paper's fresh noise (M = 20)",
+            Guidance::Fps(Fps {
+                noise: FpsNoise::Fresh,
+                ..Fps::default()
+            }),
+            heun.clone(),
+        ),
+        (
+            "FPS (M = 1, no SMC)",
+            Guidance::Fps(Fps {
+                particles: 1,
+                ..Fps::default()
+            }),
+            heun.clone(),
+        ),
+        (
+            "DiffPIR",
+            Guidance::Diffpir(Diffpir::default()),
+            heun.clone(),
+        ),
+        ("DAPS", Guidance::Daps(Daps::default()), heun.clone()),
+        ("PnP-DM", Guidance::Pnpdm(Pnpdm::default()), anc.clone()),
+        ("EnKG", Guidance::Enkg(Enkg::default()), heun.clone()),
+        (
+            "DPS-GSG",
+            Guidance::DpsGsg(DpsGsg {
+                sigma_data: sd,
+                ..DpsGsg::default()
+            }),
+            heun.clone(),
+        ),
+    ]);
+    let only: Option<String> = std::env::args().skip_while(|a| a != "--only").nth(1);
+    for (name, g, kind) in methods {
+        if let Some(o) = &only {
+            if !name.to_lowercase().contains(&o.to_lowercase()) {
+                continue;
+            }
+        }
+        let t0 = Instant::now();
+        let r = run(prior, op, y, g, kind, n);
+        let wall = t0.elapsed().as_secs_f64();
+        match r {
             Ok((x, nfe)) => {
                 let s = stats(&x, &post);
                 println!(
-                    "| {name} | {nfe} | {:.3} | {:.3} | {:.3} | {:?} |",
+                    "| {name} | {nfe} | {wall:.2} s | {:.3} | {:.3} | {:.3} | {:?} |",
                     s.weight_err,
                     s.mean_err,
                     s.cov_err,
@@ -184,7 +256,7 @@ fn table(
                         .collect::<Vec<_>>()
                 );
             }
-            Err(e) => println!("| {name} | – | failed: {e} | | | |"),
+            Err(e) => println!("| {name} | – | – | failed: {e} | | | |"),
         }
     }
 }

@@ -15,6 +15,23 @@ use crate::ops::ForwardModel;
 use crate::sampler::{Callback, Init, NoiseKey, SampleOutput, Sampler, StepHook};
 use crate::state::State;
 
+mod common;
+pub mod daps;
+pub mod diffpir;
+pub mod dps_gsg;
+pub mod enkg;
+pub mod fps;
+pub mod pnpdm;
+pub mod smc;
+
+pub use daps::Daps;
+pub use diffpir::Diffpir;
+pub use dps_gsg::DpsGsg;
+pub use enkg::Enkg;
+pub use fps::{Fps, FpsNoise};
+pub use pnpdm::Pnpdm;
+pub use smc::Resampling;
+
 /// How the measurement enters sampling. ∇log p(x̃|y) = ∇log p(x̃) + ∇log p(y|x̃); r = y − A·D(x̃; σ̃),
 /// J = ∂D/∂x̃ (a vector-Jacobian product), s = noise std of the operator.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,7 +61,23 @@ pub enum Guidance {
     /// Inpainting by replacement (Song et al. 2021 App. I; Lugmayr et al. 2022 without resampling):
     /// after each step, observed coordinates are set to y + σ̃′·ε. Needs a selection operator (mask).
     Replacement,
+    /// FPS-SMC (Dou & Song 2024): filtering with a noisy-measurement path and particle weights (see [`Fps`]).
+    Fps(Fps),
+    /// DiffPIR (Zhu et al. 2023): proximal data step on x̂₀, then re-noising (see [`Diffpir`]).
+    Diffpir(Diffpir),
+    /// DAPS (Zhang et al. 2024): ODE to x̂₀, Langevin on p(x₀ | x̃, y), re-noise (see [`Daps`]).
+    Daps(Daps),
+    /// PnP-DM (Wu et al. 2024): split Gibbs with annealed coupling ρ (see [`Pnpdm`]).
+    Pnpdm(Pnpdm),
+    /// EnKG (Zheng et al. 2024): derivative-free ensemble Kalman guidance (see [`Enkg`]).
+    Enkg(Enkg),
+    /// DPS-GSG: DPS with a Gaussian-smoothed zeroth-order gradient (see [`DpsGsg`]).
+    DpsGsg(DpsGsg),
 }
+
+/// The names [`Guidance::from_name`] knows.
+pub const GUIDANCE_NAMES: &str =
+    "exact_posterior, dps, pigdm, tmp, replacement, fps, diffpir, daps, pnpdm, enkg, dps_gsg";
 
 fn one() -> f64 {
     1.0
@@ -80,6 +113,12 @@ impl Guidance {
                     "need ≥ 1 iteration, tol > 0",
                 ))
             }
+            Guidance::Fps(m) => m.validate(),
+            Guidance::Diffpir(m) => m.validate(),
+            Guidance::Daps(m) => m.validate(),
+            Guidance::Pnpdm(m) => m.validate(),
+            Guidance::Enkg(m) => m.validate(),
+            Guidance::DpsGsg(m) => m.validate(),
             _ => Ok(()),
         }
     }
@@ -94,11 +133,17 @@ impl Guidance {
                 cg_tol: cg_tol(),
             },
             "replacement" | "replace" => Guidance::Replacement,
+            "fps" | "fps_smc" => Guidance::Fps(Fps::default()),
+            "diffpir" => Guidance::Diffpir(Diffpir::default()),
+            "daps" => Guidance::Daps(Daps::default()),
+            "pnpdm" | "pnp_dm" => Guidance::Pnpdm(Pnpdm::default()),
+            "enkg" => Guidance::Enkg(Enkg::default()),
+            "dps_gsg" | "dpsgsg" => Guidance::DpsGsg(DpsGsg::default()),
             _ => {
                 return Err(SamplerError::invalid(
                     "guidance",
                     name,
-                    "known: exact_posterior, dps, pigdm, tmp, replacement",
+                    format!("known: {GUIDANCE_NAMES}"),
                 ))
             }
         })
@@ -345,6 +390,12 @@ impl<S: State> CondSampler<'_, S> {
                 let hook = Replacement::new(self.op, &self.y)?;
                 go(self.model, Some(&hook), init, callback)
             }
+            Guidance::Fps(m) => m.run(self, init),
+            Guidance::Diffpir(m) => m.run(self, init),
+            Guidance::Daps(m) => m.run(self, init),
+            Guidance::Pnpdm(m) => m.run(self, init),
+            Guidance::Enkg(m) => m.run(self, init),
+            Guidance::DpsGsg(m) => m.run(self, init),
             g => {
                 // Count the network's own evaluations (forward or forward + VJP), not guided calls.
                 let inner = Counted::new(self.model);

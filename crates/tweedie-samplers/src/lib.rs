@@ -56,7 +56,10 @@ pub mod step;
 pub mod tch_state;
 
 pub use api::{sample, Method};
-pub use cond::{CondSampler, Guidance, GuidedModel, Replacement};
+pub use cond::{
+    CondSampler, Daps, Diffpir, DpsGsg, Enkg, Fps, FpsNoise, Guidance, GuidedModel, Pnpdm,
+    Replacement, Resampling, GUIDANCE_NAMES,
+};
 pub use error::{ModelError, Result, SamplerError};
 pub use kind::{Churn, SamplerKind, SamplerSpec, SAMPLER_NAMES};
 pub use mixture::MixtureModel;

@@ -9,8 +9,8 @@ use tweedie_core::rng::normal_vec;
 use tweedie_core::{Timer, TimerKind};
 use tweedie_samplers::ops::measure;
 use tweedie_samplers::{
-    Blur, Cfg, CondSampler, Downsample, ForwardModel, Guidance, Init, Mask, MatrixOp, MixtureModel,
-    Sampler, SamplerKind,
+    Blur, Cfg, CondSampler, Daps, Diffpir, Downsample, DpsGsg, Enkg, ForwardModel, Fps, Guidance,
+    Init, Mask, MatrixOp, MixtureModel, Pnpdm, Sampler, SamplerKind,
 };
 
 const SMALL: Bias = Bias {
@@ -347,5 +347,467 @@ fn approximate_guidance_bias_stays_at_measured_level() {
                 "{g:?}: component {k} mean error {err:.3} posterior stds"
             );
         }
+    }
+}
+
+// ---- The posterior samplers with loops of their own (FPS, DiffPIR, DAPS, PnP-DM, EnKG, DPS-GSG).
+
+/// Every `every`-th row: FPS's rows within a particle group are not independent (resampling
+/// copies particles), one row per group is.
+fn one_per_group(x: &Array2<f64>, every: usize) -> Array2<f64> {
+    let rows: Vec<usize> = (0..x.nrows()).step_by(every).collect();
+    x.select(ndarray::Axis(0), &rows)
+}
+
+/// (max |Δweight|, max ‖Δμ_k‖/√(tr P_k/D), max ‖ΔP_k‖_F/‖P_k‖_F) over components with posterior
+/// weight ≥ 5 %, the columns of docs/conditional.md.
+fn bias_of(x: &Array2<f64>, post: &MixtureModel) -> (f64, f64, f64) {
+    let cls = post.classify(x);
+    let d = post.dim() as f64;
+    let (mut we, mut me, mut ce) = (0.0f64, 0.0f64, 0.0f64);
+    for k in 0..post.n_components() {
+        let rows: Vec<usize> = (0..x.nrows()).filter(|i| cls[*i] == k).collect();
+        let wk = rows.len() as f64 / x.nrows() as f64;
+        we = we.max((wk - post.weights()[k]).abs());
+        if post.weights()[k] < 0.05 || rows.len() < 20 {
+            continue;
+        }
+        let xs = x.select(ndarray::Axis(0), &rows);
+        let m = xs.mean_axis(ndarray::Axis(0)).unwrap();
+        let p = &post.covs()[k];
+        let dm = &m - &post.means().row(k);
+        me = me.max(dm.dot(&dm).sqrt() / (p.diag().sum() / d).sqrt());
+        let c = &xs - &m;
+        let cov = c.t().dot(&c) / (rows.len() as f64 - 1.0);
+        let fro = |a: &Array2<f64>| a.mapv(|v| v * v).sum().sqrt();
+        ce = ce.max(fro(&(&cov - p)) / fro(p));
+    }
+    (we, me, ce)
+}
+
+/// FPS-SMC with the exact (shared-noise) path likelihood converges to the exact posterior of a
+/// linear-Gaussian problem as the grid is refined: its only error is the ancestral kernel's.
+#[test]
+fn fps_smc_converges_on_linear_gaussian() {
+    let d = 4;
+    let prior = gaussian(
+        Array1::from_shape_fn(d, |i| 0.3 * i as f64 - 0.4),
+        random_spd(d, 0.1, 1.0, 17),
+    );
+    let op = MatrixOp::new(tweedie_core::rng::normal_rows(5, 0, 2, 0, d) * 0.7, 0.3).unwrap();
+    let y = observe(&prior, &op, 3);
+    let post = prior.posterior(&op.matrix().unwrap(), &y, 0.3).unwrap();
+    let fps = Guidance::Fps(Fps {
+        particles: 4,
+        ..Fps::default()
+    });
+    let mut errs = vec![];
+    for steps in [16, 128] {
+        let (x, nfe) = cond_run(&prior, &op, &y, fps.clone(), SamplerKind::Heun, steps, 8000);
+        assert_eq!(nfe, steps + 1);
+        let x = one_per_group(&x, 4);
+        let e = bias_of(&x, &post);
+        eprintln!("FPS-SMC {steps} steps: {e:?}");
+        errs.push(e);
+        if steps == 128 {
+            assert_ok(
+                "FPS-SMC 128 steps",
+                &check(
+                    &x,
+                    &post,
+                    Bias {
+                        weight: 0.0,
+                        mean: 0.01,
+                        cov: 0.02,
+                    },
+                ),
+            );
+        }
+    }
+    assert!(
+        errs[1].2 < errs[0].2,
+        "covariance error does not shrink: {errs:?}"
+    );
+}
+
+/// PnP-DM's split-Gibbs target has the x-marginal p(x)·N(y; Ax, s²I + ρ²AAᵀ): at a fixed ρ and a
+/// mask (AAᵀ = I) that is the exact posterior with noise √(s² + ρ²), which the samples match
+/// (and not the posterior with noise s).
+#[test]
+fn pnpdm_targets_the_coupled_posterior() {
+    let d = 3;
+    let prior = gaussian(array![0.5, -1.0, 0.2], random_spd(d, 0.2, 1.0, 5));
+    let (s, rho) = (0.1, 0.4);
+    let op = Mask::new(&[true, false, true], s).unwrap();
+    let y = array![1.0, -0.5];
+    let g = Guidance::Pnpdm(Pnpdm {
+        rho_max: rho,
+        rho_min: rho,
+        decay: 1.0,
+        iterations: 20,
+        prior_steps: 40,
+    });
+    let anc = SamplerKind::from_name("euler_ancestral").unwrap();
+    let (x, nfe) = cond_run(&prior, &op, &y, g, anc, 8, 3000);
+    assert_eq!(nfe, 1 + 20 * 40);
+    let a = op.matrix().unwrap();
+    let coupled = prior.posterior(&a, &y, (s * s + rho * rho).sqrt()).unwrap();
+    let plain = prior.posterior(&a, &y, s).unwrap();
+    eprintln!(
+        "PnP-DM vs coupled {:?}, vs plain {:?}",
+        bias_of(&x, &coupled),
+        bias_of(&x, &plain)
+    );
+    assert_ok(
+        "PnP-DM coupled posterior",
+        &check(
+            &x,
+            &coupled,
+            Bias {
+                weight: 0.0,
+                mean: 0.01,
+                cov: 0.02,
+            },
+        ),
+    );
+    assert!(!check(&x, &plain, SMALL).failures.is_empty());
+}
+
+/// DPS-GSG's smoothed gradient of ‖y − Ax‖² is unbiased for a linear A (central differences of
+/// a quadratic are exact): with Q directions it matches −2Aᵀ(y − Ax) to O(√(D/Q)), and on an
+/// isotropic Gaussian prior, where σ_d²/(σ̃² + σ_d²) is the exact Jacobian, DPS-GSG with many
+/// directions follows DPS sample by sample.
+#[test]
+fn dps_gsg_tends_to_dps() {
+    use tweedie_samplers::cond::dps_gsg::gsg_gradient;
+    let d = 6;
+    let op = MatrixOp::new(tweedie_core::rng::normal_rows(8, 0, 3, 0, d), 0.2).unwrap();
+    let x = tweedie_core::rng::normal_rows(9, 0, 2, 0, d);
+    let y = array![[0.3, -0.2, 1.0]];
+    let exact = op.adjoint(&(op.apply(&x).unwrap() - &y)).unwrap() * 2.0;
+    let mut errs = vec![];
+    for q in [100usize, 10000] {
+        let g = gsg_gradient(&op, &y, &x, q, 0.01, |i| {
+            tweedie_core::rng::normal_rows(1, 0, 2, i as u64, d)
+        })
+        .unwrap();
+        let rel = (&g - &exact).mapv(|v| v * v).sum().sqrt() / exact.mapv(|v| v * v).sum().sqrt();
+        errs.push(rel);
+    }
+    eprintln!("GSG relative error, Q = 100 / 10000: {errs:?}");
+    // √(D/Q)-scaling: the error at 100× the directions is ~10× smaller.
+    assert!(
+        errs[0] < 1.5 * (d as f64 / 100.0).sqrt() && errs[1] < 0.15 * errs[0],
+        "{errs:?}"
+    );
+
+    let sd = 0.8;
+    let prior = gaussian(Array1::zeros(d), Array2::eye(d) * (sd * sd));
+    // A noisy measurement, so that DPS itself is stable at this scale.
+    let op = MatrixOp::new(tweedie_core::rng::normal_rows(8, 0, 3, 0, d) * 0.5, 0.5).unwrap();
+    let yv = observe(&prior, &op, 4);
+    let (xd, _) = cond_run(
+        &prior,
+        &op,
+        &yv,
+        Guidance::Dps { scale: 0.5 },
+        SamplerKind::Heun,
+        16,
+        50,
+    );
+    let mut diffs = vec![];
+    for q in [16usize, 1024] {
+        let g = Guidance::DpsGsg(DpsGsg {
+            scale: 0.5,
+            queries: q,
+            mu: 0.01,
+            sigma_data: sd,
+        });
+        let (xg, nfe) = cond_run(&prior, &op, &yv, g, SamplerKind::Heun, 16, 50);
+        assert_eq!(nfe, 31);
+        diffs.push((&xg - &xd).mapv(|v| v * v).mean().unwrap().sqrt());
+    }
+    eprintln!("DPS-GSG vs DPS rms difference, Q = 16 / 1024: {diffs:?}");
+    assert!(diffs[1] < 0.2 * diffs[0] && diffs[1] < 0.02, "{diffs:?}");
+}
+
+/// An operator without an adjoint: the derivative-free methods (EnKG, DPS-GSG) run with it,
+/// a gradient method does not.
+#[derive(Debug)]
+struct NoAdjoint(MatrixOp);
+
+impl ForwardModel for NoAdjoint {
+    fn in_dim(&self) -> usize {
+        self.0.in_dim()
+    }
+    fn out_dim(&self) -> usize {
+        self.0.out_dim()
+    }
+    fn apply(&self, x: &Array2<f64>) -> tweedie_samplers::Result<Array2<f64>> {
+        self.0.apply(x)
+    }
+    fn adjoint(&self, _y: &Array2<f64>) -> tweedie_samplers::Result<Array2<f64>> {
+        Err(tweedie_samplers::SamplerError::Unsupported(
+            "an adjoint (black-box operator)".into(),
+        ))
+    }
+    fn noise_std(&self) -> f64 {
+        self.0.noise_std()
+    }
+}
+
+#[test]
+fn derivative_free_methods_need_no_adjoint() {
+    let prior = mixture_2d();
+    let op = NoAdjoint(MatrixOp::new(array![[0.6, 0.8]], 0.5).unwrap());
+    let y = array![-2.1];
+    for g in [
+        Guidance::Enkg(Enkg::default()),
+        Guidance::DpsGsg(DpsGsg {
+            scale: 0.1,
+            ..DpsGsg::default()
+        }),
+    ] {
+        let (x, _) = cond_run(&prior, &op, &y, g, SamplerKind::Heun, 8, 64);
+        assert!(x.iter().all(|v| v.is_finite()));
+    }
+    let p = edm();
+    let c = CondSampler {
+        process: &p,
+        grid: TimerKind::edm().grid(&p, 8).unwrap(),
+        kind: SamplerKind::Heun,
+        model: &prior,
+        op: &op,
+        y,
+        guidance: Guidance::Diffpir(Diffpir::default()),
+        seed: 0,
+        first_index: 0,
+    };
+    let e = c
+        .run(Init::Exact(Array2::<f64>::zeros((4, 2))), None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("adjoint"), "{e}");
+}
+
+/// Bad input names the problem: parameters out of range, y with NaN or the wrong length, an
+/// operator that does not fit the state, a particle count that does not divide the batch, a
+/// deterministic integrator for PnP-DM's prior step.
+#[test]
+fn posterior_sampler_errors() {
+    let prior = mixture_2d();
+    let op = MatrixOp::new(array![[0.6, 0.8]], 0.5).unwrap();
+    let p = edm();
+    let run = |g: Guidance, y: Array1<f64>, n: usize, dim: usize, kind: SamplerKind| {
+        let c = CondSampler {
+            process: &p,
+            grid: TimerKind::edm().grid(&p, 4).unwrap(),
+            kind,
+            model: &prior,
+            op: &op,
+            y,
+            guidance: g,
+            seed: 0,
+            first_index: 0,
+        };
+        c.run(Init::Noise(Array2::<f64>::zeros((n, dim))), None)
+            .unwrap_err()
+            .to_string()
+    };
+    let heun = SamplerKind::Heun;
+    let all = [
+        Guidance::Fps(Fps::default()),
+        Guidance::Diffpir(Diffpir::default()),
+        Guidance::Daps(Daps::default()),
+        Guidance::Pnpdm(Pnpdm::default()),
+        Guidance::Enkg(Enkg::default()),
+        Guidance::DpsGsg(DpsGsg::default()),
+    ];
+    let anc = SamplerKind::from_name("euler_ancestral").unwrap();
+    for g in &all {
+        let e = run(g.clone(), array![f64::NAN], 20, 2, anc.clone());
+        assert!(e.contains("y[0]") && e.contains("finite"), "{g:?}: {e}");
+        let e = run(g.clone(), array![1.0, 2.0], 20, 2, anc.clone());
+        assert!(e.contains("measurement y has 2 entries"), "{g:?}: {e}");
+        let e = run(g.clone(), array![1.0], 20, 3, anc.clone());
+        assert!(e.contains("3 elements per sample"), "{g:?}: {e}");
+    }
+    let bad = [
+        (
+            Guidance::Fps(Fps {
+                particles: 0,
+                ..Fps::default()
+            }),
+            "particles",
+        ),
+        (
+            Guidance::Fps(Fps {
+                ess_threshold: 1.5,
+                ..Fps::default()
+            }),
+            "ess_threshold",
+        ),
+        (
+            Guidance::Diffpir(Diffpir {
+                lambda: 0.0,
+                zeta: 0.3,
+            }),
+            "lambda",
+        ),
+        (
+            Guidance::Diffpir(Diffpir {
+                lambda: 1.0,
+                zeta: -0.1,
+            }),
+            "zeta",
+        ),
+        (
+            Guidance::Daps(Daps {
+                eta: 2.0,
+                ..Daps::default()
+            }),
+            "eta",
+        ),
+        (
+            Guidance::Daps(Daps {
+                tau: Some(f64::NAN),
+                ..Daps::default()
+            }),
+            "tau",
+        ),
+        (
+            Guidance::Daps(Daps {
+                ode_steps: 0,
+                ..Daps::default()
+            }),
+            "ode_steps",
+        ),
+        (
+            Guidance::Pnpdm(Pnpdm {
+                rho_min: 20.0,
+                ..Pnpdm::default()
+            }),
+            "rho_min",
+        ),
+        (
+            Guidance::Pnpdm(Pnpdm {
+                decay: 0.0,
+                ..Pnpdm::default()
+            }),
+            "decay",
+        ),
+        (
+            Guidance::Enkg(Enkg {
+                scale: -1.0,
+                ..Enkg::default()
+            }),
+            "scale",
+        ),
+        (
+            Guidance::Enkg(Enkg {
+                lr_min_ratio: 2.0,
+                ..Enkg::default()
+            }),
+            "lr_min_ratio",
+        ),
+        (
+            Guidance::DpsGsg(DpsGsg {
+                queries: 0,
+                ..DpsGsg::default()
+            }),
+            "queries",
+        ),
+        (
+            Guidance::DpsGsg(DpsGsg {
+                mu: 0.0,
+                ..DpsGsg::default()
+            }),
+            "mu",
+        ),
+    ];
+    for (g, key) in bad {
+        let e = run(g.clone(), array![1.0], 20, 2, anc.clone());
+        assert!(e.contains(key), "{g:?}: {e}");
+        assert!(g.validate().is_err());
+    }
+    let e = run(
+        Guidance::Fps(Fps::default()),
+        array![1.0],
+        30,
+        2,
+        heun.clone(),
+    );
+    assert!(e.contains("particles") && e.contains("multiples"), "{e}");
+    let e = run(
+        Guidance::Pnpdm(Pnpdm::default()),
+        array![1.0],
+        4,
+        2,
+        heun.clone(),
+    );
+    assert!(
+        e.contains("stochastic sampler") && e.contains("heun"),
+        "{e}"
+    );
+    for name in ["fps", "diffpir", "daps", "pnpdm", "enkg", "dps_gsg"] {
+        assert!(Guidance::from_name(name).is_ok(), "{name}");
+    }
+    let e = Guidance::from_name("fsp").unwrap_err().to_string();
+    assert!(e.contains("dps_gsg"), "{e}");
+}
+
+/// Regression guard at the measured bias (docs/conditional.md, the two-mode 2-D problem, 32 EDM
+/// steps, n = 4000): weight, mean and covariance errors may not grow past the measurement plus
+/// the sampling noise at this n.
+#[test]
+fn posterior_sampler_bias_stays_at_measured_level() {
+    let prior = mixture_2d();
+    let op = MatrixOp::new(array![[0.6, 0.8]], 0.5).unwrap();
+    let y = array![-2.1];
+    let post = prior.posterior(&op.matrix().unwrap(), &y, 0.5).unwrap();
+    let anc = SamplerKind::from_name("euler_ancestral").unwrap();
+    let heun = SamplerKind::Heun;
+    // (method, sampler, measured (weight, mean, cov) errors at n = 4000, seed 21).
+    let cases = [
+        (
+            Guidance::Fps(Fps::default()),
+            heun.clone(),
+            (0.05, 0.19, 0.30),
+        ),
+        (
+            Guidance::Diffpir(Diffpir::default()),
+            heun.clone(),
+            (0.04, 0.33, 0.29),
+        ),
+        (
+            Guidance::Daps(Daps::default()),
+            heun.clone(),
+            (0.05, 0.25, 0.96),
+        ),
+        (Guidance::Pnpdm(Pnpdm::default()), anc, (0.03, 0.03, 0.33)),
+        (
+            Guidance::Enkg(Enkg::default()),
+            heun.clone(),
+            (0.30, 4.7, 0.59),
+        ),
+        (
+            Guidance::DpsGsg(DpsGsg {
+                scale: 0.1,
+                sigma_data: 2.2,
+                ..DpsGsg::default()
+            }),
+            heun,
+            (0.01, 0.5, 0.12),
+        ),
+    ];
+    for (g, kind, (w, m, c)) in cases {
+        let (x, _) = cond_run(&prior, &op, &y, g.clone(), kind, 32, 4000);
+        let (we, me, ce) = bias_of(&x, &post);
+        eprintln!("{g:?}: measured ({we:.3}, {me:.3}, {ce:.3})");
+        // Sampling noise at n = 4000: weights ±0.02, means ±0.1 std, covariances ±0.1 (relative).
+        assert!(
+            we < w + 0.02 && me < m + 0.1 && ce < c + 0.1,
+            "{g:?}: ({we:.3}, {me:.3}, {ce:.3}) past the measured ({w}, {m}, {c})"
+        );
     }
 }

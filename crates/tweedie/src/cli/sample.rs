@@ -32,6 +32,8 @@ use tweedie::train::plot::{write_field_grid, write_image_grid};
     tweedie sample --model gmm2d --sampler ddim --eta 0.5 --process vp --timer vp_linear --steps 50 --n 100 --out x.npy\n  \
     tweedie sample --model gmm2d --sampler heun --steps 32 --n 1000 --out post.npy \\\n      \
     --operator mask --observe 0 --y y.npy --noise-std 0.1 --guidance tmp\n  \
+    tweedie sample --model gmm2d --sampler heun --steps 32 --n 1000 --out post.npy \\\n      \
+    --operator matrix --matrix a.npy --y y.npy --noise-std 0.5 --guidance fps\n  \
     tweedie sample --model runs/digits/model.safetensors --sampler heun --steps 18 --n 64 --class 3 --cfg 1.5 --out x.npy")]
 pub struct Args {
     /// Model: a built-in mixture preset (gmm2d, gmm64d), a mixture TOML file
@@ -90,7 +92,9 @@ pub struct Args {
     /// Measurement noise standard deviation s (y = A·x₀ + n, n ~ N(0, s²I)).
     #[arg(long, default_value_t = 0.0)]
     pub noise_std: f64,
-    /// Guidance: exact_posterior, dps, pigdm, tmp, replacement.
+    /// Guidance: exact_posterior, dps, pigdm, tmp, replacement, fps, diffpir, daps, pnpdm
+    /// (with a stochastic --sampler, e.g. euler_ancestral), enkg, dps_gsg; each with its paper's
+    /// defaults (docs/conditional.md).
     #[arg(long, default_value = "exact_posterior")]
     pub guidance: String,
     /// Matrix A (.npy, [m, D]) for --operator matrix.
