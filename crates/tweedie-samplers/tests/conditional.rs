@@ -797,7 +797,7 @@ fn posterior_sampler_bias_stays_at_measured_level() {
                 ..DpsGsg::default()
             }),
             heun,
-            (0.01, 0.5, 0.12),
+            (0.013, 0.33, 0.43),
         ),
     ];
     for (g, kind, (w, m, c)) in cases {

@@ -10,7 +10,7 @@ use tweedie_core::{Process, TimeGrid};
 use super::{cg_rows, CondSampler};
 use crate::error::{Result, SamplerError};
 use crate::kind::SamplerKind;
-use crate::model::Model;
+use crate::model::{Model, ModelExt};
 use crate::ops::ForwardModel;
 use crate::sampler::{Init, SampleOutput, Sampler, SIGMA_TILDE_CAP};
 use crate::state::State;

@@ -11,7 +11,7 @@ use tweedie_core::Invalid;
 use super::common::{self, stream};
 use super::CondSampler;
 use crate::error::{Result, SamplerError};
-use crate::model::{Counted, Model};
+use crate::model::{Capabilities, Counted, Model};
 use crate::ops::ForwardModel;
 use crate::sampler::{Init, SampleOutput, Sampler};
 use crate::state::State;
@@ -186,8 +186,14 @@ impl<S: State> Model<S> for GsgModel<'_, S> {
         let s2 = self.op.noise_std().powi(2);
         x.with_rows(&(d - g * (self.p.scale * rt2 / (2.0 * s2))))
     }
-    fn sample_marginal(&self, t: &S, sigma: f64, seed: u64, first: u64) -> Option<Result<S>> {
-        // The start is drawn from the prior's p_T, as for DPS.
-        self.inner.sample_marginal(t, sigma, seed, first)
+    fn capabilities(&self) -> Capabilities<'_, S> {
+        // The start is drawn from the prior's p_T and σ̃ rounded as the prior does, as for DPS;
+        // D itself changed, so no VJP, posterior or learned variance carries over.
+        let inner = self.inner.capabilities();
+        Capabilities {
+            exact_marginal: inner.exact_marginal,
+            sigma_rounding: inner.sigma_rounding,
+            ..Capabilities::none()
+        }
     }
 }

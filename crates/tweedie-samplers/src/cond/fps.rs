@@ -105,7 +105,7 @@ impl Fps {
         let like = common::start(c, init, sig[0])?;
         let mut x = like.to_rows();
         let (b, d, mm) = (x.nrows(), x.ncols(), self.particles);
-        if b % mm != 0 || c.first_index % mm as u64 != 0 {
+        if !b.is_multiple_of(mm) || !c.first_index.is_multiple_of(mm as u64) {
             return Err(SamplerError::invalid(
                 "particles",
                 mm,
