@@ -4,11 +4,13 @@
 //!   digits data set, unless the user points `LIBTORCH`/`LIBTORCH_USE_PYTORCH` elsewhere;
 //! - `test`: set-up, then every test, plus the libtorch-free check of the math crates;
 //! - `ci`: `cargo fmt --check`, clippy with `-D warnings`, then `test`;
+//! - `gpu-check`: every CUDA path in one run, ending in a table (skipped without a GPU);
 //! - `bench-samplers`, `consistency`: the measurement tooling, forwarded to the
 //!   `tweedie-bench` binary (crate `tweedie-bench`, not published) after the set-up;
 //! - anything else is forwarded to the `tweedie` binary: `cargo xtask train …` runs
 //!   `tweedie train …` after the set-up.
 
+mod gpu_check;
 mod run;
 mod setup;
 
@@ -48,6 +50,9 @@ enum Command {
     },
     /// What CI runs: cargo fmt --check, clippy -D warnings, then `cargo xtask test`.
     Ci,
+    /// Build, then every CUDA check (U-Net CPU vs CUDA, consistency, NCCL, train and sample on
+    /// CUDA) with a summary table, also written to target/gpu-check.md; skipped without a GPU.
+    GpuCheck,
     #[command(external_subcommand)]
     Forward(Vec<OsString>),
 }
@@ -59,6 +64,7 @@ fn main() -> std::process::ExitCode {
         Command::Setup => setup::run(&root).map(|_| 0),
         Command::Test { args } => test(&root, &args).map(|()| 0),
         Command::Ci => ci(&root).map(|()| 0),
+        Command::GpuCheck => gpu_check::run(&root).map(|failed| i32::from(failed > 0)),
         Command::Forward(args) => forward(&root, &args),
     };
     match result {
