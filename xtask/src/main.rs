@@ -178,21 +178,84 @@ fn binary_for(command: Option<&OsString>) -> &'static str {
 
 /// `cargo xtask <cmd> …` = set-up, then `tweedie <cmd> …` (or `tweedie-bench <cmd> …` for
 /// the measurement tooling); returns that binary's exit code.
+///
+/// The binary runs in the caller's directory (cargo is pointed at the workspace by
+/// `--manifest-path`), so relative paths mean what the user typed; what the binary finds
+/// relative to the workspace (the default config, the digits data) is passed explicitly.
 fn forward(root: &Path, args: &[OsString]) -> Result<i32> {
     setup::run(root)?;
     let bin = binary_for(args.first());
+    let cwd = std::env::current_dir()
+        .map_err(|e| anyhow::anyhow!("cannot read the current directory: {e}"))?;
     let mut cmd = run::cargo_command(root);
-    cmd.args(["run", "--package", bin, "--bin", bin, "--"])
-        .args(args);
+    cmd.current_dir(&cwd)
+        .arg("run")
+        .arg("--manifest-path")
+        .arg(root.join("Cargo.toml"))
+        .args(["--package", bin, "--bin", bin, "--"])
+        .args(with_workspace_defaults(root, &cwd, args));
+    // `.cargo/config.toml` is found from the current directory: outside the workspace its
+    // LIBTORCH would be missing, so give the one it sets.
+    if std::env::var_os("LIBTORCH").is_none() && std::env::var_os("LIBTORCH_USE_PYTORCH").is_none()
+    {
+        cmd.env("LIBTORCH", root.join(".venv").join("torch"));
+    }
+    let digits = root.join(setup::DIGITS_PATH);
+    if std::env::var_os("TWEEDIE_DIGITS").is_none() && digits.is_file() {
+        cmd.env("TWEEDIE_DIGITS", digits);
+    }
     let status = cmd
         .status()
         .map_err(|e| anyhow::anyhow!("cannot start cargo: {e}"))?;
     Ok(status.code().unwrap_or(1))
 }
 
+/// `args` plus `--config <root>/configs/default.toml` for a `train` without a config when the
+/// caller's directory has no `configs/default.toml` of its own (the CLI's relative default).
+fn with_workspace_defaults(root: &Path, cwd: &Path, args: &[OsString]) -> Vec<OsString> {
+    let mut out = args.to_vec();
+    let is_train = args.first().is_some_and(|a| a == "train");
+    let has_config = args.iter().any(|a| {
+        a.to_str().is_some_and(|a| {
+            a == "-c"
+                || a == "--config"
+                || a.starts_with("--config=")
+                || (a.starts_with("-c") && a.len() > 2)
+        })
+    });
+    let wants_help = args.iter().any(|a| a == "--help" || a == "-h");
+    let default = Path::new("configs").join("default.toml");
+    if is_train && !has_config && !wants_help && !cwd.join(&default).is_file() {
+        out.push("--config".into());
+        out.push(root.join(default).into_os_string());
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn train_from_another_directory_gets_the_workspace_default_config() {
+        let os = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
+        let root = Path::new("/ws");
+        let elsewhere = std::env::temp_dir();
+        assert_eq!(
+            with_workspace_defaults(root, &elsewhere, &os(&["train", "--set", "a=1"])),
+            os(&[
+                "train",
+                "--set",
+                "a=1",
+                "--config",
+                "/ws/configs/default.toml"
+            ])
+        );
+        let given = os(&["train", "-c", "mine.toml"]);
+        assert_eq!(with_workspace_defaults(root, &elsewhere, &given), given);
+        let sample = os(&["sample", "--out", "x.npy"]);
+        assert_eq!(with_workspace_defaults(root, &elsewhere, &sample), sample);
+    }
 
     #[test]
     fn measurement_commands_go_to_tweedie_bench_and_the_rest_to_tweedie() {

@@ -26,6 +26,13 @@ pub const TORCH_VERSION: &str = "2.13.0";
 /// Where the trainer finds the digits data, relative to the workspace root.
 pub const DIGITS_PATH: &str = ".venv/share/tweedie/digits.csv.gz";
 
+/// numpy, pinned like torch: a set-up installs the same versions every time, on every machine.
+const NUMPY: &str = "numpy==2.4.6";
+
+/// The scikit-learn wheel the digits file is taken from, pinned (its data file has not changed
+/// in years, but an unpinned download would fetch whatever is newest).
+const SKLEARN: &str = "scikit-learn==1.7.2";
+
 /// Where the digits data sits inside the scikit-learn wheel.
 const DIGITS_IN_WHEEL: &str = "sklearn/datasets/data/digits.csv.gz";
 
@@ -304,10 +311,10 @@ fn create_venv(venv: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `pip install torch==TORCH_VERSION numpy` into the virtualenv, with progress lines.
+/// `pip install torch==TORCH_VERSION numpy==…` into the virtualenv, with progress lines.
 fn install_torch(python: &Path, venv: &Path) -> Result<()> {
     println!(
-        "xtask: pip install torch=={TORCH_VERSION} numpy (about 2 minutes and 5 GB with the CUDA wheels)"
+        "xtask: pip install torch=={TORCH_VERSION} {NUMPY} (about 2 minutes and 5 GB with the CUDA wheels)"
     );
     let spec = format!("torch=={TORCH_VERSION}");
     logged(
@@ -321,7 +328,7 @@ fn install_torch(python: &Path, venv: &Path) -> Result<()> {
             "--progress-bar",
             "off",
             &spec,
-            "numpy",
+            NUMPY,
         ],
         &venv.join("pip-install.log"),
         pip_progress,
@@ -430,7 +437,7 @@ fn fetch_digits(root: &Path, venv: &Path, dest: &Path) -> Result<()> {
                 "--no-input",
                 "--progress-bar",
                 "off",
-                "scikit-learn",
+                SKLEARN,
                 "--no-deps",
                 "--only-binary=:all:",
                 "--dest",

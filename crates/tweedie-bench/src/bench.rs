@@ -281,6 +281,9 @@ impl Settings {
 
 /// Runs the benchmark.
 pub fn run(args: Args) -> Result<()> {
+    if args.samples == Some(0) {
+        bail!("--samples 0: need at least 1 sample (tables of 0 samples would report 0 and ∞)");
+    }
     let settings = Settings::new(&args);
     if settings.nfe.iter().any(|&n| n < 2) {
         bail!("--nfe values must be at least 2, got {:?}", settings.nfe);

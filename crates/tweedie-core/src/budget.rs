@@ -56,7 +56,7 @@ pub fn elements(key: &str, value: impl Display, dims: &[usize]) -> Result<usize,
             InvalidValue::new(
                 key,
                 value,
-                format!("an array of shape {dims:?} would have more than 2^64 elements"),
+                format!("would need more than 2^64 elements (an array of shape {dims:?})"),
             )
         })
 }

@@ -453,6 +453,62 @@ fn ramp(n: usize, a: f64, b: f64) -> Vec<f64> {
         .collect()
 }
 
+impl TimerKind {
+    /// Refuses a timer that is not defined for `process`: DDIM's sub-sequences index a discrete
+    /// DDPM table, and the VP linear-time grid (Song et al. 2021) is a VP-family grid; any other
+    /// pair is checked by range on the grid itself ([`TimerKind::check_grid_range`]).
+    pub fn check_process(&self, process: &crate::ProcessKind) -> Result<()> {
+        use crate::ProcessKind as P;
+        let (ok, wants) = match self {
+            TimerKind::Ddim { .. } => (matches!(process, P::Ddpm { .. }), "ddpm"),
+            TimerKind::VpLinear { .. } => (
+                matches!(process, P::Vp { .. } | P::VpCosine { .. } | P::Ddpm { .. }),
+                "vp, vp_cosine or ddpm",
+            ),
+            TimerKind::Shifted { base, .. } => return base.check_process(process),
+            _ => (true, ""),
+        };
+        if ok {
+            return Ok(());
+        }
+        let name = toml::Value::try_from(process)
+            .ok()
+            .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(str::to_string))
+            .unwrap_or_else(|| format!("{process:?}"));
+        Err(CoreError::invalid(
+            "timer",
+            self.type_name(),
+            format!("is defined for the process {wants}, not {name}"),
+        ))
+    }
+
+    /// The TOML `type` of this timer (`edm`, `vp_linear`, …).
+    pub fn type_name(&self) -> String {
+        toml::Value::try_from(self)
+            .ok()
+            .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(str::to_string))
+            .unwrap_or_default()
+    }
+
+    /// Refuses a grid that starts beyond the process's last time (e.g. σ̃ = 100 for an EDM
+    /// process with σ_max = 80): the sampler would leave the process's domain.
+    pub fn check_grid_range(&self, process: &dyn Process, grid: &TimeGrid) -> Result<()> {
+        let t_max = process.t_range().1;
+        match grid.t.first() {
+            Some(&t0) if t0 > t_max * (1.0 + 1e-9) => Err(CoreError::invalid(
+                "timer",
+                self.type_name(),
+                format!(
+                    "its grid starts at t = {t0} (σ̃ = {}), beyond the process's t_max = {t_max}; \
+                     lower the timer's upper bound",
+                    grid.sigma_tilde[0]
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
 impl Timer for TimerKind {
     fn grid(&self, process: &dyn Process, steps: usize) -> Result<TimeGrid> {
         if steps < 1 {

@@ -651,6 +651,13 @@ impl TrainConfig {
                 "n_samples and batch_size must be ≥ 1",
             ));
         }
+        if self.eval.denoiser_sigmas.is_empty() {
+            return Err(TrainError::invalid(
+                "eval.denoiser_sigmas",
+                "[]",
+                "needs at least one noise level σ (e.g. [0.1, 0.5, 1.0])",
+            ));
+        }
         if let Some(s) = self
             .eval
             .denoiser_sigmas

@@ -16,14 +16,19 @@ const REFERENCE_PY: &str = include_str!("../../scripts/reference.py");
 
 /// Packages the harness needs. k-diffusion is installed without its dependencies (wandb,
 /// clip, torchvision…), which sampling.py does not use; these are the ones it does.
+/// Every version is pinned (`==`): a benchmark compares against fixed reference code.
 const KDIFF_DEPS: [&str; 6] = [
-    "scipy",
-    "torchdiffeq",
-    "torchsde",
-    "tqdm",
-    "pillow",
-    "safetensors",
+    "scipy==1.17.1",
+    "torchdiffeq==0.2.5",
+    "torchsde==0.2.6",
+    "tqdm==4.70.1",
+    "pillow==13.0.0",
+    "safetensors==0.8.0",
 ];
+
+/// The reference libraries, pinned.
+const KDIFFUSION: &str = "k-diffusion==0.1.1.post1";
+const DIFFUSERS: &str = "diffusers==0.42.1";
 
 /// A python interpreter with torch, and which reference libraries import there.
 #[derive(Debug, Clone)]
@@ -46,17 +51,15 @@ struct CheckOut {
     diffusers_error: Option<String>,
 }
 
-/// The virtualenv's python: `explicit`, else `.venv/bin/python` in the working directory or
-/// in the workspace this binary was built from.
+/// The virtualenv's python: `explicit`, else the project's own `.venv/bin/python` (of the
+/// workspace this binary was built from). Never a `.venv` of the working directory: pip would
+/// install into whatever project the user happens to stand in.
 pub fn find_python(explicit: Option<&Path>) -> Option<PathBuf> {
     if let Some(p) = explicit {
         return Some(p.to_path_buf());
     }
-    let rel = Path::new(".venv").join("bin").join("python");
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("..");
-    [rel.clone(), workspace.join(&rel)]
-        .into_iter()
-        .find(|p| p.exists())
+    Some(workspace.join(".venv").join("bin").join("python")).filter(|p| p.exists())
 }
 
 fn write_script(dir: &Path) -> Result<PathBuf> {
@@ -121,13 +124,13 @@ pub fn prepare(explicit: Option<&Path>, install: bool, work: &Path) -> Result<Ha
     let mut st = check(&python, &script)?;
     if install && st.kdiffusion.is_none() {
         if let Err(e) =
-            pip(&python, &KDIFF_DEPS).and_then(|_| pip(&python, &["--no-deps", "k-diffusion"]))
+            pip(&python, &KDIFF_DEPS).and_then(|_| pip(&python, &["--no-deps", KDIFFUSION]))
         {
             eprintln!("[bench] could not install k-diffusion: {e:#}");
         }
     }
     if install && st.diffusers.is_none() {
-        if let Err(e) = pip(&python, &["diffusers"]) {
+        if let Err(e) = pip(&python, &[DIFFUSERS]) {
             eprintln!("[bench] could not install diffusers: {e:#}");
         }
     }

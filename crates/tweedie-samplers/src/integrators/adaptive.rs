@@ -17,6 +17,7 @@ use crate::integrators::weights::exp_lagrange_weights;
 use crate::integrators::Run;
 use crate::state::State;
 use crate::step::StepInfo;
+use tweedie_core::Invalid;
 
 /// Stage points of the step as fractions of h.
 const C1: f64 = 1.0 / 3.0;
@@ -149,6 +150,19 @@ impl<S: State> Run<'_, '_, S> {
             .find(|v| **v > 0.0)
             .copied()
             .unwrap_or(self.s[0]);
+        // A grid with one positive level (e.g. 1 step to 0) leaves nothing to integrate: the
+        // result would be D(x_T; σ_max), samples collapsed on the mean, reported as NFE 1.
+        if !(sigma_end < self.s[0]) {
+            return Err(SamplerError::invalid(
+                "steps",
+                self.s.len().saturating_sub(1),
+                format!(
+                    "adaptive integrates from the grid's first σ̃ ({}) to its last positive one \
+                     ({sigma_end}); this grid has no range between them: use steps ≥ 2",
+                    self.s[0]
+                ),
+            ));
+        }
         let lam_end = -sigma_end.ln();
         let mut x = x;
         let mut sigma = self.s[0];

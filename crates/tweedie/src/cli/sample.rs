@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use ndarray::{Array1, Array2, ArrayD, IxDyn};
-use ndarray_npy::{ReadNpyExt, WriteNpyExt};
+use ndarray_npy::WriteNpyExt;
 use tch::{Kind, Tensor};
 use tweedie::core::mixture::{preset, GaussianMixture, PRESETS};
 use tweedie::core::space::TchTensor;
@@ -239,10 +239,82 @@ fn operator(args: &Args, dim: usize) -> Result<Option<Box<dyn ForwardModel>>> {
     Ok(Some(op))
 }
 
+/// A 2-D .npy array as f64 (any accepted dtype, C or Fortran order), header checked first.
 pub(super) fn read_npy2(p: &Path) -> Result<Array2<f64>> {
-    let f = std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?;
-    Array2::<f64>::read_npy(f)
-        .with_context(|| format!("{}: expected a 2-D f64 .npy array", p.display()))
+    let a = tweedie::train::data::npy::read(p)?.to_f64();
+    let shape = a.shape().to_vec();
+    a.into_dimensionality::<ndarray::Ix2>()
+        .map_err(|_| anyhow::anyhow!("{}: expected a 2-D array, got shape {shape:?}", p.display()))
+}
+
+/// A 1-D .npy array as f64.
+fn read_npy1(p: &Path) -> Result<Array1<f64>> {
+    let a = tweedie::train::data::npy::read(p)?.to_f64();
+    let shape = a.shape().to_vec();
+    a.into_dimensionality::<ndarray::Ix1>()
+        .map_err(|_| anyhow::anyhow!("{}: expected a 1-D array, got shape {shape:?}", p.display()))
+}
+
+/// Refuses an `--out` that cannot be written or would overwrite the model, before any sampling:
+/// a directory, a path in a missing folder, or the checkpoint itself (naming the path).
+fn check_out(args: &Args) -> Result<()> {
+    let out = &args.out;
+    if out.is_dir() {
+        bail!(
+            "--out {}: is a directory; give a file such as {}",
+            out.display(),
+            out.join("samples.npy").display()
+        );
+    }
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !parent.is_dir() {
+        bail!(
+            "--out {}: the folder {} does not exist (create it first)",
+            out.display(),
+            parent.display()
+        );
+    }
+    let model = Path::new(&args.model);
+    if let Ok(m) = model.canonicalize() {
+        for written in [data_path(out), png_path(out)] {
+            let dir = written
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let w = match (dir.canonicalize(), written.file_name()) {
+                (Ok(d), Some(f)) => d.join(f),
+                _ => written.clone(),
+            };
+            if w == m {
+                bail!(
+                    "--out {}: would overwrite the model {} (writing {}); choose another file",
+                    out.display(),
+                    model.display(),
+                    written.display()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether `--out` names the PNG grid (`x.png`): the array then goes to `x.npy` next to it.
+fn is_png(p: &Path) -> bool {
+    p.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("png"))
+}
+
+/// The array file written for `--out`: `out` itself, or `x.npy` for `--out x.png`.
+fn data_path(out: &Path) -> PathBuf {
+    if is_png(out) {
+        out.with_extension("npy")
+    } else {
+        out.to_path_buf()
+    }
 }
 
 pub(super) fn write_npy_atomic(path: &Path, x: &Array2<f64>) -> Result<()> {
@@ -260,6 +332,7 @@ pub fn run(args: Args) -> Result<()> {
     if args.n == 0 {
         bail!("--n 0: need at least one sample");
     }
+    check_out(&args)?;
     if super::model::is_checkpoint(&args.model) {
         return run_checkpoint(&args);
     }
@@ -271,6 +344,12 @@ pub fn run(args: Args) -> Result<()> {
     }
     if args.class.is_some() || args.cfg.is_some() {
         bail!("--class and --cfg apply to class-conditional network checkpoints, not mixtures");
+    }
+    if is_png(&args.out) {
+        bail!(
+            "--out {}: mixture samples are vectors, not images; use --out FILE.npy",
+            args.out.display()
+        );
     }
     let mix = load_mixture(&args.model)?;
     let model = MixtureModel::try_from(&mix).context("mixture")?;
@@ -291,9 +370,10 @@ pub fn run(args: Args) -> Result<()> {
             .seed(args.seed)
             .run(init, None)?,
         (Some(op), Some(yp)) => {
-            let f = std::fs::File::open(yp).with_context(|| format!("opening {}", yp.display()))?;
-            let y = Array1::<f64>::read_npy(f)
-                .with_context(|| format!("{}: expected a 1-D f64 .npy array", yp.display()))?;
+            let y = read_npy1(yp)?;
+            if y.iter().any(|v| !v.is_finite()) {
+                bail!("--y {}: has NaN or infinite values", yp.display());
+            }
             if y.len() != op.out_dim() {
                 bail!(
                     "--y {}: {} entries, the operator measures {}",
@@ -335,7 +415,7 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// The PNG written next to `out` (`x.npy` → `x.png`).
+/// The PNG written next to `out` (`x.npy` → `x.png`; `x.png` itself).
 fn png_path(out: &Path) -> PathBuf {
     out.with_extension("png")
 }
@@ -347,9 +427,15 @@ fn process_and_grid(args: &Args, steps: usize) -> Result<(Box<dyn Process>, Time
         .with_context(|| format!("--process {}", args.process))?;
     let process = pk.try_build()?;
     let timer: TimerKind = from_type("timer", &args.timer)?;
+    timer
+        .check_process(&pk)
+        .with_context(|| format!("--timer {} --process {}", args.timer, args.process))?;
     let grid = timer
         .grid(process.as_ref(), steps)
         .with_context(|| format!("--timer {}", args.timer))?;
+    timer
+        .check_grid_range(process.as_ref(), &grid)
+        .with_context(|| format!("--timer {} --process {}", args.timer, args.process))?;
     Ok((process, grid))
 }
 
@@ -359,6 +445,14 @@ fn read_latents(args: &Args, dim: usize, what: &str) -> Result<Option<Array2<f64
         return Ok(None);
     };
     let l = read_npy2(p)?;
+    if let Some(i) = l.iter().position(|v| !v.is_finite()) {
+        bail!(
+            "--latents {}: value {} (row {}) is NaN or infinite; latents must be finite",
+            p.display(),
+            i,
+            i / l.ncols().max(1)
+        );
+    }
     if l.shape() != [args.n, dim] {
         bail!(
             "--latents {}: shape {:?}, expected [{}, {dim}] (--n × {what})",
@@ -414,6 +508,13 @@ fn run_checkpoint(args: &Args) -> Result<()> {
         .map(|&d| d.max(0) as usize)
         .collect();
     let dim: usize = shape.iter().product();
+    if is_png(&args.out) && shape.len() != 3 {
+        bail!(
+            "--out {}: {} draws vectors of shape {shape:?}, not images; use --out FILE.npy",
+            args.out.display(),
+            path.display()
+        );
+    }
     // The [n, D] samples are held in full (f32 state, f64 rows): refuse what cannot fit.
     tweedie::core::budget::check_array("--n", args.n, &[args.n, dim], 12)?;
     let net = NetModel::new(loaded.denoiser, label_dim);
@@ -504,9 +605,9 @@ fn run_checkpoint(args: &Args) -> Result<()> {
     let xf = x.mapv(|v| v as f32);
     match &nc_meta {
         Some(meta) if is_nc(&args.out) => write_nc_samples(&args.out, xf.view(), meta)?,
-        _ => write_npy_atomic(&args.out, &x)?,
+        _ => write_npy_atomic(&data_path(&args.out), &x)?,
     }
-    let mut wrote = args.out.display().to_string();
+    let mut wrote = data_path(&args.out).display().to_string();
     if let [c, _, _] = shape.as_slice() {
         let png = png_path(&args.out);
         if nc_meta.is_some() || !matches!(c, 1 | 3) {

@@ -56,7 +56,19 @@ struct Output<'a> {
     process: &'a ProcessKind,
     steps: usize,
     t: &'a [f64],
-    sigma_tilde: &'a [f64],
+    /// σ̃ with ∞ (flow at t = 1) written as the string "inf": JSON has no infinity, and
+    /// serde_json would write `null`.
+    sigma_tilde: Vec<serde_json::Value>,
+}
+
+/// A JSON number, or "inf" / "-inf" / "nan" for values JSON cannot hold.
+fn json_f64(v: f64) -> serde_json::Value {
+    match serde_json::Number::from_f64(v) {
+        Some(n) => serde_json::Value::Number(n),
+        None if v.is_nan() => "nan".into(),
+        None if v > 0.0 => "inf".into(),
+        None => "-inf".into(),
+    }
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -84,7 +96,7 @@ pub fn run(args: Args) -> Result<()> {
             process: &process,
             steps: args.steps,
             t: &grid.t,
-            sigma_tilde: &grid.sigma_tilde,
+            sigma_tilde: grid.sigma_tilde.iter().map(|&v| json_f64(v)).collect(),
         };
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
