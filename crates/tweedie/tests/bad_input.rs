@@ -13,12 +13,15 @@ use ndarray_npy::WriteNpyExt;
 /// A case fails if the binary runs longer than this (a hang).
 const TIMEOUT: Duration = Duration::from_secs(90);
 
+/// A check of a successful case: (fixture folder, stdout + stderr) → Ok or what is wrong.
+type Check = Box<dyn Fn(&Path, &str) -> Result<(), String>>;
+
 /// What a case must end in.
 enum Expect {
     /// Exit 1 with every substring in the error message.
     Err(Vec<&'static str>),
     /// Exit 0, then this check of (fixture folder, stdout + stderr).
-    Ok(Box<dyn Fn(&Path, &str) -> Result<(), String>>),
+    Ok(Check),
 }
 
 struct Case {
@@ -195,11 +198,7 @@ fn fixtures(d: &Path) {
     for (name, labels) in [
         (
             "lab12",
-            vec![1i64; 20]
-                .iter()
-                .enumerate()
-                .map(|(i, _)| 1 + (i % 2) as i64)
-                .collect::<Vec<_>>(),
+            (0..20).map(|i| 1 + (i % 2) as i64).collect::<Vec<_>>(),
         ),
         (
             "labbig",
