@@ -2,7 +2,9 @@
 //! DAPS, PnP-DM, EnKG, DPS-GSG) against the exact posterior of Gaussian-mixture priors; prints
 //! the tables of docs/conditional.md. `--only NAME` runs the methods whose label contains NAME.
 //!
-//! `cargo run --profile dev -p tweedie-samplers --example cond_bias`
+//! `--plot PATH` also writes the 2-D two-mode problem's samples as scatter panels (PNG).
+//!
+//! `cargo run --profile dev -p tweedie-samplers --example cond_bias -- --plot docs/results/cond-2d.png`
 #![allow(clippy::needless_range_loop)]
 
 use std::time::Instant;
@@ -143,7 +145,8 @@ fn table(
     y: &Array1<f64>,
     n: usize,
     replacement: bool,
-) {
+) -> Vec<(String, Array2<f64>)> {
+    let mut kept = vec![];
     let post = prior
         .posterior(&op.matrix().unwrap(), y, op.noise_std())
         .unwrap();
@@ -224,8 +227,17 @@ fn table(
         ("PnP-DM", Guidance::Pnpdm(Pnpdm::default()), anc.clone()),
         ("EnKG", Guidance::Enkg(Enkg::default()), heun.clone()),
         (
-            "DPS-GSG",
+            "DPS-GSG (scale 1)",
             Guidance::DpsGsg(DpsGsg {
+                sigma_data: sd,
+                ..DpsGsg::default()
+            }),
+            heun.clone(),
+        ),
+        (
+            "DPS-GSG (scale 0.1)",
+            Guidance::DpsGsg(DpsGsg {
+                scale: 0.1,
                 sigma_data: sd,
                 ..DpsGsg::default()
             }),
@@ -245,6 +257,7 @@ fn table(
         match r {
             Ok((x, nfe)) => {
                 let s = stats(&x, &post);
+                kept.push((name.to_string(), x.clone()));
                 println!(
                     "| {name} | {nfe} | {wall:.2} s | {:.3} | {:.3} | {:.3} | {:?} |",
                     s.weight_err,
@@ -259,12 +272,55 @@ fn table(
             Err(e) => println!("| {name} | – | – | failed: {e} | | | |"),
         }
     }
+    kept
+}
+
+/// Scatter panels, 5 per row, 320 px each, axes [−6, 6]²: exact posterior draws grey, the
+/// method's first 1500 samples blue; panel order as `panels`.
+fn plot(path: &str, exact: &Array2<f64>, panels: &[(String, Array2<f64>)]) -> Result<(), String> {
+    use plotters::prelude::*;
+    let cols = 5;
+    let rows = panels.len().div_ceil(cols);
+    let size = 320u32;
+    let root =
+        BitMapBackend::new(path, (size * cols as u32, size * rows as u32)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let areas = root.split_evenly((rows, cols));
+    for ((_, x), area) in panels.iter().zip(areas.iter()) {
+        let mut chart = ChartBuilder::on(area)
+            .margin(6)
+            .build_cartesian_2d(-6.0..6.0, -6.0..6.0)
+            .map_err(|e| e.to_string())?;
+        chart
+            .draw_series(
+                exact
+                    .rows()
+                    .into_iter()
+                    .take(1500)
+                    .map(|r| Circle::new((r[0], r[1]), 1, RGBColor(170, 170, 170).filled())),
+            )
+            .map_err(|e| e.to_string())?;
+        chart
+            .draw_series(
+                x.rows()
+                    .into_iter()
+                    .take(1500)
+                    .map(|r| Circle::new((r[0], r[1]), 1, RGBColor(30, 90, 200).filled())),
+            )
+            .map_err(|e| e.to_string())?;
+        area.draw(&Rectangle::new(
+            [(0, 0), (size as i32 - 1, size as i32 - 1)],
+            BLACK.stroke_width(1),
+        ))
+        .map_err(|e| e.to_string())?;
+    }
+    root.present().map_err(|e| e.to_string())
 }
 
 fn main() {
     let m2 = mixture_2d();
     let op = MatrixOp::new(array![[0.6, 0.8]], 0.5).unwrap();
-    table(
+    let kept = table(
         "2-D mixture, y = 0.6·x₁ + 0.8·x₂ + n, s = 0.5, y = −2.1 (two posterior modes)",
         &m2,
         &op,
@@ -272,6 +328,20 @@ fn main() {
         4000,
         false,
     );
+    let plot_path: Option<String> = std::env::args().skip_while(|a| a != "--plot").nth(1);
+    if let Some(path) = plot_path {
+        let post = m2
+            .posterior(&op.matrix().unwrap(), &array![-2.1], 0.5)
+            .unwrap();
+        let exact = post.sample_rows(1500, 0.0, 3, 0);
+        match plot(&path, &exact, &kept) {
+            Ok(()) => println!(
+                "\nscatter panels → {path}: {:?}",
+                kept.iter().map(|k| &k.0).collect::<Vec<_>>()
+            ),
+            Err(e) => println!("\nplot {path} failed: {e}"),
+        }
+    }
     let mask = Mask::new(&[true, false], 0.1).unwrap();
     table(
         "2-D mixture, inpainting x₁ (s = 0.1), y = 0.0",
