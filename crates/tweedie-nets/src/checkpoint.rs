@@ -95,25 +95,48 @@ pub fn save_tensors(
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     let bytes = safetensors::serialize(views, &Some(meta)).map_err(|e| io_err(path, e))?;
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| io_err(path, "path has no file name"))?;
+    atomic_write(path, &bytes).map_err(|e| io_err(path, e))
+}
+
+/// Writes `bytes` to `path` atomically and durably: a temp file `.NAME.tmp-PID` beside it,
+/// fsynced, renamed over `path`, then the directory fsynced so the rename itself survives a
+/// power loss (POSIX makes a rename durable only once its directory is synced). A crash leaves
+/// the old file or the new one, never half of one; a killed writer's temp file is removed by
+/// the next run (tweedie-train's `rundir`).
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let file_name = path.file_name().ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "path has no file name")
+    })?;
     let tmp = path.with_file_name(format!(
         ".{}.tmp-{}",
         file_name.to_string_lossy(),
         std::process::id()
     ));
     let write = || -> std::io::Result<()> {
-        use std::io::Write;
         let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&bytes)?;
+        f.write_all(bytes)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)
     };
-    write().map_err(|e| {
+    if let Err(e) = write() {
         let _ = std::fs::remove_file(&tmp);
-        io_err(path, e)
-    })
+        return Err(e);
+    }
+    sync_dir(path.parent().filter(|p| !p.as_os_str().is_empty()))
+}
+
+/// fsyncs a directory (the current one for `None`); a no-op where directories cannot be opened.
+fn sync_dir(dir: Option<&Path>) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::fs::File::open(dir.unwrap_or(Path::new(".")))?.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        Ok(())
+    }
 }
 
 /// Saves the denoiser's variables (`vs`) with `config` and `extra` metadata to `path`.

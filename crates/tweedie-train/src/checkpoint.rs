@@ -21,8 +21,10 @@ pub const META_CONFIG: &str = "tweedie.train.config";
 /// Metadata key: format version.
 pub const META_FORMAT: &str = "tweedie.train.format";
 const FORMAT: &str = "1";
+/// Metadata key: fingerprint of the training data ([`crate::resume::data_fingerprint`]).
+pub const META_DATA: &str = "tweedie.train.data";
 
-/// Saves weights, EMA, optimiser and step to `path` atomically.
+/// Saves weights, EMA, optimiser, step, config and data fingerprint to `path` atomically.
 pub fn save_state(
     path: &Path,
     vs: &VarStore,
@@ -30,6 +32,7 @@ pub fn save_state(
     adam: &Adam,
     step: u64,
     config_toml: &str,
+    data_fingerprint: &str,
 ) -> Result<()> {
     let mut named: Vec<(String, Tensor)> = vs
         .variables()
@@ -47,6 +50,7 @@ pub fn save_state(
     meta.insert(META_STEP.to_string(), step.to_string());
     meta.insert(META_CONFIG.to_string(), config_toml.to_string());
     meta.insert(META_FORMAT.to_string(), FORMAT.to_string());
+    meta.insert(META_DATA.to_string(), data_fingerprint.to_string());
     tweedie_nets::checkpoint::save_tensors(path, &named, &meta).map_err(|e| {
         TrainError::Checkpoint {
             path: path.to_path_buf(),
@@ -60,6 +64,8 @@ pub fn save_state(
 pub struct LoadedState {
     pub step: u64,
     pub config_toml: String,
+    /// The data fingerprint; `None` in states written before fingerprints existed.
+    pub data_fingerprint: Option<String>,
     pub tensors: HashMap<String, Tensor>,
 }
 
@@ -112,6 +118,7 @@ pub fn read_state(path: &Path) -> Result<LoadedState> {
     Ok(LoadedState {
         step,
         config_toml,
+        data_fingerprint: meta.get(META_DATA).cloned(),
         tensors,
     })
 }

@@ -43,15 +43,44 @@ pub enum TrainError {
     /// An error from the networks (tweedie-nets).
     #[error("network: {0}")]
     Nets(#[from] tweedie_nets::NetsError),
-    /// The run was interrupted (Ctrl-C) after saving a checkpoint.
-    #[error("interrupted at step {step}; checkpoint saved, resume with --resume {run_dir}")]
+    /// The run was interrupted (Ctrl-C) after saving a checkpoint; the CLI exits with 130.
+    #[error("interrupted at step {step}: checkpoint saved, no evaluation; resume with --resume {}", run_dir.display())]
     Interrupted { step: u64, run_dir: PathBuf },
+    /// Another live process holds the run directory's lock.
+    #[error("run directory {run_dir} is in use by {}: wait for it to finish or stop it first", holder.map_or("another process".to_string(), |p| format!("process {p}")))]
+    RunLocked {
+        run_dir: PathBuf,
+        holder: Option<u32>,
+    },
+    /// A fresh run was pointed at a directory it must not write into.
+    #[error("cannot start a run in {run_dir}: {reason}")]
+    RunDirTaken { run_dir: PathBuf, reason: String },
+    /// `--resume` with a config or data that differ from the run's.
+    #[error("cannot resume {run_dir}: {}", resume_mismatch_text(differences))]
+    ResumeMismatch {
+        run_dir: PathBuf,
+        /// (key, old value, new value) of each difference not allowed.
+        differences: Vec<(String, String, String)>,
+    },
     /// No font for the text of plots (none found, or the file is not a font).
     #[error("plot font: {0}")]
     Font(String),
     /// Anything else, with a message.
     #[error("{0}")]
     Other(String),
+}
+
+fn resume_mismatch_text(d: &[(String, String, String)]) -> String {
+    let lines: Vec<String> = d
+        .iter()
+        .map(|(k, old, new)| format!("\n  {k}: {old} → {new}"))
+        .collect();
+    format!(
+        "{} setting(s) differ from the run's:{}\nresume with the run's settings, or accept a \
+         change explicitly with --allow-change KEY (repeatable) or --allow-any-change",
+        d.len(),
+        lines.concat()
+    )
 }
 
 /// Result alias of tweedie-train.

@@ -35,6 +35,8 @@ pub mod loss;
 pub mod optim;
 pub mod parallel;
 pub mod plot;
+pub mod resume;
+pub mod rundir;
 pub mod sample;
 pub mod trainer;
 
@@ -43,4 +45,5 @@ pub use error::{Result, TrainError};
 pub use formulation::{DiffusionConfig, Formulation, FormulationKind};
 pub use loss::Loss;
 pub use parallel::{DataParallel, GradSync};
+pub use resume::AllowChanges;
 pub use trainer::{train, train_parallel, TrainOptions, TrainOutcome};

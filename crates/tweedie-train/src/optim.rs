@@ -108,13 +108,18 @@ impl Adam {
     }
 
     /// One update at step k (0-based) from the current gradients; clips first when configured.
+    /// Non-finite gradients (NaN/∞ norm) apply nothing: weights, moments and the update count
+    /// stay as they were, so the caller can stop with the last good state intact.
     pub fn step(&mut self, k: u64) -> StepInfo {
         let grad_norm = self.grad_norm();
+        let lr = self.cfg.lr_at(k);
+        if !grad_norm.is_finite() {
+            return StepInfo { grad_norm, lr };
+        }
         let clip = match self.cfg.grad_clip {
             Some(c) if grad_norm > c => c / (grad_norm + 1e-6),
             _ => 1.0,
         };
-        let lr = self.cfg.lr_at(k);
         self.t += 1;
         let (b1, b2, eps) = (self.cfg.beta1, self.cfg.beta2, self.cfg.eps);
         let bc1 = 1.0 - b1.powi(self.t as i32);
@@ -256,6 +261,42 @@ mod tests {
             (m[0] - 0.06).abs() < 1e-6 && (m[1] - 0.08).abs() < 1e-6,
             "{m:?}"
         );
+    }
+
+    /// The non-finite check comes before the update: a NaN gradient leaves weights, moments
+    /// and the step count untouched (with clipping on, too, where NaN·scale would spread).
+    #[test]
+    fn a_non_finite_gradient_applies_nothing() {
+        for clip in [None, Some(1.0)] {
+            let vs = VarStore::new(Device::Cpu);
+            let p = vs
+                .root()
+                .var_copy("w", &Tensor::from_slice(&[1.0f32, -2.0]));
+            let mut opt = Adam::new(
+                &vs,
+                AdamConfig {
+                    lr: 0.1,
+                    beta1: 0.9,
+                    beta2: 0.999,
+                    eps: 1e-8,
+                    warmup_steps: 0,
+                    grad_clip: clip,
+                },
+            );
+            opt.zero_grad();
+            (&p * Tensor::from_slice(&[f32::NAN, 1.0]))
+                .sum(Kind::Float)
+                .backward();
+            let info = opt.step(0);
+            assert!(info.grad_norm.is_nan());
+            assert_eq!(opt.t, 0);
+            let w: Vec<f32> = Vec::<f32>::try_from(&p.detach()).unwrap_or_default();
+            assert_eq!(w, vec![1.0, -2.0]);
+            for (name, m) in opt.state_tensors() {
+                let v: Vec<f32> = Vec::<f32>::try_from(&m).unwrap_or_default();
+                assert_eq!(v, vec![0.0, 0.0], "{name}");
+            }
+        }
     }
 
     #[test]

@@ -16,25 +16,7 @@ use crate::error::{Result, TrainError};
 
 /// Writes `bytes` to `path` atomically: a temp file in the same folder, synced, then renamed.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| TrainError::Other(format!("{} has no file name", path.display())))?;
-    let tmp = path.with_file_name(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let res = (|| -> std::io::Result<()> {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    res.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        TrainError::io(path, e)
-    })
+    tweedie_nets::checkpoint::atomic_write(path, bytes).map_err(|e| TrainError::io(path, e))
 }
 
 /// Environment variable naming a TrueType/OpenType font file for plot text; it overrides the

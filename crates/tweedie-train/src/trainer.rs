@@ -21,6 +21,8 @@ use tweedie_nets::{Ema, ModelConfig, NetConfig, PrecondDenoiser};
 
 use crate::checkpoint::{read_state, restore, save_state, STATE_FILE};
 use crate::config::TrainConfig;
+use crate::resume::{data_fingerprint, AllowChanges};
+use crate::rundir::RunLock;
 use crate::data::{Data, Dataset};
 use crate::error::{Result, TrainError};
 use crate::loss::{Loss, STREAM_NOISE};
@@ -70,6 +72,11 @@ pub fn install_ctrlc_handler() {
     });
 }
 
+/// Whether Ctrl-C came since the last call (and clears it): the CLI asks before evaluating.
+pub fn take_interrupt() -> bool {
+    INTERRUPTED.swap(false, Ordering::SeqCst)
+}
+
 /// How a run is driven (beyond its config).
 #[derive(Debug, Clone, Default)]
 pub struct TrainOptions {
@@ -81,12 +88,21 @@ pub struct TrainOptions {
     pub quiet: bool,
     /// Behave as if Ctrl-C came after this many steps of the whole run (tests).
     pub interrupt_at: Option<u64>,
+    /// A fresh run whose `run_dir` is taken uses `run_dir-2`, `-3`, … instead of refusing
+    /// (default names, which two runs launched in the same second share).
+    pub unique_dir: bool,
+    /// The differences from the run's config and data that a resume accepts.
+    pub allow: AllowChanges,
 }
 
 /// What a finished run reports.
 #[derive(Debug, Clone)]
 pub struct TrainOutcome {
+    /// The run directory (with a suffix when `unique_dir` found the name taken).
     pub run_dir: PathBuf,
+    /// The run directory's lock (the writing rank's): held while any clone of this outcome
+    /// lives, since evaluation after training writes into the directory too.
+    pub lock: Option<std::sync::Arc<RunLock>>,
     /// Steps done in total.
     pub steps: u64,
     /// Mean loss over the last logging interval.
@@ -363,6 +379,7 @@ fn train_step(
         None => TrainError::Other(format!("backward: {e}")),
     })?;
     sync.after_backward(&live.params)?;
+    // Adam checks the gradient norm before it updates anything (see Adam::step).
     let info = live.adam.step(k);
     if !info.grad_norm.is_finite() {
         return Err(TrainError::NonFinite {
@@ -485,8 +502,10 @@ pub fn write_samples(path: &Path, s: &Sampling, cfg: &TrainConfig, data: &Data) 
 }
 
 /// Trains per `cfg` in `opts.run_dir`, then writes the EMA model, plots and (unless
-/// `eval.skip`) the evaluation report. On resume `cfg` is the run's config (its `training.steps`
-/// may have been raised).
+/// `eval.skip`) the evaluation report. On resume `cfg` must equal the run's config and the data
+/// the run's data (bar `training.steps` and what `opts.allow` accepts; see [`crate::resume`]).
+/// Nothing in the run directory but its lock file is written before every check has passed;
+/// the lock is held until the returned outcome (and every clone of it) is dropped.
 pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
     train_parallel(cfg, opts, None)
 }
@@ -509,16 +528,21 @@ pub fn train_parallel(
         .map_err(dist_err)?;
     }
     let setup = prepare(cfg, opts, dp, writer);
-    let (data, mcfg, loss, device, resumed, rows) = match dp {
+    let (data, mcfg, loss, device, resumed, rows, claim, fingerprint) = match dp {
         Some(d) => d.agree("set-up", setup)?,
         None => setup?,
     };
-    let run_dir = &opts.run_dir;
+    let (run_dir, lock) = match claim {
+        Some((dir, lock)) => (dir, Some(lock)),
+        None => (opts.run_dir.clone(), None),
+    };
+    if lock.is_some() {
+        for p in crate::rundir::remove_stale_temp_files(&run_dir) {
+            eprintln!("removed {}, left by a writer that was killed", p.display());
+        }
+    }
     let state_path = run_dir.join(STATE_FILE);
     let config_text = cfg.to_toml()?;
-    if writer {
-        write_config(run_dir, cfg)?;
-    }
     train_loop(
         cfg,
         opts,
@@ -533,6 +557,9 @@ pub fn train_parallel(
             rows,
             state_path,
             config_text,
+            fingerprint,
+            run_dir,
+            lock,
         },
     )
 }
@@ -547,6 +574,9 @@ struct Loaded {
     rows: std::ops::Range<usize>,
     state_path: PathBuf,
     config_text: String,
+    fingerprint: String,
+    run_dir: PathBuf,
+    lock: Option<RunLock>,
 }
 
 type Prepared = (
@@ -556,6 +586,10 @@ type Prepared = (
     Device,
     Option<crate::checkpoint::LoadedState>,
     std::ops::Range<usize>,
+    // The writer's run directory and its lock.
+    Option<(PathBuf, RunLock)>,
+    // The data fingerprint.
+    String,
 );
 
 fn prepare(
@@ -576,15 +610,29 @@ fn prepare(
         (Device::Cuda(_), Some(d)) => Device::Cuda(d.local_rank),
         (dev, _) => dev,
     };
-    let run_dir = &opts.run_dir;
-    let state_path = run_dir.join(STATE_FILE);
+    let fingerprint = data_fingerprint(&data.train);
 
-    // Read the state to resume from before writing anything.
-    let resumed = if opts.resume {
-        if !run_dir.is_dir() {
+    // Read and check the state to resume from before writing anything.
+    let (resumed, claim) = if opts.resume {
+        let dir = &opts.run_dir;
+        if !dir.is_dir() {
             return Err(TrainError::Other(format!(
                 "cannot resume: {} is not a run directory",
-                run_dir.display()
+                dir.display()
+            )));
+        }
+        // Locked first (by the writing rank): a second process must not extend the same state.
+        let lock = if writer {
+            Some(RunLock::acquire(dir)?)
+        } else {
+            None
+        };
+        let state_path = dir.join(STATE_FILE);
+        if !state_path.exists() {
+            return Err(TrainError::Other(format!(
+                "cannot resume: {} has no {STATE_FILE} (not a run directory, or the run stopped \
+                 before its first checkpoint: delete the folder and start afresh)",
+                dir.display()
             )));
         }
         let st = read_state(&state_path)?;
@@ -594,15 +642,32 @@ fn prepare(
                 reason: format!("its config does not parse: {e}"),
             }
         })?;
-        let (a, b) = (model_config(&old, &data)?, &mcfg);
-        if &a != b
-            || old.diffusion != cfg.diffusion
-            || old.data != cfg.data
-            || old.training.batch_size != cfg.training.batch_size
-        {
+        let diffs = crate::resume::differences(
+            &old,
+            cfg,
+            st.data_fingerprint.as_deref(),
+            &fingerprint,
+            &opts.allow,
+        )?;
+        if !diffs.is_empty() {
+            return Err(TrainError::ResumeMismatch {
+                run_dir: dir.clone(),
+                differences: diffs,
+            });
+        }
+        if st.data_fingerprint.is_none() && writer {
+            eprintln!(
+                "warning: {} predates data fingerprints: the data cannot be compared with the run's",
+                state_path.display()
+            );
+        }
+        // Even an allowed change cannot load weights into another architecture.
+        if model_config(&old, &data)? != mcfg {
             return Err(TrainError::Checkpoint {
                 path: state_path.clone(),
-                reason: "was trained with a different network, formulation, data or batch size than the config".into(),
+                reason: "was trained with a different network than the config's; its weights \
+                         cannot be loaded into this one"
+                    .into(),
             });
         }
         if st.step > cfg.training.steps {
@@ -615,21 +680,20 @@ fn prepare(
                 ),
             ));
         }
-        Some(st)
+        (Some(st), lock.map(|l| (dir.clone(), l)))
     } else if writer {
-        if state_path.exists() {
-            return Err(TrainError::Other(format!(
-                "{} already holds a run; resume it with --resume {} or choose another --out",
-                run_dir.display(),
-                run_dir.display()
-            )));
-        }
-        std::fs::create_dir_all(run_dir).map_err(|e| TrainError::io(run_dir, e))?;
-        None
+        // Everything is checked: only now does a fresh run claim its directory.
+        (
+            None,
+            Some(crate::rundir::create_fresh(
+                &opts.run_dir,
+                opts.unique_dir,
+            )?),
+        )
     } else {
-        None
+        (None, None)
     };
-    Ok((data, mcfg, loss, device, resumed, rows))
+    Ok((data, mcfg, loss, device, resumed, rows, claim, fingerprint))
 }
 
 fn train_loop(
@@ -648,8 +712,11 @@ fn train_loop(
         rows,
         state_path,
         config_text,
+        fingerprint,
+        run_dir,
+        lock,
     } = loaded;
-    let run_dir = &opts.run_dir;
+    let run_dir = &run_dir;
     let (vs, den) = with_torch_rng(|| {
         tch::manual_seed(torch_step_seed(cfg.training.seed, u64::MAX));
         mcfg.build(device)
@@ -677,9 +744,15 @@ fn train_loop(
         ema,
         adam,
     };
+    if let Some(st) = &resumed {
+        restore(&state_path, st, &live.vs, &mut live.ema, &mut live.adam)?;
+    }
+    // Every check has passed (the restore's too): the run directory may be written now.
+    if writer {
+        write_config(run_dir, cfg)?;
+    }
     let start = match &resumed {
         Some(st) => {
-            restore(&state_path, st, &live.vs, &mut live.ema, &mut live.adam)?;
             if writer {
                 truncate_metrics(&run_dir.join(files::METRICS), st.step)?;
             }
@@ -735,6 +808,7 @@ fn train_loop(
             &live.adam,
             step,
             &config_text,
+            &fingerprint,
         )
     };
     if resumed.is_none() {
@@ -822,6 +896,18 @@ fn train_loop(
         }
         pb.inc(1);
     }
+    // Ctrl-C during the last step (single process; ranks decide inside the loop): its
+    // checkpoint is written; stop before the final outputs.
+    if dp.is_none() && (INTERRUPTED.load(Ordering::SeqCst) || opts.interrupt_at == Some(t.steps))
+    {
+        INTERRUPTED.store(false, Ordering::SeqCst);
+        pb.abandon();
+        save(&live, t.steps)?;
+        return Err(TrainError::Interrupted {
+            step: t.steps,
+            run_dir: run_dir.clone(),
+        });
+    }
     pb.finish();
     let train_seconds = began.elapsed().as_secs_f64();
     let done = t.steps.saturating_sub(start);
@@ -837,6 +923,7 @@ fn train_loop(
         // Rank 0 writes the model, plots and samples.
         return Ok(TrainOutcome {
             run_dir: run_dir.clone(),
+            lock: None,
             steps: t.steps,
             last_loss,
             train_seconds,
@@ -873,6 +960,7 @@ fn train_loop(
     }
     Ok(TrainOutcome {
         run_dir: run_dir.clone(),
+        lock: lock.map(std::sync::Arc::new),
         steps: t.steps,
         last_loss,
         train_seconds,

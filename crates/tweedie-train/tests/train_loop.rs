@@ -53,7 +53,7 @@ fn opts(dir: &Path, resume: bool) -> TrainOptions {
         run_dir: dir.to_path_buf(),
         resume,
         quiet: true,
-        interrupt_at: None,
+        ..TrainOptions::default()
     }
 }
 
@@ -223,10 +223,7 @@ fn bad_run_directories_and_corrupt_states_are_clear_errors() -> Result<(), Train
     train(&cfg, &opts(&dir, false))?;
     // A second fresh run into the same folder refuses to overwrite it.
     let e = train(&cfg, &opts(&dir, false)).unwrap_err().to_string();
-    assert!(
-        e.contains("already holds a run") && e.contains("--resume"),
-        "{e}"
-    );
+    assert!(e.contains("not empty") && e.contains("--resume"), "{e}");
     // Resuming a folder that is not a run.
     let e = train(&cfg, &opts(&root.path().join("nothing"), true))
         .unwrap_err()
@@ -241,8 +238,15 @@ fn bad_run_directories_and_corrupt_states_are_clear_errors() -> Result<(), Train
         .unwrap_err()
         .to_string();
     assert!(e.contains("training.steps") && e.contains("step 4"), "{e}");
-    // A resume with another network is refused before anything is written.
+    // A resume with another network is refused before anything is written, naming the key.
     let e = train(&config(8, &["network.hidden=32"]), &opts(&dir, true))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("network.hidden: 64 → 32"), "{e}");
+    // Even when the change is allowed, weights of one network do not load into another.
+    let mut o = opts(&dir, true);
+    o.allow.any = true;
+    let e = train(&config(8, &["network.hidden=32"]), &o)
         .unwrap_err()
         .to_string();
     assert!(e.contains("different network"), "{e}");
@@ -276,12 +280,15 @@ fn bad_run_directories_and_corrupt_states_are_clear_errors() -> Result<(), Train
             .len(),
         bytes.len() / 2
     );
-    // A run directory that cannot be written: `config.toml` is a folder in the way.
+    // A folder already in use (here `config.toml` is a folder in the way) is not written into.
     let blocked = root.path().join("blocked");
     std::fs::create_dir_all(blocked.join(files::CONFIG))
         .map_err(|e| TrainError::io(&blocked, e))?;
     let e = train(&cfg, &opts(&blocked, false)).unwrap_err().to_string();
-    assert!(e.contains("not writable") && e.contains("blocked"), "{e}");
+    assert!(
+        e.contains("not empty") && e.contains("blocked") && e.contains(files::CONFIG),
+        "{e}"
+    );
     Ok(())
 }
 
@@ -670,5 +677,168 @@ fn netcdf_two_variables_on_24x48_train_and_write_samples_in_physical_units(
         .get_values(..)
         .map_err(|e| TrainError::Other(e.to_string()))?;
     assert_eq!(lat_back, lat);
+    Ok(())
+}
+
+/// Two runs given one default name (launched in the same second) get two directories; a fresh
+/// run never writes into a used directory, even one whose state file was removed.
+#[test]
+fn fresh_runs_never_share_or_overwrite_a_directory() -> Result<(), TrainError> {
+    let root = tempfile::tempdir().map_err(|e| TrainError::io("tmp", e))?;
+    let name = root.path().join("runs").join("toy-20261201-053000");
+    let mut o = opts(&name, false);
+    o.unique_dir = true;
+    let a = train(&config(2, &[]), &o)?;
+    let b = train(&config(2, &["training.seed=5"]), &o)?;
+    assert_eq!(a.run_dir, name);
+    assert_eq!(
+        b.run_dir,
+        root.path().join("runs").join("toy-20261201-053000-2")
+    );
+    assert_eq!(state(&a.run_dir).len(), state(&b.run_dir).len());
+    // A finished run whose state was removed is still a run: refused, and left as it was.
+    std::fs::remove_file(name.join(STATE_FILE)).map_err(|e| TrainError::io(&name, e))?;
+    let model = std::fs::read(name.join(files::MODEL)).map_err(|e| TrainError::io(&name, e))?;
+    let e = train(&config(2, &["training.seed=9"]), &opts(&name, false))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not empty") && e.contains(files::MODEL), "{e}");
+    assert_eq!(std::fs::read(name.join(files::MODEL)).ok(), Some(model));
+    // An empty folder made for the run is fine.
+    let empty = root.path().join("empty");
+    std::fs::create_dir(&empty).map_err(|e| TrainError::io(&empty, e))?;
+    train(&config(2, &[]), &opts(&empty, false))?;
+    Ok(())
+}
+
+/// A run directory locked by a live process (here: this one, through another open file) cannot
+/// be resumed; the error names the holder's pid.
+#[test]
+fn a_locked_run_cannot_be_resumed_by_a_second_process() -> Result<(), TrainError> {
+    let root = tempfile::tempdir().map_err(|e| TrainError::io("tmp", e))?;
+    let dir = root.path().join("run");
+    let out = train(&config(2, &[]), &opts(&dir, false))?;
+    // The outcome holds the lock until dropped: evaluation writes into the directory too.
+    let e = train(&config(4, &[]), &opts(&dir, true)).unwrap_err();
+    let pid = std::process::id();
+    match &e {
+        TrainError::RunLocked {
+            holder: Some(p), ..
+        } if *p == pid => {}
+        other => panic!("expected the lock held by {pid}, got {other:?}"),
+    }
+    assert!(e.to_string().contains(&format!("process {pid}")), "{e}");
+    drop(out);
+    train(&config(4, &[]), &opts(&dir, true))?;
+    Ok(())
+}
+
+/// `--resume` compares every key but `training.steps`, and the data, listing each difference;
+/// nothing in the run directory is written when it refuses; an explicit allowance resumes.
+#[test]
+fn resume_refuses_a_changed_config_or_data_unless_allowed() -> Result<(), TrainError> {
+    let root = tempfile::tempdir().map_err(|e| TrainError::io("tmp", e))?;
+    let dir = root.path().join("run");
+    train(&config(4, &[]), &opts(&dir, false))?;
+    let snapshot = || -> Vec<(String, Vec<u8>)> {
+        let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
+            .map(|r| {
+                r.filter_map(|e| e.ok())
+                    .filter(|e| e.file_name() != "run.lock")
+                    .map(|e| {
+                        (
+                            e.file_name().to_string_lossy().into_owned(),
+                            std::fs::read(e.path()).unwrap_or_default(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    let before = snapshot();
+    let changed = config(8, &["training.seed=3", "training.lr=1e-3"]);
+    let e = train(&changed, &opts(&dir, true)).unwrap_err();
+    let TrainError::ResumeMismatch { differences, .. } = &e else {
+        panic!("expected a resume mismatch, got {e}");
+    };
+    let keys: Vec<&str> = differences.iter().map(|d| d.0.as_str()).collect();
+    assert_eq!(keys, vec!["training.lr", "training.seed"], "{e}");
+    let text = e.to_string();
+    assert!(
+        text.contains("training.seed: 0 → 3") && text.contains("--allow-change"),
+        "{text}"
+    );
+    // Other data (another noise level of the moons): the fingerprint differs.
+    let other_data = config_data(
+        8,
+        "[data]\ntype = \"moons\"\nn = 256\nheld_out = 64\nnoise = 0.1\n",
+        &[],
+    );
+    let e = train(&other_data, &opts(&dir, true)).unwrap_err();
+    let TrainError::ResumeMismatch { differences, .. } = &e else {
+        panic!("expected a resume mismatch, got {e}");
+    };
+    let keys: Vec<&str> = differences.iter().map(|d| d.0.as_str()).collect();
+    assert_eq!(keys, vec!["data.noise", "data.fingerprint"], "{e}");
+    assert_eq!(
+        snapshot(),
+        before,
+        "a refused resume wrote into the run directory"
+    );
+    // Allowed explicitly, the changed seed and rate resume (and become the run's config).
+    let mut o = opts(&dir, true);
+    o.allow.keys = vec!["training.seed".into(), "training.lr".into()];
+    train(&changed, &o)?;
+    let saved =
+        std::fs::read_to_string(dir.join(files::CONFIG)).map_err(|e| TrainError::io(&dir, e))?;
+    assert!(saved.contains("seed = 3"), "{saved}");
+    Ok(())
+}
+
+/// Ctrl-C during the last step stops with `Interrupted` after its checkpoint, before the final
+/// model, plots and evaluation (it used to carry on and report success).
+#[test]
+fn ctrl_c_in_the_last_step_stops_before_the_final_outputs() -> Result<(), TrainError> {
+    let root = tempfile::tempdir().map_err(|e| TrainError::io("tmp", e))?;
+    let dir = root.path().join("run");
+    let mut o = opts(&dir, false);
+    o.interrupt_at = Some(6);
+    match train(&config(6, &[]), &o) {
+        Err(TrainError::Interrupted { step: 6, .. }) => {}
+        other => panic!("expected an interruption at step 6, got {other:?}"),
+    }
+    assert_eq!(read_state(&dir.join(STATE_FILE))?.step, 6);
+    assert!(!dir.join(files::MODEL).exists());
+    // Resuming finishes the outputs without training further.
+    let out = train(&config(6, &[]), &opts(&dir, true))?;
+    assert_eq!(out.steps, 6);
+    assert!(dir.join(files::MODEL).is_file());
+    Ok(())
+}
+
+/// Temp files that killed writers leave (`.NAME.tmp-PID`, PID dead) are removed when the run
+/// resumes; one of a live process is left alone.
+#[cfg(unix)]
+#[test]
+fn stale_temp_files_of_dead_writers_are_removed_on_resume() -> Result<(), TrainError> {
+    let root = tempfile::tempdir().map_err(|e| TrainError::io("tmp", e))?;
+    let dir = root.path().join("run");
+    train(&config(2, &[]), &opts(&dir, false))?;
+    // A pid that surely is dead: a child that has exited and been reaped.
+    let mut child = std::process::Command::new("true")
+        .spawn()
+        .map_err(|e| TrainError::io("true", e))?;
+    let dead = child.id();
+    child.wait().map_err(|e| TrainError::io("true", e))?;
+    let stale = dir.join(format!(".{STATE_FILE}.tmp-{dead}"));
+    let live = dir.join(format!(".{}.tmp-1", files::METRICS));
+    for p in [&stale, &live] {
+        std::fs::write(p, b"half a file").map_err(|e| TrainError::io(p, e))?;
+    }
+    train(&config(4, &[]), &opts(&dir, true))?;
+    assert!(!stale.exists(), "stale temp file kept");
+    assert!(live.exists(), "a live process's temp file was removed");
     Ok(())
 }

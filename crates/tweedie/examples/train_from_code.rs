@@ -48,7 +48,7 @@ grid = 64
             run_dir: run_dir.clone(),
             resume: false,
             quiet: true,
-            interrupt_at: None,
+            ..TrainOptions::default()
         },
     )?;
     println!(

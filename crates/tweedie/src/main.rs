@@ -11,7 +11,16 @@ fn main() -> std::process::ExitCode {
         Err(err) => {
             // `{:#}` prints the whole anyhow context chain on one line.
             eprintln!("error: {err:#}");
-            std::process::ExitCode::FAILURE
+            // 128 + SIGINT, as shells report a process stopped by Ctrl-C.
+            let interrupted = matches!(
+                err.downcast_ref::<tweedie_train::TrainError>(),
+                Some(tweedie_train::TrainError::Interrupted { .. })
+            );
+            if interrupted {
+                std::process::ExitCode::from(130)
+            } else {
+                std::process::ExitCode::FAILURE
+            }
         }
     }
 }

@@ -4,15 +4,16 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use tweedie_train::trainer::{default_run_dir, files, install_ctrlc_handler};
-use tweedie_train::{DataParallel, GradSync, TrainConfig, TrainOptions};
+use tweedie_train::trainer::{default_run_dir, files, install_ctrlc_handler, take_interrupt};
+use tweedie_train::{AllowChanges, DataParallel, GradSync, TrainConfig, TrainOptions};
 
 /// Options of `tweedie train`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Config file (TOML: [diffusion], [sampling], [data], [network], [training], [eval]).
-    #[arg(long, short, default_value = "configs/default.toml")]
-    pub config: PathBuf,
+    /// Config file (TOML: [diffusion], [sampling], [data], [network], [training], [eval]);
+    /// default `configs/default.toml`. With --resume it is compared with the run's config.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
     /// Override a config value, e.g. `--set training.steps=500 --set data.type=moons` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
@@ -22,6 +23,13 @@ pub struct Args {
     /// Continue the run in RUN_DIR from its last checkpoint (raise `training.steps` with --set to train longer).
     #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["out"])]
     pub resume: Option<PathBuf>,
+    /// With --resume: accept a difference in this config key or section (e.g. `training.lr`,
+    /// `eval`, `data.fingerprint` for changed data) from the run's (repeatable).
+    #[arg(long, value_name = "KEY", requires = "resume")]
+    pub allow_change: Vec<String>,
+    /// With --resume: accept every difference from the run's config and data.
+    #[arg(long, requires = "resume")]
+    pub allow_any_change: bool,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -72,18 +80,28 @@ fn join(args: &Args, cfg: &TrainConfig) -> anyhow::Result<Option<DataParallel>> 
     Ok(Some(dp))
 }
 
+/// The config of `tweedie train` when none is given.
+pub const DEFAULT_CONFIG: &str = "configs/default.toml";
+
 pub fn run(args: Args) -> anyhow::Result<()> {
     let (cfg, run_dir, resume) = match &args.resume {
         Some(dir) => {
-            let path = dir.join(files::CONFIG);
+            // The run's own config, or the one given, which train() compares with the run's.
+            let path = args
+                .config
+                .clone()
+                .unwrap_or_else(|| dir.join(files::CONFIG));
             let cfg = TrainConfig::from_file(&path, &args.set)
                 .with_context(|| format!("cannot resume {}", dir.display()))?;
             (cfg, dir.clone(), true)
         }
         None => {
-            let cfg = TrainConfig::from_file(&args.config, &args.set)?;
-            let stem = args
+            let config = args
                 .config
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+            let cfg = TrainConfig::from_file(&config, &args.set)?;
+            let stem = config
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "run".into());
@@ -132,16 +150,32 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         resume,
         quiet: args.quiet || rank != 0,
         interrupt_at: None,
+        // Default names have one-second resolution: a taken one gets a suffix. An --out the
+        // user chose is refused when used.
+        unique_dir: !resume && args.out.is_none(),
+        allow: AllowChanges {
+            keys: args.allow_change.clone(),
+            any: args.allow_any_change,
+        },
     };
     let out = tweedie_train::train_parallel(&cfg, &opts, dp.as_ref())?;
     if rank != 0 {
         // Rank 0 writes the model, evaluates and reports.
         return Ok(());
     }
+    let run_dir = out.run_dir.clone();
     eprintln!(
         "trained {} steps in {:.1} s ({:.2} steps/s), last loss {:.4}",
         out.steps, out.train_seconds, out.steps_per_second, out.last_loss
     );
+    // Ctrl-C while the final model and samples were written: stop before the evaluation.
+    if take_interrupt() {
+        return Err(tweedie_train::TrainError::Interrupted {
+            step: out.steps,
+            run_dir,
+        }
+        .into());
+    }
     if !cfg.eval.skip {
         let report = tweedie_train::eval::evaluate_run(&run_dir, Some(&cfg), Some(&out))?;
         println!("{}", report.summary());
