@@ -207,16 +207,26 @@ fn parse<'a>(path: &Path, bytes: &'a [u8]) -> Result<(SafeTensors<'a>, HashMap<S
     Ok((st, meta.metadata().clone().unwrap_or_default()))
 }
 
-/// Reads only the model config and extra metadata of a checkpoint.
+/// Reads only the model config and extra metadata of a checkpoint (validated as
+/// [`load_checkpoint`] does, before anything is built).
 pub fn read_config(path: &Path) -> Result<(ModelConfig, BTreeMap<String, String>)> {
     let bytes = read_file(path)?;
-    let (_, meta) = parse(path, &bytes)?;
-    config_from_meta(path, meta)
+    let (st, meta) = parse(path, &bytes)?;
+    config_from_meta(path, meta, stored_values(&st))
+}
+
+/// Number of values a safetensors file holds, from its header (nothing is converted).
+fn stored_values(st: &SafeTensors<'_>) -> u128 {
+    st.tensors()
+        .iter()
+        .map(|(_, v)| v.shape().iter().map(|&d| d as u128).product::<u128>())
+        .sum()
 }
 
 fn config_from_meta(
     path: &Path,
     mut meta: HashMap<String, String>,
+    stored: u128,
 ) -> Result<(ModelConfig, BTreeMap<String, String>)> {
     let bad = |reason: String| NetsError::CheckpointMetadata {
         path: path.to_path_buf(),
@@ -237,6 +247,8 @@ fn config_from_meta(
     }
     let config: ModelConfig =
         serde_json::from_str(&json).map_err(|e| bad(format!("model config: {e}")))?;
+    // Untrusted sizes first: validate() and the builder assume them bounded.
+    crate::budget::check_untrusted(&config.net, Some(stored)).map_err(|e| bad(e.to_string()))?;
     config.net.validate()?;
     Ok((config, meta.into_iter().collect()))
 }
@@ -276,6 +288,12 @@ pub fn load_into(path: &Path, bytes: &[u8], vs: &VarStore, ignore: &[&str]) -> R
             name: name.clone(),
         })?;
         let src = view_to_tensor(path, name, &view)?;
+        if !bool::try_from(src.isfinite().all())? {
+            return Err(NetsError::NonFiniteTensor {
+                path: path.to_path_buf(),
+                name: name.clone(),
+            });
+        }
         let mut dst = vars[name].shallow_clone();
         if src.size() != dst.size() {
             return Err(NetsError::ShapeMismatch {
@@ -306,8 +324,8 @@ pub fn load_into(path: &Path, bytes: &[u8], vs: &VarStore, ignore: &[&str]) -> R
 /// Loads a tweedie checkpoint: config from metadata, then weights, onto `device`.
 pub fn load_checkpoint(path: &Path, device: Device) -> Result<LoadedModel> {
     let bytes = read_file(path)?;
-    let (_, meta) = parse(path, &bytes)?;
-    let (config, extra) = config_from_meta(path, meta)?;
+    let (st, meta) = parse(path, &bytes)?;
+    let (config, extra) = config_from_meta(path, meta, stored_values(&st))?;
     let (vs, denoiser) = config.build(device)?;
     load_into(path, &bytes, &vs, &[])?;
     Ok(LoadedModel {
@@ -328,6 +346,14 @@ pub fn load_reference_state_dict(
 ) -> Result<LoadedModel> {
     let bytes = read_file(path)?;
     let (_, meta) = parse(path, &bytes)?;
+    // The config is the caller's, not the file's: bound it, and let a network larger than the
+    // file fail on the first missing or misshapen tensor, which names it.
+    crate::budget::check_untrusted(&config.net, None).map_err(|e| {
+        NetsError::CheckpointMetadata {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        }
+    })?;
     let (vs, denoiser) = config.build(device)?;
     load_into(path, &bytes, &vs, &["u"])?;
     Ok(LoadedModel {

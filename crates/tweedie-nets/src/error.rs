@@ -40,6 +40,9 @@ pub enum NetsError {
         expected: Vec<i64>,
         found: Vec<i64>,
     },
+    /// A tensor of a checkpoint holds NaN or ±∞.
+    #[error("tensor `{name}` in `{}` has NaN or infinite values", path.display())]
+    NonFiniteTensor { path: PathBuf, name: String },
     /// A tensor has a dtype the loader does not convert.
     #[error("tensor `{name}` in `{}` has unsupported dtype {dtype}", path.display())]
     UnsupportedDtype {

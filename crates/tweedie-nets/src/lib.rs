@@ -30,6 +30,7 @@
 // would corrupt autograd graphs and could write into a caller's tensor.
 #![allow(clippy::assign_op_pattern)]
 
+pub mod budget;
 pub mod checkpoint;
 pub mod config;
 pub mod device;

@@ -222,3 +222,109 @@ fn ema_checkpoint_holds_the_averaged_weights() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A small file whose metadata describes `cfg`, holding one 1-value tensor.
+fn claim(dir: &std::path::Path, tag: &str, cfg: &ModelConfig) -> PathBuf {
+    let p = dir.join(format!("{tag}.safetensors"));
+    let mut meta = BTreeMap::new();
+    meta.insert(
+        tweedie_nets::checkpoint::META_MODEL.to_string(),
+        serde_json::to_string(cfg).unwrap(),
+    );
+    meta.insert(META_FORMAT.to_string(), FORMAT_VERSION.to_string());
+    save_tensors(&p, &[("x".to_string(), Tensor::from_slice(&[0f32]))], &meta).unwrap();
+    p
+}
+
+/// Untrusted metadata is checked from shapes before any network is built: a few hundred bytes
+/// asking for a giant network, 65 levels, or outputs the denoiser cannot use are clear errors
+/// (they used to panic, abort on allocation, or broadcast silently).
+#[test]
+fn untrusted_metadata_is_refused_before_building() {
+    let dir = tmp_dir("untrusted");
+    let cases: Vec<(&str, ModelConfig, Vec<&str>)> = vec![
+        (
+            "giant",
+            with_net(|u| {
+                u.resolution = 64;
+                u.model_channels = 8192;
+                u.channel_mult = vec![8, 8, 8, 8];
+                u.num_blocks = 64;
+            }),
+            vec!["parameters", "GiB"],
+        ),
+        (
+            "cifar",
+            ModelConfig {
+                net: NetConfig::preset("ddpmpp-cifar10").unwrap(),
+                wrapper: Wrapper::Precond(Precond::edm()),
+            },
+            vec!["at least", "holds only 1 values"],
+        ),
+        (
+            "levels",
+            with_net(|u| u.channel_mult = vec![1; 65]),
+            vec!["channel_mult", "at most 16"],
+        ),
+        (
+            "noise",
+            with_net(|u| u.channel_mult_noise = usize::MAX / 2),
+            vec!["channel_mult_noise"],
+        ),
+        (
+            "channels",
+            with_net(|u| u.out_channels = 3),
+            vec!["out_channels", "in_channels = 1"],
+        ),
+    ];
+    for (tag, cfg, words) in cases {
+        let p = claim(&dir, tag, &cfg);
+        let size = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+        assert!(size < 2048, "{tag}: {size} bytes");
+        for res in [
+            load_checkpoint(&p, Device::Cpu).map(|_| ()),
+            read_config(&p).map(|_| ()),
+        ] {
+            match res {
+                Err(e @ NetsError::CheckpointMetadata { .. }) => {
+                    let m = e.to_string();
+                    assert!(m.contains(&*p.to_string_lossy()), "{tag}: {m}");
+                    for w in &words {
+                        assert!(m.contains(w), "{tag}: `{w}` not in {m}");
+                    }
+                }
+                other => panic!("{tag}: expected a metadata error, got {other:?}"),
+            }
+        }
+    }
+}
+
+/// A NaN or infinite weight is refused, naming the tensor.
+#[test]
+fn untrusted_weights_with_nan_or_inf_name_the_tensor() {
+    let dir = tmp_dir("nan");
+    let cfg = tiny();
+    let (vs, _) = cfg.build(Device::Cpu).unwrap();
+    let p = dir.join("good.safetensors");
+    save_checkpoint(&p, &vs, &cfg, &BTreeMap::new()).unwrap();
+    load_checkpoint(&p, Device::Cpu).unwrap();
+    let vars = vs.variables();
+    let mut names: Vec<&String> = vars.keys().filter(|n| n.ends_with("conv.weight")).collect();
+    names.sort();
+    let name = names.last().map(|n| n.to_string()).unwrap_or_default();
+    for bad in [f64::NAN, f64::INFINITY] {
+        let Some(w) = vars.get(&name) else {
+            panic!("no {name} in {:?}", vars.keys().collect::<Vec<_>>())
+        };
+        tch::no_grad(|| {
+            let _ = w.shallow_clone().fill_(bad);
+        });
+        save_checkpoint(&p, &vs, &cfg, &BTreeMap::new()).unwrap();
+        match load_checkpoint(&p, Device::Cpu) {
+            Err(e @ NetsError::NonFiniteTensor { .. }) => {
+                assert!(e.to_string().contains(&name), "{e}")
+            }
+            other => panic!("expected a non-finite weight error, got {other:?}"),
+        }
+    }
+}

@@ -668,6 +668,14 @@ pub fn import_edm(input: &Path, output: &Path) -> Result<ImportReport, ImportErr
     let bytes = std::fs::read(input).map_err(|e| io_err(input, e))?;
     let what = input.display().to_string();
     let imp = read_edm(&bytes, &what)?;
+    // The pickle's kwargs are untrusted: bound them before building. A weight is at least
+    // 2 bytes (f16), so the file holds at most len/2 values.
+    crate::budget::check_untrusted(&imp.config.net, Some(bytes.len() as u128 / 2)).map_err(
+        |e| NetsError::CheckpointMetadata {
+            path: input.to_path_buf(),
+            reason: e.to_string(),
+        },
+    )?;
     let (vs, _) = imp.config.build(Device::Cpu)?;
     let vars = vs.variables();
     let mut seen = std::collections::HashSet::new();
