@@ -21,13 +21,13 @@ use tweedie_nets::{Ema, ModelConfig, NetConfig, PrecondDenoiser};
 
 use crate::checkpoint::{read_state, restore, save_state, STATE_FILE};
 use crate::config::TrainConfig;
-use crate::resume::{data_fingerprint, AllowChanges};
-use crate::rundir::RunLock;
 use crate::data::{Data, Dataset};
 use crate::error::{Result, TrainError};
 use crate::loss::{Loss, STREAM_NOISE};
 use crate::optim::{Adam, AdamConfig};
 use crate::parallel::{code_version, dist_err, shard_rows, DataParallel, Sync};
+use crate::resume::{data_fingerprint, AllowChanges};
+use crate::rundir::RunLock;
 use crate::sample::{generate, one_hot, NetModel, SamplePlan};
 
 /// RNG stream of the per-epoch permutations.
@@ -685,10 +685,7 @@ fn prepare(
         // Everything is checked: only now does a fresh run claim its directory.
         (
             None,
-            Some(crate::rundir::create_fresh(
-                &opts.run_dir,
-                opts.unique_dir,
-            )?),
+            Some(crate::rundir::create_fresh(&opts.run_dir, opts.unique_dir)?),
         )
     } else {
         (None, None)
@@ -898,8 +895,7 @@ fn train_loop(
     }
     // Ctrl-C during the last step (single process; ranks decide inside the loop): its
     // checkpoint is written; stop before the final outputs.
-    if dp.is_none() && (INTERRUPTED.load(Ordering::SeqCst) || opts.interrupt_at == Some(t.steps))
-    {
+    if dp.is_none() && (INTERRUPTED.load(Ordering::SeqCst) || opts.interrupt_at == Some(t.steps)) {
         INTERRUPTED.store(false, Ordering::SeqCst);
         pb.abandon();
         save(&live, t.steps)?;
