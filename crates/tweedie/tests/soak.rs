@@ -122,7 +122,7 @@ fn random_kills_then_resume_end_bit_identical_to_one_uninterrupted_run() {
                 .get("elapsed_s")?
                 .as_f64()
         })
-        .last()
+        .next_back()
         .unwrap_or(total);
     let startup = (total - train_s).max(0.0);
 
