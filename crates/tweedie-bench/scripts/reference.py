@@ -172,6 +172,7 @@ K_SAMPLERS = {
     "euler_ancestral": ("sample_euler_ancestral", {"eta": 1.0}, False),
     "dpmpp_2s_ancestral": ("sample_dpmpp_2s_ancestral", {"eta": 1.0}, False),
     "dpmpp_2m_sde": ("sample_dpmpp_2m_sde", {"eta": 1.0}, False),
+    "dpmpp_3m_sde": ("sample_dpmpp_3m_sde", {"eta": 1.0}, False),
 }
 
 
@@ -192,7 +193,7 @@ def run_kdiffusion(kd, model, x, run):
         raise KeyError(f"unknown k-diffusion sampler `{name}`")
     fname, kw, _det = K_SAMPLERS[name]
     kw = {**kw, **opts}
-    if name == "dpmpp_2m_sde":
+    if name in ("dpmpp_2m_sde", "dpmpp_3m_sde"):
         # The default Brownian-tree noise needs torchsde's tree (and its own seeding); plain
         # per-step Gaussian noise is what the ancestral samplers use and what we compare against.
         kw.setdefault("noise_sampler", kd.default_noise_sampler(x))
@@ -206,9 +207,58 @@ def karras_grid(steps, sigma_min, sigma_max, rho):
     return list((hi + ramp * (lo - hi)) ** rho) + [0.0]
 
 
+# diffusers' multistep schedulers of the VP family: (class, keyword arguments). They work on
+# the VP state x_t = alpha * x~ with alpha = 1/sqrt(1 + sigma^2) and take the denoiser's
+# output directly with prediction_type="sample".
+VP_MULTISTEP = {
+    "unipc": ("UniPCMultistepScheduler", {"solver_order": 2, "solver_type": "bh2"}),
+    "unipc3": ("UniPCMultistepScheduler", {"solver_order": 3, "solver_type": "bh2"}),
+    "deis3": ("DEISMultistepScheduler", {"solver_order": 3}),
+    "dpmpp_3m": ("DPMSolverMultistepScheduler", {"solver_order": 3, "algorithm_type": "dpmsolver++"}),
+}
+
+
+def run_diffusers_vp_multistep(model, x, run):
+    """A VP multistep scheduler on the job's sigma grid (set into `.sigmas` after set_timesteps).
+
+    DEIS has no final_sigmas_type: a step to sigma = 0 would divide by zero in its log-SNR,
+    so it integrates to the grid's last nonzero sigma and ends with one denoiser call there,
+    like k-diffusion's adaptive solver; the NFE is the same as the other runs'."""
+    import diffusers
+
+    name = run["sampler"]
+    cls, kw = VP_MULTISTEP[name]
+    sigmas = [float(s) for s in run["sigmas"]]
+    to_zero = cls != "DEISMultistepScheduler"
+    grid = sigmas if to_zero else sigmas[:-1]
+    n = len(grid) - 1
+    extra = {"final_sigmas_type": "zero"} if to_zero else {}
+    sched = getattr(diffusers, cls)(prediction_type="sample", **kw, **extra)
+    sched.set_timesteps(n)
+    if len(sched.timesteps) != n or len(sched.sigmas) != n + 1:
+        raise RuntimeError(f"unexpected {cls} layout: {len(sched.timesteps)} timesteps")
+    sched.sigmas = torch.tensor(grid, dtype=torch.float32)
+    alpha = lambda s: 1.0 / math.sqrt(1.0 + s * s)  # noqa: E731
+    sample = x * alpha(grid[0])
+    for i, t in enumerate(sched.timesteps):
+        idx = sched.step_index if sched.step_index is not None else i
+        sigma = float(sched.sigmas[idx])
+        d = model(sample.to(torch.float64) / alpha(sigma), sigma)
+        sample = sched.step(d, t, sample).prev_sample
+    sample = sample.to(torch.float64)
+    notes = ["grid set into .sigmas after set_timesteps (float32); VP state alpha*x"]
+    if not to_zero:
+        sample = model(sample / alpha(grid[-1]), grid[-1])
+        notes.append("to sigma_min, then D(x; sigma_min)")
+    return sample, "; ".join(notes), 0.0
+
+
 def run_diffusers(model, x, run):
     """Drive a diffusers scheduler with the job's sigma grid; returns (x0, notes, grid used)."""
     import diffusers
+
+    if run["sampler"] in VP_MULTISTEP:
+        return run_diffusers_vp_multistep(model, x, run)
 
     # We evaluate the denoiser on the raw state on purpose (the model takes sigma directly),
     # so the "call scale_model_input first" warning does not apply.
@@ -283,7 +333,8 @@ def run_diffusers(model, x, run):
     return sample.to(torch.float64), "; ".join(notes), grid_diff
 
 
-DIFFUSERS_SAMPLERS = {"euler": True, "heun": True, "edm_dpmpp_2m": True, "edm_euler": True}
+DIFFUSERS_SAMPLERS = {"euler": True, "heun": True, "edm_dpmpp_2m": True, "edm_euler": True,
+                      **{k: True for k in VP_MULTISTEP}}
 
 
 def run_job(job_dir):

@@ -27,6 +27,18 @@ pub struct Case {
     /// Denoiser calls per step on a grid of N steps ending at 0: nfe = a·N + b.
     nfe_per_step: (usize, isize),
     seed: u64,
+    /// The time grid (the reference libraries always run on the Karras grid).
+    grid: Grid,
+}
+
+/// Time grids between the bench's σ_max and σ_min, then 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grid {
+    /// Karras et al. 2022 (eq. 5), ρ = 7: every library's default for EDM-style sampling.
+    Karras,
+    /// Uniform in log σ̃ (= uniform log-SNR; DPM-Solver's recommendation for its multistep
+    /// solvers, Lu et al. 2022), same end points.
+    LogSnr,
 }
 
 /// The process of every bench run: EDM, α = 1, σ(t) = t (Karras et al. 2022), so σ̃ = σ.
@@ -37,11 +49,17 @@ pub fn process() -> Edm {
     }
 }
 
-fn timer(sigma_min: f64, sigma_max: f64, rho: f64) -> TimerKind {
-    TimerKind::Edm {
-        sigma_min,
-        sigma_max,
-        rho,
+fn timer(grid: Grid, sigma_min: f64, sigma_max: f64, rho: f64) -> TimerKind {
+    match grid {
+        Grid::Karras => TimerKind::Edm {
+            sigma_min,
+            sigma_max,
+            rho,
+        },
+        Grid::LogSnr => TimerKind::Exponential {
+            sigma_min,
+            sigma_max,
+        },
     }
 }
 
@@ -65,7 +83,14 @@ impl Case {
             sampler,
             nfe_per_step,
             seed,
+            grid: Grid::Karras,
         }
+    }
+
+    /// The same sampler on another grid.
+    fn on(mut self, grid: Grid) -> Self {
+        self.grid = grid;
+        self
     }
 
     /// NFE on a grid of `steps` steps.
@@ -103,7 +128,7 @@ impl Case {
         // The adaptive solver uses only the grid's end points; any grid ending at 0 will do.
         let steps = if tol.is_some() { 2 } else { steps };
         let p = process();
-        let grid = timer(super::SIGMA_MIN, super::SIGMA_MAX, super::RHO)
+        let grid = timer(self.grid, super::SIGMA_MIN, super::SIGMA_MAX, super::RHO)
             .grid(&p, steps)
             .context("EDM timer grid")?;
         let d = Sampler::new(&p, grid, sampler, model)?.seed(self.seed);
@@ -127,9 +152,13 @@ impl Case {
             "dpmpp_2s" => vec![("k-diffusion", "dpmpp_2s")],
             "dpmpp_2m" => vec![("k-diffusion", "dpmpp_2m"), ("diffusers", "edm_dpmpp_2m")],
             // k-diffusion's linear multistep (order 4 in σ) is the nearest higher-order multistep.
-            "deis3" => vec![("k-diffusion", "lms")],
+            "deis3" => vec![("diffusers", "deis3")],
+            "lms" => vec![("k-diffusion", "lms")],
+            "dpmpp_3m" => vec![("diffusers", "dpmpp_3m")],
+            "unipc" => vec![("diffusers", "unipc"), ("diffusers", "unipc3")],
             "euler_ancestral" => vec![("k-diffusion", "euler_ancestral")],
             "dpmpp_2m_sde" => vec![("k-diffusion", "dpmpp_2m_sde")],
+            "dpmpp_3m_sde" => vec![("k-diffusion", "dpmpp_3m_sde")],
             _ => vec![],
         }
     }
@@ -146,6 +175,12 @@ pub fn ours_for(lib: &str, sampler: &str) -> Option<&'static str> {
         ("k-diffusion", "dpmpp_2m") | ("diffusers", "edm_dpmpp_2m") => Some("dpmpp_2m"),
         ("k-diffusion", "euler_ancestral") => Some("euler_ancestral"),
         ("k-diffusion", "dpmpp_2m_sde") => Some("dpmpp_2m_sde"),
+        ("k-diffusion", "dpmpp_3m_sde") => Some("dpmpp_3m_sde"),
+        ("k-diffusion", "lms") => Some("lms"),
+        ("diffusers", "deis3") => Some("deis3"),
+        ("diffusers", "dpmpp_3m") => Some("dpmpp_3m"),
+        // diffusers' default UniPC is order 2; its order-3 B2 run is ours.
+        ("diffusers", "unipc3") => Some("unipc"),
         _ => None,
     }
 }
@@ -154,7 +189,7 @@ pub fn ours_for(lib: &str, sampler: &str) -> Option<&'static str> {
 pub fn is_stochastic(_lib: &str, sampler: &str) -> bool {
     matches!(
         sampler,
-        "euler_ancestral" | "dpmpp_2s_ancestral" | "dpmpp_2m_sde"
+        "euler_ancestral" | "dpmpp_2s_ancestral" | "dpmpp_2m_sde" | "dpmpp_3m_sde"
     )
 }
 
@@ -169,6 +204,22 @@ pub fn all(seed: u64) -> Result<Vec<Case>> {
         Case::new("dpmpp_2s", Deterministic, named("dpmpp_2s")?, (2, -1), seed),
         Case::new("dpmpp_2m", Deterministic, named("dpmpp_2m")?, (1, 0), seed),
         Case::new("deis3", Deterministic, named("deis3")?, (1, 0), seed),
+        Case::new("dpmpp_3m", Deterministic, named("dpmpp_3m")?, (1, 0), seed),
+        Case::new("unipc", Deterministic, named("unipc")?, (1, 0), seed),
+        Case::new("lms", Deterministic, named("lms")?, (1, 0), seed),
+        Case::new("ipndm", Deterministic, named("ipndm")?, (1, 0), seed),
+        // The multistep solvers on DPM-Solver's own grid (uniform log-SNR), same end points.
+        Case::new("deis3_logsnr", Deterministic, named("deis3")?, (1, 0), seed).on(Grid::LogSnr),
+        Case::new(
+            "dpmpp_3m_logsnr",
+            Deterministic,
+            named("dpmpp_3m")?,
+            (1, 0),
+            seed,
+        )
+        .on(Grid::LogSnr),
+        Case::new("unipc_logsnr", Deterministic, named("unipc")?, (1, 0), seed).on(Grid::LogSnr),
+        Case::new("ipndm_logsnr", Deterministic, named("ipndm")?, (1, 0), seed).on(Grid::LogSnr),
         Case::new("adaptive", Adaptive, named("adaptive")?, (0, 0), seed),
         Case::new(
             "edm_stochastic",
@@ -195,6 +246,13 @@ pub fn all(seed: u64) -> Result<Vec<Case>> {
             "dpmpp_2m_sde",
             Stochastic,
             named("dpmpp_2m_sde")?,
+            (1, 0),
+            seed,
+        ),
+        Case::new(
+            "dpmpp_3m_sde",
+            Stochastic,
+            named("dpmpp_3m_sde")?,
             (1, 0),
             seed,
         ),
