@@ -64,8 +64,8 @@ pub struct Args {
 }
 
 /// Karras et al. 2022 grid parameters used throughout (EDM defaults).
-const SIGMA_MIN: f64 = 0.002;
-const SIGMA_MAX: f64 = 80.0;
+const SIGMA_MIN: f64 = tweedie_core::defaults::EDM_SIGMA_MIN;
+const SIGMA_MAX: f64 = tweedie_core::defaults::EDM_SIGMA_MAX;
 const RHO: f64 = 7.0;
 
 /// Adaptive-solver tolerances (rtol = atol) swept in place of NFE budgets.

@@ -27,6 +27,7 @@
 
 pub mod budget;
 pub mod config;
+pub mod defaults;
 pub mod empirical;
 pub mod error;
 pub mod likelihood;

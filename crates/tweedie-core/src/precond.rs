@@ -1,5 +1,6 @@
 //! Preconditioning of Karras et al. 2022, Table 1: D(x̃;σ̃) = c_skip·x̃ + c_out·F(c_in·x̃; c_noise).
 
+use crate::defaults::de as d;
 use crate::error::Invalid;
 use crate::error::{check_lt, check_pos, CoreError, Result};
 use crate::process::{iddpm_u_grid, Process, VpLinear};
@@ -23,24 +24,24 @@ pub struct PrecondCoeffs {
 pub enum Precond {
     /// VP: c_skip = 1, c_out = −σ, c_in = 1/√(σ²+1), c_noise = (M−1)·t(σ).
     Vp {
-        #[serde(default = "d::beta_min")]
+        #[serde(default = "d::vp_beta_min")]
         beta_min: f64,
-        #[serde(default = "d::beta_d")]
+        #[serde(default = "d::vp_beta_d")]
         beta_d: f64,
-        #[serde(default = "d::m")]
+        #[serde(default = "d::vp_m")]
         m: f64,
-        #[serde(default = "d::eps_t")]
+        #[serde(default = "d::vp_eps_t")]
         eps_t: f64,
     },
     /// VE: c_skip = 1, c_out = σ, c_in = 1, c_noise = log(σ/2).
     Ve,
     /// iDDPM: c_noise = M−1−argmin_j |u_j − σ|; σ rounded to the u-grid.
     Iddpm {
-        #[serde(default = "d::c1")]
+        #[serde(default = "d::iddpm_c1")]
         c1: f64,
-        #[serde(default = "d::c2")]
+        #[serde(default = "d::iddpm_c2")]
         c2: f64,
-        #[serde(default = "d::mu")]
+        #[serde(default = "d::iddpm_m")]
         m: usize,
     },
     /// EDM: c_skip = σ_d²/(σ²+σ_d²), c_out = σσ_d/√(σ²+σ_d²), c_in = 1/√(σ²+σ_d²), c_noise = ¼·log σ.
@@ -50,41 +51,14 @@ pub enum Precond {
     },
 }
 
-mod d {
-    pub fn beta_min() -> f64 {
-        0.1
-    }
-    pub fn beta_d() -> f64 {
-        19.9
-    }
-    pub fn m() -> f64 {
-        1000.0
-    }
-    pub fn mu() -> usize {
-        1000
-    }
-    pub fn eps_t() -> f64 {
-        1e-5
-    }
-    pub fn c1() -> f64 {
-        0.001
-    }
-    pub fn c2() -> f64 {
-        0.008
-    }
-    pub fn sigma_data() -> f64 {
-        0.5
-    }
-}
-
 impl Precond {
     /// VP preconditioning with β_min = 0.1, β_d = 19.9, M = 1000, ε_t = 1e-5 (Karras et al. 2022).
     pub fn vp() -> Self {
         Precond::Vp {
-            beta_min: d::beta_min(),
-            beta_d: d::beta_d(),
-            m: d::m(),
-            eps_t: d::eps_t(),
+            beta_min: d::vp_beta_min(),
+            beta_d: d::vp_beta_d(),
+            m: d::vp_m(),
+            eps_t: d::vp_eps_t(),
         }
     }
     /// VE preconditioning (Song et al. 2021 as in Karras et al. 2022).
@@ -94,9 +68,9 @@ impl Precond {
     /// iDDPM preconditioning with C₁ = 0.001, C₂ = 0.008, M = 1000.
     pub fn iddpm() -> Self {
         Precond::Iddpm {
-            c1: d::c1(),
-            c2: d::c2(),
-            m: d::mu(),
+            c1: d::iddpm_c1(),
+            c2: d::iddpm_c2(),
+            m: d::iddpm_m(),
         }
     }
     /// EDM preconditioning with σ_data = 0.5.
@@ -128,14 +102,7 @@ impl Precond {
                 check_lt("eps_t", *eps_t, "t_max", 1.0)
             }
             Precond::Ve => Ok(()),
-            Precond::Iddpm { c1, c2, m } => {
-                check_pos("c1", *c1)?;
-                check_pos("c2", *c2)?;
-                if *m < 2 {
-                    return Err(CoreError::invalid("m", m, "must be >= 2"));
-                }
-                Ok(())
-            }
+            Precond::Iddpm { c1, c2, m } => crate::process::check_iddpm_grid(*c1, *c2, *m),
             Precond::Edm { sigma_data } => check_pos("sigma_data", *sigma_data),
         }
     }

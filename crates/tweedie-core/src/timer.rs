@@ -7,6 +7,7 @@
 //! `steps + 1` points evenly down to 0, and DDIM grids append t = 0 (ᾱ = 1) after the table
 //! indices, as DDIM's final step to x₀ does.
 
+use crate::defaults::de as d;
 use crate::error::Invalid;
 use crate::error::{check_lt, check_pos, CoreError, Result};
 use crate::process::{iddpm_u_grid, Process};
@@ -115,10 +116,11 @@ pub trait Timer: Send + Sync + std::fmt::Debug {
 }
 
 /// DDIM sub-sequences of a T-step training table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DdimSpacing {
     /// j_i = i·⌊T/S⌋, i = 0..S−1 (Song et al. 2021 DDIM "uniform"; diffusers "leading").
+    #[default]
     Uniform,
     /// j_i = ⌊(i/(S−1)·√(0.8T))²⌋ (Song et al. 2021 DDIM "quadratic").
     Quadratic,
@@ -136,12 +138,12 @@ pub enum TimerKind {
         sigma_min: f64,
         #[serde(default = "d::edm_sigma_max")]
         sigma_max: f64,
-        #[serde(default = "d::rho")]
+        #[serde(default = "d::edm_rho")]
         rho: f64,
     },
     /// VP: t_i = t_max + i/(N−1)·(ε_s − t_max), then 0 (Song et al. 2021; Karras et al. 2022, Table 1).
     VpLinear {
-        #[serde(default = "d::eps_s")]
+        #[serde(default = "d::vp_eps_s")]
         eps_s: f64,
     },
     /// VE: σ̃_i = σ_max·(σ_min/σ_max)^{i/(N−1)}, then 0 (Song et al. 2021; Karras et al. 2022, Table 1).
@@ -153,20 +155,20 @@ pub enum TimerKind {
     },
     /// iDDPM: σ̃_i = u_{⌊j₀ + (M−1−j₀)·i/(N−1) + ½⌋}, then 0 (Karras et al. 2022, Table 1; j₀ = 8).
     Iddpm {
-        #[serde(default = "d::c1")]
+        #[serde(default = "d::iddpm_c1")]
         c1: f64,
-        #[serde(default = "d::c2")]
+        #[serde(default = "d::iddpm_c2")]
         c2: f64,
-        #[serde(default = "d::m")]
+        #[serde(default = "d::iddpm_m")]
         m: usize,
-        #[serde(default = "d::j0")]
+        #[serde(default = "d::iddpm_j0")]
         j0: usize,
     },
     /// DDIM sub-sequence of a `num_train_steps` table, table index j at t = (j+1)/T, then t = 0.
     Ddim {
-        #[serde(default = "d::spacing")]
+        #[serde(default)]
         spacing: DdimSpacing,
-        #[serde(default = "d::m")]
+        #[serde(default = "d::ddpm_steps")]
         num_train_steps: usize,
     },
     /// Log-uniform σ̃ from σ_max to σ_min, then 0 (k-diffusion `get_sigmas_exponential`;
@@ -212,58 +214,20 @@ pub enum TimerKind {
     Shifted { shift: f64, base: Box<TimerKind> },
 }
 
-mod d {
-    use super::DdimSpacing;
-    pub fn edm_sigma_min() -> f64 {
-        0.002
-    }
-    pub fn edm_sigma_max() -> f64 {
-        80.0
-    }
-    pub fn rho() -> f64 {
-        7.0
-    }
-    pub fn poly_rho() -> f64 {
-        2.0
-    }
-    pub fn eps_s() -> f64 {
-        1e-3
-    }
-    pub fn ve_sigma_min() -> f64 {
-        0.02
-    }
-    pub fn ve_sigma_max() -> f64 {
-        100.0
-    }
-    pub fn c1() -> f64 {
-        0.001
-    }
-    pub fn c2() -> f64 {
-        0.008
-    }
-    pub fn m() -> usize {
-        1000
-    }
-    pub fn j0() -> usize {
-        8
-    }
-    pub fn spacing() -> DdimSpacing {
-        DdimSpacing::Uniform
-    }
-}
-
 impl TimerKind {
     /// EDM ρ = 7 schedule, σ̃ ∈ [0.002, 80] (Karras et al. 2022, eq. 5).
     pub fn edm() -> Self {
         TimerKind::Edm {
             sigma_min: d::edm_sigma_min(),
             sigma_max: d::edm_sigma_max(),
-            rho: d::rho(),
+            rho: d::edm_rho(),
         }
     }
     /// VP linear t with ε_s = 1e-3 (Karras et al. 2022, Table 1).
     pub fn vp_linear() -> Self {
-        TimerKind::VpLinear { eps_s: d::eps_s() }
+        TimerKind::VpLinear {
+            eps_s: d::vp_eps_s(),
+        }
     }
     /// VE geometric σ̃ ∈ [0.02, 100].
     pub fn ve_geometric() -> Self {
@@ -275,17 +239,17 @@ impl TimerKind {
     /// iDDPM u-grid with C₁ = 0.001, C₂ = 0.008, M = 1000, j₀ = 8.
     pub fn iddpm() -> Self {
         TimerKind::Iddpm {
-            c1: d::c1(),
-            c2: d::c2(),
-            m: d::m(),
-            j0: d::j0(),
+            c1: d::iddpm_c1(),
+            c2: d::iddpm_c2(),
+            m: d::iddpm_m(),
+            j0: d::iddpm_j0(),
         }
     }
     /// DDIM with the given spacing on a 1000-step table.
     pub fn ddim(spacing: DdimSpacing) -> Self {
         TimerKind::Ddim {
             spacing,
-            num_train_steps: d::m(),
+            num_train_steps: d::ddpm_steps(),
         }
     }
     /// Uniform time down to 0 (flow models).
@@ -341,13 +305,7 @@ impl TimerKind {
                 check_lt("sigma_min", *sigma_min, "sigma_max", *sigma_max)
             }
             TimerKind::Iddpm { c1, c2, m, j0 } => {
-                check_pos("c1", *c1)?;
-                check_pos("c2", *c2)?;
-                if *m < 2 {
-                    return Err(CoreError::invalid("m", m, "must be >= 2"));
-                }
-                // The u table of m + 1 levels is built in full.
-                crate::budget::check_array("m", m, &[m.saturating_add(1)], 8)?;
+                crate::process::check_iddpm_grid(*c1, *c2, *m)?;
                 if *j0 >= m - 1 {
                     return Err(CoreError::invalid(
                         "j0",

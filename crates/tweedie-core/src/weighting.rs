@@ -5,6 +5,7 @@
 //! Loss weights are stated for the denoiser loss λ(σ̃)·‖D(x̃; σ̃) − x₀‖² (networks are
 //! denoisers: docs/architecture.md); [`LossWeight::weight_for`] re-expresses them for any other parametrization.
 
+use crate::defaults::de as d;
 use crate::error::Invalid;
 use crate::error::{check_lt, check_pos, CoreError, Result};
 use crate::param::Param;
@@ -34,35 +35,35 @@ pub struct NoiseLevel {
 pub enum NoiseDensity {
     /// log σ̃ ~ N(P_mean, P_std²) (Karras et al. 2022, Table 1: −1.2, 1.2).
     EdmLogNormal {
-        #[serde(default = "d::p_mean")]
+        #[serde(default = "d::edm_p_mean")]
         p_mean: f64,
-        #[serde(default = "d::p_std")]
+        #[serde(default = "d::edm_p_std")]
         p_std: f64,
     },
     /// t ~ U(ε_t, 1) (Song et al. 2021 VP; Karras et al. 2022, Table 1).
     VpUniform {
-        #[serde(default = "d::eps_t")]
+        #[serde(default = "d::vp_eps_t")]
         eps_t: f64,
     },
     /// log σ̃ ~ U(log σ_min, log σ_max) (Song et al. 2021 VE; Karras et al. 2022, Table 1).
     VeLogUniform {
-        #[serde(default = "d::ve_min")]
+        #[serde(default = "d::ve_sigma_min")]
         sigma_min: f64,
-        #[serde(default = "d::ve_max")]
+        #[serde(default = "d::ve_sigma_max")]
         sigma_max: f64,
     },
     /// DDPM: table index j ~ U{0, …, N−1}, t = (j+1)/N (Ho et al. 2020).
     Discrete {
-        #[serde(default = "d::n")]
+        #[serde(default = "d::ddpm_steps")]
         num_steps: usize,
     },
     /// iDDPM: j ~ U{0, …, M−1}, σ̃ = u_j (Nichol & Dhariwal 2021 via Karras et al. 2022).
     IddpmIndex {
-        #[serde(default = "d::c1")]
+        #[serde(default = "d::iddpm_c1")]
         c1: f64,
-        #[serde(default = "d::c2")]
+        #[serde(default = "d::iddpm_c2")]
         c2: f64,
-        #[serde(default = "d::n")]
+        #[serde(default = "d::iddpm_m")]
         m: usize,
     },
     /// Rectified flow: t ~ U[0, 1) (Liu et al. 2022).
@@ -71,53 +72,17 @@ pub enum NoiseDensity {
     FlowLogitNormal {
         #[serde(default)]
         mean: f64,
-        #[serde(default = "d::one")]
+        #[serde(default = "d::logit_normal_std")]
         std: f64,
     },
-}
-
-mod d {
-    pub fn p_mean() -> f64 {
-        -1.2
-    }
-    pub fn p_std() -> f64 {
-        1.2
-    }
-    pub fn eps_t() -> f64 {
-        1e-5
-    }
-    pub fn ve_min() -> f64 {
-        0.02
-    }
-    pub fn ve_max() -> f64 {
-        100.0
-    }
-    pub fn n() -> usize {
-        1000
-    }
-    pub fn c1() -> f64 {
-        0.001
-    }
-    pub fn c2() -> f64 {
-        0.008
-    }
-    pub fn one() -> f64 {
-        1.0
-    }
-    pub fn sigma_data() -> f64 {
-        0.5
-    }
-    pub fn gamma() -> f64 {
-        5.0
-    }
 }
 
 impl NoiseDensity {
     /// EDM log-normal with P_mean = −1.2, P_std = 1.2.
     pub fn edm() -> Self {
         NoiseDensity::EdmLogNormal {
-            p_mean: d::p_mean(),
-            p_std: d::p_std(),
+            p_mean: d::edm_p_mean(),
+            p_std: d::edm_p_std(),
         }
     }
 
@@ -158,12 +123,7 @@ impl NoiseDensity {
                 Ok(())
             }
             NoiseDensity::IddpmIndex { c1, c2, m } => {
-                check_pos("c1", *c1)?;
-                check_pos("c2", *c2)?;
-                if *m < 2 {
-                    return Err(CoreError::invalid("m", m, "must be >= 2"));
-                }
-                Ok(())
+                crate::process::check_iddpm_grid(*c1, *c2, *m)
             }
             NoiseDensity::FlowUniform => Ok(()),
             NoiseDensity::FlowLogitNormal { mean, std } => {
@@ -227,13 +187,13 @@ pub enum LossWeight {
     Unit,
     /// λ = min(SNR, γ) (Hang et al. 2023, min-SNR-γ; ε-loss weight min(SNR, γ)/SNR).
     MinSnr {
-        #[serde(default = "d::gamma")]
+        #[serde(default = "d::min_snr_gamma")]
         gamma: f64,
     },
     /// λ = 1/(σ̃² + 1/γ) = γ·SNR/(γ + SNR), a smooth min(SNR, γ) (Crowson et al. 2024, HDiT,
     /// "soft-min-snr" with σ_d² = 1/γ).
     SoftMinSnr {
-        #[serde(default = "d::gamma")]
+        #[serde(default = "d::min_snr_gamma")]
         gamma: f64,
     },
 }

@@ -16,6 +16,7 @@
 //! of core's weights (min-SNR, soft-min-SNR, …), again in denoiser space.
 
 use serde::{Deserialize, Serialize};
+use tweedie_core::defaults as df;
 use tweedie_core::process::BetaSchedule;
 use tweedie_core::weighting::{LossWeight, NoiseDensity};
 use tweedie_core::Invalid;
@@ -235,9 +236,6 @@ pub struct LearnedVariance {
     pub vlb_weight: f64,
 }
 
-/// The paper's λ = 0.001 (Nichol & Dhariwal 2021, §3.1).
-pub const DEFAULT_VLB_WEIGHT: f64 = 0.001;
-
 /// Doubles the network's outputs for a learned-variance formulation (U-Net `out_channels`,
 /// MLP `out_dim`); `net` must already be fitted to the data. No-op otherwise.
 pub fn widen_for_learned_variance(f: &Formulation, net: &mut tweedie_nets::NetConfig) {
@@ -344,11 +342,15 @@ impl DiffusionConfig {
                 format!("not used by type = \"{}\"", self.kind.name()),
             ));
         }
-        let sigma_data = pos("diffusion.sigma_data", self.sigma_data.unwrap_or(0.5))?;
+        let sigma_data = pos(
+            "diffusion.sigma_data",
+            self.sigma_data.unwrap_or(df::SIGMA_DATA),
+        )?;
         let (def_min, def_max) = match self.kind {
-            Ve => (0.02, 100.0),
-            Eps => (0.01, 80.0),
-            _ => (0.002, 80.0),
+            Ve => (df::VE_SIGMA_MIN, df::VE_SIGMA_MAX),
+            // DDPM's linear table ends at σ̃ ≈ 157 and starts at σ̃ = 0.01.
+            Eps => (0.01, df::EDM_SIGMA_MAX),
+            _ => (df::EDM_SIGMA_MIN, df::EDM_SIGMA_MAX),
         };
         let sigma_min = pos("diffusion.sigma_min", self.sigma_min.unwrap_or(def_min))?;
         let sigma_max = pos("diffusion.sigma_max", self.sigma_max.unwrap_or(def_max))?;
@@ -359,24 +361,24 @@ impl DiffusionConfig {
                 format!("must be < diffusion.sigma_max = {sigma_max}"),
             ));
         }
-        let rho = pos("diffusion.rho", self.rho.unwrap_or(7.0))?;
-        let n = self.num_steps.unwrap_or(1000);
+        let rho = pos("diffusion.rho", self.rho.unwrap_or(df::EDM_RHO))?;
+        let n = self.num_steps.unwrap_or(df::DDPM_STEPS);
         if n < 2 {
             return Err(TrainError::invalid("diffusion.num_steps", n, "must be ≥ 2"));
         }
         let table = |default: ScheduleName| {
             let schedule = match self.schedule.unwrap_or(default) {
                 ScheduleName::Linear => BetaSchedule::Linear {
-                    beta_start: 1e-4,
-                    beta_end: 0.02,
+                    beta_start: df::DDPM_LINEAR_BETA_START,
+                    beta_end: df::DDPM_LINEAR_BETA_END,
                 },
                 ScheduleName::ScaledLinear => BetaSchedule::ScaledLinear {
-                    beta_start: 0.00085,
-                    beta_end: 0.012,
+                    beta_start: df::SCALED_LINEAR_BETA_START,
+                    beta_end: df::SCALED_LINEAR_BETA_END,
                 },
                 ScheduleName::Cosine => BetaSchedule::Cosine {
-                    s: 0.008,
-                    max_beta: 0.999,
+                    s: df::COSINE_S,
+                    max_beta: df::COSINE_MAX_BETA,
                 },
             };
             ProcessKind::Ddpm {
@@ -399,15 +401,17 @@ impl DiffusionConfig {
                 },
                 Wrapper::Precond(Precond::Edm { sigma_data }),
                 NoiseDensity::EdmLogNormal {
-                    p_mean: self.p_mean.unwrap_or(-1.2),
-                    p_std: self.p_std.unwrap_or(1.2),
+                    p_mean: self.p_mean.unwrap_or(df::EDM_P_MEAN),
+                    p_std: self.p_std.unwrap_or(df::EDM_P_STD),
                 },
                 Weight::Core(LossWeight::Edm { sigma_data }),
             ),
             Vp => {
-                let (beta_min, beta_d) =
-                    (self.beta_min.unwrap_or(0.1), self.beta_d.unwrap_or(19.9));
-                let eps_t = self.eps_t.unwrap_or(1e-5);
+                let (beta_min, beta_d) = (
+                    self.beta_min.unwrap_or(df::VP_BETA_MIN),
+                    self.beta_d.unwrap_or(df::VP_BETA_D),
+                );
+                let eps_t = self.eps_t.unwrap_or(df::VP_EPS_T);
                 (
                     ProcessKind::Vp {
                         beta_min,
@@ -417,7 +421,7 @@ impl DiffusionConfig {
                     Wrapper::Precond(Precond::Vp {
                         beta_min,
                         beta_d,
-                        m: 1000.0,
+                        m: df::VP_M,
                         eps_t,
                     }),
                     NoiseDensity::VpUniform { eps_t },
@@ -437,9 +441,12 @@ impl DiffusionConfig {
                 Weight::Core(LossWeight::InvSigma2),
             ),
             Iddpm => {
-                let (c1, c2) = (self.c1.unwrap_or(0.001), self.c2.unwrap_or(0.008));
+                let (c1, c2) = (
+                    self.c1.unwrap_or(df::IDDPM_C1),
+                    self.c2.unwrap_or(df::IDDPM_C2),
+                );
                 (
-                    ProcessKind::VpCosine { s: 0.008 },
+                    ProcessKind::VpCosine { s: df::COSINE_S },
                     Wrapper::Precond(Precond::Iddpm { c1, c2, m: n }),
                     NoiseDensity::IddpmIndex { c1, c2, m: n },
                     Weight::Core(LossWeight::InvSigma2),
@@ -468,14 +475,14 @@ impl DiffusionConfig {
             Flow => {
                 let p = ProcessKind::Flow {
                     t_min: 0.0,
-                    t_max: 1.0,
+                    t_max: df::FLOW_T_MAX,
                 };
                 let w = adapter(Param::Velocity, &p);
                 let d = match self.t_density.unwrap_or(TimeDensity::Uniform) {
                     TimeDensity::Uniform => NoiseDensity::FlowUniform,
                     TimeDensity::LogitNormal => NoiseDensity::FlowLogitNormal {
                         mean: self.logit_mean.unwrap_or(0.0),
-                        std: self.logit_std.unwrap_or(1.0),
+                        std: self.logit_std.unwrap_or(df::LOGIT_NORMAL_STD),
                     },
                 };
                 (p, w, d, Weight::Native(Param::Velocity))
@@ -485,12 +492,12 @@ impl DiffusionConfig {
             Some(true) => Some(LearnedVariance {
                 vlb_weight: pos(
                     "diffusion.vlb_weight",
-                    self.vlb_weight.unwrap_or(DEFAULT_VLB_WEIGHT),
+                    self.vlb_weight.unwrap_or(df::IDDPM_VLB_WEIGHT),
                 )?,
             }),
             _ => None,
         };
-        let gamma = pos("diffusion.gamma", self.gamma.unwrap_or(5.0))?;
+        let gamma = pos("diffusion.gamma", self.gamma.unwrap_or(df::MIN_SNR_GAMMA))?;
         let weight = match self.weighting.unwrap_or(WeightingKind::Default) {
             WeightingKind::Default => weight,
             WeightingKind::Edm => Weight::Core(LossWeight::Edm { sigma_data }),

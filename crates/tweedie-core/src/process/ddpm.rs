@@ -139,6 +139,18 @@ pub fn iddpm_u_grid(c1: f64, c2: f64, m: usize) -> Vec<f64> {
     u
 }
 
+/// Checks iDDPM's grid parameters (C₁, C₂ > 0, M ≥ 2), shared by every type that carries
+/// them (preconditioning, training density, timer); errors name the key and the value.
+pub fn check_iddpm_grid(c1: f64, c2: f64, m: usize) -> Result<()> {
+    check_pos("c1", c1)?;
+    check_pos("c2", c2)?;
+    if m < 2 {
+        return Err(CoreError::invalid("m", m, "must be >= 2"));
+    }
+    // The u table of m + 1 levels is built in full.
+    crate::budget::check_array("m", m, &[m.saturating_add(1)], 8)
+}
+
 /// [`iddpm_u_grid`], computed once per (C₁, C₂, M) and shared: training draws one u_j per sample,
 /// and recomputing the M-step recursion for each draw made iDDPM training twice as slow.
 pub fn iddpm_u_grid_shared(c1: f64, c2: f64, m: usize) -> std::sync::Arc<[f64]> {

@@ -2,6 +2,7 @@
 //! defaults, validation and [`ProcessKind::build`].
 
 use super::*;
+use crate::defaults::de as d;
 
 /// Every built-in process, as a serde-friendly enum (TOML: `type = "vp" | ...`).
 ///
@@ -11,16 +12,16 @@ use super::*;
 pub enum ProcessKind {
     /// VP with linear β (Song et al. 2021; EDM defaults β_min = 0.1, β_d = 19.9, ε_t = 1e-5).
     Vp {
-        #[serde(default = "d::beta_min")]
+        #[serde(default = "d::vp_beta_min")]
         beta_min: f64,
-        #[serde(default = "d::beta_d")]
+        #[serde(default = "d::vp_beta_d")]
         beta_d: f64,
-        #[serde(default = "d::eps_t")]
+        #[serde(default = "d::vp_eps_t")]
         eps_t: f64,
     },
     /// VP cosine (Nichol & Dhariwal 2021, continuous ᾱ(t), s = 0.008).
     VpCosine {
-        #[serde(default = "d::cos_s")]
+        #[serde(default = "d::cosine_s")]
         s: f64,
     },
     /// VE: α = 1, σ(t) = √t (Song et al. 2021 as written in Karras et al. 2022).
@@ -41,7 +42,7 @@ pub enum ProcessKind {
     Flow {
         #[serde(default)]
         t_min: f64,
-        #[serde(default = "d::one")]
+        #[serde(default = "d::flow_t_max")]
         t_max: f64,
     },
     /// Discrete DDPM β table (Ho et al. 2020) of `num_steps` entries; table index j sits at
@@ -49,7 +50,7 @@ pub enum ProcessKind {
     Ddpm {
         #[serde(default)]
         schedule: BetaSchedule,
-        #[serde(default = "d::ddpm_n")]
+        #[serde(default = "d::ddpm_steps")]
         num_steps: usize,
     },
 }
@@ -60,24 +61,24 @@ pub enum ProcessKind {
 pub enum BetaSchedule {
     /// β_j = linspace(β_start, β_end, N) (Ho et al. 2020: 1e-4 … 0.02).
     Linear {
-        #[serde(default = "d::lin_start")]
+        #[serde(default = "d::ddpm_linear_beta_start")]
         beta_start: f64,
-        #[serde(default = "d::lin_end")]
+        #[serde(default = "d::ddpm_linear_beta_end")]
         beta_end: f64,
     },
     /// β_j = linspace(√β_start, √β_end, N)² (Stable Diffusion / LDM: 0.00085 … 0.012).
     ScaledLinear {
-        #[serde(default = "d::sl_start")]
+        #[serde(default = "d::scaled_linear_beta_start")]
         beta_start: f64,
-        #[serde(default = "d::sl_end")]
+        #[serde(default = "d::scaled_linear_beta_end")]
         beta_end: f64,
     },
     /// β_j = min(1 − ᾱ(j+1)/ᾱ(j), max_beta), ᾱ(j) = cos²((j/N + s)/(1 + s)·π/2)
     /// (Nichol & Dhariwal 2021, eq. 17; s = 0.008, max_beta = 0.999).
     Cosine {
-        #[serde(default = "d::cos_s")]
+        #[serde(default = "d::cosine_s")]
         s: f64,
-        #[serde(default = "d::max_beta")]
+        #[serde(default = "d::cosine_max_beta")]
         max_beta: f64,
     },
 }
@@ -85,73 +86,26 @@ pub enum BetaSchedule {
 impl Default for BetaSchedule {
     fn default() -> Self {
         BetaSchedule::Linear {
-            beta_start: d::lin_start(),
-            beta_end: d::lin_end(),
+            beta_start: d::ddpm_linear_beta_start(),
+            beta_end: d::ddpm_linear_beta_end(),
         }
     }
 }
 
 /// Published defaults (serde default functions).
-mod d {
-    pub fn beta_min() -> f64 {
-        0.1
-    }
-    pub fn beta_d() -> f64 {
-        19.9
-    }
-    pub fn eps_t() -> f64 {
-        1e-5
-    }
-    pub fn cos_s() -> f64 {
-        0.008
-    }
-    pub fn ve_sigma_min() -> f64 {
-        0.02
-    }
-    pub fn ve_sigma_max() -> f64 {
-        100.0
-    }
-    pub fn edm_sigma_min() -> f64 {
-        0.002
-    }
-    pub fn edm_sigma_max() -> f64 {
-        80.0
-    }
-    pub fn one() -> f64 {
-        1.0
-    }
-    pub fn ddpm_n() -> usize {
-        1000
-    }
-    pub fn lin_start() -> f64 {
-        1e-4
-    }
-    pub fn lin_end() -> f64 {
-        0.02
-    }
-    pub fn sl_start() -> f64 {
-        0.00085
-    }
-    pub fn sl_end() -> f64 {
-        0.012
-    }
-    pub fn max_beta() -> f64 {
-        0.999
-    }
-}
 
 impl ProcessKind {
     /// VP linear β with the EDM defaults β_min = 0.1, β_d = 19.9, ε_t = 1e-5.
     pub fn vp() -> Self {
         ProcessKind::Vp {
-            beta_min: d::beta_min(),
-            beta_d: d::beta_d(),
-            eps_t: d::eps_t(),
+            beta_min: d::vp_beta_min(),
+            beta_d: d::vp_beta_d(),
+            eps_t: d::vp_eps_t(),
         }
     }
     /// VP cosine with s = 0.008 (Nichol & Dhariwal 2021).
     pub fn vp_cosine() -> Self {
-        ProcessKind::VpCosine { s: d::cos_s() }
+        ProcessKind::VpCosine { s: d::cosine_s() }
     }
     /// VE with σ_min = 0.02, σ_max = 100 (Song et al. 2021).
     pub fn ve() -> Self {
@@ -178,27 +132,27 @@ impl ProcessKind {
     pub fn ddpm_linear() -> Self {
         ProcessKind::Ddpm {
             schedule: BetaSchedule::default(),
-            num_steps: d::ddpm_n(),
+            num_steps: d::ddpm_steps(),
         }
     }
     /// DDPM scaled-linear β table, 0.00085 … 0.012, N = 1000 (Rombach et al. 2022).
     pub fn ddpm_scaled_linear() -> Self {
         ProcessKind::Ddpm {
             schedule: BetaSchedule::ScaledLinear {
-                beta_start: d::sl_start(),
-                beta_end: d::sl_end(),
+                beta_start: d::scaled_linear_beta_start(),
+                beta_end: d::scaled_linear_beta_end(),
             },
-            num_steps: d::ddpm_n(),
+            num_steps: d::ddpm_steps(),
         }
     }
     /// DDPM cosine β table, s = 0.008, β ≤ 0.999, N = 1000 (Nichol & Dhariwal 2021).
     pub fn ddpm_cosine() -> Self {
         ProcessKind::Ddpm {
             schedule: BetaSchedule::Cosine {
-                s: d::cos_s(),
-                max_beta: d::max_beta(),
+                s: d::cosine_s(),
+                max_beta: d::cosine_max_beta(),
             },
-            num_steps: d::ddpm_n(),
+            num_steps: d::ddpm_steps(),
         }
     }
 

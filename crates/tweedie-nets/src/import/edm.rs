@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use tch::{Device, Kind, Tensor};
+use tweedie_core::defaults as df;
 use tweedie_core::Precond;
 
 use super::pickle::StorageType;
@@ -473,7 +474,7 @@ pub fn read_edm<'a>(bytes: &'a [u8], what: &str) -> Result<EdmImport<'a>, Import
     let mut metadata = BTreeMap::new();
     let (precond, default_model, out_factor) = match pclass {
         "EDMPrecond" => {
-            let sigma_data = pk.f64("sigma_data", 0.5)?;
+            let sigma_data = pk.f64("sigma_data", df::SIGMA_DATA)?;
             let smin = pk.f64("sigma_min", 0.0)?;
             let smax = pk.f64("sigma_max", f64::INFINITY)?;
             check_attr(pstate, pclass, "sigma_data", sigma_data, what)?;
@@ -482,10 +483,10 @@ pub fn read_edm<'a>(bytes: &'a [u8], what: &str) -> Result<EdmImport<'a>, Import
             (Precond::Edm { sigma_data }, "DhariwalUNet", 1)
         }
         "VPPrecond" => {
-            let beta_d = pk.f64("beta_d", 19.9)?;
-            let beta_min = pk.f64("beta_min", 0.1)?;
-            let m = pk.f64("M", 1000.0)?;
-            let eps_t = pk.f64("epsilon_t", 1e-5)?;
+            let beta_d = pk.f64("beta_d", df::VP_BETA_D)?;
+            let beta_min = pk.f64("beta_min", df::VP_BETA_MIN)?;
+            let m = pk.f64("M", df::VP_M)?;
+            let eps_t = pk.f64("epsilon_t", df::VP_EPS_T)?;
             for (k, v) in [("beta_d", beta_d), ("beta_min", beta_min), ("M", m), ("epsilon_t", eps_t)] {
                 check_attr(pstate, pclass, k, v, what)?;
             }
@@ -501,16 +502,16 @@ pub fn read_edm<'a>(bytes: &'a [u8], what: &str) -> Result<EdmImport<'a>, Import
             )
         }
         "VEPrecond" => {
-            let smin = pk.f64("sigma_min", 0.02)?;
-            let smax = pk.f64("sigma_max", 100.0)?;
+            let smin = pk.f64("sigma_min", df::VE_SIGMA_MIN)?;
+            let smax = pk.f64("sigma_max", df::VE_SIGMA_MAX)?;
             metadata.insert("edm.sigma_min".into(), smin.to_string());
             metadata.insert("edm.sigma_max".into(), smax.to_string());
             (Precond::Ve, "SongUNet", 1)
         }
         "iDDPMPrecond" => {
-            let c1 = pk.f64("C_1", 0.001)?;
-            let c2 = pk.f64("C_2", 0.008)?;
-            let m = pk.usize("M", Some(1000))?;
+            let c1 = pk.f64("C_1", df::IDDPM_C1)?;
+            let c2 = pk.f64("C_2", df::IDDPM_C2)?;
+            let m = pk.usize("M", Some(df::IDDPM_M))?;
             for (k, v) in [("C_1", c1), ("C_2", c2), ("M", m as f64)] {
                 check_attr(pstate, pclass, k, v, what)?;
             }

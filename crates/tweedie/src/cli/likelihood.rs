@@ -51,10 +51,10 @@ pub struct Args {
     #[arg(long, default_value_t = 64)]
     pub steps: usize,
     /// σ̃ where the data enter; the result is log p_{σ̃_min}(x₀).
-    #[arg(long, default_value_t = 0.002)]
+    #[arg(long, default_value_t = tweedie_core::defaults::EDM_SIGMA_MIN)]
     pub sigma_min: f64,
     /// σ̃ of the prior N(0, σ̃_max²I).
-    #[arg(long, default_value_t = 80.0)]
+    #[arg(long, default_value_t = tweedie_core::defaults::EDM_SIGMA_MAX)]
     pub sigma_max: f64,
     /// Seed of probes and dequantisation noise.
     #[arg(long, default_value_t = 0)]
