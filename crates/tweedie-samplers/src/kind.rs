@@ -427,6 +427,95 @@ impl SamplerKind {
     }
 }
 
+/// Parameters set next to a sampler's name (`[sampling]` keys of a train config, flags of
+/// `tweedie sample`); `None` keeps the sampler's default. [`SamplerKind::with_params`] is the
+/// one place that maps them onto a [`SamplerKind`].
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SamplerParams {
+    /// S_churn of EDM's stochastic sampler (Karras et al. 2022, Alg. 2).
+    pub s_churn: Option<f64>,
+    /// S_min: churn only for σ̃ ≥ S_min.
+    pub s_min: Option<f64>,
+    /// S_max: churn only for σ̃ ≤ S_max.
+    pub s_max: Option<f64>,
+    /// S_noise: scale of the fresh noise (EDM stochastic, Euler ancestral).
+    pub s_noise: Option<f64>,
+    /// η of DDIM, ancestral and SDE samplers.
+    pub eta: Option<f64>,
+}
+
+impl SamplerParams {
+    /// The parameters that are set, with their names.
+    fn set(&self) -> impl Iterator<Item = (&'static str, f64)> {
+        [
+            ("s_churn", self.s_churn),
+            ("s_min", self.s_min),
+            ("s_max", self.s_max),
+            ("s_noise", self.s_noise),
+            ("eta", self.eta),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+    }
+}
+
+impl SamplerKind {
+    /// The sampler called `name` with `params` applied and validated. `heun` with S_churn > 0 is
+    /// EDM's stochastic sampler (Karras et al. 2022, Alg. 2 is Heun with churn); a parameter the
+    /// sampler does not take is an error naming it.
+    pub fn with_params(name: &str, params: &SamplerParams) -> Result<Self> {
+        let mut kind = SamplerKind::from_name(name)?;
+        if kind == SamplerKind::Heun && params.s_churn.is_some_and(|c| c > 0.0) {
+            kind = SamplerKind::from_name("edm_stochastic")?;
+        }
+        let p = params;
+        let mut used: &[&str] = match &mut kind {
+            SamplerKind::EdmStochastic {
+                s_churn,
+                s_min,
+                s_max,
+                s_noise,
+            } => {
+                *s_churn = p.s_churn.unwrap_or(*s_churn);
+                *s_min = p.s_min.unwrap_or(*s_min);
+                *s_max = p.s_max.unwrap_or(*s_max);
+                *s_noise = p.s_noise.unwrap_or(*s_noise);
+                &["s_churn", "s_min", "s_max", "s_noise"]
+            }
+            SamplerKind::EulerAncestral { eta, s_noise } => {
+                *eta = p.eta.unwrap_or(*eta);
+                *s_noise = p.s_noise.unwrap_or(*s_noise);
+                &["eta", "s_noise"]
+            }
+            SamplerKind::Ddim { eta }
+            | SamplerKind::DpmSolverPp2mSde { eta }
+            | SamplerKind::DpmSolverPp3mSde { eta } => {
+                *eta = p.eta.unwrap_or(*eta);
+                &["eta"]
+            }
+            _ => &[],
+        };
+        if kind == SamplerKind::Heun {
+            // Heun with S_churn = 0 is plain Heun: the churn keys are accepted and unused.
+            used = &["s_churn", "s_min", "s_max", "s_noise"];
+        }
+        if let Some((key, value)) = p.set().find(|(k, _)| !used.contains(k)) {
+            return Err(SamplerError::invalid(
+                key,
+                value,
+                format!(
+                    "not a parameter of sampler `{}` (S_churn, S_min, S_max: edm_stochastic or \
+                     heun; S_noise: also euler_ancestral; η: ddim, euler_ancestral, \
+                     dpmpp_2m_sde, dpmpp_3m_sde)",
+                    name.trim()
+                ),
+            ));
+        }
+        kind.validate()?;
+        Ok(kind)
+    }
+}
+
 /// A sampler and its step count, validated (steps ≥ 1).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -508,5 +597,39 @@ mod tests {
         );
         let s: SamplerSpec = toml::from_str("steps = 18\n[kind]\ntype = \"heun\"").unwrap();
         assert_eq!(s.steps, 18);
+    }
+
+    #[test]
+    fn params_map_onto_the_sampler_and_unused_ones_are_named() {
+        let p = |s_churn, eta| SamplerParams {
+            s_churn,
+            eta,
+            ..Default::default()
+        };
+        assert_eq!(
+            SamplerKind::with_params("heun", &p(Some(10.0), None)).unwrap(),
+            SamplerKind::EdmStochastic {
+                s_churn: 10.0,
+                s_min: 0.0,
+                s_max: f64::INFINITY,
+                s_noise: 1.0
+            }
+        );
+        assert_eq!(
+            SamplerKind::with_params("heun", &p(Some(0.0), None)).unwrap(),
+            SamplerKind::Heun
+        );
+        assert_eq!(
+            SamplerKind::with_params("dpmpp_3m_sde", &p(None, Some(0.5))).unwrap(),
+            SamplerKind::DpmSolverPp3mSde { eta: 0.5 }
+        );
+        let e = SamplerKind::with_params("euler", &p(Some(5.0), None))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("s_churn") && e.contains("euler"), "{e}");
+        let e = SamplerKind::with_params("ddim", &p(None, Some(2.0)))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("eta") && e.contains('2'), "{e}");
     }
 }

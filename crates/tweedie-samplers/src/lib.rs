@@ -61,7 +61,7 @@ pub use cond::{
     Replacement, Resampling, GUIDANCE_NAMES,
 };
 pub use error::{ModelError, Result, SamplerError};
-pub use kind::{Churn, SamplerKind, SamplerSpec, SAMPLER_NAMES};
+pub use kind::{Churn, SamplerKind, SamplerParams, SamplerSpec, SAMPLER_NAMES};
 pub use mixture::MixtureModel;
 pub use model::{
     from_fn, plain_fn, Capabilities, Cfg, ClassCapabilities, ClassLearnedVariance, ClassModel,

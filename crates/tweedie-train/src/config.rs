@@ -10,10 +10,10 @@ use tweedie_core::Invalid;
 
 use serde::{Deserialize, Serialize};
 use tweedie_nets::{EmaSchedule, NetConfig};
-use tweedie_samplers::{SamplerKind, SamplerSpec};
+use tweedie_samplers::{SamplerKind, SamplerParams, SamplerSpec};
 
 use crate::data::DataConfig;
-use crate::error::{Result, TrainError};
+use crate::error::{section_value, Result, TrainError};
 use crate::formulation::{DiffusionConfig, Formulation};
 
 mod d {
@@ -124,74 +124,26 @@ impl Default for SamplingConfig {
 }
 
 impl SamplingConfig {
-    /// The sampler with its parameters, validated.
+    /// The sampler parameters set in this section.
+    pub fn params(&self) -> SamplerParams {
+        SamplerParams {
+            s_churn: self.s_churn,
+            s_min: self.s_min,
+            s_max: self.s_max,
+            s_noise: self.s_noise,
+            eta: self.eta,
+        }
+    }
+
+    /// The sampler with its parameters, validated ([`SamplerKind::with_params`]).
     pub fn spec(&self) -> Result<SamplerSpec> {
-        let name = self.sampler.trim().to_ascii_lowercase();
-        let churn = self.s_churn.unwrap_or(0.0);
-        let mut kind = if name == "heun" && churn > 0.0 {
-            SamplerKind::from_name("edm_stochastic")
-        } else {
-            SamplerKind::from_name(&self.sampler)
-        }
-        .map_err(|e| TrainError::invalid("sampling.sampler", &self.sampler, e.to_string()))?;
-        let mut used = Vec::new();
-        match &mut kind {
-            SamplerKind::EdmStochastic {
-                s_churn,
-                s_min,
-                s_max,
-                s_noise,
-            } => {
-                used.extend(["s_churn", "s_min", "s_max", "s_noise"]);
-                if let Some(v) = self.s_churn {
-                    *s_churn = v;
+        let kind =
+            SamplerKind::with_params(&self.sampler, &self.params()).map_err(|e| match e {
+                tweedie_samplers::SamplerError::InvalidValue(v) => {
+                    TrainError::InvalidValue(v.in_section("sampling"))
                 }
-                if let Some(v) = self.s_min {
-                    *s_min = v;
-                }
-                if let Some(v) = self.s_max {
-                    *s_max = v;
-                }
-                if let Some(v) = self.s_noise {
-                    *s_noise = v;
-                }
-            }
-            SamplerKind::EulerAncestral { eta, s_noise } => {
-                used.extend(["eta", "s_noise"]);
-                if let Some(v) = self.eta {
-                    *eta = v;
-                }
-                if let Some(v) = self.s_noise {
-                    *s_noise = v;
-                }
-            }
-            SamplerKind::Ddim { eta } | SamplerKind::DpmSolverPp2mSde { eta } => {
-                used.push("eta");
-                if let Some(v) = self.eta {
-                    *eta = v;
-                }
-            }
-            _ => {}
-        }
-        // "heun" with s_churn = 0 is plain Heun: the churn keys are accepted there too.
-        if name == "heun" {
-            used.extend(["s_churn", "s_min", "s_max", "s_noise"]);
-        }
-        for (key, set) in [
-            ("s_churn", self.s_churn.is_some()),
-            ("s_min", self.s_min.is_some()),
-            ("s_max", self.s_max.is_some()),
-            ("s_noise", self.s_noise.is_some()),
-            ("eta", self.eta.is_some()),
-        ] {
-            if set && !used.contains(&key) {
-                return Err(TrainError::invalid(
-                    &format!("sampling.{key}"),
-                    "(set)",
-                    format!("not used by sampler `{}`", self.sampler),
-                ));
-            }
-        }
+                other => TrainError::invalid("sampling.sampler", &self.sampler, other.to_string()),
+            })?;
         let spec = SamplerSpec {
             kind,
             steps: self.steps,
@@ -447,18 +399,9 @@ pub fn apply_set(table: &mut toml::Table, assignment: &str) -> Result<()> {
 }
 
 fn section<T: serde::de::DeserializeOwned>(raw: &mut toml::Table, name: &str) -> Result<Option<T>> {
-    match raw.remove(name) {
-        None => Ok(None),
-        Some(v) => serde_path_to_error::deserialize(v).map(Some).map_err(|e| {
-            let path = e.path().to_string();
-            let msg = e.into_inner().message().to_string();
-            TrainError::Config(if path == "." {
-                format!("[{name}]: {msg}")
-            } else {
-                format!("[{name}] {path}: {msg}")
-            })
-        }),
-    }
+    raw.remove(name)
+        .map(|v| section_value(&format!("[{name}]"), v))
+        .transpose()
 }
 
 /// The network preset used when `[network]` names none: an MLP for 2-D toys, the tiny U-Net otherwise.
@@ -565,7 +508,10 @@ impl TrainConfig {
         }
         let net = expand_network(&raw)?;
         raw.insert("network".into(), toml::Value::Table(net));
-        let diffusion: DiffusionConfig = section(&mut raw, "diffusion")?
+        let diffusion = raw
+            .remove("diffusion")
+            .map(DiffusionConfig::from_toml)
+            .transpose()?
             .ok_or_else(|| TrainError::Config("missing section [diffusion]".into()))?;
         let cfg = TrainConfig {
             diffusion,
@@ -777,7 +723,7 @@ mod tests {
         let e = err(MIN, &["training.device=tpu"]);
         assert!(e.contains("training.device") && e.contains("tpu"), "{e}");
         let e = err(MIN, &["diffusion.type=VP", "diffusion.p_mean=0"]);
-        assert!(e.contains("diffusion.p_mean"), "{e}");
+        assert!(e.contains("[diffusion]") && e.contains("p_mean"), "{e}");
         let e = err("[diffusion]\ntype = \"EDM\"\n[training\n", &[]);
         assert!(e.contains("line"), "{e}");
         let e = err("", &[]);
@@ -827,7 +773,7 @@ mod tests {
         assert_eq!((c.sampling.steps, c.sampling.grid), (8, 4));
         assert_eq!(c.training.lr, 1e-4);
         // A new `type` replaces the table: EDM's p_mean does not leak into VP.
-        assert_eq!(c.diffusion.kind, FormulationKind::Vp);
+        assert_eq!(c.diffusion.kind(), FormulationKind::Vp);
         assert!(matches!(c.training.ema, EmaSchedule::Power { .. }));
         // Arrays are values: replaced, not appended.
         assert_eq!(c.eval.denoiser_sigmas, vec![0.5]);

@@ -86,6 +86,23 @@ fn resume_mismatch_text(d: &[(String, String, String)]) -> String {
 /// Result alias of tweedie-train.
 pub type Result<T> = std::result::Result<T, TrainError>;
 
+/// Deserialises one config section (or part of one) from TOML; errors start with `label` and
+/// name the key at fault (`[training] steps: invalid type …`).
+pub(crate) fn section_value<T: serde::de::DeserializeOwned>(
+    label: &str,
+    value: toml::Value,
+) -> Result<T> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let msg = e.into_inner().message().to_string();
+        TrainError::Config(if path == "." {
+            format!("{label}: {msg}")
+        } else {
+            format!("{label} {path}: {msg}")
+        })
+    })
+}
+
 impl TrainError {
     /// Shorthand for [`TrainError::Io`].
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {

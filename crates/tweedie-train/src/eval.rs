@@ -542,7 +542,7 @@ pub fn evaluate_run_with(
     let elapsed = last.as_ref().and_then(|v| v.get("elapsed_s")?.as_f64());
     let json = json!({
         "data": data.name,
-        "formulation": cfg.diffusion.kind.name(),
+        "formulation": cfg.diffusion.kind().name(),
         "network_parameters": params,
         "training": {
             "steps": outcome.map(|o| o.steps).or(steps.last().copied()),
@@ -564,7 +564,7 @@ pub fn evaluate_run_with(
     let _ = writeln!(report, "# tweedie run report\n");
     let _ = writeln!(report, "| | |\n|---|---|");
     let _ = writeln!(report, "| run | `{}` |", run_dir.display());
-    let _ = writeln!(report, "| formulation | {} |", cfg.diffusion.kind.name());
+    let _ = writeln!(report, "| formulation | {} |", cfg.diffusion.kind().name());
     let _ = writeln!(
         report,
         "| data | {} ({} training / {} held-out samples of shape {:?}) |",

@@ -23,7 +23,7 @@ use tweedie_core::Invalid;
 use tweedie_core::{Param, Precond, ProcessKind};
 use tweedie_nets::{ParamAdapter, Wrapper};
 
-use crate::error::{Result, TrainError};
+use crate::error::{section_value, Result, TrainError};
 
 /// The training formulation (TOML `type = "EDM" | "VP" | "VE" | "iDDPM" | "flow" | "eps" | "v"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -107,101 +107,203 @@ pub enum ScheduleName {
     Cosine,
 }
 
-/// `[diffusion]`: the formulation and its parameters; a key the type does not use is an error.
+/// Declares the parameter struct of each `[diffusion]` type: the keys every type takes (the
+/// sampling grid, σ_data, the loss-weight override) and the type's own keys, all optional (an
+/// absent key takes its published default from `tweedie_core::defaults` in
+/// [`DiffusionConfig::resolve`]); any other key is a deserialisation error naming it.
+macro_rules! diffusion_params {
+    ($( $(#[$doc:meta])* $name:ident { $( $(#[$fdoc:meta])* $field:ident : $ty:ty ),* $(,)? } )*) => {$(
+        $(#[$doc])*
+        #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            /// σ_data of EDM preconditioning and weighting (default 0.5).
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub sigma_data: Option<f64>,
+            /// Smallest σ̃ of the sampling grid (and of VE's process and training density).
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub sigma_min: Option<f64>,
+            /// Largest σ̃ of the sampling grid (and of VE's process and training density).
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub sigma_max: Option<f64>,
+            /// ρ of the sampling grid (Karras et al. 2022, eq. 5; default 7).
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub rho: Option<f64>,
+            /// Loss weight override (default: the formulation's own).
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub weighting: Option<WeightingKind>,
+            /// γ of min-SNR / soft-min-SNR (default 5).
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub gamma: Option<f64>,
+            $(
+                $(#[$fdoc])*
+                #[serde(default, skip_serializing_if = "Option::is_none")]
+                pub $field: Option<$ty>,
+            )*
+        }
+
+        impl $name {
+            fn common(&self) -> Common {
+                Common {
+                    sigma_data: self.sigma_data,
+                    sigma_min: self.sigma_min,
+                    sigma_max: self.sigma_max,
+                    rho: self.rho,
+                    weighting: self.weighting,
+                    gamma: self.gamma,
+                }
+            }
+        }
+    )*};
+}
+
+/// The keys every `[diffusion]` type takes, as set (`None`: the default).
+#[derive(Debug, Clone, Copy)]
+struct Common {
+    sigma_data: Option<f64>,
+    sigma_min: Option<f64>,
+    sigma_max: Option<f64>,
+    rho: Option<f64>,
+    weighting: Option<WeightingKind>,
+    gamma: Option<f64>,
+}
+
+diffusion_params! {
+    /// `type = "EDM"`: log-normal σ̃ density.
+    EdmParams {
+        /// Mean of log σ̃ (default −1.2).
+        p_mean: f64,
+        /// Std of log σ̃ (default 1.2).
+        p_std: f64,
+    }
+    /// `type = "VP"`: the linear-β VP process.
+    VpParams {
+        /// β_min (default 0.1).
+        beta_min: f64,
+        /// β_d (default 19.9).
+        beta_d: f64,
+        /// ε_t (default 1e-5).
+        eps_t: f64,
+    }
+    /// `type = "VE"`: σ̃ range from `sigma_min`, `sigma_max`.
+    VeParams {}
+    /// `type = "iDDPM"`: the u-grid and, optionally, the learned variance.
+    IddpmParams {
+        /// C₁ (default 0.001).
+        c1: f64,
+        /// C₂ (default 0.008).
+        c2: f64,
+        /// M, the u-grid length (default 1000).
+        num_steps: usize,
+        /// Learn the reverse-step variance with the hybrid loss (Nichol & Dhariwal 2021); the
+        /// network gets twice the data's output channels.
+        learned_variance: bool,
+        /// With learned variance: λ of L_hybrid = L_simple + λ·L_vlb (default 0.001).
+        vlb_weight: f64,
+    }
+    /// `type = "eps"` / `"v"`: a discrete DDPM β table.
+    TableParams {
+        /// Table length N (default 1000).
+        num_steps: usize,
+        /// β schedule (default linear for eps, cosine for v).
+        schedule: ScheduleName,
+    }
+    /// `type = "flow"`: rectified flow's time density.
+    FlowParams {
+        /// Time density (default uniform).
+        t_density: TimeDensity,
+        /// Logit-normal: mean m (default 0).
+        logit_mean: f64,
+        /// Logit-normal: std s (default 1).
+        logit_std: f64,
+    }
+}
+
+/// `[diffusion]`: the formulation (`type`) and its parameters, typed per formulation, so a key
+/// the type does not take is rejected when the config is read.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DiffusionConfig {
-    #[serde(rename = "type")]
-    pub kind: FormulationKind,
-    /// σ_data of EDM preconditioning and weighting (default 0.5).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sigma_data: Option<f64>,
-    /// Smallest σ̃ of the sampling grid (and of VE's training density).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sigma_min: Option<f64>,
-    /// Largest σ̃ of the sampling grid (and of VE's training density).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sigma_max: Option<f64>,
-    /// ρ of the sampling grid (Karras et al. 2022, eq. 5; default 7).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rho: Option<f64>,
-    /// EDM: mean of log σ̃ (default −1.2).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub p_mean: Option<f64>,
-    /// EDM: std of log σ̃ (default 1.2).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub p_std: Option<f64>,
-    /// VP: β_min (default 0.1).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub beta_min: Option<f64>,
-    /// VP: β_d (default 19.9).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub beta_d: Option<f64>,
-    /// VP: ε_t (default 1e-5).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub eps_t: Option<f64>,
-    /// iDDPM: C₁ (default 0.001).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub c1: Option<f64>,
-    /// iDDPM: C₂ (default 0.008).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub c2: Option<f64>,
-    /// iDDPM: M; eps / v: table length N (default 1000).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub num_steps: Option<usize>,
-    /// eps / v: β schedule (default linear for eps, cosine for v).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub schedule: Option<ScheduleName>,
-    /// flow: time density (default uniform).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub t_density: Option<TimeDensity>,
-    /// flow, logit-normal: mean m (default 0).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub logit_mean: Option<f64>,
-    /// flow, logit-normal: std s (default 1).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub logit_std: Option<f64>,
-    /// Loss weight override (default: the formulation's own).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub weighting: Option<WeightingKind>,
-    /// γ of min-SNR / soft-min-SNR (default 5).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gamma: Option<f64>,
-    /// iDDPM: learn the reverse-step variance with the hybrid loss (Nichol & Dhariwal 2021);
-    /// the network gets twice the data's output channels.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub learned_variance: Option<bool>,
-    /// iDDPM with learned variance: λ of L_hybrid = L_simple + λ·L_vlb (default 0.001).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vlb_weight: Option<f64>,
+#[serde(tag = "type")]
+pub enum DiffusionConfig {
+    #[serde(rename = "EDM")]
+    Edm(EdmParams),
+    #[serde(rename = "VP")]
+    Vp(VpParams),
+    #[serde(rename = "VE")]
+    Ve(VeParams),
+    #[serde(rename = "iDDPM")]
+    Iddpm(IddpmParams),
+    #[serde(rename = "flow")]
+    Flow(FlowParams),
+    #[serde(rename = "eps")]
+    Eps(TableParams),
+    #[serde(rename = "v")]
+    V(TableParams),
 }
 
 impl DiffusionConfig {
     /// A config of this type with every parameter at its default.
     pub fn new(kind: FormulationKind) -> Self {
-        DiffusionConfig {
-            kind,
-            sigma_data: None,
-            sigma_min: None,
-            sigma_max: None,
-            rho: None,
-            p_mean: None,
-            p_std: None,
-            beta_min: None,
-            beta_d: None,
-            eps_t: None,
-            c1: None,
-            c2: None,
-            num_steps: None,
-            schedule: None,
-            t_density: None,
-            logit_mean: None,
-            logit_std: None,
-            weighting: None,
-            gamma: None,
-            learned_variance: None,
-            vlb_weight: None,
+        match kind {
+            FormulationKind::Edm => DiffusionConfig::Edm(EdmParams::default()),
+            FormulationKind::Vp => DiffusionConfig::Vp(VpParams::default()),
+            FormulationKind::Ve => DiffusionConfig::Ve(VeParams::default()),
+            FormulationKind::Iddpm => DiffusionConfig::Iddpm(IddpmParams::default()),
+            FormulationKind::Flow => DiffusionConfig::Flow(FlowParams::default()),
+            FormulationKind::Eps => DiffusionConfig::Eps(TableParams::default()),
+            FormulationKind::V => DiffusionConfig::V(TableParams::default()),
         }
+    }
+
+    /// The formulation type.
+    pub fn kind(&self) -> FormulationKind {
+        match self {
+            DiffusionConfig::Edm(_) => FormulationKind::Edm,
+            DiffusionConfig::Vp(_) => FormulationKind::Vp,
+            DiffusionConfig::Ve(_) => FormulationKind::Ve,
+            DiffusionConfig::Iddpm(_) => FormulationKind::Iddpm,
+            DiffusionConfig::Flow(_) => FormulationKind::Flow,
+            DiffusionConfig::Eps(_) => FormulationKind::Eps,
+            DiffusionConfig::V(_) => FormulationKind::V,
+        }
+    }
+
+    fn common(&self) -> Common {
+        match self {
+            DiffusionConfig::Edm(c) => c.common(),
+            DiffusionConfig::Vp(c) => c.common(),
+            DiffusionConfig::Ve(c) => c.common(),
+            DiffusionConfig::Iddpm(c) => c.common(),
+            DiffusionConfig::Flow(c) => c.common(),
+            DiffusionConfig::Eps(c) | DiffusionConfig::V(c) => c.common(),
+        }
+    }
+
+    /// Reads the `[diffusion]` table: `type` first, then the rest into that type's parameters,
+    /// so that errors name the key (serde's tagged enums lose the key path).
+    pub fn from_toml(value: toml::Value) -> Result<Self> {
+        let mut table = match value {
+            toml::Value::Table(t) => t,
+            other => return Err(TrainError::invalid("diffusion", other, "must be a table")),
+        };
+        let kind: FormulationKind = match table.remove("type") {
+            None => {
+                return Err(TrainError::Config(
+                    "[diffusion] type: missing (EDM, VP, VE, iDDPM, flow, eps or v)".into(),
+                ))
+            }
+            Some(v) => section_value("[diffusion] type", v)?,
+        };
+        let label = format!("[diffusion] (type = \"{}\")", kind.name());
+        let rest = toml::Value::Table(table);
+        Ok(match kind {
+            FormulationKind::Edm => DiffusionConfig::Edm(section_value(&label, rest)?),
+            FormulationKind::Vp => DiffusionConfig::Vp(section_value(&label, rest)?),
+            FormulationKind::Ve => DiffusionConfig::Ve(section_value(&label, rest)?),
+            FormulationKind::Iddpm => DiffusionConfig::Iddpm(section_value(&label, rest)?),
+            FormulationKind::Flow => DiffusionConfig::Flow(section_value(&label, rest)?),
+            FormulationKind::Eps => DiffusionConfig::Eps(section_value(&label, rest)?),
+            FormulationKind::V => DiffusionConfig::V(section_value(&label, rest)?),
+        })
     }
 }
 
@@ -284,76 +386,23 @@ fn pos(key: &str, v: f64) -> Result<f64> {
 }
 
 impl DiffusionConfig {
-    /// Names of the keys set in this section that `type` does not use.
-    fn unused_keys(&self) -> Vec<&'static str> {
-        use FormulationKind::*;
-        let k = self.kind;
-        let checks: [(&'static str, bool, bool); 16] = [
-            ("p_mean", self.p_mean.is_some(), k == Edm),
-            ("p_std", self.p_std.is_some(), k == Edm),
-            ("beta_min", self.beta_min.is_some(), k == Vp),
-            ("beta_d", self.beta_d.is_some(), k == Vp),
-            ("eps_t", self.eps_t.is_some(), k == Vp),
-            ("c1", self.c1.is_some(), k == Iddpm),
-            ("c2", self.c2.is_some(), k == Iddpm),
-            (
-                "num_steps",
-                self.num_steps.is_some(),
-                matches!(k, Iddpm | Eps | V),
-            ),
-            ("schedule", self.schedule.is_some(), matches!(k, Eps | V)),
-            ("t_density", self.t_density.is_some(), k == Flow),
-            ("logit_mean", self.logit_mean.is_some(), k == Flow),
-            ("logit_std", self.logit_std.is_some(), k == Flow),
-            (
-                "gamma",
-                self.gamma.is_some(),
-                matches!(
-                    self.weighting,
-                    Some(WeightingKind::MinSnr | WeightingKind::SoftMinSnr)
-                ),
-            ),
-            ("sigma_data", self.sigma_data.is_some(), true),
-            (
-                "learned_variance",
-                self.learned_variance == Some(true),
-                k == Iddpm,
-            ),
-            (
-                "vlb_weight",
-                self.vlb_weight.is_some(),
-                k == Iddpm && self.learned_variance == Some(true),
-            ),
-        ];
-        checks
-            .iter()
-            .filter(|(_, set, used)| *set && !*used)
-            .map(|(n, _, _)| *n)
-            .collect()
-    }
-
-    /// Validates and resolves the section; errors name the key and value.
+    /// Validates and resolves the section, absent keys taking the published defaults of
+    /// `tweedie_core::defaults`; errors name the key and value.
     pub fn resolve(&self) -> Result<Formulation> {
-        use FormulationKind::*;
-        if let Some(key) = self.unused_keys().first() {
-            return Err(TrainError::invalid(
-                &format!("diffusion.{key}"),
-                "(set)",
-                format!("not used by type = \"{}\"", self.kind.name()),
-            ));
-        }
+        let kind = self.kind();
+        let common = self.common();
         let sigma_data = pos(
             "diffusion.sigma_data",
-            self.sigma_data.unwrap_or(df::SIGMA_DATA),
+            common.sigma_data.unwrap_or(df::SIGMA_DATA),
         )?;
-        let (def_min, def_max) = match self.kind {
-            Ve => (df::VE_SIGMA_MIN, df::VE_SIGMA_MAX),
+        let (def_min, def_max) = match kind {
+            FormulationKind::Ve => (df::VE_SIGMA_MIN, df::VE_SIGMA_MAX),
             // DDPM's linear table ends at σ̃ ≈ 157 and starts at σ̃ = 0.01.
-            Eps => (0.01, df::EDM_SIGMA_MAX),
+            FormulationKind::Eps => (0.01, df::EDM_SIGMA_MAX),
             _ => (df::EDM_SIGMA_MIN, df::EDM_SIGMA_MAX),
         };
-        let sigma_min = pos("diffusion.sigma_min", self.sigma_min.unwrap_or(def_min))?;
-        let sigma_max = pos("diffusion.sigma_max", self.sigma_max.unwrap_or(def_max))?;
+        let sigma_min = pos("diffusion.sigma_min", common.sigma_min.unwrap_or(def_min))?;
+        let sigma_max = pos("diffusion.sigma_max", common.sigma_max.unwrap_or(def_max))?;
         if sigma_min >= sigma_max {
             return Err(TrainError::invalid(
                 "diffusion.sigma_min",
@@ -361,13 +410,16 @@ impl DiffusionConfig {
                 format!("must be < diffusion.sigma_max = {sigma_max}"),
             ));
         }
-        let rho = pos("diffusion.rho", self.rho.unwrap_or(df::EDM_RHO))?;
-        let n = self.num_steps.unwrap_or(df::DDPM_STEPS);
-        if n < 2 {
-            return Err(TrainError::invalid("diffusion.num_steps", n, "must be ≥ 2"));
-        }
-        let table = |default: ScheduleName| {
-            let schedule = match self.schedule.unwrap_or(default) {
+        let rho = pos("diffusion.rho", common.rho.unwrap_or(df::EDM_RHO))?;
+        let steps = |n: Option<usize>| {
+            let n = n.unwrap_or(df::DDPM_STEPS);
+            if n < 2 {
+                return Err(TrainError::invalid("diffusion.num_steps", n, "must be ≥ 2"));
+            }
+            Ok(n)
+        };
+        let table = |c: &TableParams, default: ScheduleName| -> Result<ProcessKind> {
+            let schedule = match c.schedule.unwrap_or(default) {
                 ScheduleName::Linear => BetaSchedule::Linear {
                     beta_start: df::DDPM_LINEAR_BETA_START,
                     beta_end: df::DDPM_LINEAR_BETA_END,
@@ -381,10 +433,10 @@ impl DiffusionConfig {
                     max_beta: df::COSINE_MAX_BETA,
                 },
             };
-            ProcessKind::Ddpm {
+            Ok(ProcessKind::Ddpm {
                 schedule,
-                num_steps: n,
-            }
+                num_steps: steps(c.num_steps)?,
+            })
         };
         let adapter = |param: Param, process: &ProcessKind| {
             Wrapper::Param(ParamAdapter {
@@ -393,25 +445,24 @@ impl DiffusionConfig {
                 time_scale: PARAM_TIME_SCALE,
             })
         };
-        let (process, wrapper, density, weight) = match self.kind {
-            Edm => (
+        let mut learned_variance = None;
+        let (process, wrapper, density, weight) = match self {
+            DiffusionConfig::Edm(c) => (
                 ProcessKind::Edm {
                     sigma_min,
                     sigma_max,
                 },
                 Wrapper::Precond(Precond::Edm { sigma_data }),
                 NoiseDensity::EdmLogNormal {
-                    p_mean: self.p_mean.unwrap_or(df::EDM_P_MEAN),
-                    p_std: self.p_std.unwrap_or(df::EDM_P_STD),
+                    p_mean: c.p_mean.unwrap_or(df::EDM_P_MEAN),
+                    p_std: c.p_std.unwrap_or(df::EDM_P_STD),
                 },
                 Weight::Core(LossWeight::Edm { sigma_data }),
             ),
-            Vp => {
-                let (beta_min, beta_d) = (
-                    self.beta_min.unwrap_or(df::VP_BETA_MIN),
-                    self.beta_d.unwrap_or(df::VP_BETA_D),
-                );
-                let eps_t = self.eps_t.unwrap_or(df::VP_EPS_T);
+            DiffusionConfig::Vp(c) => {
+                let beta_min = c.beta_min.unwrap_or(df::VP_BETA_MIN);
+                let beta_d = c.beta_d.unwrap_or(df::VP_BETA_D);
+                let eps_t = c.eps_t.unwrap_or(df::VP_EPS_T);
                 (
                     ProcessKind::Vp {
                         beta_min,
@@ -428,7 +479,7 @@ impl DiffusionConfig {
                     Weight::Core(LossWeight::InvSigma2),
                 )
             }
-            Ve => (
+            DiffusionConfig::Ve(_) => (
                 ProcessKind::Ve {
                     sigma_min,
                     sigma_max,
@@ -440,21 +491,38 @@ impl DiffusionConfig {
                 },
                 Weight::Core(LossWeight::InvSigma2),
             ),
-            Iddpm => {
-                let (c1, c2) = (
-                    self.c1.unwrap_or(df::IDDPM_C1),
-                    self.c2.unwrap_or(df::IDDPM_C2),
-                );
+            DiffusionConfig::Iddpm(c) => {
+                let (c1, c2) = (c.c1.unwrap_or(df::IDDPM_C1), c.c2.unwrap_or(df::IDDPM_C2));
+                let m = steps(c.num_steps)?;
+                match (c.learned_variance, c.vlb_weight) {
+                    (Some(true), w) => {
+                        learned_variance = Some(LearnedVariance {
+                            vlb_weight: pos(
+                                "diffusion.vlb_weight",
+                                w.unwrap_or(df::IDDPM_VLB_WEIGHT),
+                            )?,
+                        })
+                    }
+                    (_, Some(_)) => {
+                        return Err(TrainError::invalid(
+                            "diffusion.vlb_weight",
+                            "(set)",
+                            "used only with learned_variance = true",
+                        ))
+                    }
+                    _ => {}
+                }
                 (
                     ProcessKind::VpCosine { s: df::COSINE_S },
-                    Wrapper::Precond(Precond::Iddpm { c1, c2, m: n }),
-                    NoiseDensity::IddpmIndex { c1, c2, m: n },
+                    Wrapper::Precond(Precond::Iddpm { c1, c2, m }),
+                    NoiseDensity::IddpmIndex { c1, c2, m },
                     Weight::Core(LossWeight::InvSigma2),
                 )
             }
-            Eps => {
-                let p = table(ScheduleName::Linear);
+            DiffusionConfig::Eps(c) => {
+                let p = table(c, ScheduleName::Linear)?;
                 let w = adapter(Param::Eps, &p);
+                let n = steps(c.num_steps)?;
                 (
                     p,
                     w,
@@ -462,9 +530,10 @@ impl DiffusionConfig {
                     Weight::Core(LossWeight::InvSigma2),
                 )
             }
-            V => {
-                let p = table(ScheduleName::Cosine);
+            DiffusionConfig::V(c) => {
+                let p = table(c, ScheduleName::Cosine)?;
                 let w = adapter(Param::V, &p);
+                let n = steps(c.num_steps)?;
                 (
                     p,
                     w,
@@ -472,33 +541,37 @@ impl DiffusionConfig {
                     Weight::Native(Param::V),
                 )
             }
-            Flow => {
+            DiffusionConfig::Flow(c) => {
                 let p = ProcessKind::Flow {
                     t_min: 0.0,
                     t_max: df::FLOW_T_MAX,
                 };
                 let w = adapter(Param::Velocity, &p);
-                let d = match self.t_density.unwrap_or(TimeDensity::Uniform) {
+                let d = match c.t_density.unwrap_or(TimeDensity::Uniform) {
                     TimeDensity::Uniform => NoiseDensity::FlowUniform,
                     TimeDensity::LogitNormal => NoiseDensity::FlowLogitNormal {
-                        mean: self.logit_mean.unwrap_or(0.0),
-                        std: self.logit_std.unwrap_or(df::LOGIT_NORMAL_STD),
+                        mean: c.logit_mean.unwrap_or(0.0),
+                        std: c.logit_std.unwrap_or(df::LOGIT_NORMAL_STD),
                     },
                 };
                 (p, w, d, Weight::Native(Param::Velocity))
             }
         };
-        let learned_variance = match self.learned_variance {
-            Some(true) => Some(LearnedVariance {
-                vlb_weight: pos(
-                    "diffusion.vlb_weight",
-                    self.vlb_weight.unwrap_or(df::IDDPM_VLB_WEIGHT),
-                )?,
-            }),
-            _ => None,
+        let weighting = common.weighting.unwrap_or(WeightingKind::Default);
+        let gamma = match (weighting, common.gamma) {
+            (WeightingKind::MinSnr | WeightingKind::SoftMinSnr, g) => {
+                pos("diffusion.gamma", g.unwrap_or(df::MIN_SNR_GAMMA))?
+            }
+            (_, Some(g)) => {
+                return Err(TrainError::invalid(
+                    "diffusion.gamma",
+                    g,
+                    "used only with weighting = \"min_snr\" or \"soft_min_snr\"",
+                ))
+            }
+            (_, None) => df::MIN_SNR_GAMMA,
         };
-        let gamma = pos("diffusion.gamma", self.gamma.unwrap_or(df::MIN_SNR_GAMMA))?;
-        let weight = match self.weighting.unwrap_or(WeightingKind::Default) {
+        let weight = match weighting {
             WeightingKind::Default => weight,
             WeightingKind::Edm => Weight::Core(LossWeight::Edm { sigma_data }),
             WeightingKind::InvSigma2 => Weight::Core(LossWeight::InvSigma2),
@@ -518,7 +591,7 @@ impl DiffusionConfig {
             w.validate().map_err(prefix)?;
         }
         Ok(Formulation {
-            kind: self.kind,
+            kind,
             process,
             wrapper,
             density,
@@ -551,67 +624,107 @@ mod tests {
             assert_eq!(f.kind, k);
             let s: DiffusionConfig = toml::from_str(&format!("type = \"{}\"", k.name()))
                 .map_err(|e| TrainError::Config(e.to_string()))?;
-            assert_eq!(s.kind, k);
+            assert_eq!(s.kind(), k);
         }
         Ok(())
     }
 
+    /// `[diffusion]` read as a config file reads it.
+    fn parse(text: &str) -> Result<DiffusionConfig> {
+        let v: toml::Value = toml::from_str(text).map_err(|e| TrainError::Config(e.to_string()))?;
+        DiffusionConfig::from_toml(v)
+    }
+
     #[test]
     fn keys_of_other_types_and_bad_values_are_named() {
-        let mut c = DiffusionConfig::new(FormulationKind::Vp);
-        c.p_mean = Some(-1.0);
-        let e = c.resolve().unwrap_err().to_string();
-        assert!(e.contains("diffusion.p_mean") && e.contains("VP"), "{e}");
-        let mut c = DiffusionConfig::new(FormulationKind::Edm);
-        c.sigma_min = Some(5.0);
-        c.sigma_max = Some(1.0);
-        let e = c.resolve().unwrap_err().to_string();
+        // Read and resolved, as a config file is.
+        let check = |text: &str| parse(text)?.resolve();
+        let e = check("type = \"VP\"\np_mean = -1.0")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("[diffusion]") && e.contains("p_mean") && e.contains("VP"),
+            "{e}"
+        );
+        let e = check("type = \"EDM\"\nsigma_min = 5.0\nsigma_max = 1.0")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("diffusion.sigma_min") && e.contains('5'), "{e}");
-        let mut c = DiffusionConfig::new(FormulationKind::Edm);
-        c.p_std = Some(-2.0);
-        let e = c.resolve().unwrap_err().to_string();
+        let e = check("type = \"EDM\"\np_std = -2.0")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("diffusion.p_std") && e.contains("-2"), "{e}");
-        let e = toml::from_str::<DiffusionConfig>("type = \"EDM\"\nsigma_dta = 1.0")
+        // A value of the wrong type names its key.
+        let e = check("type = \"EDM\"\np_std = \"wide\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("[diffusion]") && e.contains("p_std"), "{e}");
+        let e = check("type = \"EDM\"\nsigma_dta = 1.0")
             .unwrap_err()
             .to_string();
         assert!(e.contains("sigma_dta"), "{e}");
-        let e = toml::from_str::<DiffusionConfig>("type = \"edm\"")
+        let e = check("type = \"edm\"").unwrap_err().to_string();
+        assert!(e.contains("edm") && e.contains("type"), "{e}");
+        let e = check("sigma_data = 1.0").unwrap_err().to_string();
+        assert!(e.contains("[diffusion] type"), "{e}");
+        let e = check("type = \"EDM\"\nlearned_variance = true")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("edm"), "{e}");
-        let mut c = DiffusionConfig::new(FormulationKind::Edm);
-        c.learned_variance = Some(true);
-        let e = c.resolve().unwrap_err().to_string();
-        assert!(
-            e.contains("diffusion.learned_variance") && e.contains("EDM"),
-            "{e}"
-        );
-        let mut c = DiffusionConfig::new(FormulationKind::Iddpm);
-        c.vlb_weight = Some(0.01);
-        let e = c.resolve().unwrap_err().to_string();
+        assert!(e.contains("learned_variance") && e.contains("EDM"), "{e}");
+        let e = check("type = \"iDDPM\"\nvlb_weight = 0.01")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("diffusion.vlb_weight"), "{e}");
-        c.learned_variance = Some(true);
+        let mut c = IddpmParams {
+            learned_variance: Some(true),
+            vlb_weight: Some(0.01),
+            ..Default::default()
+        };
+        let resolve = |c: &IddpmParams| DiffusionConfig::Iddpm(c.clone()).resolve();
         assert_eq!(
-            c.resolve().unwrap().learned_variance,
+            resolve(&c).unwrap().learned_variance,
             Some(LearnedVariance { vlb_weight: 0.01 })
         );
         c.vlb_weight = Some(-1.0);
-        let e = c.resolve().unwrap_err().to_string();
+        let e = resolve(&c).unwrap_err().to_string();
         assert!(
             e.contains("diffusion.vlb_weight") && e.contains("-1"),
             "{e}"
         );
         c.vlb_weight = None;
         assert_eq!(
-            c.resolve().unwrap().learned_variance,
+            resolve(&c).unwrap().learned_variance,
             Some(LearnedVariance { vlb_weight: 0.001 })
         );
-        let mut c = DiffusionConfig::new(FormulationKind::Edm);
-        c.gamma = Some(3.0);
-        assert!(c
-            .resolve()
+        let e = check("type = \"EDM\"\ngamma = 3.0")
             .unwrap_err()
-            .to_string()
-            .contains("diffusion.gamma"));
+            .to_string();
+        assert!(e.contains("diffusion.gamma"), "{e}");
+        let e = check("type = \"EDM\"\nweighting = \"min_snr\"\ngamma = 0.0")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("diffusion.gamma"), "{e}");
+    }
+
+    /// Serialising and reading back gives the same config, for every type (the run directory
+    /// keeps the resolved config and `tweedie eval` reads it again).
+    #[test]
+    fn every_type_round_trips_through_toml() -> Result<()> {
+        let all = [
+            "type = \"EDM\"\np_mean = -1.0\nsigma_data = 1.0",
+            "type = \"VP\"\nbeta_d = 10.0\nrho = 3.0",
+            "type = \"VE\"\nsigma_min = 0.05",
+            "type = \"iDDPM\"\nnum_steps = 100\nlearned_variance = true",
+            "type = \"flow\"\nt_density = \"logit_normal\"\nlogit_std = 0.5",
+            "type = \"eps\"\nschedule = \"scaled_linear\"\nweighting = \"min_snr\"\ngamma = 2.0",
+            "type = \"v\"\nnum_steps = 50",
+        ];
+        for text in all {
+            let c = parse(text)?;
+            let back = toml::to_string(&c).map_err(|e| TrainError::Config(e.to_string()))?;
+            assert_eq!(parse(&back)?, c, "{text}");
+            c.resolve()?;
+        }
+        Ok(())
     }
 }

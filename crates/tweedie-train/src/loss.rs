@@ -331,7 +331,7 @@ fn vlb_bits(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::formulation::{DiffusionConfig, WeightingKind};
+    use crate::formulation::{DiffusionConfig, IddpmParams, TableParams, WeightingKind};
     use tweedie_core::Param;
 
     fn loss(kind: FormulationKind) -> Loss {
@@ -392,9 +392,11 @@ mod tests {
                 );
             }
         }
-        let mut c = DiffusionConfig::new(FormulationKind::Eps);
-        c.weighting = Some(WeightingKind::MinSnr);
-        c.gamma = Some(5.0);
+        let c = DiffusionConfig::Eps(TableParams {
+            weighting: Some(WeightingKind::MinSnr),
+            gamma: Some(5.0),
+            ..Default::default()
+        });
         let l = Loss::new(c.resolve().unwrap()).unwrap();
         // min(SNR, γ): SNR = 1/0.01 = 100 → 5; SNR = 1/4 → 0.25.
         assert!((l.weights(&[lv(0.1)])[0] - 5.0).abs() < 1e-12);
@@ -597,10 +599,12 @@ mod tests {
     }
 
     fn hybrid(m: usize, vlb_weight: f64) -> Loss {
-        let mut c = DiffusionConfig::new(FormulationKind::Iddpm);
-        c.num_steps = Some(m);
-        c.learned_variance = Some(true);
-        c.vlb_weight = Some(vlb_weight);
+        let c = DiffusionConfig::Iddpm(IddpmParams {
+            num_steps: Some(m),
+            learned_variance: Some(true),
+            vlb_weight: Some(vlb_weight),
+            ..Default::default()
+        });
         Loss::new(c.resolve().unwrap()).unwrap()
     }
 

@@ -933,7 +933,7 @@ fn train_loop(
     extra.insert("tweedie.data".to_string(), data.name.clone());
     extra.insert(
         "tweedie.formulation".to_string(),
-        cfg.diffusion.kind.name().to_string(),
+        cfg.diffusion.kind().name().to_string(),
     );
     if let Some(meta) = &data.netcdf {
         let json = serde_json::to_string(meta)

@@ -325,7 +325,7 @@ fn every_preset_in_configs_parses_validates_and_fits_its_data() -> Result<(), Tr
         let data = cfg.data.load()?;
         tweedie_train::trainer::model_config(&cfg, &data)
             .map_err(|e| TrainError::Other(format!("{}: {e}", p.display())))?;
-        seen.insert((cfg.data.name(), cfg.diffusion.kind.name()));
+        seen.insert((cfg.data.name(), cfg.diffusion.kind().name()));
     }
     // One preset per formulation for the toy, the digits and the fields.
     for d in ["mixture-gmm2d", "digits", "fields"] {

@@ -18,7 +18,7 @@ use tweedie::core::{Process, ProcessKind, TimeGrid, Timer, TimerKind};
 use tweedie::nets::NetModel;
 use tweedie::samplers::{
     Blur, Cfg, CondSampler, Downsample, ForwardModel, Guidance, Init, Mask, MatrixOp, MixtureModel,
-    Model, Sampler, SamplerKind, SamplerSpec, State,
+    Model, Sampler, SamplerKind, SamplerParams, SamplerSpec, State,
 };
 use tweedie::train::data::netcdf::{write_samples as write_nc_samples, META_KEY as NC_META_KEY};
 use tweedie::train::data::NetcdfMeta;
@@ -48,7 +48,7 @@ pub struct Args {
     /// Number of steps (≥ 1).
     #[arg(long, default_value_t = 18)]
     pub steps: usize,
-    /// S_churn of edm_stochastic.
+    /// S_churn of edm_stochastic (heun with --churn > 0 is edm_stochastic, Karras et al. 2022, Alg. 2).
     #[arg(long)]
     pub churn: Option<f64>,
     /// S_min, S_max and S_noise of edm_stochastic (churn only for σ̃ ∈ [S_min, S_max]; EDM's
@@ -144,44 +144,20 @@ fn from_type<T: serde::de::DeserializeOwned>(what: &str, name: &str) -> Result<T
 }
 
 fn sampler_kind(args: &Args) -> Result<SamplerSpec> {
-    let mut spec = SamplerSpec::parse(&args.sampler, args.steps)
+    let params = SamplerParams {
+        s_churn: args.churn,
+        s_min: args.s_min,
+        s_max: args.s_max,
+        s_noise: args.s_noise,
+        eta: args.eta,
+    };
+    let spec = SamplerSpec {
+        kind: SamplerKind::with_params(&args.sampler, &params)
+            .with_context(|| format!("--sampler {}", args.sampler))?,
+        steps: args.steps,
+    };
+    spec.validate()
         .with_context(|| format!("--sampler {} --steps {}", args.sampler, args.steps))?;
-    if let Some(c) = args.churn {
-        match &mut spec.kind {
-            SamplerKind::EdmStochastic { s_churn, .. } => *s_churn = c,
-            k => bail!("--churn applies to edm_stochastic, not {}", k.name()),
-        }
-    }
-    if args.s_min.is_some() || args.s_max.is_some() || args.s_noise.is_some() {
-        match &mut spec.kind {
-            SamplerKind::EdmStochastic {
-                s_min,
-                s_max,
-                s_noise,
-                ..
-            } => {
-                *s_min = args.s_min.unwrap_or(*s_min);
-                *s_max = args.s_max.unwrap_or(*s_max);
-                *s_noise = args.s_noise.unwrap_or(*s_noise);
-            }
-            k => bail!(
-                "--s-min/--s-max/--s-noise apply to edm_stochastic, not {}",
-                k.name()
-            ),
-        }
-    }
-    if let Some(e) = args.eta {
-        match &mut spec.kind {
-            SamplerKind::Ddim { eta }
-            | SamplerKind::EulerAncestral { eta, .. }
-            | SamplerKind::DpmSolverPp2mSde { eta } => *eta = e,
-            k => bail!(
-                "--eta applies to ddim, euler_ancestral and dpmpp_2m_sde, not {}",
-                k.name()
-            ),
-        }
-    }
-    spec.validate().context("sampler parameters")?;
     Ok(spec)
 }
 
@@ -677,8 +653,14 @@ mod tests {
         assert!(e.contains("eulr") && e.contains("heun"), "{e}");
         let e = format!("{:#}", sampler_kind(&args(&["--steps", "0"])).unwrap_err());
         assert!(e.contains("steps") && e.contains('0'), "{e}");
-        let e = format!("{:#}", sampler_kind(&args(&["--churn", "5"])).unwrap_err());
-        assert!(e.contains("edm_stochastic"), "{e}");
+        let e = format!(
+            "{:#}",
+            sampler_kind(&args(&["--sampler", "euler", "--churn", "5"])).unwrap_err()
+        );
+        assert!(e.contains("s_churn") && e.contains("edm_stochastic"), "{e}");
+        // Heun with churn is EDM's stochastic sampler, as in a train config.
+        let s = sampler_kind(&args(&["--churn", "5"])).unwrap();
+        assert!(matches!(s.kind, SamplerKind::EdmStochastic { s_churn, .. } if s_churn == 5.0));
         let s = sampler_kind(&args(&["--sampler", "ddim", "--eta", "0.3"])).unwrap();
         assert_eq!(s.kind, SamplerKind::Ddim { eta: 0.3 });
         assert!(sampler_kind(&args(&["--sampler", "ddim", "--eta", "2"])).is_err());

@@ -135,7 +135,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if rank == 0 {
         eprintln!(
             "tweedie train: {} on {} ({} steps, batch {}, {threads} threads) → {}",
-            cfg.diffusion.kind.name(),
+            cfg.diffusion.kind().name(),
             cfg.data.name(),
             cfg.training.steps,
             cfg.training.batch_size,
