@@ -92,8 +92,6 @@ impl Default for BetaSchedule {
     }
 }
 
-/// Published defaults (serde default functions).
-
 impl ProcessKind {
     /// VP linear β with the EDM defaults β_min = 0.1, β_d = 19.9, ε_t = 1e-5.
     pub fn vp() -> Self {
