@@ -148,7 +148,8 @@ pub fn check_iddpm_grid(c1: f64, c2: f64, m: usize) -> Result<()> {
         return Err(CoreError::invalid("m", m, "must be >= 2"));
     }
     // The u table of m + 1 levels is built in full.
-    crate::budget::check_array("m", m, &[m.saturating_add(1)], 8)
+    crate::budget::check_array("m", m, &[m.saturating_add(1)], 8)?;
+    Ok(())
 }
 
 /// [`iddpm_u_grid`], computed once per (C₁, C₂, M) and shared: training draws one u_j per sample,
