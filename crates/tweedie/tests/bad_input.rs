@@ -395,9 +395,10 @@ fn cases() -> Vec<Case> {
             &["eta"],
         ),
         sample_err(
-            "churn on heun",
-            &["--out", "x.npy", "--churn", "5"],
-            &["edm_stochastic"],
+            // (heun with churn is EDM's stochastic sampler; a sampler without churn refuses it)
+            "churn on dpmpp_2m",
+            &["--out", "x.npy", "--sampler", "dpmpp_2m", "--churn", "5"],
+            &["s_churn", "dpmpp_2m"],
         ),
         sample_err(
             "class with a mixture",
