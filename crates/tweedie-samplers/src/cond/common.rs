@@ -100,6 +100,24 @@ pub(crate) fn start<S: State>(c: &CondSampler<S>, init: Init<S>, sigma0: f64) ->
     Ok(x)
 }
 
+/// What every posterior sampler starts from: the checked measurement y, the σ̃ grid, the
+/// starting state (kept as the template of the output) and its rows.
+pub(crate) struct Begin<S: State> {
+    pub y: Array2<f64>,
+    pub sig: Vec<f64>,
+    pub like: S,
+    pub x: Array2<f64>,
+}
+
+/// [`checked_y`], [`sigmas`] and [`start`] in the order every method needs them.
+pub(crate) fn begin<S: State>(c: &CondSampler<S>, init: Init<S>) -> Result<Begin<S>> {
+    let y = checked_y(c.op, &c.y)?;
+    let sig = sigmas(c)?;
+    let like = start(c, init, sig[0])?;
+    let x = like.to_rows();
+    Ok(Begin { y, sig, like, x })
+}
+
 /// The output: x̃ at the grid's end, in process coordinates.
 pub(crate) fn finish<S: State>(
     c: &CondSampler<S>,

@@ -118,10 +118,12 @@ impl Daps {
                 ))
             }
         };
-        let y = common::checked_y(c.op, &c.y)?;
-        let sig = common::sigmas(c)?;
-        let like = common::start(c, init, sig[0])?;
-        let mut x = like.to_rows();
+        let common::Begin {
+            y,
+            sig,
+            like,
+            mut x,
+        } = common::begin(c, init)?;
         let (b, d) = (x.nrows(), x.ncols());
         let a2 = op_norm2(c.op)?;
         let n = sig.len() - 1;

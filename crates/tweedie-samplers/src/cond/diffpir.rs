@@ -63,10 +63,12 @@ impl Diffpir {
     /// Runs DiffPIR for `c` from `init`.
     pub fn run<S: State>(&self, c: &CondSampler<S>, init: Init<S>) -> Result<SampleOutput<S>> {
         self.validate()?;
-        let y = common::checked_y(c.op, &c.y)?;
-        let sig = common::sigmas(c)?;
-        let like = common::start(c, init, sig[0])?;
-        let mut x = like.to_rows();
+        let common::Begin {
+            y,
+            sig,
+            like,
+            mut x,
+        } = common::begin(c, init)?;
         let (b, d) = (x.nrows(), x.ncols());
         let s2 = c.op.noise_std().powi(2);
         let n = sig.len() - 1;

@@ -87,10 +87,12 @@ impl Enkg {
                 "EnKG updates the ensemble between the steps of a fixed grid",
             ));
         }
-        let y = common::checked_y(c.op, &c.y)?;
-        let sig = common::sigmas(c)?;
-        let like = common::start(c, init, sig[0])?;
-        let mut x = like.to_rows();
+        let common::Begin {
+            y,
+            sig,
+            like,
+            mut x,
+        } = common::begin(c, init)?;
         let b = x.nrows();
         if b < 2 {
             return Err(SamplerError::invalid(

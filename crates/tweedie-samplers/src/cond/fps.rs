@@ -100,10 +100,12 @@ impl Fps {
     /// Runs FPS-SMC for `c` from `init`.
     pub fn run<S: State>(&self, c: &CondSampler<S>, init: Init<S>) -> Result<SampleOutput<S>> {
         self.validate()?;
-        let y = common::checked_y(c.op, &c.y)?;
-        let sig = common::sigmas(c)?;
-        let like = common::start(c, init, sig[0])?;
-        let mut x = like.to_rows();
+        let common::Begin {
+            y,
+            sig,
+            like,
+            mut x,
+        } = common::begin(c, init)?;
         let (b, d, mm) = (x.nrows(), x.ncols(), self.particles);
         if !b.is_multiple_of(mm) || !c.first_index.is_multiple_of(mm as u64) {
             return Err(SamplerError::invalid(

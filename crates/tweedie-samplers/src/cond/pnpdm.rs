@@ -114,10 +114,12 @@ impl Pnpdm {
                  (euler_ancestral, ddpm_ancestral, edm_stochastic, dpmpp_2m_sde, euler_maruyama)",
             ));
         }
-        let y = common::checked_y(c.op, &c.y)?;
-        let sig = common::sigmas(c)?;
-        let like = common::start(c, init, sig[0])?;
-        let x_t = like.to_rows();
+        let common::Begin {
+            y,
+            sig,
+            like,
+            x: x_t,
+        } = common::begin(c, init)?;
         let (b, d) = (x_t.nrows(), x_t.ncols());
         let mut x = common::denoise_rows(c.model, &like, &x_t, sig[0])?;
         let mut nfe = 1;
