@@ -30,6 +30,7 @@ pub mod config;
 pub mod defaults;
 pub mod empirical;
 pub mod error;
+pub mod kernels;
 pub mod likelihood;
 pub mod linalg;
 pub mod mixture;

@@ -2,6 +2,8 @@
 
 use ndarray::{Array, Dimension, Zip};
 
+use crate::kernels;
+
 /// Vector-space operations on a sampler state (f64, ndarray arrays, tch tensors).
 ///
 /// All scalars are f64: formulas are evaluated in f64 and only the state may be f32.
@@ -37,6 +39,15 @@ impl LinearSpace for f64 {
 
 impl<D: Dimension> LinearSpace for Array<f64, D> {
     fn lincomb(&self, a: f64, other: &Self, b: f64) -> Self {
+        if let (Some(x), Some(y), true) = (
+            self.as_slice(),
+            other.as_slice(),
+            self.shape() == other.shape(),
+        ) {
+            if let Ok(v) = Array::from_shape_vec(self.raw_dim(), kernels::axpby_f64(a, x, b, y)) {
+                return v;
+            }
+        }
         Zip::from(self)
             .and(other)
             .map_collect(|&x, &y| a * x + b * y)
@@ -53,6 +64,11 @@ impl<D: Dimension> LinearSpace for Array<f64, D> {
         Array::zeros(self.raw_dim())
     }
     fn lincomb_assign(&mut self, a: f64, other: &Self, b: f64) {
+        if self.shape() == other.shape() {
+            if let (Some(y), Some(x)) = (other.as_slice(), self.as_slice_mut()) {
+                return kernels::axpby_assign_f64(a, x, b, y);
+            }
+        }
         Zip::from(self)
             .and(other)
             .for_each(|x, &y| *x = a * *x + b * y);
@@ -62,6 +78,15 @@ impl<D: Dimension> LinearSpace for Array<f64, D> {
 /// f32 states: each element is combined in f64 and rounded once.
 impl<D: Dimension> LinearSpace for Array<f32, D> {
     fn lincomb(&self, a: f64, other: &Self, b: f64) -> Self {
+        if let (Some(x), Some(y), true) = (
+            self.as_slice(),
+            other.as_slice(),
+            self.shape() == other.shape(),
+        ) {
+            if let Ok(v) = Array::from_shape_vec(self.raw_dim(), kernels::axpby_f32(a, x, b, y)) {
+                return v;
+            }
+        }
         Zip::from(self)
             .and(other)
             .map_collect(|&x, &y| (a * x as f64 + b * y as f64) as f32)
@@ -78,6 +103,11 @@ impl<D: Dimension> LinearSpace for Array<f32, D> {
         Array::zeros(self.raw_dim())
     }
     fn lincomb_assign(&mut self, a: f64, other: &Self, b: f64) {
+        if self.shape() == other.shape() {
+            if let (Some(y), Some(x)) = (other.as_slice(), self.as_slice_mut()) {
+                return kernels::axpby_assign_f32(a, x, b, y);
+            }
+        }
         Zip::from(self)
             .and(other)
             .for_each(|x, &y| *x = (a * *x as f64 + b * y as f64) as f32);

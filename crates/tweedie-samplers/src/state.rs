@@ -2,7 +2,8 @@
 //! `tch` feature), with per-sample seeded noise.
 
 use ndarray::{Array, Array2, Dimension, IxDyn};
-use tweedie_core::rng::{normal_rows, normal_rows_with};
+use tweedie_core::kernels;
+use tweedie_core::rng::{self, normal_rows};
 use tweedie_core::LinearSpace;
 
 use crate::error::{Result, SamplerError};
@@ -85,7 +86,7 @@ pub trait State: LinearSpace + Send + std::fmt::Debug {
 }
 
 macro_rules! impl_state_ndarray {
-    ($t:ty) => {
+    ($t:ty, $add_normals:path, $all_finite:path) => {
         impl<D: Dimension> State for Array<$t, D> {
             fn batch(&self) -> usize {
                 self.shape().first().copied().unwrap_or(1)
@@ -104,7 +105,10 @@ macro_rules! impl_state_ndarray {
                 Array2::from_shape_vec((b, n), v).unwrap_or_else(|_| Array2::zeros((b, n)))
             }
             fn all_finite(&self) -> bool {
-                self.iter().all(|v| v.is_finite())
+                match self.as_slice_memory_order() {
+                    Some(v) => $all_finite(v),
+                    None => self.iter().all(|v| v.is_finite()),
+                }
             }
             fn randn_like(&self, seed: u64, first_index: u64, stream: u64) -> Result<Self> {
                 let mut out = Array::zeros(self.raw_dim());
@@ -118,19 +122,17 @@ macro_rules! impl_state_ndarray {
                 first_index: u64,
                 stream: u64,
             ) -> Result<()> {
-                let (b, n) = (self.batch(), self.sample_len());
+                let n = self.sample_len();
                 // Standard-layout states are filled in place; others go through a row copy.
                 if let Some(v) = self.as_slice_mut() {
-                    normal_rows_with(seed, first_index, stream, b, n, |k, z| {
-                        v[k] = (v[k] as f64 + c * z) as $t
-                    });
+                    $add_normals(seed, first_index, stream, c, n, v);
                     return Ok(());
                 }
                 let mut rows = self.to_rows();
                 let flat = rows.as_slice_mut().ok_or_else(|| {
                     SamplerError::Shape("rows of a state are not contiguous".into())
                 })?;
-                normal_rows_with(seed, first_index, stream, b, n, |k, z| flat[k] += c * z);
+                rng::add_normal_rows(seed, first_index, stream, c, n, flat);
                 *self = self.with_rows(&rows)?;
                 Ok(())
             }
@@ -151,8 +153,8 @@ macro_rules! impl_state_ndarray {
     };
 }
 
-impl_state_ndarray!(f64);
-impl_state_ndarray!(f32);
+impl_state_ndarray!(f64, rng::add_normal_rows, kernels::all_finite_f64);
+impl_state_ndarray!(f32, rng::add_normal_rows_f32, kernels::all_finite_f32);
 
 #[cfg(test)]
 mod tests {

@@ -21,7 +21,8 @@ impl<S: State> Run<'_, '_, S> {
                 let sm = (s * s1).sqrt();
                 let u = x.lincomb(sm / s, &den, -(-0.5 * h).exp_m1());
                 let den2 = self.den(&u, sm)?;
-                (x.lincomb(s1 / s, &den2, -(-h).exp_m1()), den2)
+                x.lincomb_assign(s1 / s, &den2, -(-h).exp_m1());
+                (x, den2)
             };
             x = self.end_step(i, xn, &last)?;
         }

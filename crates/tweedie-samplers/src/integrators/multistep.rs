@@ -24,9 +24,9 @@ impl<S: State> Run<'_, '_, S> {
                 }
                 let nodes: Vec<f64> = hist.iter().map(|(sj, _)| sj - s1).collect();
                 let w = poly_lagrange_weights(&nodes, s - s1);
-                let mut xn = x.clone();
+                let mut xn = x;
                 for ((_, ej), wj) in hist.iter().zip(w) {
-                    xn = xn.lincomb(1.0, ej, -wj);
+                    xn.lincomb_assign(1.0, ej, -wj);
                 }
                 xn
             };
