@@ -250,7 +250,7 @@ pub fn check_untrusted(net: &NetConfig, stored: Option<u128>) -> Result<u128> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::network::count_params;
+    use crate::builder::count_params;
 
     /// Exact for the MLP and the ADM (against building them), and for SongUNet a lower bound
     /// within 5 % of the built count (DDPM++ CIFAR-10: 55,732,739).

@@ -31,6 +31,7 @@
 #![allow(clippy::assign_op_pattern)]
 
 pub mod budget;
+pub mod builder;
 pub mod checkpoint;
 pub mod config;
 pub mod device;
@@ -47,6 +48,7 @@ pub mod sampler_model;
 mod torch_rng;
 pub mod unet;
 
+pub use builder::{build_network, count_params, params_report};
 pub use checkpoint::{
     load_checkpoint, load_reference_state_dict, read_config, save_checkpoint, save_ema_checkpoint,
     LoadedModel, ModelConfig,
@@ -57,7 +59,7 @@ pub use dhariwal::{DhariwalConfig, DhariwalUnet};
 pub use ema::{copy_buffers, Ema, EmaSchedule};
 pub use error::{NetsError, Result};
 pub use mlp::Mlp;
-pub use network::{build_network, count_params, params_report, Network, ParamCount};
+pub use network::{Network, ParamCount};
 pub use precond::{variance_fraction, CoeffTensors, ParamAdapter, PrecondDenoiser, Wrapper};
 #[cfg(feature = "samplers")]
 pub use sampler_model::{one_hot, NetModel};

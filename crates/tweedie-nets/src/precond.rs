@@ -7,9 +7,10 @@ use tweedie_core::param::convert_coeffs;
 use tweedie_core::Invalid;
 use tweedie_core::{Param, Precond, PrecondCoeffs, ProcessKind};
 
+use crate::builder::build_network;
 use crate::config::NetConfig;
 use crate::error::{NetsError, Result};
-use crate::network::{build_network, Network};
+use crate::network::Network;
 
 /// A network trained on another parametrization P ∈ {ε, v, velocity, score, x₀} of process
 /// `process`, taking x_t and c_noise = time_scale·t. As a denoiser (Tweedie's formula):

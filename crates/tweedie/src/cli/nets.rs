@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use tweedie_nets::network::group_thousands;
+use tweedie_nets::builder::group_thousands;
 use tweedie_nets::{params_report, NetConfig, PRESETS};
 
 /// Network presets.
