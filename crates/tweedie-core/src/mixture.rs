@@ -3,17 +3,28 @@
 //! p(x₀) = Σ_k w_k·N(x₀; μ_k, Σ_k). Under x_t = α·x₀ + σ·ε the marginal is again a mixture,
 //! p_t = Σ_k w_k·N(αμ_k, α²Σ_k + σ²I), and so is the posterior of x₀ given any linear-Gaussian
 //! observation y = A·x₀ + n, n ~ N(0, Σ_n) (Bishop 2006, §2.3.3; the denoiser is the case
-//! A = αI, Σ_n = σ²I, y = x_t).
+//! A = αI, Σ_n = σ²I, y = x_t). [`spectral`](self) adds the batched EDM-form evaluation that
+//! samplers use (denoiser, vector–Jacobian product) and exact keyed draws of x̃ = x₀ + σ̃·ε.
 
 use crate::error::Invalid;
 use crate::error::{CoreError, Result};
-use crate::linalg::{cho_solve_mat, cholesky, log_det_chol, solve_lower_mat, symmetrize};
+use crate::linalg::{
+    cho_solve_mat, cholesky, log_det_chol, solve_lower_mat, sym_eigen, symmetrize,
+};
 use crate::process::Process;
 use crate::rng::{stream_rng, streams};
 use ndarray::{s, Array1, Array2, Array3, ArrayView1, ArrayView2, Axis};
 use rand::Rng;
 use rand_distr::StandardNormal;
+use rayon::prelude::*;
+use spectral::Eigenbasis;
 use std::f64::consts::PI;
+
+mod spectral;
+
+/// Relative eigenvalue floor of posterior covariances: a noiseless measurement makes them
+/// singular, and the batched evaluation divides by λ + σ̃².
+const POSTERIOR_FLOOR: f64 = 1e-12;
 
 /// Names accepted by [`preset`].
 pub const PRESETS: [&str; 2] = ["gmm2d", "gmm64d"];
@@ -25,6 +36,7 @@ pub struct GaussianMixture {
     means: Array2<f64>,
     covs: Array3<f64>,
     chols: Vec<Array2<f64>>,
+    eigen: Vec<Eigenbasis>,
 }
 
 /// TOML/serde form of a mixture: `weights = [...]`, `means = [[...], ...]`,
@@ -122,14 +134,38 @@ impl GaussianMixture {
                 covs.shape()
             )));
         }
-        let chols = (0..k)
-            .map(|i| cholesky(covs.slice(s![i, .., ..]), &format!("covs[{i}]")))
-            .collect::<Result<Vec<_>>>()?;
+        Self::factored(&weights / total, means, covs, 0.0)
+    }
+
+    /// Builds from checked parts: Cholesky factors (draws, densities) and eigenbases (batched
+    /// denoiser) of every covariance. With `floor` = 0 each covariance must be positive
+    /// definite; with `floor` > 0 a singular one is factored with its eigenvalues raised to
+    /// `floor`·λ_max.
+    fn factored(
+        weights: Array1<f64>,
+        means: Array2<f64>,
+        covs: Array3<f64>,
+        floor: f64,
+    ) -> Result<Self> {
+        let mut chols = Vec::with_capacity(weights.len());
+        let mut eigen = Vec::with_capacity(weights.len());
+        for (i, cov) in covs.outer_iter().enumerate() {
+            let name = format!("covs[{i}]");
+            let chol = cholesky(cov, &name);
+            let e = Eigenbasis::of(cov, &name, floor)?;
+            chols.push(match chol {
+                Ok(l) => l,
+                Err(_) if floor > 0.0 => cholesky(e.floored_cov().view(), &name)?,
+                Err(err) => return Err(err),
+            });
+            eigen.push(e);
+        }
         Ok(GaussianMixture {
-            weights: &weights / total,
+            weights,
             means,
             covs,
             chols,
+            eigen,
         })
     }
 
@@ -229,6 +265,27 @@ impl GaussianMixture {
     pub fn covs(&self) -> &Array3<f64> {
         &self.covs
     }
+    /// Covariance Σ_k of component k (panics when k ≥ K, like indexing).
+    pub fn cov(&self, k: usize) -> ArrayView2<'_, f64> {
+        self.covs.index_axis(Axis(0), k)
+    }
+    /// Component k alone, p(x₀ | c = k), as a one-component mixture.
+    pub fn component(&self, k: usize) -> Result<GaussianMixture> {
+        if k >= self.n_components() {
+            return Err(CoreError::invalid(
+                "class",
+                k,
+                format!("no such mixture component (K = {})", self.n_components()),
+            ));
+        }
+        Ok(GaussianMixture {
+            weights: Array1::ones(1),
+            means: self.means.slice(s![k..k + 1, ..]).to_owned(),
+            covs: self.covs.slice(s![k..k + 1, .., ..]).to_owned(),
+            chols: vec![self.chols[k].clone()],
+            eigen: vec![self.eigen[k].clone()],
+        })
+    }
     /// Dimension D.
     pub fn dim(&self) -> usize {
         self.means.ncols()
@@ -268,30 +325,38 @@ impl GaussianMixture {
         Ok(())
     }
 
+    /// Draw `index` of generator `seed` (stream MIXTURE): the component k, then
+    /// x̃ = μ_k + L_k·z + σ̃·e with z, e ~ N(0, I) (e only drawn when σ̃ ≠ 0).
+    fn draw(&self, seed: u64, index: u64, sigma: f64) -> (Array1<f64>, usize) {
+        let d = self.dim();
+        let mut rng = stream_rng(seed, index, streams::MIXTURE);
+        let u: f64 = rng.gen();
+        let mut acc = 0.0;
+        let k = self
+            .weights
+            .iter()
+            .position(|w| {
+                acc += w;
+                u < acc
+            })
+            .unwrap_or(self.n_components() - 1);
+        let z = Array1::from_shape_fn(d, |_| rng.sample(StandardNormal));
+        let mut x = &self.means.row(k) + &self.chols[k].dot(&z);
+        if sigma != 0.0 {
+            x.iter_mut()
+                .for_each(|v| *v += sigma * rng.sample::<f64, _>(StandardNormal));
+        }
+        (x, k)
+    }
+
     /// `n` samples with their component labels; sample i uses generator (seed, i, MIXTURE stream),
     /// so it does not depend on n.
     pub fn sample_with_labels(&self, n: usize, seed: u64) -> (Array2<f64>, Vec<usize>) {
-        let d = self.dim();
-        let cdf: Vec<f64> = self
-            .weights
-            .iter()
-            .scan(0.0, |acc, w| {
-                *acc += w;
-                Some(*acc)
-            })
-            .collect();
-        let mut out = Array2::zeros((n, d));
+        let mut out = Array2::zeros((n, self.dim()));
         let mut labels = Vec::with_capacity(n);
-        let mut z = Array1::zeros(d);
         for (i, mut row) in out.rows_mut().into_iter().enumerate() {
-            let mut rng = stream_rng(seed, i as u64, streams::MIXTURE);
-            let u: f64 = rng.gen();
-            let k = cdf
-                .iter()
-                .position(|&c| u < c)
-                .unwrap_or(self.n_components() - 1);
-            z.iter_mut().for_each(|v| *v = rng.sample(StandardNormal));
-            row.assign(&(&self.means.row(k) + &self.chols[k].dot(&z)));
+            let (x, k) = self.draw(seed, i as u64, 0.0);
+            row.assign(&x);
             labels.push(k);
         }
         (out, labels)
@@ -300,6 +365,20 @@ impl GaussianMixture {
     /// `n` samples x₀ ~ p, [n, D].
     pub fn sample(&self, n: usize, seed: u64) -> Array2<f64> {
         self.sample_with_labels(n, seed).0
+    }
+
+    /// Exact draws of x₀ (σ̃ = 0) or x̃ = x₀ + σ̃·ε, [n, D]: row i is draw `first_index + i` of
+    /// `seed`, so `sample_rows(n, 0.0, seed, 0)` equals `sample(n, seed)`. Rows in parallel.
+    pub fn sample_rows(&self, n: usize, sigma: f64, seed: u64, first_index: u64) -> Array2<f64> {
+        let rows: Vec<Array1<f64>> = (0..n)
+            .into_par_iter()
+            .map(|i| self.draw(seed, first_index + i as u64, sigma).0)
+            .collect();
+        let mut out = Array2::zeros((n, self.dim()));
+        for (mut row, x) in out.rows_mut().into_iter().zip(rows) {
+            row.assign(&x);
+        }
+        out
     }
 
     /// The law of x_t = α(t)·x₀ + σ(t)·ε: components N(αμ_k, α²Σ_k + σ²I).
@@ -518,6 +597,10 @@ impl GaussianMixture {
     /// Exact posterior p(x₀ | y) for y = A·x₀ + n, n ~ N(0, Σ_n): a mixture with weights
     /// ∝ w_k·N(y; Aμ_k, AΣ_kAᵀ + Σ_n), means μ_k + G_k(y − Aμ_k), covariances (I − G_kA)Σ_k,
     /// G_k = Σ_kAᵀ(AΣ_kAᵀ + Σ_n)⁻¹ (Bishop 2006, eqs. 2.113–2.117).
+    ///
+    /// Σ_n may be singular (a noiseless measurement, Σ_n = 0) as long as AΣ_kAᵀ + Σ_n is
+    /// positive definite; the posterior covariances are then singular, and their eigenvalues
+    /// below 1e-12·λ_max are raised to that floor for evaluation and draws.
     pub fn posterior_given_measurement(
         &self,
         a: ArrayView2<f64>,
@@ -531,7 +614,7 @@ impl GaussianMixture {
                 a.nrows()
             )));
         }
-        cholesky(noise_cov, "noise_cov")?;
+        check_psd(noise_cov, "noise_cov")?;
         let parts = self.condition(a, noise_cov, "AΣ_kAᵀ + Σ_n")?;
         let (r, m) = self.posterior_parts(y.insert_axis(Axis(0)), &parts);
         let d = self.dim();
@@ -539,11 +622,45 @@ impl GaussianMixture {
         for (k, c) in parts.iter().enumerate() {
             covs.slice_mut(s![k, .., ..]).assign(&c.post_cov);
         }
-        GaussianMixture::new(
+        GaussianMixture::factored(
             r.row(0).to_owned(),
             m.index_axis(Axis(1), 0).to_owned(),
             covs,
+            POSTERIOR_FLOOR,
         )
+    }
+
+    /// [`posterior_given_measurement`](Self::posterior_given_measurement) for white noise,
+    /// Σ_n = s²I with s = `noise_std` ≥ 0.
+    pub fn posterior(
+        &self,
+        a: &Array2<f64>,
+        y: &Array1<f64>,
+        noise_std: f64,
+    ) -> Result<GaussianMixture> {
+        if !(noise_std.is_finite() && noise_std >= 0.0) {
+            return Err(CoreError::invalid(
+                "noise_std",
+                noise_std,
+                "must be finite and >= 0",
+            ));
+        }
+        let noise_cov = Array2::<f64>::eye(a.nrows()) * (noise_std * noise_std);
+        self.posterior_given_measurement(a.view(), y.view(), noise_cov.view())
+    }
+}
+
+/// Checks that a covariance is symmetric positive semi-definite (eigenvalues ≥ −1e-12·max|λ|).
+fn check_psd(c: ArrayView2<f64>, name: &str) -> Result<()> {
+    let (lam, _) = sym_eigen(c, name)?;
+    let scale = lam.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    match lam.iter().find(|&&v| v < -1e-12 * scale) {
+        Some(v) => Err(CoreError::invalid(
+            name,
+            format!("eigenvalue {v}"),
+            "must be positive semi-definite",
+        )),
+        None => Ok(()),
     }
 }
 
