@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use ndarray::Array2;
-use tweedie_samplers::{Capabilities, MixtureModel, Model};
+use tweedie_samplers::{Capabilities, GaussianMixture, Model};
 
 use cases::{Case, CaseKind};
 use stats::ComponentErrors;
@@ -171,10 +171,8 @@ struct Reference {
 
 /// A tweedie-core mixture preset (`gmm2d`, `gmm64d`) as a sampler model: the same ground
 /// truth as the samplers' own tests.
-pub fn bench_mixture(name: &str) -> Result<MixtureModel> {
-    let gm =
-        tweedie_core::mixture::preset(name).with_context(|| format!("mixture preset `{name}`"))?;
-    MixtureModel::try_from(&gm).with_context(|| format!("mixture preset `{name}`"))
+pub fn bench_mixture(name: &str) -> Result<GaussianMixture> {
+    tweedie_core::mixture::preset(name).with_context(|| format!("mixture preset `{name}`"))
 }
 
 /// Karras et al. 2022 eq. 5 grid of `steps` noise levels, then 0.
@@ -203,7 +201,7 @@ fn rk4_solve(model: &dyn Model<Array2<f64>>, x: &Array2<f64>, steps: usize) -> R
 
 fn reference_solve(
     model: &dyn Model<Array2<f64>>,
-    mixture: Option<&MixtureModel>,
+    mixture: Option<&GaussianMixture>,
     xt: &Array2<f64>,
     steps: usize,
 ) -> Result<Reference> {
@@ -213,7 +211,10 @@ fn reference_solve(
     // RK4 halves its error 16-fold per step doubling: err(fine) ≈ ‖fine − coarse‖ / 15.
     let self_err = stats::rms_distance(&fine, &coarse) / 15.0;
     Ok(Reference {
-        labels: mixture.map(|m| m.classify(&fine)).unwrap_or_default(),
+        labels: match mixture {
+            Some(m) => m.component_of(fine.view())?,
+            None => Vec::new(),
+        },
         x0: fine,
         steps,
         nfe: 4 * steps + 1,
@@ -351,13 +352,7 @@ pub fn run(args: Args) -> Result<()> {
 
         // Exact samples give the floor of the moment errors at this sample count.
         let exact = mixture.sample_rows(n, 0.0, args.seed ^ 0x5eed, 0);
-        let comp = stats::component_errors(
-            &exact,
-            &mixture.classify(&exact),
-            &mixture.weights(),
-            mixture.means(),
-            mixture.covs(),
-        );
+        let comp = stats::component_errors(&exact, &mixture.component_of(exact.view())?, &mixture);
         rows.push(Row {
             mixture: name.clone(),
             lib: "exact".into(),
@@ -377,13 +372,7 @@ pub fn run(args: Args) -> Result<()> {
             diff_ours: None,
             grid_diff: 0.0,
         });
-        let ref_comp = stats::component_errors(
-            &reference.x0,
-            &reference.labels,
-            &mixture.weights(),
-            mixture.means(),
-            mixture.covs(),
-        );
+        let ref_comp = stats::component_errors(&reference.x0, &reference.labels, &mixture);
         rows.push(Row {
             mixture: name.clone(),
             lib: "tweedie".into(),
@@ -501,12 +490,7 @@ pub fn run(args: Args) -> Result<()> {
             let dir = args.out.join("reference").join(preset);
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             eprintln!("[bench] {name}: {} reference-library runs…", py_runs.len());
-            let spec = python::MixtureSpec {
-                weights: &mixture.weights(),
-                means: mixture.means(),
-                covs: mixture.covs(),
-            };
-            match python::run(h, &dir, &spec, &xt, &py_runs, threads) {
+            match python::run(h, &dir, &mixture, &xt, &py_runs, threads) {
                 Ok(results) => {
                     let first_ref_row = rows.len();
                     for r in results {
@@ -519,14 +503,8 @@ pub fn run(args: Args) -> Result<()> {
                         }
                         let Some(x0) = &r.x0 else { continue };
                         let deterministic = !cases::is_stochastic(&r.lib, &r.sampler);
-                        let labels = mixture.classify(x0);
-                        let comp = stats::component_errors(
-                            x0,
-                            &labels,
-                            &mixture.weights(),
-                            mixture.means(),
-                            mixture.covs(),
-                        );
+                        let labels = mixture.component_of(x0.view())?;
+                        let comp = stats::component_errors(x0, &labels, &mixture);
                         let budget = py_budget.get(&r.id).cloned().unwrap_or_else(|| "—".into());
                         let adaptive = r.sampler == "dpm_adaptive";
                         let diff_ours = cases::ours_for(&r.lib, &r.sampler)
@@ -670,7 +648,7 @@ fn bench_checkpoint(
 fn run_case(
     case: &Case,
     model: &dyn Model<Array2<f64>>,
-    mixture: Option<&MixtureModel>,
+    mixture: Option<&GaussianMixture>,
     xt: &Array2<f64>,
     reference: &Reference,
     name: &str,
@@ -696,10 +674,13 @@ fn run_case(
         bail!("no run")
     };
     let deterministic = !matches!(case.kind, CaseKind::Stochastic);
-    let labels = mixture.map(|m| m.classify(&x0));
+    let labels = match mixture {
+        Some(m) => Some(m.component_of(x0.view())?),
+        None => None,
+    };
     let comp = mixture
         .zip(labels.as_ref())
-        .map(|(m, l)| stats::component_errors(&x0, l, &m.weights(), m.means(), m.covs()));
+        .map(|(m, l)| stats::component_errors(&x0, l, m));
     let row = Row {
         mixture: name.to_string(),
         lib: "tweedie".into(),

@@ -15,7 +15,7 @@ use tweedie_core::rng;
 use tweedie_core::space::TchTensor;
 use tweedie_core::{Timer, TimerKind};
 use tweedie_nets::{ModelConfig, NetConfig};
-use tweedie_samplers::{Init, MixtureModel, Model, Sampler, SamplerKind, State};
+use tweedie_samplers::{GaussianMixture, Init, Model, Sampler, SamplerKind, State};
 use tweedie_train::loss::STREAM_NOISE;
 use tweedie_train::{DiffusionConfig, FormulationKind, Loss};
 
@@ -136,7 +136,7 @@ fn grid(steps: usize) -> Result<(Edm, tweedie_core::TimeGrid)> {
 }
 
 fn run_ndarray(
-    model: &MixtureModel,
+    model: &GaussianMixture,
     kind: &SamplerKind,
     xt: &Array2<f64>,
     steps: usize,
@@ -148,7 +148,7 @@ fn run_ndarray(
 }
 
 fn run_tch(
-    model: &MixtureModel,
+    model: &GaussianMixture,
     kind: &SamplerKind,
     xt: &Array2<f64>,
     steps: usize,

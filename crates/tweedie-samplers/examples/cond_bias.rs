@@ -14,103 +14,21 @@ use tweedie_core::process::Edm;
 use tweedie_core::rng::{normal_rows, normal_vec};
 use tweedie_core::{Timer, TimerKind};
 use tweedie_samplers::ops::measure;
+use tweedie_samplers::problems::{mixture_2d, mixture_64d, posterior_errors};
 use tweedie_samplers::{
-    CondSampler, Daps, Diffpir, DpsGsg, Enkg, ForwardModel, Fps, FpsNoise, Guidance, Init, Mask,
-    MatrixOp, MixtureModel, Pnpdm, SamplerKind,
+    CondSampler, Daps, Diffpir, DpsGsg, Enkg, ForwardModel, Fps, FpsNoise, GaussianMixture,
+    Guidance, Init, Mask, MatrixOp, Pnpdm, SamplerKind,
 };
 
-fn mixture_2d() -> MixtureModel {
-    MixtureModel::new(
-        &[0.2, 0.3, 0.5],
-        array![[-3.0, 0.0], [3.0, 1.5], [0.5, -3.5]],
-        vec![
-            array![[0.30, 0.10], [0.10, 0.15]],
-            array![[0.10, -0.05], [-0.05, 0.25]],
-            array![[0.20, 0.0], [0.0, 0.08]],
-        ],
-    )
-    .unwrap()
-}
-
-fn random_spd(d: usize, lo: f64, hi: f64, seed: u64) -> Array2<f64> {
-    let g = normal_rows(seed, 0, d, 0, d);
-    let mut q = Array2::<f64>::zeros((d, d));
-    for j in 0..d {
-        let mut v = g.column(j).to_owned();
-        for i in 0..j {
-            let p = v.dot(&q.column(i));
-            v.scaled_add(-p, &q.column(i));
-        }
-        let nv = v.dot(&v).sqrt();
-        q.column_mut(j).assign(&(v / nv));
-    }
-    let lam = Array1::from_shape_fn(d, |j| lo + (hi - lo) * j as f64 / (d - 1) as f64);
-    let c = q.dot(&Array2::from_diag(&lam)).dot(&q.t());
-    (&c + &c.t()) * 0.5
-}
-
-fn mixture_64d() -> MixtureModel {
-    let covs = (0..3)
-        .map(|k| random_spd(64, 0.05, 0.35, 100 + k))
-        .collect();
-    MixtureModel::new(
-        &[0.25, 0.35, 0.4],
-        normal_rows(200, 0, 3, 0, 64) * 0.5,
-        covs,
-    )
-    .unwrap()
-}
-
 /// Overall data standard deviation √(tr Cov[x₀]/D), the natural σ_data for ΠGDM.
-fn data_std(m: &MixtureModel) -> f64 {
+fn data_std(m: &GaussianMixture) -> f64 {
     let x = m.sample_rows(20000, 0.0, 77, 0);
     let mean = x.mean_axis(Axis(0)).unwrap();
     ((&x - &mean).mapv(|v| v * v).sum() / x.len() as f64).sqrt()
 }
 
-struct Stats {
-    weight_err: f64,
-    mean_err: f64,
-    cov_err: f64,
-    weights: Vec<f64>,
-}
-
-/// Max over components with posterior weight ≥ 5 % of |Δw|, ‖Δμ‖/√(tr P/D), ‖ΔP‖_F/‖P‖_F.
-fn stats(x: &Array2<f64>, post: &MixtureModel) -> Stats {
-    let cls = post.classify(x);
-    let n = x.nrows() as f64;
-    let d = post.dim() as f64;
-    let w = post.weights();
-    let mut s = Stats {
-        weight_err: 0.0,
-        mean_err: 0.0,
-        cov_err: 0.0,
-        weights: vec![],
-    };
-    for k in 0..post.n_components() {
-        let rows: Vec<usize> = (0..x.nrows()).filter(|i| cls[*i] == k).collect();
-        let wk = rows.len() as f64 / n;
-        s.weights.push(wk);
-        s.weight_err = s.weight_err.max((wk - w[k]).abs());
-        if w[k] < 0.05 || rows.len() < 20 {
-            continue;
-        }
-        let xs = x.select(Axis(0), &rows);
-        let m = xs.mean_axis(Axis(0)).unwrap();
-        let p = &post.covs()[k];
-        let scale = (p.diag().sum() / d).sqrt();
-        let dm = &m - &post.means().row(k);
-        s.mean_err = s.mean_err.max(dm.dot(&dm).sqrt() / scale);
-        let c = &xs - &m;
-        let cov = c.t().dot(&c) / (rows.len() as f64 - 1.0);
-        let fro = |a: &Array2<f64>| a.mapv(|v| v * v).sum().sqrt();
-        s.cov_err = s.cov_err.max(fro(&(&cov - p)) / fro(p));
-    }
-    s
-}
-
 fn run(
-    prior: &MixtureModel,
+    prior: &GaussianMixture,
     op: &dyn ForwardModel,
     y: &Array1<f64>,
     g: Guidance,
@@ -140,7 +58,7 @@ fn run(
 
 fn table(
     title: &str,
-    prior: &MixtureModel,
+    prior: &GaussianMixture,
     op: &dyn ForwardModel,
     y: &Array1<f64>,
     n: usize,
@@ -256,13 +174,13 @@ fn table(
         let wall = t0.elapsed().as_secs_f64();
         match r {
             Ok((x, nfe)) => {
-                let s = stats(&x, &post);
+                let s = posterior_errors(&x, &post);
                 kept.push((name.to_string(), x.clone()));
                 println!(
                     "| {name} | {nfe} | {wall:.2} s | {:.3} | {:.3} | {:.3} | {:?} |",
-                    s.weight_err,
-                    s.mean_err,
-                    s.cov_err,
+                    s.weight,
+                    s.mean,
+                    s.cov,
                     s.weights
                         .iter()
                         .map(|w| format!("{w:.3}"))

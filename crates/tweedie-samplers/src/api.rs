@@ -130,17 +130,17 @@ fn sigma_grid(process: &dyn Process, sigmas: &[f64]) -> Result<TimeGrid> {
 mod tests {
     use super::*;
     use crate::grids;
-    use crate::mixture::MixtureModel;
     use crate::model::plain_fn;
     use ndarray::{array, Array2};
+    use tweedie_core::mixture::GaussianMixture;
     use tweedie_core::process::VpLinear;
     use tweedie_core::{Timer, TimerKind};
 
-    fn mix() -> MixtureModel {
-        MixtureModel::new(
-            &[1.0],
+    fn mix() -> GaussianMixture {
+        GaussianMixture::new(
+            array![1.0],
             array![[1.0, -1.0]],
-            vec![array![[0.5, 0.1], [0.1, 0.3]]],
+            array![[[0.5, 0.1], [0.1, 0.3]]],
         )
         .unwrap()
     }

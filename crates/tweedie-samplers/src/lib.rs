@@ -45,10 +45,10 @@ pub mod grids;
 mod integrators;
 pub mod kind;
 pub mod likelihood;
-mod linalg;
-pub mod mixture;
+mod mixture;
 pub mod model;
 pub mod ops;
+pub mod problems;
 pub mod sampler;
 pub mod state;
 pub mod step;
@@ -62,7 +62,6 @@ pub use cond::{
 };
 pub use error::{ModelError, Result, SamplerError};
 pub use kind::{Churn, SamplerKind, SamplerParams, SamplerSpec, SAMPLER_NAMES};
-pub use mixture::MixtureModel;
 pub use model::{
     from_fn, plain_fn, Capabilities, Cfg, ClassCapabilities, ClassLearnedVariance, ClassModel,
     Counted, ExactMarginal, ExactPosterior, FnModel, LearnedVariance, Model, ModelExt, ParamModel,
@@ -71,3 +70,4 @@ pub use model::{
 pub use ops::{Blur, Downsample, ForwardModel, Mask, MatrixOp};
 pub use sampler::{Init, SampleOutput, Sampler, StepHook, StepInfo};
 pub use state::State;
+pub use tweedie_core::mixture::GaussianMixture;

@@ -14,7 +14,7 @@ use tweedie_core::process::{Edm, VpLinear};
 use tweedie_core::rng::normal_rows;
 use tweedie_core::{Process, TimeGrid};
 use tweedie_samplers::{
-    Init, MixtureModel, Model, Sampler, SamplerError, SamplerKind, StepHook, StepInfo,
+    GaussianMixture, Init, Model, Sampler, SamplerError, SamplerKind, StepHook, StepInfo,
 };
 
 const SIGMA_T: f64 = 80.0;
@@ -39,7 +39,7 @@ impl Gauss {
         let mu = Array1::from_shape_fn(DIM, |i| 0.5 - 0.2 * i as f64);
         Gauss { mu, q, s2 }
     }
-    fn model(&self) -> MixtureModel {
+    fn model(&self) -> GaussianMixture {
         let cov = self.q.dot(&Array2::from_diag(&self.s2)).dot(&self.q);
         gaussian(self.mu.clone(), cov)
     }
@@ -188,7 +188,7 @@ fn gaussian_error_within_the_tolerance_bound_and_third_order() {
 
 /// A model that logs the σ̃ of every call.
 struct Logged<'a> {
-    inner: &'a MixtureModel,
+    inner: &'a GaussianMixture,
     sigmas: Mutex<Vec<f64>>,
 }
 

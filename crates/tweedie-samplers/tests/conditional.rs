@@ -8,9 +8,10 @@ use tweedie_core::process::Edm;
 use tweedie_core::rng::normal_vec;
 use tweedie_core::{Timer, TimerKind};
 use tweedie_samplers::ops::measure;
+use tweedie_samplers::problems::posterior_errors;
 use tweedie_samplers::{
-    Blur, Cfg, CondSampler, Daps, Diffpir, Downsample, DpsGsg, Enkg, ForwardModel, Fps, Guidance,
-    Init, Mask, MatrixOp, MixtureModel, Pnpdm, Sampler, SamplerKind,
+    Blur, Cfg, CondSampler, Daps, Diffpir, Downsample, DpsGsg, Enkg, ForwardModel, Fps,
+    GaussianMixture, Guidance, Init, Mask, MatrixOp, Pnpdm, Sampler, SamplerKind,
 };
 
 const SMALL: Bias = Bias {
@@ -27,7 +28,7 @@ fn edm() -> Edm {
 }
 
 fn cond_run(
-    prior: &MixtureModel,
+    prior: &GaussianMixture,
     op: &dyn ForwardModel,
     y: &Array1<f64>,
     guidance: Guidance,
@@ -54,7 +55,7 @@ fn cond_run(
 }
 
 /// A measurement of a draw from the prior (seeded).
-fn observe(prior: &MixtureModel, op: &dyn ForwardModel, seed: u64) -> Array1<f64> {
+fn observe(prior: &GaussianMixture, op: &dyn ForwardModel, seed: u64) -> Array1<f64> {
     let x0 = prior.sample_rows(1, 0.0, seed, 0).row(0).to_owned();
     measure(
         op,
@@ -266,7 +267,11 @@ fn classifier_free_guidance() {
                 &check(&out.samples, &comp, SMALL),
             );
         } else {
-            assert!(mix.classify(&out.samples).iter().all(|c| *c == class));
+            assert!(mix
+                .component_of(out.samples.view())
+                .unwrap()
+                .iter()
+                .all(|c| *c == class));
         }
     }
 }
@@ -324,7 +329,7 @@ fn approximate_guidance_bias_stays_at_measured_level() {
         (Guidance::Dps { scale: 0.1 }, 1.0),
     ] {
         let (x, _) = cond_run(&prior, &op, &y, g.clone(), SamplerKind::Heun, 32, 2000);
-        let cls = post.classify(&x);
+        let cls = post.component_of(x.view()).unwrap();
         for k in 0..post.n_components() {
             let rows: Vec<usize> = (0..x.nrows()).filter(|i| cls[*i] == k).collect();
             let wk = rows.len() as f64 / x.nrows() as f64;
@@ -341,7 +346,7 @@ fn approximate_guidance_bias_stays_at_measured_level() {
                 .mean_axis(ndarray::Axis(0))
                 .unwrap();
             let dm = &m - &post.means().row(k);
-            let err = dm.dot(&dm).sqrt() / (post.covs()[k].diag().sum() / 2.0).sqrt();
+            let err = dm.dot(&dm).sqrt() / (post.cov(k).diag().sum() / 2.0).sqrt();
             assert!(
                 err < mean_tol,
                 "{g:?}: component {k} mean error {err:.3} posterior stds"
@@ -359,30 +364,10 @@ fn one_per_group(x: &Array2<f64>, every: usize) -> Array2<f64> {
     x.select(ndarray::Axis(0), &rows)
 }
 
-/// (max |Δweight|, max ‖Δμ_k‖/√(tr P_k/D), max ‖ΔP_k‖_F/‖P_k‖_F) over components with posterior
-/// weight ≥ 5 %, the columns of docs/conditional.md.
-fn bias_of(x: &Array2<f64>, post: &MixtureModel) -> (f64, f64, f64) {
-    let cls = post.classify(x);
-    let d = post.dim() as f64;
-    let (mut we, mut me, mut ce) = (0.0f64, 0.0f64, 0.0f64);
-    for k in 0..post.n_components() {
-        let rows: Vec<usize> = (0..x.nrows()).filter(|i| cls[*i] == k).collect();
-        let wk = rows.len() as f64 / x.nrows() as f64;
-        we = we.max((wk - post.weights()[k]).abs());
-        if post.weights()[k] < 0.05 || rows.len() < 20 {
-            continue;
-        }
-        let xs = x.select(ndarray::Axis(0), &rows);
-        let m = xs.mean_axis(ndarray::Axis(0)).unwrap();
-        let p = &post.covs()[k];
-        let dm = &m - &post.means().row(k);
-        me = me.max(dm.dot(&dm).sqrt() / (p.diag().sum() / d).sqrt());
-        let c = &xs - &m;
-        let cov = c.t().dot(&c) / (rows.len() as f64 - 1.0);
-        let fro = |a: &Array2<f64>| a.mapv(|v| v * v).sum().sqrt();
-        ce = ce.max(fro(&(&cov - p)) / fro(p));
-    }
-    (we, me, ce)
+/// (max |Δweight|, max ‖Δμ_k‖/√(tr P_k/D), max ‖ΔP_k‖_F/‖P_k‖_F): the columns of docs/conditional.md.
+fn bias_of(x: &Array2<f64>, post: &GaussianMixture) -> (f64, f64, f64) {
+    let e = posterior_errors(x, post);
+    (e.weight, e.mean, e.cov)
 }
 
 /// FPS-SMC with the exact (shared-noise) path likelihood converges to the exact posterior of a

@@ -6,12 +6,12 @@ mod common;
 use common::{edm_grid_without_zero, mixture_2d};
 use ndarray::Array2;
 use tweedie_core::process::Edm;
-use tweedie_samplers::{Init, MixtureModel, Sampler, SamplerKind};
+use tweedie_samplers::{GaussianMixture, Init, Sampler, SamplerKind};
 
 const SIGMA_MIN: f64 = 0.01;
 const SIGMA_MAX: f64 = 80.0;
 
-fn solve(kind: SamplerKind, steps: usize, mix: &MixtureModel, x_t: &Array2<f64>) -> Array2<f64> {
+fn solve(kind: SamplerKind, steps: usize, mix: &GaussianMixture, x_t: &Array2<f64>) -> Array2<f64> {
     let p = Edm {
         sigma_min: SIGMA_MIN,
         sigma_max: SIGMA_MAX,
@@ -34,7 +34,7 @@ fn rms(a: &Array2<f64>, b: &Array2<f64>) -> f64 {
 fn orders(
     kind: SamplerKind,
     steps: &[usize],
-    mix: &MixtureModel,
+    mix: &GaussianMixture,
     x_t: &Array2<f64>,
     reference: &Array2<f64>,
 ) -> (Vec<f64>, Vec<f64>) {

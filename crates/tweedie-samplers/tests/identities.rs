@@ -216,10 +216,10 @@ fn param_models_convert_to_the_denoiser() {
     use tweedie_core::param::convert;
     use tweedie_core::process::{Flow, VpLinear};
     use tweedie_core::Param;
-    use tweedie_samplers::{MixtureModel, Model, ParamModel, TimeModel};
+    use tweedie_samplers::{GaussianMixture, Model, ParamModel, TimeModel};
 
     struct AsParam<'a> {
-        mix: MixtureModel,
+        mix: GaussianMixture,
         param: Param,
         process: &'a dyn Process,
     }

@@ -8,7 +8,7 @@ use tweedie_core::likelihood::gaussian_log_density;
 use tweedie_core::mixture::{preset, GaussianMixture};
 use tweedie_core::process::Edm;
 use tweedie_samplers::likelihood::{Divergence, Likelihood, Probe};
-use tweedie_samplers::{MixtureModel, Result};
+use tweedie_samplers::Result;
 
 const SIGMA_MIN: f64 = 0.002;
 const SIGMA_MAX: f64 = 80.0;
@@ -38,7 +38,7 @@ fn spec(steps: usize, divergence: Divergence) -> Likelihood {
 
 /// Max |log p − exact| over the points with the exact prior.
 fn max_err(g: &GaussianMixture, x0: &Array2<f64>, steps: usize) -> f64 {
-    let m = MixtureModel::try_from(g).unwrap();
+    let m = g.clone();
     let prior = |z: &Array2<f64>| -> Result<Vec<f64>> { Ok(exact(g, z, SIGMA_MAX)) };
     let out = spec(steps, Divergence::Exact)
         .run(&m, x0, Some(&prior))
@@ -73,7 +73,7 @@ fn exact_divergence_converges_at_fourth_order() {
 fn gaussian_prior_is_close_at_sigma_max_80() {
     let g = preset("gmm2d").unwrap();
     let x0 = g.sample(20, 5);
-    let m = MixtureModel::try_from(&g).unwrap();
+    let m = g.clone();
     let out = spec(128, Divergence::Exact).run(&m, &x0, None).unwrap();
     let want = exact(&g, &x0, SIGMA_MIN);
     for (i, (a, b)) in out.log_p.iter().zip(&want).enumerate() {
@@ -95,7 +95,7 @@ fn hutchinson_is_unbiased_with_reported_error() {
     for (name, n) in [("gmm2d", 20), ("gmm64d", 4)] {
         let g = preset(name).unwrap();
         let x0 = g.sample(n, 7);
-        let m = MixtureModel::try_from(&g).unwrap();
+        let m = g.clone();
         let prior = |z: &Array2<f64>| -> Result<Vec<f64>> { Ok(exact(&g, z, SIGMA_MAX)) };
         let want = exact(&g, &x0, SIGMA_MIN);
         let mut mean_se = Vec::new();
@@ -122,7 +122,7 @@ fn hutchinson_is_unbiased_with_reported_error() {
 #[test]
 fn bad_settings_are_named() {
     let g = preset("gmm2d").unwrap();
-    let m = MixtureModel::try_from(&g).unwrap();
+    let m = g.clone();
     let x0 = g.sample(2, 1);
     let mut s = spec(0, Divergence::Exact);
     assert!(format!("{}", s.run(&m, &x0, None).unwrap_err()).contains("steps"));

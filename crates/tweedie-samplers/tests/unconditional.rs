@@ -7,7 +7,7 @@ use common::{assert_ok, check, mixture_2d, mixture_64d, Bias};
 use ndarray::Array2;
 use tweedie_core::process::{Edm, Flow, Ve, VpLinear};
 use tweedie_core::{Process, Timer, TimerKind};
-use tweedie_samplers::{Init, MixtureModel, Sampler, SamplerKind};
+use tweedie_samplers::{GaussianMixture, Init, Sampler, SamplerKind};
 
 fn edm() -> Edm {
     Edm {
@@ -21,7 +21,7 @@ fn run(
     timer: &TimerKind,
     kind: SamplerKind,
     steps: usize,
-    mix: &MixtureModel,
+    mix: &GaussianMixture,
     n: usize,
     seed: u64,
 ) -> (Array2<f64>, usize) {
@@ -226,7 +226,7 @@ fn checks_reject_wrong_samples() {
         "exact samples must pass"
     );
     // Collapsed onto the component means (what an MMD with a loose bandwidth lets through).
-    let cls = mix.classify(&exact);
+    let cls = mix.component_of(exact.view()).unwrap();
     let collapsed = Array2::from_shape_fn((n, 2), |(i, j)| {
         mix.means()[[cls[i], j]] + 0.05 * exact[[i, j]]
     });
@@ -235,12 +235,8 @@ fn checks_reject_wrong_samples() {
     let (x, _) = run(&edm(), &edm_timer(), SamplerKind::Euler, 4, &mix, n, 1);
     assert!(!check(&x, &mix, SMALL).failures.is_empty());
     // Covariances inflated by 30 %.
-    let wide = MixtureModel::new(
-        &mix.weights(),
-        mix.means().clone(),
-        mix.covs().iter().map(|c| c * 1.3).collect(),
-    )
-    .unwrap();
+    let wide =
+        GaussianMixture::new(mix.weights().clone(), mix.means().clone(), mix.covs() * 1.3).unwrap();
     let x = wide.sample_rows(n, 0.0, 6, 0);
     assert!(!check(&x, &mix, SMALL).failures.is_empty());
 }

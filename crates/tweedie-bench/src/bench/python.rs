@@ -10,6 +10,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};
+use tweedie_core::mixture::GaussianMixture;
 
 /// The harness, as committed in scripts/.
 const REFERENCE_PY: &str = include_str!("../../scripts/reference.py");
@@ -175,13 +176,6 @@ pub struct RunSpec {
 }
 
 #[derive(Debug, Serialize)]
-struct MixtureJson<'a> {
-    weights: &'a [f64],
-    means: Vec<Vec<f64>>,
-    covs: Vec<Vec<Vec<f64>>>,
-}
-
-#[derive(Debug, Serialize)]
 struct JobJson<'a> {
     mixture: &'a str,
     latents: &'a str,
@@ -220,34 +214,21 @@ struct ResultsJson {
     runs: Vec<RunResult>,
 }
 
-/// A mixture given by weights, means `[K, D]` and covariances.
-pub struct MixtureSpec<'a> {
-    pub weights: &'a [f64],
-    pub means: &'a Array2<f64>,
-    pub covs: &'a [Array2<f64>],
-}
-
 /// Writes the job (mixture, latents, runs) into `dir`, runs the harness, reads the endpoints.
 pub fn run(
     h: &Harness,
     dir: &Path,
-    mixture: &MixtureSpec,
+    mixture: &GaussianMixture,
     latents: &Array2<f64>,
     runs: &[RunSpec],
     threads: usize,
 ) -> Result<Vec<RunResult>> {
     let script = write_script(dir)?;
-    let mj = MixtureJson {
-        weights: mixture.weights,
-        means: mixture.means.outer_iter().map(|r| r.to_vec()).collect(),
-        covs: mixture
-            .covs
-            .iter()
-            .map(|c| c.outer_iter().map(|r| r.to_vec()).collect())
-            .collect(),
-    };
-    std::fs::write(dir.join("mixture.json"), serde_json::to_vec(&mj)?)
-        .context("writing mixture.json")?;
+    std::fs::write(
+        dir.join("mixture.json"),
+        serde_json::to_vec(&mixture.to_spec())?,
+    )
+    .context("writing mixture.json")?;
     ndarray_npy::write_npy(dir.join("latents.npy"), latents).context("writing latents.npy")?;
     let job = JobJson {
         mixture: "mixture.json",

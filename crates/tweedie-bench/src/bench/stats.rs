@@ -1,6 +1,7 @@
 //! Error measures of sampler endpoints against exact answers.
 
 use ndarray::{Array1, Array2, Axis};
+use tweedie_core::mixture::GaussianMixture;
 
 /// RMS over samples of the Euclidean distance ‖x_i − y_i‖ (endpoint vs reference solve).
 pub fn rms_distance(x: &Array2<f64>, y: &Array2<f64>) -> f64 {
@@ -66,11 +67,10 @@ pub struct ComponentErrors {
 pub fn component_errors(
     x: &Array2<f64>,
     labels: &[usize],
-    weights: &[f64],
-    means: &Array2<f64>,
-    covs: &[Array2<f64>],
+    mixture: &GaussianMixture,
 ) -> ComponentErrors {
     let (n, d) = x.dim();
+    let (weights, means) = (mixture.weights(), mixture.means());
     let k = weights.len();
     let mut out = ComponentErrors::default();
     for c in 0..k {
@@ -79,8 +79,9 @@ pub fn component_errors(
         out.weight = out
             .weight
             .max((m as f64 / n.max(1) as f64 - weights[c]).abs());
-        let tr: f64 = covs[c].diag().sum();
-        let cov_norm = covs[c].iter().map(|v| v * v).sum::<f64>().sqrt();
+        let cov_c = mixture.cov(c);
+        let tr: f64 = cov_c.diag().sum();
+        let cov_norm = cov_c.iter().map(|v| v * v).sum::<f64>().sqrt();
         if m < 2 {
             // An empty component is a total miss: its mean and covariance are unknown.
             out.mean = f64::INFINITY;
@@ -93,7 +94,7 @@ pub fn component_errors(
         out.mean = out.mean.max(dm.dot(&dm).sqrt() / tr.sqrt());
         let centered = &sel - &mu;
         let cov = centered.t().dot(&centered) / (m as f64 - 1.0);
-        let dc = &cov - &covs[c];
+        let dc = &cov - &cov_c;
         out.cov = out
             .cov
             .max(dc.iter().map(|v| v * v).sum::<f64>().sqrt() / cov_norm);
@@ -177,20 +178,20 @@ mod tests {
             [12.0, 10.0]
         ];
         let labels = [0, 0, 0, 0, 1, 1];
-        let weights = [0.5, 0.5];
-        let means = array![[0.0, 0.0], [10.0, 10.0]];
-        let covs = vec![
-            array![[1.0, 0.0], [0.0, 1.0]],
-            array![[1.0, 0.0], [0.0, 1.0]],
-        ];
-        let e = component_errors(&x, &labels, &weights, &means, &covs);
+        let mix = GaussianMixture::new(
+            array![0.5, 0.5],
+            array![[0.0, 0.0], [10.0, 10.0]],
+            array![[[1.0, 0.0], [0.0, 1.0]], [[1.0, 0.0], [0.0, 1.0]]],
+        )
+        .unwrap();
+        let e = component_errors(&x, &labels, &mix);
         assert!((e.weight - (4.0 / 6.0 - 0.5)).abs() < 1e-15);
         // mean error of component 1: ‖(1, 0)‖ / √2
         assert!((e.mean - 1.0 / 2f64.sqrt()).abs() < 1e-15);
         // cov error of component 1: ‖[[1,0],[0,−1]]‖_F / √2 = 1; component 0: √2·(1/3)/√2 = 1/3
         assert!((e.cov - 1.0).abs() < 1e-15);
         // A component with no samples is a total miss.
-        let e = component_errors(&x, &[0; 6], &weights, &means, &covs);
+        let e = component_errors(&x, &[0; 6], &mix);
         assert!(e.mean.is_infinite() && e.cov.is_infinite());
     }
 }

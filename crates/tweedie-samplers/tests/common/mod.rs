@@ -1,13 +1,12 @@
-//! Shared test problems and statistics: Gaussian mixtures with well-separated components
-//! (misassignment probability < 1e-9), so per-component statistics of correctly distributed
-//! samples have the textbook standard errors.
-#![allow(dead_code, clippy::needless_range_loop)]
+//! Shared test statistics and helpers; the test mixtures themselves are the library's
+//! `tweedie_samplers::problems` (also the priors of the cond_bias example).
+#![allow(dead_code, unused_imports, clippy::needless_range_loop)]
 
-use ndarray::{array, Array1, Array2};
+use ndarray::{Array1, Array2};
 use tweedie_core::process::Edm;
-use tweedie_core::rng::normal_rows;
 use tweedie_core::{TimeGrid, Timer, TimerKind};
-use tweedie_samplers::MixtureModel;
+pub use tweedie_samplers::problems::{mixture_2d, mixture_64d, random_spd};
+use tweedie_samplers::GaussianMixture;
 
 /// EDM ρ = 7 grid of `steps` steps from σ̃_max to σ̃_min, without the final jump to 0, so that
 /// convergence is measured against the ODE solution at σ̃_min.
@@ -23,46 +22,6 @@ pub fn edm_grid_without_zero(p: &Edm, steps: usize, sigma_min: f64, sigma_max: f
         t: g.t[..=steps].to_vec(),
         sigma_tilde: g.sigma_tilde[..=steps].to_vec(),
     }
-}
-
-/// 2-D, three components, anisotropic covariances, weights 0.2 / 0.3 / 0.5; means ≥ 9 std apart.
-pub fn mixture_2d() -> MixtureModel {
-    MixtureModel::new(
-        &[0.2, 0.3, 0.5],
-        array![[-3.0, 0.0], [3.0, 1.5], [0.5, -3.5]],
-        vec![
-            array![[0.30, 0.10], [0.10, 0.15]],
-            array![[0.10, -0.05], [-0.05, 0.25]],
-            array![[0.20, 0.0], [0.0, 0.08]],
-        ],
-    )
-    .unwrap()
-}
-
-/// 64-D, three components with random SPD covariances (eigenvalues in [0.05, 0.35]) and
-/// means of norm ≈ 4 in random directions (pairwise separation ≫ 10 std).
-pub fn mixture_64d() -> MixtureModel {
-    let d = 64;
-    let mut covs = Vec::new();
-    for k in 0..3u64 {
-        let g = normal_rows(100 + k, 0, d, 0, d);
-        // Orthonormal basis by Gram–Schmidt of a Gaussian matrix.
-        let mut q = Array2::<f64>::zeros((d, d));
-        for j in 0..d {
-            let mut v = g.column(j).to_owned();
-            for i in 0..j {
-                let p = v.dot(&q.column(i));
-                v.scaled_add(-p, &q.column(i));
-            }
-            let nv = v.dot(&v).sqrt();
-            q.column_mut(j).assign(&(v / nv));
-        }
-        let lam = Array1::from_shape_fn(d, |j| 0.05 + 0.3 * j as f64 / (d - 1) as f64);
-        let c = q.dot(&Array2::from_diag(&lam)).dot(&q.t());
-        covs.push((&c + &c.t()) * 0.5);
-    }
-    let means = normal_rows(200, 0, 3, 0, d) * 0.5;
-    MixtureModel::new(&[0.25, 0.35, 0.4], means, covs).unwrap()
 }
 
 /// Allowances for discretisation bias, added to the 5-standard-error bounds.
@@ -88,10 +47,10 @@ pub struct Report {
 /// Per-component weights, means and covariances of `x` [n, D] against `mix`, each sample assigned
 /// to its most likely component. Bound: 5 standard errors + bias allowance, with standard errors
 /// √(w(1−w)/n) (weights), √(Σ_jj/n_k) (means), √((Σ_iiΣ_jj + Σ_ij²)/n_k) (covariances).
-pub fn check(x: &Array2<f64>, mix: &MixtureModel, bias: Bias) -> Report {
+pub fn check(x: &Array2<f64>, mix: &GaussianMixture, bias: Bias) -> Report {
     let n = x.nrows() as f64;
     let d = mix.dim();
-    let cls = mix.classify(x);
+    let cls = mix.component_of(x.view()).unwrap();
     let w = mix.weights();
     let mut rep = Report::default();
     for k in 0..mix.n_components() {
@@ -118,7 +77,7 @@ pub fn check(x: &Array2<f64>, mix: &MixtureModel, bias: Bias) -> Report {
         }
         let xs = x.select(ndarray::Axis(0), &rows);
         let mean = xs.mean_axis(ndarray::Axis(0)).unwrap();
-        let c = &mix.covs()[k];
+        let c = mix.cov(k);
         for j in 0..d {
             let se = (c[[j, j]] / nk).sqrt();
             let dev = (mean[j] - mix.means()[[k, j]]).abs();
@@ -168,30 +127,12 @@ pub fn assert_ok(what: &str, rep: &Report) {
 }
 
 /// One Gaussian N(μ, Σ) in D dimensions as a one-component mixture (TMP and ΠGDM are exact for it).
-pub fn gaussian(mean: Array1<f64>, cov: Array2<f64>) -> MixtureModel {
+pub fn gaussian(mean: Array1<f64>, cov: Array2<f64>) -> GaussianMixture {
     let d = mean.len();
-    MixtureModel::new(
-        &[1.0],
+    GaussianMixture::new(
+        Array1::ones(1),
         mean.into_shape_with_order((1, d)).unwrap(),
-        vec![cov],
+        cov.into_shape_with_order((1, d, d)).unwrap(),
     )
     .unwrap()
-}
-
-/// A random SPD matrix with eigenvalues spread over [lo, hi].
-pub fn random_spd(d: usize, lo: f64, hi: f64, seed: u64) -> Array2<f64> {
-    let g = normal_rows(seed, 0, d, 0, d);
-    let mut q = Array2::<f64>::zeros((d, d));
-    for j in 0..d {
-        let mut v = g.column(j).to_owned();
-        for i in 0..j {
-            let p = v.dot(&q.column(i));
-            v.scaled_add(-p, &q.column(i));
-        }
-        let nv = v.dot(&v).sqrt();
-        q.column_mut(j).assign(&(v / nv));
-    }
-    let lam = Array1::from_shape_fn(d, |j| lo + (hi - lo) * j as f64 / (d.max(2) - 1) as f64);
-    let c = q.dot(&Array2::from_diag(&lam)).dot(&q.t());
-    (&c + &c.t()) * 0.5
 }

@@ -18,7 +18,7 @@ use tweedie::core::rng::{fill_uniforms, streams};
 use tweedie::core::space::TchTensor;
 use tweedie::nets::NetModel;
 use tweedie::samplers::likelihood::{Divergence, Likelihood, LikelihoodOutput, Probe};
-use tweedie::samplers::{MixtureModel, Model};
+use tweedie::samplers::Model;
 
 /// `tweedie likelihood --model gmm2d --data x.npy --out logp.npy`
 #[derive(Debug, clap::Args)]
@@ -134,7 +134,7 @@ pub fn run(args: Args) -> Result<()> {
                 mix.dim()
             );
         }
-        let model = MixtureModel::try_from(&mix).context("mixture")?;
+        let model = &mix;
         let (l, s, n) = batched(&args, &spec, &y, |spec, rows| spec.run(&model, rows, None))?;
         // The mixture's exact log p_{σ̃_min} as a check of the solve (EDM: σ = σ̃, α = 1).
         let edm = Edm {

@@ -17,8 +17,8 @@ use tweedie::core::space::TchTensor;
 use tweedie::core::{Process, ProcessKind, TimeGrid, Timer, TimerKind};
 use tweedie::nets::NetModel;
 use tweedie::samplers::{
-    Blur, Cfg, CondSampler, Downsample, ForwardModel, Guidance, Init, Mask, MatrixOp, MixtureModel,
-    Model, Sampler, SamplerKind, SamplerParams, SamplerSpec, State,
+    Blur, Cfg, CondSampler, Downsample, ForwardModel, Guidance, Init, Mask, MatrixOp, Model,
+    Sampler, SamplerKind, SamplerParams, SamplerSpec, State,
 };
 use tweedie::train::data::netcdf::{write_samples as write_nc_samples, META_KEY as NC_META_KEY};
 use tweedie::train::data::NetcdfMeta;
@@ -328,7 +328,7 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     let mix = load_mixture(&args.model)?;
-    let model = MixtureModel::try_from(&mix).context("mixture")?;
+    let model = mix;
     let dim = model.dim();
     // The [n, D] f64 samples are held in full: refuse an --n the machine cannot hold.
     tweedie::core::budget::check_array("--n", args.n, &[args.n, dim], 8)?;
