@@ -383,7 +383,7 @@ fn fps_smc_converges_on_linear_gaussian() {
     let y = observe(&prior, &op, 3);
     let post = prior.posterior(&op.matrix().unwrap(), &y, 0.3).unwrap();
     let fps = Guidance::Fps(Fps {
-        particles: 4,
+        particles: 16,
         ..Fps::default()
     });
     let mut errs = vec![];
