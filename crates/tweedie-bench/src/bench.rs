@@ -8,6 +8,7 @@
 
 mod cases;
 mod ckpt;
+mod overhead;
 mod plot;
 mod python;
 mod stats;
@@ -61,6 +62,9 @@ pub struct Args {
     /// Latents for --model (default 8; 4 with --quick). Network calls dominate: one timed run each.
     #[arg(long)]
     pub model_samples: Option<usize>,
+    /// Batch of the overhead case's 3×32×32 images (default 64; 16 with --quick; 0 skips it).
+    #[arg(long)]
+    pub image_batch: Option<usize>,
 }
 
 /// Karras et al. 2022 grid parameters used throughout (EDM defaults).
@@ -556,7 +560,42 @@ pub fn run(args: Args) -> Result<()> {
         refs.push((name, reference, n));
     }
 
-    let md = render_markdown(
+    // Overhead per step: gmm64d from the runs above, and the 3×32×32 image case.
+    let all_cases = cases::all(args.seed)?;
+    let mut problems: Vec<overhead::Problem> = refs
+        .iter()
+        .filter(|(name, _, _)| name.starts_with("gmm64d"))
+        .map(|(name, _, n)| overhead::Problem {
+            label: "gmm64d".into(),
+            table_name: name.clone(),
+            read_write_s: overhead::read_write_seconds(*n, 64),
+        })
+        .collect();
+    let image_batch = args.image_batch.unwrap_or(if args.quick { 16 } else { 64 });
+    if image_batch > 0 {
+        let (image_rows, image_notes) = overhead::image_case(
+            &all_cases,
+            image_batch,
+            args.seed,
+            harness.as_ref(),
+            &args.out,
+            threads,
+        )?;
+        rows.extend(image_rows);
+        notes.extend(image_notes);
+        problems.push(overhead::Problem {
+            label: "3×32×32".into(),
+            table_name: overhead::image_name(image_batch),
+            read_write_s: overhead::read_write_seconds(
+                image_batch,
+                overhead::IMAGE_SHAPE.iter().product(),
+            ),
+        });
+    }
+    let overhead_md = overhead::render(&rows, &problems, &all_cases);
+    eprintln!("{overhead_md}");
+
+    let mut md = render_markdown(
         &rows,
         &refs,
         &notes,
@@ -565,6 +604,7 @@ pub fn run(args: Args) -> Result<()> {
         harness.as_ref(),
         started.elapsed().as_secs_f64(),
     );
+    md.push_str(&overhead_md);
     write_atomic(&args.out.join("bench.md"), md.as_bytes())?;
     write_atomic(&args.out.join("bench.csv"), render_csv(&rows).as_bytes())?;
     let panels: Vec<plot::Panel> = refs
@@ -709,7 +749,7 @@ fn run_case(
 /// The build profile, since timings of an unoptimised build mean little.
 fn build_profile() -> &'static str {
     if cfg!(debug_assertions) {
-        "dev profile (debug assertions on; workspace crates at opt-level 1) — timings of a release build are lower"
+        "dev profile (debug assertions on; tweedie-core's kernels and noise at opt-level 3, dependencies at 2, the other workspace crates at 1)"
     } else {
         "release profile"
     }
@@ -1083,6 +1123,7 @@ mod tests {
             python: None,
             model: None,
             model_samples: None,
+            image_batch: Some(4),
         };
         run(args).unwrap();
         let csv = std::fs::read_to_string(out.join("bench.csv")).unwrap();

@@ -154,7 +154,8 @@ impl Case {
             // k-diffusion's linear multistep (order 4 in σ) is the nearest higher-order multistep.
             "deis3" => vec![("diffusers", "deis3")],
             "lms" => vec![("k-diffusion", "lms")],
-            "dpmpp_3m" => vec![("diffusers", "dpmpp_3m")],
+            "dpmpp_3m" => vec![("diffusers", "dpmpp_3m"), ("k-diffusion", "dpmpp_3m")],
+            "edm_stochastic" => vec![("k-diffusion", "heun_churn")],
             "unipc" => vec![("diffusers", "unipc"), ("diffusers", "unipc3")],
             "euler_ancestral" => vec![("k-diffusion", "euler_ancestral")],
             "dpmpp_2m_sde" => vec![("k-diffusion", "dpmpp_2m_sde")],
@@ -178,7 +179,8 @@ pub fn ours_for(lib: &str, sampler: &str) -> Option<&'static str> {
         ("k-diffusion", "dpmpp_3m_sde") => Some("dpmpp_3m_sde"),
         ("k-diffusion", "lms") => Some("lms"),
         ("diffusers", "deis3") => Some("deis3"),
-        ("diffusers", "dpmpp_3m") => Some("dpmpp_3m"),
+        ("diffusers", "dpmpp_3m") | ("k-diffusion", "dpmpp_3m") => Some("dpmpp_3m"),
+        ("k-diffusion", "heun_churn") => Some("edm_stochastic"),
         // diffusers' default UniPC is order 2; its order-3 B2 run is ours.
         ("diffusers", "unipc3") => Some("unipc"),
         _ => None,
@@ -189,8 +191,27 @@ pub fn ours_for(lib: &str, sampler: &str) -> Option<&'static str> {
 pub fn is_stochastic(_lib: &str, sampler: &str) -> bool {
     matches!(
         sampler,
-        "euler_ancestral" | "dpmpp_2s_ancestral" | "dpmpp_2m_sde" | "dpmpp_3m_sde"
+        "euler_ancestral" | "dpmpp_2s_ancestral" | "dpmpp_2m_sde" | "dpmpp_3m_sde" | "heun_churn"
     )
+}
+
+/// The k-diffusion run a sampler's per-step overhead is measured against: the same method
+/// where k-diffusion has it, else its cheapest sampler of the same kind (Euler for a
+/// one-evaluation ODE step, Euler ancestral for a stochastic step).
+pub fn overhead_counterpart(ours: &str) -> Option<&'static str> {
+    Some(match ours {
+        "euler" | "ddim" | "deis3" | "unipc" | "ipndm" => "euler",
+        "heun" => "heun",
+        "dpmpp_2s" => "dpmpp_2s",
+        "dpmpp_2m" => "dpmpp_2m",
+        "dpmpp_3m" => "dpmpp_3m",
+        "lms" => "lms",
+        "edm_stochastic" => "heun_churn",
+        "euler_ancestral" | "ddpm_ancestral" | "euler_maruyama" => "euler_ancestral",
+        "dpmpp_2m_sde" => "dpmpp_2m_sde",
+        "dpmpp_3m_sde" => "dpmpp_3m_sde",
+        _ => return None,
+    })
 }
 
 /// Every sampler of tweedie-samplers, in table order.

@@ -176,8 +176,19 @@ pub struct RunSpec {
 }
 
 #[derive(Debug, Serialize)]
+struct GaussianJson {
+    variance: f64,
+}
+
+#[derive(Debug, Serialize)]
 struct JobJson<'a> {
-    mixture: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mixture: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gaussian: Option<GaussianJson>,
+    /// The shape each latent row is handed to the samplers in (e.g. [3, 32, 32]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shape: Option<&'a [usize]>,
     latents: &'a str,
     threads: usize,
     repeats: usize,
@@ -223,21 +234,56 @@ pub fn run(
     runs: &[RunSpec],
     threads: usize,
 ) -> Result<Vec<RunResult>> {
-    let script = write_script(dir)?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     std::fs::write(
         dir.join("mixture.json"),
         serde_json::to_vec(&mixture.to_spec())?,
     )
     .context("writing mixture.json")?;
-    ndarray_npy::write_npy(dir.join("latents.npy"), latents).context("writing latents.npy")?;
     let job = JobJson {
-        mixture: "mixture.json",
+        mixture: Some("mixture.json"),
+        gaussian: None,
+        shape: None,
         latents: "latents.npy",
         threads,
         repeats: 2,
         runs,
     };
-    std::fs::write(dir.join("job.json"), serde_json::to_vec(&job)?).context("writing job.json")?;
+    run_job(h, dir, &job, latents)
+}
+
+/// The same with the prior N(0, variance·I) as the model and each latent row handed to the
+/// samplers as an array of `shape` (the overhead case's images).
+pub fn run_gaussian(
+    h: &Harness,
+    dir: &Path,
+    variance: f64,
+    shape: &[usize],
+    latents: &Array2<f64>,
+    runs: &[RunSpec],
+    threads: usize,
+) -> Result<Vec<RunResult>> {
+    let job = JobJson {
+        mixture: None,
+        gaussian: Some(GaussianJson { variance }),
+        shape: Some(shape),
+        latents: "latents.npy",
+        threads,
+        repeats: 2,
+        runs,
+    };
+    run_job(h, dir, &job, latents)
+}
+
+fn run_job(
+    h: &Harness,
+    dir: &Path,
+    job: &JobJson,
+    latents: &Array2<f64>,
+) -> Result<Vec<RunResult>> {
+    let script = write_script(dir)?;
+    ndarray_npy::write_npy(dir.join("latents.npy"), latents).context("writing latents.npy")?;
+    std::fs::write(dir.join("job.json"), serde_json::to_vec(job)?).context("writing job.json")?;
     let status = Command::new(&h.python)
         .arg(&script)
         .arg("run")
