@@ -51,6 +51,8 @@ pub struct ProcessGroup {
     world: usize,
     backend: Backend,
     timeout: Duration,
+    /// Where this group's tensors live: the CPU for Gloo, GPU `LOCAL_RANK` for NCCL.
+    device: Device,
 }
 
 // SAFETY: the c10d objects behind `raw` are thread-safe for use from one thread at a time,
@@ -116,6 +118,10 @@ impl ProcessGroup {
             world: env.world_size,
             backend,
             timeout: env.timeout,
+            device: match backend {
+                Backend::Gloo => Device::Cpu,
+                Backend::Nccl => Device::Cuda(env.local_rank),
+            },
         })
     }
 
@@ -137,6 +143,12 @@ impl ProcessGroup {
     /// Timeout of every collective.
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// The device of the tensors this group takes (CPU for Gloo, GPU `LOCAL_RANK` for NCCL):
+    /// small control values (flags, hashes, losses) must be put there before a collective.
+    pub fn device(&self) -> Device {
+        self.device
     }
 
     pub(crate) fn raw(&self) -> *mut c_void {
@@ -253,8 +265,8 @@ impl ProcessGroup {
     /// Fail unless every rank passes the same `value` for `what` (e.g. a hash of the config
     /// and code version); the error lists each rank's value.
     pub fn check_same(&self, what: &str, value: u64) -> Result<()> {
-        let t = Tensor::from_slice(&[value as i64]);
-        let all = self.all_gather(&t)?;
+        let t = Tensor::from_slice(&[value as i64]).to_device(self.device);
+        let all = self.all_gather(&t)?.to_device(Device::Cpu);
         let values: Vec<i64> =
             Vec::<i64>::try_from(all.reshape([-1])).map_err(|e| DistError::BadTensor {
                 rank: self.rank,

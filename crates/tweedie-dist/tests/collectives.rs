@@ -308,3 +308,77 @@ fn nccl_without_a_gpu_is_a_clear_error() {
     );
     assert!(msg.contains("(nccl) failed"), "{msg}");
 }
+
+/// NCCL on a real GPU (run by `cargo xtask gpu-check`): one rank, since a GPU check gets one
+/// GPU and NCCL refuses two ranks on one device. Every collective the trainer and the sampler
+/// use, with the group's own device for the small control values (`check_same`), and DDP's
+/// reducer on CUDA gradients, which must equal plain backward's (the mean over one rank).
+#[test]
+fn nccl_one_rank_on_cuda() {
+    if !tch::Cuda::is_available() {
+        println!("nccl on cuda: skipped: no CUDA device (tch::Cuda::is_available() is false)");
+        return;
+    }
+    assert!(
+        Backend::Nccl.available(),
+        "a CUDA device is present but tweedie-dist was built without NCCL (CUDA headers missing at build time)"
+    );
+    let dev = tch::Device::Cuda(0);
+    let env = DistEnv::new(0, 1, "127.0.0.1", free_port(), Duration::from_secs(60)).unwrap();
+    let pg = ProcessGroup::new(&env, Backend::Nccl).unwrap();
+    assert_eq!(pg.device(), dev);
+    let mut t = Tensor::from_slice(&[1.0f32, 2.0, 3.0]).to_device(dev);
+    pg.all_reduce_sum(&mut t).unwrap();
+    pg.all_reduce_mean(&mut t).unwrap();
+    let mut m = Tensor::from_slice(&[5i64]).to_device(dev);
+    pg.all_reduce_max(&mut m).unwrap();
+    pg.broadcast(&mut t, 0).unwrap();
+    let g = pg.all_gather(&t).unwrap();
+    pg.barrier().unwrap();
+    assert_eq!(
+        Vec::<f32>::try_from(g.reshape([-1]).to_device(tch::Device::Cpu)).unwrap(),
+        vec![1.0, 2.0, 3.0]
+    );
+    assert_eq!(m.int64_value(&[0]), 5);
+    pg.check_same("config", 42).unwrap();
+    let ts = [
+        Tensor::ones([2, 3], (Kind::Float, dev)),
+        Tensor::ones([5], (Kind::Float, dev)),
+    ];
+    pg.broadcast_tensors(&ts, 0).unwrap();
+    pg.all_reduce_mean_tensors(&ts).unwrap();
+    assert_eq!(ts[0].sum(Kind::Double).double_value(&[]), 6.0);
+
+    let vs = nn::VarStore::new(dev);
+    let model = net(&vs);
+    let params = vs.trainable_variables();
+    let mut r = Reducer::new(&pg, &params, 256, 128).unwrap();
+    let (x, y) = data(0);
+    let batch = (x.to_device(dev), y.to_device(dev));
+    for step in 0..2 {
+        for p in &params {
+            p.shallow_clone().zero_grad();
+        }
+        r.prepare_forward().unwrap();
+        let l = loss(&model, &batch);
+        r.prepare_backward().unwrap();
+        l.f_backward().unwrap();
+        let grads: Vec<Tensor> = params.iter().map(|p| p.grad().copy()).collect();
+        let vs2 = nn::VarStore::new(dev);
+        let m2 = net(&vs2);
+        let p2 = vs2.trainable_variables();
+        tch::no_grad(|| {
+            for (a, b) in p2.iter().zip(&params) {
+                a.detach().copy_(b);
+            }
+        });
+        loss(&m2, &batch).backward();
+        for (g, p) in grads.iter().zip(&p2) {
+            assert!(
+                close(g, &p.grad(), 1e-6),
+                "step {step}: reducer gradient on CUDA ≠ plain backward's"
+            );
+        }
+    }
+    println!("nccl on cuda: all-reduce, broadcast, all-gather, barrier, check_same and the DDP reducer ok");
+}

@@ -62,7 +62,7 @@ impl DataParallel {
     /// leave a phase together, or the others would wait in the next collective until the
     /// timeout.
     pub fn agree<T>(&self, phase: &str, local: Result<T>) -> Result<T> {
-        let mut flag = Tensor::from_slice(&[i64::from(local.is_err())]);
+        let mut flag = Tensor::from_slice(&[i64::from(local.is_err())]).to_device(self.pg.device());
         self.pg.all_reduce_max(&mut flag).map_err(dist_err)?;
         match local {
             Err(e) => Err(e),
@@ -168,9 +168,11 @@ impl<'a> Sync<'a> {
         let Some(dp) = self.dp() else {
             return Ok((loss, stop));
         };
-        let mut t = Tensor::from_slice(&[loss, f64::from(u8::from(stop))]);
+        let mut t =
+            Tensor::from_slice(&[loss, f64::from(u8::from(stop))]).to_device(dp.pg.device());
         dp.pg.all_reduce_sum(&mut t).map_err(dist_err)?;
-        let v = Vec::<f64>::try_from(&t).map_err(|e| TrainError::Other(e.to_string()))?;
+        let v = Vec::<f64>::try_from(&t.to_device(tch::Device::Cpu))
+            .map_err(|e| TrainError::Other(e.to_string()))?;
         Ok((v[0] / dp.world() as f64, v[1] > 0.0))
     }
 }
