@@ -14,7 +14,6 @@ The files embed EDM source (CC BY-NC-SA 4.0): keep them out of the repository.
 """
 
 import argparse
-import json
 import os
 import pickle
 import sys
@@ -23,19 +22,8 @@ import types
 import torch
 import torch.nn.functional as F
 
-
-def save_safetensors(path, tensors, meta):
-    header, blobs, off = {}, [], 0
-    for name, t in tensors.items():
-        b = t.detach().contiguous().float().numpy().tobytes()
-        header[name] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    header["__metadata__"] = meta
-    h = json.dumps(header).encode()
-    h += b" " * (-len(h) % 8)
-    with open(path, "wb") as f:
-        f.write(len(h).to_bytes(8, "little") + h + b"".join(blobs))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import safetensors_io  # noqa: E402
 
 
 def d_f64(net, x, sigma, labels, extra):
@@ -113,7 +101,7 @@ def main():
             out["labels"] = labels
         if aug is not None:
             out["augment"] = aug
-        save_safetensors(os.path.join(a.out, f"{name}.expected.safetensors"), out, {"producer": "edm"})
+        safetensors_io.save(os.path.join(a.out, f"{name}.expected.safetensors"), out, {"producer": "edm"})
         print(name, sum(p.numel() for p in net.parameters()))
 
 

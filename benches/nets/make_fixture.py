@@ -15,10 +15,10 @@ import os
 import sys
 
 import torch
-from safetensors.torch import save_file
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+import safetensors_io  # noqa: E402
 from songunet import Wrapped  # noqa: E402
 
 COMMON = dict(
@@ -72,10 +72,10 @@ def main():
             aug = torch.randn(b, cfg["augment_dim"])
             out = net.model(x, c, y, aug)
         state = {k: v.contiguous() for k, v in net.state_dict().items()}
-        save_file(state, os.path.join(a.out, f"{name}.weights.safetensors"))
+        safetensors_io.save(os.path.join(a.out, f"{name}.weights.safetensors"), state)
         io = dict(x=x, c_noise=c, labels=y, augment=aug, out=out.contiguous())
         meta = dict(config=json.dumps(cfg), producer="edm" if a.edm else "songunet.py")
-        save_file(io, os.path.join(a.out, f"{name}.io.safetensors"), metadata=meta)
+        safetensors_io.save(os.path.join(a.out, f"{name}.io.safetensors"), io, meta)
         print(name, sum(p.numel() for p in net.parameters()), "params", out.abs().max().item())
 
 

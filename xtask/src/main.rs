@@ -5,7 +5,7 @@
 //! - `test`: set-up, then every test, plus the libtorch-free check of the math crates;
 //! - `ci`: `cargo fmt --check`, clippy with `-D warnings`, then `test`;
 //! - `gpu-check`: every CUDA path in one run, ending in a table (skipped without a GPU);
-//! - `bench-samplers`, `consistency`: the measurement tooling, forwarded to the
+//! - `bench-samplers`, `consistency`, `bench-nets`, `bench-dist`: the measurement tooling, forwarded to the
 //!   `tweedie-bench` binary (crate `tweedie-bench`, not published) after the set-up;
 //! - anything else is forwarded to the `tweedie` binary: `cargo xtask train …` runs
 //!   `tweedie train …` after the set-up.
@@ -31,7 +31,7 @@ use run::{cargo, step};
     about = "tweedie project tasks; unknown subcommands run `tweedie <subcommand> …` after the set-up",
     after_help = "Forwarded to the tweedie CLI: train, sample, info, schedule, eval, nets, … \
                   (`cargo xtask train --help`).\n\
-                  Forwarded to tweedie-bench: bench-samplers, consistency \
+                  Forwarded to tweedie-bench: bench-samplers, consistency, bench-nets, bench-dist \
                   (`cargo xtask bench-samplers --help`)."
 )]
 struct Cli {
@@ -50,8 +50,9 @@ enum Command {
     },
     /// What CI runs: cargo fmt --check, clippy -D warnings, then `cargo xtask test`.
     Ci,
-    /// Build, then every CUDA check (U-Net CPU vs CUDA, consistency, NCCL, train and sample on
-    /// CUDA) with a summary table, also written to target/gpu-check.md; skipped without a GPU.
+    /// Build, then every CUDA check (U-Net CPU vs CUDA, consistency, NCCL collectives and 1-rank
+    /// training, tch-vs-PyTorch training step, train and sample on CUDA) within 8 minutes, with a
+    /// summary table, also written to target/gpu-check.md; skipped (nothing built) without a GPU.
     GpuCheck,
     #[command(external_subcommand)]
     Forward(Vec<OsString>),
@@ -166,7 +167,7 @@ fn ci(root: &Path) -> Result<()> {
 }
 
 /// Subcommands of the `tweedie-bench` binary (measurement tooling, not the user CLI).
-const BENCH_COMMANDS: [&str; 2] = ["bench-samplers", "consistency"];
+const BENCH_COMMANDS: [&str; 4] = ["bench-samplers", "consistency", "bench-nets", "bench-dist"];
 
 /// The binary (and package) a forwarded subcommand belongs to.
 fn binary_for(command: Option<&OsString>) -> &'static str {

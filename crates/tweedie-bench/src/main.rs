@@ -1,8 +1,10 @@
 //! `tweedie-bench`: the project's measurement tooling, kept out of the user CLI. Reached through
-//! `cargo xtask bench-samplers …` and `cargo xtask consistency …`, which set up libtorch first.
+//! `cargo xtask bench-samplers|consistency|bench-nets|bench-dist …`, which set up libtorch first.
 
 mod bench;
 mod consistency;
+mod dist;
+mod nets;
 
 use clap::{Parser, Subcommand};
 
@@ -22,12 +24,22 @@ enum Command {
     BenchSamplers(bench::Args),
     /// The same sampler and model on ndarray, tch CPU (f64/f32) and CUDA; one U-Net training step CPU vs CUDA.
     Consistency(consistency::Args),
+    /// One U-Net training step (forward, backward, Adam) in tch next to the same network in PyTorch eager.
+    BenchNets(nets::Args),
+    /// Data-parallel step time on this machine: 1 rank vs N ranks, communication share, DDP reducer vs one all-reduce.
+    BenchDist(dist::Args),
+    /// One rank of bench-dist (started by it).
+    #[command(hide = true)]
+    BenchDistRank(dist::RankArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let result = match Cli::parse().command {
         Command::BenchSamplers(args) => bench::run(args),
         Command::Consistency(args) => consistency::run(args),
+        Command::BenchNets(args) => nets::run(args),
+        Command::BenchDist(args) => dist::run(args),
+        Command::BenchDistRank(args) => dist::rank(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
