@@ -17,7 +17,7 @@ use tweedie_samplers::ops::measure;
 use tweedie_samplers::problems::{mixture_2d, mixture_64d, posterior_errors};
 use tweedie_samplers::{
     CondSampler, Daps, Diffpir, DpsGsg, Enkg, ForwardModel, Fps, FpsNoise, GaussianMixture,
-    Guidance, Init, Mask, MatrixOp, Pnpdm, SamplerKind,
+    GradientGuidance, Guidance, Init, Mask, MatrixOp, Pnpdm, SamplerKind,
 };
 
 /// Overall data standard deviation √(tr Cov[x₀]/D), the natural σ_data for ΠGDM.
@@ -87,19 +87,27 @@ fn table(
             Guidance::ExactPosterior,
             heun.clone(),
         ),
-        ("DPS (scale 1)", Guidance::Dps { scale: 1.0 }, heun.clone()),
         (
-            "DPS (scale 0.1)",
-            Guidance::Dps { scale: 0.1 },
+            "DPS (scale 1)",
+            Guidance::Gradient(GradientGuidance::Dps { scale: 1.0 }),
             heun.clone(),
         ),
-        ("ΠGDM", Guidance::Pigdm { sigma_data: sd }, heun.clone()),
+        (
+            "DPS (scale 0.1)",
+            Guidance::Gradient(GradientGuidance::Dps { scale: 0.1 }),
+            heun.clone(),
+        ),
+        (
+            "ΠGDM",
+            Guidance::Gradient(GradientGuidance::Pigdm { sigma_data: sd }),
+            heun.clone(),
+        ),
         (
             "TMP",
-            Guidance::Tmp {
+            Guidance::Gradient(GradientGuidance::Tmp {
                 cg_iters: 50,
                 cg_tol: 1e-8,
-            },
+            }),
             heun.clone(),
         ),
     ];
@@ -109,12 +117,12 @@ fn table(
     methods.extend([
         (
             "FPS-SMC (M = 20)",
-            Guidance::Fps(Fps::default()),
+            Guidance::from(Fps::default()),
             heun.clone(),
         ),
         (
             "FPS-SMC (M = 200)",
-            Guidance::Fps(Fps {
+            Guidance::from(Fps {
                 particles: 200,
                 ..Fps::default()
             }),
@@ -122,7 +130,7 @@ fn table(
         ),
         (
             "FPS-SMC, paper's fresh noise (M = 20)",
-            Guidance::Fps(Fps {
+            Guidance::from(Fps {
                 noise: FpsNoise::Fresh,
                 ..Fps::default()
             }),
@@ -130,23 +138,19 @@ fn table(
         ),
         (
             "FPS (M = 1, no SMC)",
-            Guidance::Fps(Fps {
+            Guidance::from(Fps {
                 particles: 1,
                 ..Fps::default()
             }),
             heun.clone(),
         ),
-        (
-            "DiffPIR",
-            Guidance::Diffpir(Diffpir::default()),
-            heun.clone(),
-        ),
-        ("DAPS", Guidance::Daps(Daps::default()), heun.clone()),
-        ("PnP-DM", Guidance::Pnpdm(Pnpdm::default()), anc.clone()),
-        ("EnKG", Guidance::Enkg(Enkg::default()), heun.clone()),
+        ("DiffPIR", Guidance::from(Diffpir::default()), heun.clone()),
+        ("DAPS", Guidance::from(Daps::default()), heun.clone()),
+        ("PnP-DM", Guidance::from(Pnpdm::default()), anc.clone()),
+        ("EnKG", Guidance::from(Enkg::default()), heun.clone()),
         (
             "DPS-GSG (scale 1)",
-            Guidance::DpsGsg(DpsGsg {
+            Guidance::from(DpsGsg {
                 sigma_data: sd,
                 ..DpsGsg::default()
             }),
@@ -154,7 +158,7 @@ fn table(
         ),
         (
             "DPS-GSG (scale 0.1)",
-            Guidance::DpsGsg(DpsGsg {
+            Guidance::from(DpsGsg {
                 scale: 0.1,
                 sigma_data: sd,
                 ..DpsGsg::default()

@@ -57,8 +57,8 @@ pub mod tch_state;
 
 pub use api::{sample, Method};
 pub use cond::{
-    CondSampler, Daps, Diffpir, DpsGsg, Enkg, Fps, FpsNoise, Guidance, GuidedModel, Pnpdm,
-    Replacement, Resampling, GUIDANCE_NAMES,
+    CondSampler, Daps, Diffpir, DpsGsg, Enkg, Fps, FpsNoise, GradientGuidance, Guidance,
+    GuidedModel, Pnpdm, PosteriorSampler, Replacement, Resampling, GUIDANCE_NAMES,
 };
 pub use error::{ModelError, Result, SamplerError};
 pub use kind::{Churn, SamplerKind, SamplerParams, SamplerSpec, SAMPLER_NAMES};

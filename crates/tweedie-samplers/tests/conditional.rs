@@ -11,7 +11,7 @@ use tweedie_samplers::ops::measure;
 use tweedie_samplers::problems::posterior_errors;
 use tweedie_samplers::{
     Blur, Cfg, CondSampler, Daps, Diffpir, Downsample, DpsGsg, Enkg, ForwardModel, Fps,
-    GaussianMixture, Guidance, Init, Mask, MatrixOp, Pnpdm, Sampler, SamplerKind,
+    GaussianMixture, GradientGuidance, Guidance, Init, Mask, MatrixOp, Pnpdm, Sampler, SamplerKind,
 };
 
 const SMALL: Bias = Bias {
@@ -142,10 +142,10 @@ fn tmp_is_exact_for_gaussian_priors() {
             &prior,
             op.as_ref(),
             &y,
-            Guidance::Tmp {
+            Guidance::Gradient(GradientGuidance::Tmp {
                 cg_iters: 64,
                 cg_tol: 1e-10,
-            },
+            }),
             SamplerKind::Heun,
             24,
             2000,
@@ -168,7 +168,7 @@ fn pigdm_is_exact_for_isotropic_gaussian() {
         &prior,
         &op,
         &y,
-        Guidance::Pigdm { sigma_data: sd },
+        Guidance::Gradient(GradientGuidance::Pigdm { sigma_data: sd }),
         SamplerKind::Heun,
         24,
         3000,
@@ -179,9 +179,9 @@ fn pigdm_is_exact_for_isotropic_gaussian() {
         &prior,
         &op,
         &y,
-        Guidance::Pigdm {
+        Guidance::Gradient(GradientGuidance::Pigdm {
             sigma_data: 3.0 * sd,
-        },
+        }),
         SamplerKind::Heun,
         24,
         3000,
@@ -289,7 +289,7 @@ fn guidance_errors() {
         model: &prior,
         op: &op,
         y: array![0.0],
-        guidance: Guidance::Dps { scale: 1.0 },
+        guidance: Guidance::Gradient(GradientGuidance::Dps { scale: 1.0 }),
         seed: 0,
         first_index: 0,
     };
@@ -301,11 +301,85 @@ fn guidance_errors() {
     assert!(Guidance::from_name("dsp").is_err());
     assert_eq!(
         Guidance::from_name("TMP").unwrap(),
-        Guidance::Tmp {
+        Guidance::Gradient(GradientGuidance::Tmp {
             cg_iters: 50,
             cg_tol: 1e-8
-        }
+        })
     );
+}
+
+/// `CondSampler::new` refuses a mechanism that does not go with the sampler, the operator or
+/// the model before anything runs, with the error a run would give; the guidance's serde form
+/// stays flat (`type = "dps"`, as the names of `from_name`).
+#[test]
+fn cond_sampler_refuses_mismatched_mechanisms_at_construction() {
+    let prior = mixture_2d();
+    let p = edm();
+    let grid = || TimerKind::edm().grid(&p, 4).unwrap();
+    let mask = Mask::new(&[true, false], 0.1).unwrap();
+    let matrix = MatrixOp::new(array![[0.6, 0.8]], 0.0).unwrap();
+    let adaptive = SamplerKind::from_name("adaptive").unwrap();
+    let new = |kind: SamplerKind,
+               model: &dyn tweedie_samplers::Model<Array2<f64>>,
+               op: &dyn ForwardModel,
+               g: &str| {
+        CondSampler::new(
+            &p,
+            grid(),
+            kind,
+            model,
+            op,
+            array![0.5],
+            Guidance::from_name(g).unwrap(),
+        )
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default()
+    };
+    // A closure model has no VJP and no exact posterior.
+    let plain = tweedie_samplers::plain_fn(|x: &Array2<f64>, _s: f64| x.clone());
+    let e = new(SamplerKind::Heun, &prior, &mask, "replacement");
+    assert!(e.is_empty(), "{e}");
+    let e = new(adaptive.clone(), &prior, &mask, "replacement");
+    assert!(e.contains("fixed grid"), "{e}");
+    let e = new(SamplerKind::Heun, &prior, &matrix, "replacement");
+    assert!(e.contains("mask"), "{e}");
+    let e = new(SamplerKind::Heun, &prior, &matrix, "dps");
+    assert!(e.contains("noise_std"), "{e}");
+    let e = new(SamplerKind::Heun, &plain, &mask, "tmp");
+    assert!(e.contains("vector-Jacobian"), "{e}");
+    let e = new(SamplerKind::Heun, &plain, &mask, "exact_posterior");
+    assert!(e.contains("exact posterior"), "{e}");
+    let e = new(SamplerKind::Heun, &prior, &mask, "pnpdm");
+    assert!(e.contains("stochastic sampler"), "{e}");
+    let e = new(adaptive, &prior, &mask, "enkg");
+    assert!(e.contains("fixed grid"), "{e}");
+    let e = new(SamplerKind::Heun, &prior, &matrix, "dps_gsg");
+    assert!(e.contains("noise_std"), "{e}");
+
+    let g: Guidance = toml::from_str("type = \"dps\"\nscale = 0.5").unwrap();
+    assert_eq!(g, Guidance::Gradient(GradientGuidance::Dps { scale: 0.5 }));
+    let g: Guidance = toml::from_str("type = \"fps\"\nparticles = 7").unwrap();
+    assert_eq!(
+        g,
+        Guidance::from(Fps {
+            particles: 7,
+            ..Fps::default()
+        })
+    );
+    let g: Guidance = toml::from_str("type = \"replacement\"").unwrap();
+    assert_eq!(g, Guidance::Replacement);
+    for (name, g) in [
+        ("tmp", GradientGuidance::tmp().into()),
+        ("daps", Guidance::from(Daps::default())),
+    ] {
+        assert_eq!(Guidance::from_name(name).unwrap(), g);
+        assert_eq!(
+            toml::from_str::<Guidance>(&toml::to_string(&g).unwrap()).unwrap(),
+            g
+        );
+    }
+    assert!(toml::from_str::<Guidance>("type = \"dsp\"").is_err());
 }
 
 /// Regression guard on the measured bias of the approximate methods (docs/samplers.md): on the
@@ -318,15 +392,21 @@ fn approximate_guidance_bias_stays_at_measured_level() {
     let y = array![-2.1];
     let post = prior.posterior(&op.matrix().unwrap(), &y, 0.5).unwrap();
     for (g, mean_tol) in [
-        (Guidance::Pigdm { sigma_data: 2.2 }, 0.3),
         (
-            Guidance::Tmp {
-                cg_iters: 50,
-                cg_tol: 1e-8,
-            },
+            Guidance::Gradient(GradientGuidance::Pigdm { sigma_data: 2.2 }),
             0.3,
         ),
-        (Guidance::Dps { scale: 0.1 }, 1.0),
+        (
+            Guidance::Gradient(GradientGuidance::Tmp {
+                cg_iters: 50,
+                cg_tol: 1e-8,
+            }),
+            0.3,
+        ),
+        (
+            Guidance::Gradient(GradientGuidance::Dps { scale: 0.1 }),
+            1.0,
+        ),
     ] {
         let (x, _) = cond_run(&prior, &op, &y, g.clone(), SamplerKind::Heun, 32, 2000);
         let cls = post.component_of(x.view()).unwrap();
@@ -382,7 +462,7 @@ fn fps_smc_converges_on_linear_gaussian() {
     let op = MatrixOp::new(tweedie_core::rng::normal_rows(5, 0, 2, 0, d) * 0.7, 0.3).unwrap();
     let y = observe(&prior, &op, 3);
     let post = prior.posterior(&op.matrix().unwrap(), &y, 0.3).unwrap();
-    let fps = Guidance::Fps(Fps {
+    let fps = Guidance::from(Fps {
         particles: 16,
         ..Fps::default()
     });
@@ -425,7 +505,7 @@ fn pnpdm_targets_the_coupled_posterior() {
     let (s, rho) = (0.1, 0.4);
     let op = Mask::new(&[true, false, true], s).unwrap();
     let y = array![1.0, -0.5];
-    let g = Guidance::Pnpdm(Pnpdm {
+    let g = Guidance::from(Pnpdm {
         rho_max: rho,
         rho_min: rho,
         decay: 1.0,
@@ -495,14 +575,14 @@ fn dps_gsg_tends_to_dps() {
         &prior,
         &op,
         &yv,
-        Guidance::Dps { scale: 0.5 },
+        Guidance::Gradient(GradientGuidance::Dps { scale: 0.5 }),
         SamplerKind::Heun,
         16,
         50,
     );
     let mut diffs = vec![];
     for q in [16usize, 1024] {
-        let g = Guidance::DpsGsg(DpsGsg {
+        let g = Guidance::from(DpsGsg {
             scale: 0.5,
             queries: q,
             mu: 0.01,
@@ -547,8 +627,8 @@ fn derivative_free_methods_need_no_adjoint() {
     let op = NoAdjoint(MatrixOp::new(array![[0.6, 0.8]], 0.5).unwrap());
     let y = array![-2.1];
     for g in [
-        Guidance::Enkg(Enkg::default()),
-        Guidance::DpsGsg(DpsGsg {
+        Guidance::from(Enkg::default()),
+        Guidance::from(DpsGsg {
             scale: 0.1,
             ..DpsGsg::default()
         }),
@@ -564,7 +644,7 @@ fn derivative_free_methods_need_no_adjoint() {
         model: &prior,
         op: &op,
         y,
-        guidance: Guidance::Diffpir(Diffpir::default()),
+        guidance: Guidance::from(Diffpir::default()),
         seed: 0,
         first_index: 0,
     };
@@ -601,12 +681,12 @@ fn posterior_sampler_errors() {
     };
     let heun = SamplerKind::Heun;
     let all = [
-        Guidance::Fps(Fps::default()),
-        Guidance::Diffpir(Diffpir::default()),
-        Guidance::Daps(Daps::default()),
-        Guidance::Pnpdm(Pnpdm::default()),
-        Guidance::Enkg(Enkg::default()),
-        Guidance::DpsGsg(DpsGsg::default()),
+        Guidance::from(Fps::default()),
+        Guidance::from(Diffpir::default()),
+        Guidance::from(Daps::default()),
+        Guidance::from(Pnpdm::default()),
+        Guidance::from(Enkg::default()),
+        Guidance::from(DpsGsg::default()),
     ];
     let anc = SamplerKind::from_name("euler_ancestral").unwrap();
     for g in &all {
@@ -619,91 +699,91 @@ fn posterior_sampler_errors() {
     }
     let bad = [
         (
-            Guidance::Fps(Fps {
+            Guidance::from(Fps {
                 particles: 0,
                 ..Fps::default()
             }),
             "particles",
         ),
         (
-            Guidance::Fps(Fps {
+            Guidance::from(Fps {
                 ess_threshold: 1.5,
                 ..Fps::default()
             }),
             "ess_threshold",
         ),
         (
-            Guidance::Diffpir(Diffpir {
+            Guidance::from(Diffpir {
                 lambda: 0.0,
                 zeta: 0.3,
             }),
             "lambda",
         ),
         (
-            Guidance::Diffpir(Diffpir {
+            Guidance::from(Diffpir {
                 lambda: 1.0,
                 zeta: -0.1,
             }),
             "zeta",
         ),
         (
-            Guidance::Daps(Daps {
+            Guidance::from(Daps {
                 eta: 2.0,
                 ..Daps::default()
             }),
             "eta",
         ),
         (
-            Guidance::Daps(Daps {
+            Guidance::from(Daps {
                 tau: Some(f64::NAN),
                 ..Daps::default()
             }),
             "tau",
         ),
         (
-            Guidance::Daps(Daps {
+            Guidance::from(Daps {
                 ode_steps: 0,
                 ..Daps::default()
             }),
             "ode_steps",
         ),
         (
-            Guidance::Pnpdm(Pnpdm {
+            Guidance::from(Pnpdm {
                 rho_min: 20.0,
                 ..Pnpdm::default()
             }),
             "rho_min",
         ),
         (
-            Guidance::Pnpdm(Pnpdm {
+            Guidance::from(Pnpdm {
                 decay: 0.0,
                 ..Pnpdm::default()
             }),
             "decay",
         ),
         (
-            Guidance::Enkg(Enkg {
+            Guidance::from(Enkg {
                 scale: -1.0,
                 ..Enkg::default()
             }),
             "scale",
         ),
         (
-            Guidance::Enkg(Enkg {
+            Guidance::from(Enkg {
                 lr_min_ratio: 2.0,
                 ..Enkg::default()
             }),
             "lr_min_ratio",
         ),
         (
-            Guidance::DpsGsg(DpsGsg {
+            Guidance::from(DpsGsg {
                 queries: 0,
                 ..DpsGsg::default()
             }),
             "queries",
         ),
         (
-            Guidance::DpsGsg(DpsGsg {
+            Guidance::from(DpsGsg {
                 mu: 0.0,
                 ..DpsGsg::default()
             }),
@@ -716,7 +796,7 @@ fn posterior_sampler_errors() {
         assert!(g.validate().is_err());
     }
     let e = run(
-        Guidance::Fps(Fps::default()),
+        Guidance::from(Fps::default()),
         array![1.0],
         30,
         2,
@@ -724,7 +804,7 @@ fn posterior_sampler_errors() {
     );
     assert!(e.contains("particles") && e.contains("multiples"), "{e}");
     let e = run(
-        Guidance::Pnpdm(Pnpdm::default()),
+        Guidance::from(Pnpdm::default()),
         array![1.0],
         4,
         2,
@@ -755,28 +835,28 @@ fn posterior_sampler_bias_stays_at_measured_level() {
     // (method, sampler, measured (weight, mean, cov) errors at n = 4000, seed 21).
     let cases = [
         (
-            Guidance::Fps(Fps::default()),
+            Guidance::from(Fps::default()),
             heun.clone(),
             (0.05, 0.19, 0.30),
         ),
         (
-            Guidance::Diffpir(Diffpir::default()),
+            Guidance::from(Diffpir::default()),
             heun.clone(),
             (0.04, 0.33, 0.29),
         ),
         (
-            Guidance::Daps(Daps::default()),
+            Guidance::from(Daps::default()),
             heun.clone(),
             (0.05, 0.25, 0.96),
         ),
-        (Guidance::Pnpdm(Pnpdm::default()), anc, (0.03, 0.03, 0.33)),
+        (Guidance::from(Pnpdm::default()), anc, (0.03, 0.03, 0.33)),
         (
-            Guidance::Enkg(Enkg::default()),
+            Guidance::from(Enkg::default()),
             heun.clone(),
             (0.30, 4.7, 0.59),
         ),
         (
-            Guidance::DpsGsg(DpsGsg {
+            Guidance::from(DpsGsg {
                 scale: 0.1,
                 sigma_data: 2.2,
                 ..DpsGsg::default()

@@ -121,16 +121,22 @@ impl DpsGsg {
         Ok(())
     }
 
-    /// Runs `c`'s integrator on the DPS-GSG-guided model from `init`.
-    pub fn run<S: State>(&self, c: &CondSampler<S>, init: Init<S>) -> Result<SampleOutput<S>> {
+    /// The parameters, and the operator: its likelihood N(y; A·D, s²I) needs s > 0.
+    pub fn check(&self, op: &dyn ForwardModel) -> Result<()> {
         self.validate()?;
-        if c.op.noise_std() <= 0.0 {
+        if op.noise_std() <= 0.0 {
             return Err(SamplerError::invalid(
                 "noise_std",
-                c.op.noise_std(),
+                op.noise_std(),
                 "DPS-GSG's likelihood N(y; A·D, s²I) needs s > 0",
             ));
         }
+        Ok(())
+    }
+
+    /// Runs `c`'s integrator on the DPS-GSG-guided model from `init`.
+    pub fn run<S: State>(&self, c: &CondSampler<S>, init: Init<S>) -> Result<SampleOutput<S>> {
+        self.check(c.op)?;
         let y = common::checked_y(c.op, &c.y)?;
         let inner = Counted::new(c.model);
         let gm = GsgModel {

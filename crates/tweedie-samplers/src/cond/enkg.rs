@@ -77,16 +77,23 @@ impl Enkg {
         Ok(())
     }
 
-    /// Runs EnKG for `c` from `init`; `c.kind` must be a one-step integrator on a fixed grid.
-    pub fn run<S: State>(&self, c: &CondSampler<S>, init: Init<S>) -> Result<SampleOutput<S>> {
+    /// The parameters, and the sampler: it must run on a fixed grid (EnKG updates the ensemble
+    /// between its steps).
+    pub fn check(&self, kind: &SamplerKind) -> Result<()> {
         self.validate()?;
-        if matches!(c.kind, SamplerKind::Adaptive { .. }) {
+        if matches!(kind, SamplerKind::Adaptive { .. }) {
             return Err(SamplerError::invalid(
                 "sampler",
                 "adaptive",
                 "EnKG updates the ensemble between the steps of a fixed grid",
             ));
         }
+        Ok(())
+    }
+
+    /// Runs EnKG for `c` from `init`; `c.kind` must be a one-step integrator on a fixed grid.
+    pub fn run<S: State>(&self, c: &CondSampler<S>, init: Init<S>) -> Result<SampleOutput<S>> {
+        self.check(&c.kind)?;
         let common::Begin {
             y,
             sig,

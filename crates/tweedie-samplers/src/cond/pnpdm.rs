@@ -7,6 +7,7 @@ use tweedie_core::Invalid;
 use super::common::{self, stream, sub_seed};
 use super::CondSampler;
 use crate::error::{Result, SamplerError};
+use crate::kind::SamplerKind;
 use crate::sampler::{Init, SampleOutput};
 use crate::state::State;
 
@@ -103,17 +104,23 @@ impl Pnpdm {
         (self.rho_max * self.decay.powi(k as i32)).max(self.rho_min)
     }
 
-    /// Runs PnP-DM for `c` from `init`; `c.kind` must be stochastic (it samples p(x | z)).
-    pub fn run<S: State>(&self, c: &CondSampler<S>, init: Init<S>) -> Result<SampleOutput<S>> {
+    /// The parameters, and the sampler: it must be stochastic (the prior step samples p(x | z)).
+    pub fn check(&self, kind: &SamplerKind) -> Result<()> {
         self.validate()?;
-        if !c.kind.is_stochastic() {
+        if !kind.is_stochastic() {
             return Err(SamplerError::invalid(
                 "sampler",
-                c.kind.name(),
+                kind.name(),
                 "PnP-DM's prior step draws x ~ p(x | z) and needs a stochastic sampler \
                  (euler_ancestral, ddpm_ancestral, edm_stochastic, dpmpp_2m_sde, euler_maruyama)",
             ));
         }
+        Ok(())
+    }
+
+    /// Runs PnP-DM for `c` from `init`; `c.kind` must be stochastic (see [`Pnpdm::check`]).
+    pub fn run<S: State>(&self, c: &CondSampler<S>, init: Init<S>) -> Result<SampleOutput<S>> {
+        self.check(&c.kind)?;
         let common::Begin {
             y,
             sig,

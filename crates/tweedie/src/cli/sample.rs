@@ -359,17 +359,16 @@ pub fn run(args: Args) -> Result<()> {
                 );
             }
             let guidance = Guidance::from_name(&args.guidance)?;
-            CondSampler {
-                process: process.as_ref(),
+            CondSampler::new(
+                process.as_ref(),
                 grid,
-                kind: spec.kind.clone(),
-                model: &model,
-                op: op.as_ref(),
+                spec.kind.clone(),
+                &model,
+                op.as_ref(),
                 y,
                 guidance,
-                seed: args.seed,
-                first_index: 0,
-            }
+            )?
+            .seed(args.seed)
             .run(init, None)?
         }
         (Some(_), None) => bail!("--operator needs a measurement --y FILE.npy"),

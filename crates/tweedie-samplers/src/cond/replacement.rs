@@ -1,0 +1,73 @@
+//! Replacement: a per-step correction that sets the observed coordinates to the measurement
+//! (noised to the next σ̃) after every step of a sampler on a fixed grid.
+
+use ndarray::{Array1, Array2, Axis};
+use tweedie_core::rng::normal_rows;
+use tweedie_core::Invalid;
+
+use crate::error::{Result, SamplerError};
+use crate::kind::SamplerKind;
+use crate::ops::ForwardModel;
+use crate::sampler::{NoiseKey, StepHook};
+use crate::state::State;
+
+/// What replacement needs: a selection operator (a mask), and a sampler on a fixed grid (it
+/// acts between the grid's steps).
+pub fn check(op: &dyn ForwardModel, kind: &SamplerKind) -> Result<()> {
+    check_operator(op)?;
+    if matches!(kind, SamplerKind::Adaptive { .. }) {
+        return Err(SamplerError::invalid(
+            "sampler",
+            "adaptive",
+            "replacement needs a fixed grid",
+        ));
+    }
+    Ok(())
+}
+
+fn check_operator(op: &dyn ForwardModel) -> Result<()> {
+    if !op.is_selection() {
+        return Err(SamplerError::invalid(
+            "operator",
+            format!("{op:?}"),
+            "replacement needs a mask (selection) operator",
+        ));
+    }
+    Ok(())
+}
+
+/// Replacement for selection operators: x̃[obs] ← y + σ̃′·ε after every step (σ̃′ = 0: exactly y).
+pub struct Replacement<'a> {
+    op: &'a dyn ForwardModel,
+    y: Array2<f64>,
+}
+
+impl<'a> Replacement<'a> {
+    /// Replacement of the coordinates `op` selects by `y`.
+    pub fn new(op: &'a dyn ForwardModel, y: &Array1<f64>) -> Result<Self> {
+        check_operator(op)?;
+        if y.len() != op.out_dim() {
+            return Err(SamplerError::Shape(format!(
+                "measurement has {} entries, operator output {}",
+                y.len(),
+                op.out_dim()
+            )));
+        }
+        Ok(Replacement {
+            op,
+            y: y.clone().insert_axis(Axis(0)),
+        })
+    }
+}
+
+impl<S: State> StepHook<S> for Replacement<'_> {
+    fn after_step(&self, _step: usize, sigma_next: f64, x: S, key: NoiseKey) -> Result<S> {
+        let rows = x.to_rows();
+        let b = rows.nrows();
+        let z = normal_rows(key.seed, key.first_index, b, key.stream, self.op.out_dim());
+        let target = &self.y + &(z * sigma_next);
+        // x − AᵀA x + Aᵀ target, valid because A·Aᵀ = I for a selection.
+        let keep = &rows - &self.op.adjoint(&self.op.apply(&rows)?)?;
+        x.with_rows(&(keep + self.op.adjoint(&target)?))
+    }
+}
