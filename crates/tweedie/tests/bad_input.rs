@@ -243,6 +243,38 @@ fn fixtures(d: &Path) {
     std::fs::write(d.join("idx_bad"), b"hello").unwrap();
     checkpoint(d, "ddpmpp-tiny");
     checkpoint(d, "mlp-2d");
+    netcdf_fixtures(d);
+}
+
+/// NetCDF files of 20 samples: `f.nc` (6×10 grid; `t`, and `gone`, NaN everywhere) and
+/// `grid_1.nc`, `grid_2.nc`, whose grids differ (6×8, 6×10).
+fn netcdf_fixtures(d: &Path) {
+    use tweedie::train::data::netcdf::write_grid_file;
+    let write = |name: &str, h: usize, w: usize, vars: &[(&str, f32)]| {
+        let lat: Vec<f64> = (0..h).map(|i| i as f64).collect();
+        let lon: Vec<f64> = (0..w).map(|i| i as f64).collect();
+        let fields: Vec<Array2<f32>> = vars
+            .iter()
+            .map(|(_, fill)| {
+                Array2::from_shape_fn((20, h * w), |(n, i)| {
+                    if fill.is_nan() {
+                        f32::NAN
+                    } else {
+                        ((n * 7 + i) as f32 * 0.37).sin() + fill
+                    }
+                })
+            })
+            .collect();
+        let named: Vec<(&str, &str, ndarray::ArrayView2<f32>)> = vars
+            .iter()
+            .zip(&fields)
+            .map(|((v, _), x)| (*v, "K", x.view()))
+            .collect();
+        write_grid_file(&d.join(name), &lat, &lon, &named).unwrap();
+    };
+    write("f.nc", 6, 10, &[("t", 280.0), ("gone", f32::NAN)]);
+    write("grid_1.nc", 6, 8, &[("t", 280.0)]);
+    write("grid_2.nc", 6, 10, &[("t", 280.0)]);
 }
 
 fn cases() -> Vec<Case> {
@@ -952,6 +984,37 @@ fn cases() -> Vec<Case> {
             "type = \"moons\"\nnoise = -1.0",
             "",
             &["data.noise"],
+        ),
+        // ---- NetCDF data (issue #15's list)
+        t(
+            "netcdf missing variable",
+            "type = \"netcdf\"\npath = \"f.nc\"\nvariables = [\"t\", \"nope\"]",
+            "",
+            &["f.nc", "no variable `nope`", "gone"],
+        ),
+        t(
+            "netcdf mismatched grids across files",
+            "type = \"netcdf\"\npath = \"grid_*.nc\"\nvariables = [\"t\"]",
+            "",
+            &["mismatched grids", "6×8", "6×10", "grid_2.nc"],
+        ),
+        t(
+            "netcdf missing sample dimension",
+            "type = \"netcdf\"\npath = \"f.nc\"\nvariables = [\"t\"]\nsample_dim = \"step\"",
+            "",
+            &["f.nc", "no dimension `step`", "data.sample_dim"],
+        ),
+        t(
+            "netcdf all-NaN variable",
+            "type = \"netcdf\"\npath = \"f.nc\"\nvariables = [\"t\", \"gone\"]",
+            "",
+            &["`gone`", "everywhere"],
+        ),
+        t(
+            "netcdf grid does not fit the U-Net",
+            "type = \"netcdf\"\npath = \"f.nc\"\nvariables = [\"t\"]",
+            "[network]\npreset = \"ddpmpp-tiny\"\nchannel_mult = [1, 1, 1]",
+            &["network.channel_mult", "6×10", "2^(levels−1) = 4"],
         ),
         t(
             "training steps wrong type",
