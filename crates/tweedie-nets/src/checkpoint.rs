@@ -105,14 +105,7 @@ pub fn save_tensors(
 /// the next run (tweedie-train's `rundir`).
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    let file_name = path.file_name().ok_or_else(|| {
-        std::io::Error::new(std::io::ErrorKind::InvalidInput, "path has no file name")
-    })?;
-    let tmp = path.with_file_name(format!(
-        ".{}.tmp-{}",
-        file_name.to_string_lossy(),
-        std::process::id()
-    ));
+    let tmp = temp_path(path)?;
     let write = || -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -123,6 +116,24 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
+    sync_parent(path)
+}
+
+/// The temp file beside `path` that [`atomic_write`] (and any writer that streams into a file
+/// before renaming it over `path`) uses: `.NAME.tmp-PID`, which rundir's clean-up recognises.
+pub fn temp_path(path: &Path) -> std::io::Result<std::path::PathBuf> {
+    let file_name = path.file_name().ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "path has no file name")
+    })?;
+    Ok(path.with_file_name(format!(
+        ".{}.tmp-{}",
+        file_name.to_string_lossy(),
+        std::process::id()
+    )))
+}
+
+/// fsyncs the folder holding `path`, so that a rename into it survives a power loss.
+pub fn sync_parent(path: &Path) -> std::io::Result<()> {
     sync_dir(path.parent().filter(|p| !p.as_os_str().is_empty()))
 }
 
