@@ -200,6 +200,84 @@ fn unet_min_parameters(c: &UnetConfig) -> u128 {
     total + 9 * cout * c.out_channels as u128
 }
 
+/// f32 values one sample keeps alive in a U-Net forward pass without gradients: the skip
+/// activations the decoder reads ((blocks + 1) maps per level), four maps of the widest level
+/// at twice its channels (a decoder block's concatenated input and its temporaries), and
+/// attention scores (pixels² per 64-channel head, twice for the softmax).
+fn unet_sampling_values(
+    (height, width): (usize, usize),
+    channel_mult: &[usize],
+    model_channels: usize,
+    num_blocks: usize,
+    attn_resolutions: &[usize],
+) -> u128 {
+    let (mut skips, mut widest, mut scores) = (0u128, 0u128, 0u128);
+    for (level, &m) in channel_mult.iter().enumerate() {
+        let shr = |v: usize| v.checked_shr(level as u32).unwrap_or(0) as u128;
+        let pixels = shr(height).saturating_mul(shr(width));
+        let c = (model_channels as u128).saturating_mul(m as u128);
+        let map = c.saturating_mul(pixels);
+        skips = skips.saturating_add((num_blocks as u128 + 1).saturating_mul(map));
+        widest = widest.max(map);
+        if attn_resolutions.contains(&(height.checked_shr(level as u32).unwrap_or(0))) {
+            let heads = (c / 64).max(1);
+            scores = scores.saturating_add(heads.saturating_mul(pixels.saturating_mul(pixels)));
+        }
+    }
+    skips
+        .saturating_add(widest.saturating_mul(8))
+        .saturating_add(scores.saturating_mul(2))
+}
+
+/// Estimated bytes one sample takes while a network is sampled: the network's live
+/// activations (U-Nets: see `unet_sampling_values`; MLP: every hidden layer's output four
+/// times) plus 16 copies of the sample for the sampler's states and history, in f32. It sizes
+/// the default sampling batch (`tweedie sample --batch`); the measured peaks it gives are in
+/// docs/reliability.md.
+pub fn sampling_bytes_per_sample(net: &NetConfig) -> u128 {
+    let values = match net {
+        NetConfig::Unet(c) => unet_sampling_values(
+            (c.resolution, c.width()),
+            &c.channel_mult,
+            c.model_channels,
+            c.num_blocks,
+            &c.attn_resolutions,
+        ),
+        NetConfig::Dhariwal(c) => unet_sampling_values(
+            (c.resolution, c.resolution),
+            &c.channel_mult,
+            c.model_channels,
+            c.num_blocks,
+            &c.attn_resolutions,
+        ),
+        NetConfig::Mlp(c) => (c.hidden.max(c.emb_channels) as u128)
+            .saturating_mul(4)
+            .saturating_mul(c.num_blocks as u128 + 2),
+    };
+    let sample: u128 = net
+        .sample_shape()
+        .iter()
+        .map(|&d| d.max(0) as u128)
+        .fold(1u128, u128::saturating_mul);
+    values
+        .saturating_add(sample.saturating_mul(16))
+        .saturating_mul(4)
+}
+
+/// Memory one batch of network sampling or evaluation may use by default: 512 MiB.
+pub const SAMPLE_MEMORY: u64 = 512 << 20;
+
+/// Samples per network call when sampling or evaluating `n` samples: as many as
+/// [`sampling_bytes_per_sample`] fits in [`SAMPLE_MEMORY`] or an eighth of the machine's memory
+/// limit ([`tweedie_core::budget::max_bytes`]), whichever is less; at least 1, at most `n`.
+pub fn sampling_batch(net: &NetConfig, n: usize) -> usize {
+    let budget = SAMPLE_MEMORY.min(tweedie_core::budget::max_bytes() / 8);
+    let per = sampling_bytes_per_sample(net).max(1);
+    usize::try_from(u128::from(budget) / per)
+        .unwrap_or(usize::MAX)
+        .clamp(1, n.max(1))
+}
+
 /// Checks that `net` may be built from an untrusted file: sizes within the bounds above, output
 /// channels the denoiser can use, and (from shapes alone, nothing allocated) a parameter count
 /// within [`MAX_PARAMETERS`] and, when `stored` is known, within the values the file holds.
@@ -251,6 +329,26 @@ pub fn check_untrusted(net: &NetConfig, stored: Option<u128>) -> Result<u128> {
 mod tests {
     use super::*;
     use crate::builder::count_params;
+
+    #[test]
+    fn sampling_memory_per_sample_of_the_tiny_unet() {
+        // ddpmpp-tiny: 8×8, 32 channels, levels [1, 1], one block, attention at 4×4.
+        // Skips 2·32·64 + 2·32·16 = 5120, widest map 32·64 = 2048 (×8), scores 16² (×2),
+        // 16 copies of the 64-value sample: 23,040 f32 = 92,160 bytes.
+        let tiny = NetConfig::preset("ddpmpp-tiny").unwrap();
+        assert_eq!(sampling_bytes_per_sample(&tiny), 92_160);
+        // mlp-2d: 4·max(hidden, emb)·(blocks + 2) values plus 16·2.
+        let NetConfig::Mlp(m) = NetConfig::preset("mlp-2d").unwrap() else {
+            panic!("mlp-2d is an MLP")
+        };
+        let v = 4 * m.hidden.max(m.emb_channels) as u128 * (m.num_blocks as u128 + 2) + 32;
+        assert_eq!(sampling_bytes_per_sample(&NetConfig::Mlp(m)), 4 * v);
+        // The batch: what fits the budget, at most n.
+        let budget = u128::from(SAMPLE_MEMORY.min(tweedie_core::budget::max_bytes() / 8));
+        let b = sampling_batch(&tiny, 1 << 40) as u128;
+        assert!(b * 92_160 <= budget && (b + 1) * 92_160 > budget, "{b}");
+        assert_eq!(sampling_batch(&tiny, 5), 5);
+    }
 
     /// Exact for the MLP and the ADM (against building them), and for SongUNet a lower bound
     /// within 5 % of the built count (DDPM++ CIFAR-10: 55,732,739).

@@ -174,6 +174,8 @@ fn fixtures(d: &Path) {
         &[0; 32],
     );
     raw_npy(&d.join("cplx.npy"), "<c16", false, "(2,)", &[0; 32]);
+    // A descr whose first character is two bytes long (found by the npy property test).
+    raw_npy(&d.join("utf8descr.npy"), "é8", false, "(4, 2)", &[0; 64]);
     raw_npy(&d.join("trunc.npy"), "<f8", false, "(10, 2)", &[0; 24]);
     std::fs::write(d.join("garbage.npy"), b"\x93NUMPY but not really").unwrap();
     Array1::from(vec![0.5f64, 0.25])
@@ -668,6 +670,75 @@ fn cases() -> Vec<Case> {
                 "18446744073709551615",
             ],
             &["--n", "would need"],
+        ),
+        err(
+            "checkpoint n beyond the free disk",
+            &[
+                "sample",
+                "--model",
+                "ddpmpp-tiny.safetensors",
+                "--out",
+                "c.npy",
+                "--device",
+                "cpu",
+                "--n",
+                "1000000000000000",
+            ],
+            &["--n", "would need", "on disk", "c.npy"],
+        ),
+        err(
+            "batch 0",
+            &[
+                "sample",
+                "--model",
+                "ddpmpp-tiny.safetensors",
+                "--out",
+                "c.npy",
+                "--device",
+                "cpu",
+                "--batch",
+                "0",
+            ],
+            &["--batch 0"],
+        ),
+        err(
+            "batch near 2^64",
+            &[
+                "sample",
+                "--model",
+                "ddpmpp-tiny.safetensors",
+                "--out",
+                "c.npy",
+                "--device",
+                "cpu",
+                "--n",
+                "18446744073709551615",
+                "--batch",
+                "18446744073709551615",
+            ],
+            &["--batch", "would need"],
+        ),
+        err(
+            "batch with a mixture",
+            &[
+                "sample", "--model", "gmm2d", "--n", "4", "--out", "c.npy", "--batch", "2",
+            ],
+            &["--batch 2", "mixture"],
+        ),
+        err(
+            "npy descr with a multi-byte character",
+            &[
+                "sample",
+                "--model",
+                "gmm2d",
+                "--n",
+                "4",
+                "--out",
+                "c.npy",
+                "--latents",
+                "utf8descr.npy",
+            ],
+            &["utf8descr.npy", "byte order"],
         ),
         err(
             "checkpoint NaN latents",

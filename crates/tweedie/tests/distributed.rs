@@ -141,7 +141,7 @@ fn two_ranks_train_like_one_then_sharded_sampling_matches() {
         );
         assert!(rel < 1e-6, "EMA model: {rel:e}");
     }
-    // Sharded sampling (7 samples over 2 ranks: 4 + 3) = one process, bit for bit.
+    // Sharded sampling (7 samples over 2 ranks) = one process, bit for bit.
     let model = one.join("model.safetensors");
     let a = dir.join("a.npy");
     let b = dir.join("b.npy");
@@ -183,6 +183,24 @@ fn two_ranks_train_like_one_then_sharded_sampling_matches() {
     assert!(
         ba == bb,
         "sharded samples differ from single-process samples"
+    );
+    // In batches of 2 per rank (rounds of rows 0–3, 4–6; rank 1 draws 2–3 and 6): the same.
+    let c = dir.join("c.npy");
+    let mut sc = vec![
+        "launch".to_string(),
+        "--nproc".into(),
+        "2".into(),
+        "--".into(),
+    ];
+    sc.extend(sample(&c));
+    sc.extend(["--batch".to_string(), "2".to_string()]);
+    ok(&run(
+        &sc.iter().map(String::as_str).collect::<Vec<_>>(),
+        &[],
+    ));
+    assert!(
+        std::fs::read(&c).unwrap() == ba,
+        "sharded samples in batches of 2 differ from single-process samples"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

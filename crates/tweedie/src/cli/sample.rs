@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use ndarray::{Array1, Array2, ArrayD, IxDyn};
-use ndarray_npy::WriteNpyExt;
 use tch::{Kind, Tensor};
 use tweedie::core::mixture::{preset, GaussianMixture, PRESETS};
 use tweedie::core::space::TchTensor;
@@ -21,7 +20,7 @@ use tweedie::samplers::{
     Sampler, SamplerKind, SamplerParams, SamplerSpec, State,
 };
 use tweedie::train::data::netcdf::{write_samples as write_nc_samples, META_KEY as NC_META_KEY};
-use tweedie::train::data::NetcdfMeta;
+use tweedie::train::data::{npy, NetcdfMeta};
 use tweedie::train::plot::{write_field_grid, write_image_grid};
 
 /// `tweedie sample --model gmm2d --sampler heun --steps 18 --n 1000 --seed 0 --out x.npy`
@@ -123,7 +122,16 @@ pub struct Args {
     /// Classifier-free guidance weight w ≥ 0 with --class: D_w = (1+w)·D(x; σ, c) − w·D(x; σ).
     #[arg(long)]
     pub cfg: Option<f64>,
+    /// Samples per network call for a checkpoint (default: as many as fit the memory budget,
+    /// see docs/reliability.md). Rows are streamed to the .npy as each batch ends, so memory
+    /// does not grow with --n; the samples do not depend on it (fixed-grid samplers).
+    #[arg(long)]
+    pub batch: Option<usize>,
 }
+
+/// Rows drawn into the PNG grid next to the samples: the first 256 (a 16×16 grid), so a
+/// 50,000-sample run draws a readable picture without holding every sample.
+const GRID_ROWS: usize = 256;
 
 pub(super) fn load_mixture(spec: &str) -> Result<GaussianMixture> {
     let path = Path::new(spec);
@@ -293,15 +301,11 @@ fn data_path(out: &Path) -> PathBuf {
     }
 }
 
+/// Writes [n, D] rows atomically (temp file, fsync, rename, folder fsync).
 pub(super) fn write_npy_atomic(path: &Path, x: &Array2<f64>) -> Result<()> {
-    let tmp = path.with_extension("npy.tmp");
-    {
-        let f =
-            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        x.write_npy(std::io::BufWriter::new(f))
-            .with_context(|| format!("writing {}", tmp.display()))?;
-    }
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
+    let x = x.as_standard_layout();
+    let values = x.as_slice().context("samples are not contiguous")?;
+    Ok(npy::write(path, x.shape(), values)?)
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -320,6 +324,12 @@ pub fn run(args: Args) -> Result<()> {
     }
     if args.class.is_some() || args.cfg.is_some() {
         bail!("--class and --cfg apply to class-conditional network checkpoints, not mixtures");
+    }
+    if let Some(b) = args.batch {
+        bail!(
+            "--batch {b} applies to network checkpoints: a mixture's --n samples are drawn \
+             together (ensemble guidance couples them; their memory is checked against --n)"
+        );
     }
     if is_png(&args.out) {
         bail!(
@@ -490,8 +500,19 @@ fn run_checkpoint(args: &Args) -> Result<()> {
             path.display()
         );
     }
-    // The [n, D] samples are held in full (f32 state, f64 rows): refuse what cannot fit.
-    tweedie::core::budget::check_array("--n", args.n, &[args.n, dim], 12)?;
+    let batch = match args.batch {
+        Some(0) => bail!("--batch 0: need at least one sample per batch"),
+        Some(b) => b.min(args.n),
+        None => tweedie::nets::budget::sampling_batch(&loaded.config.net, args.n),
+    };
+    // One batch's state (f32 tensors, f64 rows) is what sampling holds at a time; the rows
+    // go to disk, so --n is checked against the free space there.
+    tweedie::core::budget::check_array("--batch", batch, &[batch, dim], 12)?;
+    npy::check_disk("--n", args.n, &[args.n, dim], 8, &data_path(&args.out))?;
+    if is_nc(&args.out) {
+        // NetCDF output is written whole: its rows are held.
+        tweedie::core::budget::check_array("--n", args.n, &[args.n, dim], 4)?;
+    }
     let net = NetModel::new(loaded.denoiser, label_dim);
     let model: Box<dyn Model<TchTensor>> = match (args.class, args.cfg) {
         (Some(c), _) if label_dim == 0 => {
@@ -515,8 +536,10 @@ fn run_checkpoint(args: &Args) -> Result<()> {
     };
     let spec = sampler_kind(args)?;
     let (process, grid) = process_and_grid(args, spec.steps)?;
-    // Under torchrun / `tweedie launch`: this rank draws rows lo..hi (sample i is keyed by
-    // (seed, i) alone), rank 0 gathers them and writes.
+    let latents = read_latents(args, dim, &format!("sample size {shape:?}"))?;
+    // Under torchrun / `tweedie launch`: round k covers rows k·B·W .. (k+1)·B·W, rank r draws
+    // its r-th block of B (sample i is keyed by (seed, i) alone), rank 0 gathers and appends
+    // them, so every rank holds one batch and the file is written in order as it goes.
     let pg = match tweedie_dist::DistEnv::from_env()? {
         Some(env) => Some(tweedie_dist::ProcessGroup::new(
             &env,
@@ -525,66 +548,84 @@ fn run_checkpoint(args: &Args) -> Result<()> {
         None => None,
     };
     let (rank, world) = pg.as_ref().map_or((0, 1), |p| (p.rank(), p.world_size()));
-    let per = args.n.div_ceil(world);
-    let lo = (rank * per).min(args.n);
-    let hi = (lo + per).min(args.n);
-    let mut full: Vec<i64> = vec![(hi - lo) as i64];
-    full.extend(shape.iter().map(|&d| d as i64));
-    let init = match read_latents(args, dim, &format!("sample size {shape:?}"))? {
-        Some(l) => {
-            let v: Vec<f32> = l
-                .slice(ndarray::s![lo..hi, ..])
-                .iter()
-                .map(|&v| v as f32)
-                .collect();
-            let t = Tensor::f_from_slice(&v)?
-                .f_reshape(full.as_slice())?
-                .to_device(device);
-            Init::Latents(TchTensor(t))
+    let per_round = batch
+        .checked_mul(world)
+        .context("--batch × world size overflows")?;
+    let draw = |lo: usize, hi: usize| -> Result<(Array2<f64>, usize)> {
+        if hi <= lo {
+            return Ok((Array2::zeros((0, dim)), 0));
         }
-        None => Init::Noise(TchTensor(Tensor::zeros(
-            full.as_slice(),
-            (Kind::Float, device),
-        ))),
-    };
-    let (x, nfe) = if hi > lo {
+        let mut full: Vec<i64> = vec![(hi - lo) as i64];
+        full.extend(shape.iter().map(|&d| d as i64));
+        let init = match &latents {
+            Some(l) => {
+                let v: Vec<f32> = l
+                    .slice(ndarray::s![lo..hi, ..])
+                    .iter()
+                    .map(|&v| v as f32)
+                    .collect();
+                let t = Tensor::f_from_slice(&v)?
+                    .f_reshape(full.as_slice())?
+                    .to_device(device);
+                Init::Latents(TchTensor(t))
+            }
+            None => Init::Noise(TchTensor(Tensor::zeros(
+                full.as_slice(),
+                (Kind::Float, device),
+            ))),
+        };
         let out = tch::no_grad(|| -> Result<_> {
             Ok(
-                Sampler::new(process.as_ref(), grid, spec.kind.clone(), model.as_ref())?
+                Sampler::new(process.as_ref(), grid.clone(), spec.kind.clone(), model.as_ref())?
                     .seed(args.seed)
                     .first_index(lo as u64)
                     .run(init, None)?,
             )
         })?;
-        (out.samples.to_rows(), out.nfe)
+        Ok((out.samples.to_rows(), out.nfe))
+    };
+    let mut sink = if rank == 0 {
+        Some(Sink::create(args, nc_meta.as_ref(), dim)?)
     } else {
-        (Array2::zeros((0, dim)), 0)
+        None
     };
-    let x = match &pg {
-        Some(pg) => {
-            let x = gather_rows(pg, &x, per, args.n, device)?;
-            if rank != 0 {
-                return Ok(());
-            }
-            x
+    let mut grid_rows: Vec<f32> = Vec::new();
+    let mut nfe = 0;
+    for g in (0..args.n).step_by(per_round) {
+        let lo = (g + rank * batch).min(args.n);
+        let hi = (lo + batch).min(args.n);
+        let (x, used) = draw(lo, hi)?;
+        nfe = nfe.max(used);
+        let x = match &pg {
+            Some(pg) => gather_rows(pg, &x, batch, (args.n - g).min(per_round), device)?,
+            None => x,
+        };
+        let Some(sink) = sink.as_mut() else {
+            continue;
+        };
+        let bad = x.iter().filter(|v| !v.is_finite()).count();
+        if bad > 0 {
+            bail!(
+                "sampling produced {bad} non-finite values in rows {g}..{}",
+                g + x.nrows()
+            );
         }
-        None => x,
-    };
-    if x.shape() != [args.n, dim] || x.iter().any(|v| !v.is_finite()) {
-        bail!(
-            "sampling produced {} non-finite values (shape {:?})",
-            x.iter().filter(|v| !v.is_finite()).count(),
-            x.shape()
+        let take = x.nrows().min(GRID_ROWS.saturating_sub(grid_rows.len() / dim.max(1)));
+        grid_rows.extend(
+            x.slice(ndarray::s![..take, ..])
+                .iter()
+                .map(|&v| v as f32),
         );
+        sink.append(&x)?;
     }
-    let xf = x.mapv(|v| v as f32);
-    match &nc_meta {
-        Some(meta) if is_nc(&args.out) => write_nc_samples(&args.out, xf.view(), meta)?,
-        _ => write_npy_atomic(&data_path(&args.out), &x)?,
-    }
+    let Some(sink) = sink else {
+        return Ok(());
+    };
+    sink.finish()?;
     let mut wrote = data_path(&args.out).display().to_string();
     if let [c, _, _] = shape.as_slice() {
         let png = png_path(&args.out);
+        let xf = Array2::from_shape_vec((grid_rows.len() / dim.max(1), dim), grid_rows)?;
         if nc_meta.is_some() || !matches!(c, 1 | 3) {
             write_field_grid(&png, xf.view(), &shape)
         } else {
@@ -594,7 +635,8 @@ fn run_checkpoint(args: &Args) -> Result<()> {
         wrote = format!("{wrote}, {}", png.display());
     }
     eprintln!(
-        "{} samples of shape {shape:?} from {} on {device:?} with {} ({} steps, NFE {}) → {wrote}",
+        "{} samples of shape {shape:?} from {} on {device:?} with {} ({} steps, NFE {}) in \
+         batches of {batch} → {wrote}",
         args.n,
         path.display(),
         spec.kind.name(),
@@ -603,6 +645,65 @@ fn run_checkpoint(args: &Args) -> Result<()> {
     );
     Ok(())
 }
+
+/// Where the rows of a checkpoint's samples go as batches end: streamed into the `.npy`, or
+/// gathered for a NetCDF file (written whole, with its variables and coordinates).
+enum Sink<'a> {
+    Npy(npy::NpyWriter<f64>),
+    Netcdf {
+        path: PathBuf,
+        meta: &'a NetcdfMeta,
+        rows: Vec<f32>,
+        dim: usize,
+    },
+}
+
+impl<'a> Sink<'a> {
+    fn create(args: &Args, nc_meta: Option<&'a NetcdfMeta>, dim: usize) -> Result<Self> {
+        Ok(match nc_meta {
+            Some(meta) if is_nc(&args.out) => Sink::Netcdf {
+                path: args.out.clone(),
+                meta,
+                rows: Vec::new(),
+                dim,
+            },
+            _ => Sink::Npy(npy::NpyWriter::create(
+                &data_path(&args.out),
+                &[args.n, dim],
+            )?),
+        })
+    }
+
+    fn append(&mut self, x: &Array2<f64>) -> Result<()> {
+        match self {
+            Sink::Npy(w) => Ok(w.append(
+                x.as_standard_layout()
+                    .as_slice()
+                    .context("samples are not contiguous")?,
+            )?),
+            Sink::Netcdf { rows, .. } => {
+                rows.extend(x.iter().map(|&v| v as f32));
+                Ok(())
+            }
+        }
+    }
+
+    fn finish(self) -> Result<()> {
+        match self {
+            Sink::Npy(w) => Ok(w.finish()?),
+            Sink::Netcdf {
+                path,
+                meta,
+                rows,
+                dim,
+            } => {
+                let x = Array2::from_shape_vec((rows.len() / dim.max(1), dim), rows)?;
+                Ok(write_nc_samples(&path, x.view(), meta)?)
+            }
+        }
+    }
+}
+
 
 /// Every rank's rows (at most `per` each, rank order) concatenated: one all-gather of
 /// zero-padded [per, D] blocks, trimmed to `n` rows.
@@ -773,6 +874,51 @@ mod tests {
         assert_eq!(x.shape(), &[4, 2]);
         assert!(x.iter().all(|v| v.is_finite()));
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// Sample i depends on (seed, i) only, so the rows streamed batch by batch equal the rows
+    /// of one batch of all n, bit for bit, for batch sizes that do and do not divide n, with
+    /// deterministic and stochastic samplers and with latents.
+    #[test]
+    fn batched_sampling_is_bit_identical_to_one_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let unet = save_tiny(dir.path(), "ddpmpp-tiny", 0);
+        let latents = dir.path().join("z.npy");
+        let z: Vec<f64> = (0..7 * 64).map(|i| ((i * 37 % 101) as f64 - 50.0) / 7.0).collect();
+        npy::write(&latents, &[7, 64], &z).unwrap();
+        let z = latents.to_str().unwrap();
+        for extra in [
+            &["--sampler", "euler"][..],
+            &["--sampler", "euler_ancestral", "--eta", "1"][..],
+            &["--sampler", "dpmpp_2m", "--latents", z][..],
+        ] {
+            let draw = |batch: &str| {
+                let out = dir.path().join(format!("b{batch}.npy"));
+                let mut v = vec!["--n", "7", "--batch", batch];
+                v.extend_from_slice(extra);
+                run(ckpt_args(&unet, &out, &v)).unwrap();
+                read_npy2(&out).unwrap()
+            };
+            let whole = draw("7");
+            assert_eq!(whole.shape(), &[7, 64]);
+            for b in ["1", "2", "3", "6", "100"] {
+                let x = draw(b);
+                assert!(
+                    x.iter().zip(&whole).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "--batch {b} {extra:?} differs from one batch"
+                );
+            }
+        }
+        let out = dir.path().join("x.npy");
+        let e = format!(
+            "{:#}",
+            run(ckpt_args(&unet, &out, &["--batch", "0"])).unwrap_err()
+        );
+        assert!(e.contains("--batch 0"), "{e}");
+        let mut a = args(&["--n", "5", "--batch", "2"]);
+        a.out = out.clone();
+        let e = format!("{:#}", run(a).unwrap_err());
+        assert!(e.contains("--batch 2") && e.contains("mixture"), "{e}");
     }
 
     #[test]
