@@ -894,9 +894,11 @@ mod tests {
         ] {
             let draw = |batch: &str| {
                 let out = dir.path().join(format!("b{batch}.npy"));
-                let mut v = vec!["--n", "7", "--batch", batch];
+                let mut v = vec!["--batch", batch];
                 v.extend_from_slice(extra);
-                run(ckpt_args(&unet, &out, &v)).unwrap();
+                let mut a = ckpt_args(&unet, &out, &v);
+                a.n = 7;
+                run(a).unwrap();
                 read_npy2(&out).unwrap()
             };
             let whole = draw("7");
