@@ -188,6 +188,7 @@ pub fn denoising_error(
     for (si, &s) in sigmas.iter().enumerate() {
         let (mut se_ref, mut se_model) = (0.0f64, 0.0f64);
         for start in (0..n).step_by(batch) {
+            crate::trainer::check_stop()?;
             let b = batch.min(n - start);
             let xh = data
                 .held_out

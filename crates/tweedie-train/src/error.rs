@@ -46,6 +46,13 @@ pub enum TrainError {
     /// The run was interrupted (Ctrl-C) after saving a checkpoint; the CLI exits with 130.
     #[error("interrupted at step {step}: checkpoint saved, no evaluation; resume with --resume {}", run_dir.display())]
     Interrupted { step: u64, run_dir: PathBuf },
+    /// Ctrl-C stopped sampling or evaluation between two batches.
+    #[error("stopped by Ctrl-C")]
+    Stopped,
+    /// Ctrl-C after training, while the final samples or the evaluation ran: the training
+    /// state and the model are saved; the CLI exits with 130.
+    #[error("interrupted after training: checkpoint and model saved in {}, evaluation stopped (no report); evaluate with `tweedie eval {}`", run_dir.display(), run_dir.display())]
+    InterruptedAfterTraining { run_dir: PathBuf },
     /// Another live process holds the run directory's lock.
     #[error("run directory {run_dir} is in use by {}: wait for it to finish or stop it first", holder.map_or("another process".to_string(), |p| format!("process {p}")))]
     RunLocked {

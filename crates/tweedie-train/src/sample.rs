@@ -39,6 +39,8 @@ pub fn generate(
     let batch = plan.batch.max(1);
     let mut start = 0usize;
     while start < n {
+        // Ctrl-C stops between batches (the caller decides what that means).
+        crate::trainer::check_stop()?;
         let b = batch.min(n - start);
         model.set_labels(labels.map(|l| &l[start..start + b]))?;
         let mut shape = vec![b];

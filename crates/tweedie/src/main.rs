@@ -14,7 +14,11 @@ fn main() -> std::process::ExitCode {
             // 128 + SIGINT, as shells report a process stopped by Ctrl-C.
             let interrupted = matches!(
                 err.downcast_ref::<tweedie_train::TrainError>(),
-                Some(tweedie_train::TrainError::Interrupted { .. })
+                Some(
+                    tweedie_train::TrainError::Interrupted { .. }
+                        | tweedie_train::TrainError::InterruptedAfterTraining { .. }
+                        | tweedie_train::TrainError::Stopped
+                )
             );
             if interrupted {
                 std::process::ExitCode::from(130)

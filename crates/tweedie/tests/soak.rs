@@ -282,3 +282,79 @@ fn ctrl_c_saves_and_exits_130_without_evaluation() {
     let step = state_step(&dir);
     assert!(step.is_some_and(|s| s >= 6), "checkpoint at {step:?}");
 }
+
+/// Ctrl-C while the evaluation after training samples: it stops at the next batch, exits 130
+/// and says so; the training state and the model stay as training left them, no report.
+#[test]
+fn ctrl_c_during_evaluation_stops_promptly_with_130_and_keeps_the_checkpoint() {
+    use std::io::{BufRead, BufReader};
+    let root = match tempfile::tempdir() {
+        Ok(r) => r,
+        Err(e) => panic!("tempdir: {e}"),
+    };
+    // Two training steps, then an evaluation of 400,000 samples by 63-NFE Heun in batches
+    // of 500: about a minute of sampling, so the signal lands inside it.
+    let text = std::fs::read_to_string(write_config(root.path(), 2, false))
+        .unwrap_or_default()
+        .replace("steps = 4\nsampler = \"euler\"", "steps = 32\nsampler = \"heun\"")
+        .replace("n_samples = 256", "n_samples = 400000\nbatch_size = 500");
+    let config = root.path().join("long-eval.toml");
+    if let Err(e) = std::fs::write(&config, text) {
+        panic!("writing {}: {e}", config.display());
+    }
+    let dir = root.path().join("run");
+    let mut child = match train_cmd(&config, &dir, false)
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => panic!("spawn: {e}"),
+    };
+    let Some(stderr) = child.stderr.take() else {
+        panic!("no stderr")
+    };
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // Training ends with "trained 2 steps …"; give the evaluation 3 s to load and start.
+    let mut lines = Vec::new();
+    let t0 = Instant::now();
+    while !lines.iter().any(|l: &String| l.starts_with("trained ")) {
+        assert!(t0.elapsed() < Duration::from_secs(180), "{lines:?}");
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
+            lines.push(l);
+        }
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let sent = Command::new("kill")
+        .arg("-INT")
+        .arg(child.id().to_string())
+        .status();
+    assert!(matches!(sent, Ok(s) if s.success()), "kill -INT: {sent:?}");
+    let stop = Instant::now();
+    let status = match child.wait() {
+        Ok(s) => s,
+        Err(e) => panic!("wait: {e}"),
+    };
+    let stopped_in = stop.elapsed();
+    let _ = reader.join();
+    lines.extend(rx.try_iter());
+    let text = lines.join("\n");
+    assert_eq!(status.code(), Some(130), "{text}");
+    assert!(
+        text.contains("interrupted after training") && text.contains("evaluation stopped"),
+        "{text}"
+    );
+    // One batch of 500 (63 NFE of a small MLP) is well under a second; allow for a loaded
+    // machine, but not for the minute the whole evaluation takes.
+    assert!(stopped_in < Duration::from_secs(20), "stopped after {stopped_in:?}");
+    assert!(!dir.join(files::REPORT).exists(), "a report after Ctrl-C");
+    assert!(!dir.join(files::EVAL).exists(), "eval.json after Ctrl-C");
+    assert!(dir.join(files::MODEL).is_file(), "the model is kept");
+    assert_eq!(state_step(&dir), Some(2));
+}

@@ -88,7 +88,20 @@ pub fn evaluate_run(
 }
 
 /// [`evaluate_run`] with overrides.
+///
+/// Ctrl-C (with the handler of `tweedie train` installed) stops it between batches with
+/// [`TrainError::InterruptedAfterTraining`]; the model and training state are untouched and
+/// no report is written.
 pub fn evaluate_run_with(
+    run_dir: &Path,
+    cfg: Option<&TrainConfig>,
+    outcome: Option<&TrainOutcome>,
+    opts: &EvalOptions,
+) -> Result<EvalReport> {
+    evaluate(run_dir, cfg, outcome, opts).map_err(crate::trainer::stopped_after_training(run_dir))
+}
+
+fn evaluate(
     run_dir: &Path,
     cfg: Option<&TrainConfig>,
     outcome: Option<&TrainOutcome>,
@@ -144,6 +157,7 @@ pub fn evaluate_run_with(
                 rho: f.rho,
             }
         },
+        max_batch: tweedie_nets::budget::sampling_batch(&loaded.config.net, usize::MAX),
     };
     let n = cfg.eval.n_samples;
     let labels = crate::trainer::grid_labels(&cfg, &data.train, n);
@@ -152,16 +166,10 @@ pub fn evaluate_run_with(
     let (x, nfe) = generate(&sampling.model, &plan, 0, n, labels.as_deref())?;
     let sample_s = t0.elapsed().as_secs_f64();
     {
-        use ndarray_npy::WriteNpyExt;
         let mut shape = vec![n];
         shape.extend(&data.train.shape);
-        let arr = x
-            .clone()
-            .into_shape_with_order(ndarray::IxDyn(&shape))
-            .map_err(other)?;
-        let mut buf = Vec::new();
-        arr.write_npy(&mut buf).map_err(other)?;
-        crate::plot::atomic_write(&run_dir.join("samples.npy"), &buf)?;
+        let values = x.as_slice().ok_or_else(|| other("samples are not contiguous"))?;
+        crate::data::npy::write(&run_dir.join("samples.npy"), &shape, values)?;
     }
 
     let mut md = String::new();
@@ -193,12 +201,13 @@ pub fn evaluate_run_with(
         },
     };
     let mut metrics = metrics;
+    crate::trainer::check_stop()?;
     metrics["denoising"] = denoising_error(
         &sampling.model,
         &data,
         &Reference::for_data(&data)?,
         &cfg.eval.denoiser_sigmas,
-        cfg.eval.batch_size,
+        sampling.batch(cfg.eval.batch_size),
         Some(&run_dir.join(files::DENOISING_PLOT)),
         &mut md,
         &mut head,

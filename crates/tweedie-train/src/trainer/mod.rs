@@ -23,7 +23,9 @@ use tweedie_nets::Ema;
 
 pub use batches::{BatchSampler, STREAM_PERM};
 use interrupt::INTERRUPTED;
-pub use interrupt::{install_ctrlc_handler, take_interrupt};
+pub use interrupt::{
+    check_stop, install_ctrlc_handler, stop_requested, stopped_after_training, take_interrupt,
+};
 pub use metrics::read_loss_history;
 use metrics::{truncate_metrics, write_config};
 pub use model::{fit_network_to_data, model_config};
@@ -377,12 +379,14 @@ fn train_loop(
     if let Err(e) = crate::plot::write_loss_plot(&run_dir.join(files::LOSS_PLOT), &steps, &losses) {
         eprintln!("warning: loss plot: {e}");
     }
-    write_samples(&run_dir.join(files::SAMPLES), &sampling, cfg, &data)?;
+    // Ctrl-C from here on: the state and the model are saved; say so and stop.
+    let stopped = stopped_after_training(run_dir);
+    write_samples(&run_dir.join(files::SAMPLES), &sampling, cfg, &data).map_err(&stopped)?;
     if let Some(meta) = &data.netcdf {
         // The grid's samples again (same seeds), in physical units with the data's names.
         let n = cfg.sampling.grid;
         let plan = sampling.plan(cfg, &data.train.shape, n.min(cfg.eval.batch_size))?;
-        let (x, _) = generate(&sampling.model, &plan, 0, n, None)?;
+        let (x, _) = generate(&sampling.model, &plan, 0, n, None).map_err(&stopped)?;
         crate::data::netcdf::write_samples(&run_dir.join(files::SAMPLES_NC), x.view(), meta)?;
     }
     Ok(TrainOutcome {

@@ -26,6 +26,9 @@ pub struct Sampling {
     pub model: NetModel,
     pub process: Box<dyn tweedie_core::Process>,
     pub timer: TimerKind,
+    /// Most samples per network call: what the memory budget allows for this network
+    /// ([`tweedie_nets::budget::sampling_batch`]); plans never exceed it.
+    pub max_batch: usize,
 }
 
 impl Sampling {
@@ -43,7 +46,13 @@ impl Sampling {
                 sigma_max: f.sigma_max,
                 rho: f.rho,
             },
+            max_batch: tweedie_nets::budget::sampling_batch(&mcfg.net, usize::MAX),
         })
+    }
+
+    /// `requested` samples per network call, capped by [`Self::max_batch`].
+    pub fn batch(&self, requested: usize) -> usize {
+        requested.min(self.max_batch).max(1)
     }
 
     /// The plan for `cfg.sampling`.
@@ -53,7 +62,7 @@ impl Sampling {
             timer: self.timer.clone(),
             spec: cfg.sampling.spec()?,
             shape: shape.to_vec(),
-            batch,
+            batch: self.batch(batch),
             seed: cfg.sampling.seed,
         })
     }
@@ -71,7 +80,8 @@ pub fn grid_labels(cfg: &TrainConfig, data: &Dataset, n: usize) -> Option<Vec<i6
 pub fn write_samples(path: &Path, s: &Sampling, cfg: &TrainConfig, data: &Data) -> Result<()> {
     let n = cfg.sampling.grid;
     let labels = grid_labels(cfg, &data.train, n);
-    // In batches of eval.batch_size: a large grid of large images stays in bounded memory.
+    // In batches of eval.batch_size, capped by the memory budget: a large grid of large
+    // images stays in bounded memory.
     let plan = s.plan(cfg, &data.train.shape, n.min(cfg.eval.batch_size))?;
     let (x, _) = generate(&s.model, &plan, 0, n, labels.as_deref())?;
     let fields = matches!(data.truth, crate::data::GroundTruth::Fields(_)) || data.netcdf.is_some();
