@@ -296,7 +296,10 @@ fn ctrl_c_during_evaluation_stops_promptly_with_130_and_keeps_the_checkpoint() {
     // of 500: about a minute of sampling, so the signal lands inside it.
     let text = std::fs::read_to_string(write_config(root.path(), 2, false))
         .unwrap_or_default()
-        .replace("steps = 4\nsampler = \"euler\"", "steps = 32\nsampler = \"heun\"")
+        .replace(
+            "steps = 4\nsampler = \"euler\"",
+            "steps = 32\nsampler = \"heun\"",
+        )
         .replace("n_samples = 256", "n_samples = 400000\nbatch_size = 500");
     let config = root.path().join("long-eval.toml");
     if let Err(e) = std::fs::write(&config, text) {
@@ -352,7 +355,10 @@ fn ctrl_c_during_evaluation_stops_promptly_with_130_and_keeps_the_checkpoint() {
     );
     // One batch of 500 (63 NFE of a small MLP) is well under a second; allow for a loaded
     // machine, but not for the minute the whole evaluation takes.
-    assert!(stopped_in < Duration::from_secs(20), "stopped after {stopped_in:?}");
+    assert!(
+        stopped_in < Duration::from_secs(20),
+        "stopped after {stopped_in:?}"
+    );
     assert!(!dir.join(files::REPORT).exists(), "a report after Ctrl-C");
     assert!(!dir.join(files::EVAL).exists(), "eval.json after Ctrl-C");
     assert!(dir.join(files::MODEL).is_file(), "the model is kept");

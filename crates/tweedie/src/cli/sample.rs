@@ -575,12 +575,15 @@ fn run_checkpoint(args: &Args) -> Result<()> {
             ))),
         };
         let out = tch::no_grad(|| -> Result<_> {
-            Ok(
-                Sampler::new(process.as_ref(), grid.clone(), spec.kind.clone(), model.as_ref())?
-                    .seed(args.seed)
-                    .first_index(lo as u64)
-                    .run(init, None)?,
-            )
+            Ok(Sampler::new(
+                process.as_ref(),
+                grid.clone(),
+                spec.kind.clone(),
+                model.as_ref(),
+            )?
+            .seed(args.seed)
+            .first_index(lo as u64)
+            .run(init, None)?)
         })?;
         Ok((out.samples.to_rows(), out.nfe))
     };
@@ -610,12 +613,10 @@ fn run_checkpoint(args: &Args) -> Result<()> {
                 g + x.nrows()
             );
         }
-        let take = x.nrows().min(GRID_ROWS.saturating_sub(grid_rows.len() / dim.max(1)));
-        grid_rows.extend(
-            x.slice(ndarray::s![..take, ..])
-                .iter()
-                .map(|&v| v as f32),
-        );
+        let take = x
+            .nrows()
+            .min(GRID_ROWS.saturating_sub(grid_rows.len() / dim.max(1)));
+        grid_rows.extend(x.slice(ndarray::s![..take, ..]).iter().map(|&v| v as f32));
         sink.append(&x)?;
     }
     let Some(sink) = sink else {
@@ -703,7 +704,6 @@ impl<'a> Sink<'a> {
         }
     }
 }
-
 
 /// Every rank's rows (at most `per` each, rank order) concatenated: one all-gather of
 /// zero-padded [per, D] blocks, trimmed to `n` rows.
@@ -884,20 +884,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let unet = save_tiny(dir.path(), "ddpmpp-tiny", 0);
         let latents = dir.path().join("z.npy");
-        let z: Vec<f64> = (0..7 * 64).map(|i| ((i * 37 % 101) as f64 - 50.0) / 7.0).collect();
+        let z: Vec<f64> = (0..7 * 64)
+            .map(|i| ((i * 37 % 101) as f64 - 50.0) / 7.0)
+            .collect();
         npy::write(&latents, &[7, 64], &z).unwrap();
-        let z = latents.to_str().unwrap();
-        for extra in [
-            &["--sampler", "euler"][..],
-            &["--sampler", "euler_ancestral", "--eta", "1"][..],
-            &["--sampler", "dpmpp_2m", "--latents", z][..],
+        // (sampler, eta, latents): ckpt_args sets --sampler euler, so fields are set after parsing.
+        for (sampler, eta, with_latents) in [
+            ("euler", None, false),
+            ("euler_ancestral", Some(1.0), false),
+            ("dpmpp_2m", None, true),
         ] {
             let draw = |batch: &str| {
                 let out = dir.path().join(format!("b{batch}.npy"));
-                let mut v = vec!["--batch", batch];
-                v.extend_from_slice(extra);
-                let mut a = ckpt_args(&unet, &out, &v);
+                let mut a = ckpt_args(&unet, &out, &["--batch", batch]);
                 a.n = 7;
+                a.sampler = sampler.to_string();
+                a.eta = eta;
+                a.latents = with_latents.then(|| latents.clone());
                 run(a).unwrap();
                 read_npy2(&out).unwrap()
             };
@@ -907,7 +910,7 @@ mod tests {
                 let x = draw(b);
                 assert!(
                     x.iter().zip(&whole).all(|(a, b)| a.to_bits() == b.to_bits()),
-                    "--batch {b} {extra:?} differs from one batch"
+                    "--batch {b} {sampler} differs from one batch"
                 );
             }
         }
