@@ -40,9 +40,14 @@ fn value(key: &str) -> BoxedStrategy<String> {
         ]
         .prop_map(|v| v.to_string())
         .boxed(),
-        "spacing" => prop::sample::select(vec!["\"uniform\"", "\"quadratic\"", "\"trailing\"", "\"x\""])
-            .prop_map(str::to_string)
-            .boxed(),
+        "spacing" => prop::sample::select(vec![
+            "\"uniform\"",
+            "\"quadratic\"",
+            "\"trailing\"",
+            "\"x\"",
+        ])
+        .prop_map(str::to_string)
+        .boxed(),
         "schedule" => prop::sample::select(vec![
             "{ type = \"linear\" }",
             "{ type = \"cosine\" }",
@@ -70,13 +75,13 @@ fn value(key: &str) -> BoxedStrategy<String> {
     }
 }
 
-fn table(types: &'static [(&'static str, &'static [&'static str])]) -> impl Strategy<Value = String> {
+fn table(
+    types: &'static [(&'static str, &'static [&'static str])],
+) -> impl Strategy<Value = String> {
     prop::sample::select(types).prop_flat_map(|(name, keys)| {
         let kv: Vec<BoxedStrategy<Option<String>>> = keys
             .iter()
-            .map(|&k| {
-                prop::option::of(value(k).prop_map(move |v| format!("{k} = {v}\n"))).boxed()
-            })
+            .map(|&k| prop::option::of(value(k).prop_map(move |v| format!("{k} = {v}\n"))).boxed())
             .collect();
         kv.prop_map(move |lines| {
             let mut s = format!("type = \"{name}\"\n");

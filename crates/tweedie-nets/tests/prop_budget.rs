@@ -8,7 +8,13 @@ use serde_json::{json, Value};
 use tweedie_nets::budget::{check_untrusted, sampling_bytes_per_sample, MAX_PARAMETERS};
 use tweedie_nets::NetConfig;
 
-const PRESETS: &[&str] = &["ddpmpp-tiny", "ddpmpp-small", "mlp-2d", "adm-small", "ncsnpp-tiny"];
+const PRESETS: &[&str] = &[
+    "ddpmpp-tiny",
+    "ddpmpp-small",
+    "mlp-2d",
+    "adm-small",
+    "ncsnpp-tiny",
+];
 const KEYS: &[&str] = &[
     "resolution",
     "width",
@@ -33,7 +39,12 @@ const KEYS: &[&str] = &[
 
 /// A size of any magnitude: small ones that build, powers of two near every limit, 2⁶⁴ − 1.
 fn size() -> impl Strategy<Value = u64> {
-    prop_oneof![0u64..9, (0u32..64).prop_map(|k| 1u64 << k), Just(u64::MAX), any::<u64>()]
+    prop_oneof![
+        0u64..9,
+        (0u32..64).prop_map(|k| 1u64 << k),
+        Just(u64::MAX),
+        any::<u64>()
+    ]
 }
 
 fn value() -> impl Strategy<Value = Value> {

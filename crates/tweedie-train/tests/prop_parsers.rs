@@ -17,7 +17,20 @@ fn config() -> ProptestConfig {
 /// the cases reach the dict parsing rather than stopping at the magic string.
 fn npy_header() -> impl Strategy<Value = Vec<u8>> {
     let descr = prop_oneof![
-        prop::sample::select(vec!["'<f8'", "'>f4'", "'|u1'", "'<i4'", "'<i8'", "'<c16'", "[('a', '<f4')]", "'é'", "'<'", "''", "'"]).prop_map(str::to_string),
+        prop::sample::select(vec![
+            "'<f8'",
+            "'>f4'",
+            "'|u1'",
+            "'<i4'",
+            "'<i8'",
+            "'<c16'",
+            "[('a', '<f4')]",
+            "'é'",
+            "'<'",
+            "''",
+            "'"
+        ])
+        .prop_map(str::to_string),
         "\\PC{0,6}".prop_map(|s| format!("'{s}'")),
     ];
     let order = prop::sample::select(vec!["True", "False", "1", "", "Tru"]);
@@ -28,8 +41,14 @@ fn npy_header() -> impl Strategy<Value = Vec<u8>> {
         )),
         "\\PC{0,12}",
     ];
-    (descr, order, shape, prop::collection::vec(any::<u8>(), 0..64), any::<bool>()).prop_map(
-        |(d, o, s, data, v2)| {
+    (
+        descr,
+        order,
+        shape,
+        prop::collection::vec(any::<u8>(), 0..64),
+        any::<bool>(),
+    )
+        .prop_map(|(d, o, s, data, v2)| {
             let dict = format!("{{'descr': {d}, 'fortran_order': {o}, 'shape': {s}, }}\n");
             let mut b = b"\x93NUMPY".to_vec();
             if v2 {
@@ -42,8 +61,7 @@ fn npy_header() -> impl Strategy<Value = Vec<u8>> {
             b.extend_from_slice(dict.as_bytes());
             b.extend_from_slice(&data);
             b
-        },
-    )
+        })
 }
 
 fn temp_file(dir: &tempfile::TempDir, name: &str, bytes: &[u8]) -> PathBuf {
@@ -85,9 +103,22 @@ fn toml_value() -> impl Strategy<Value = String> {
         any::<i64>().prop_map(|v| v.to_string()),
         (0i64..10).prop_map(|v| v.to_string()),
         prop::sample::select(vec![
-            "true", "\"\"", "\"heun\"", "\"edm\"", "\"EDM\"", "\"cpu\"", "\"mixture\"", "[]",
-            "[1, 2]", "[0.0]", "[1e9]", "{}", "{ type = \"edm\" }", "\"ddpmpp-tiny\"",
-            "-0.0", "1e-320",
+            "true",
+            "\"\"",
+            "\"heun\"",
+            "\"edm\"",
+            "\"EDM\"",
+            "\"cpu\"",
+            "\"mixture\"",
+            "[]",
+            "[1, 2]",
+            "[0.0]",
+            "[1e9]",
+            "{}",
+            "{ type = \"edm\" }",
+            "\"ddpmpp-tiny\"",
+            "-0.0",
+            "1e-320",
         ])
         .prop_map(str::to_string),
     ]
@@ -134,9 +165,26 @@ const CONFIG_KEYS: &[&str] = &[
 
 const DIFFUSION_TYPES: &[&str] = &["EDM", "VP", "VE", "iDDPM", "flow", "eps", "v", "edm", "x"];
 const DIFFUSION_KEYS: &[&str] = &[
-    "sigma_data", "sigma_min", "sigma_max", "rho", "p_mean", "p_std", "beta_min", "beta_d",
-    "eps_t", "m", "c1", "c2", "j0", "num_steps", "schedule", "t_min", "t_max", "learn_sigma",
-    "weighting", "unknown",
+    "sigma_data",
+    "sigma_min",
+    "sigma_max",
+    "rho",
+    "p_mean",
+    "p_std",
+    "beta_min",
+    "beta_d",
+    "eps_t",
+    "m",
+    "c1",
+    "c2",
+    "j0",
+    "num_steps",
+    "schedule",
+    "t_min",
+    "t_max",
+    "learn_sigma",
+    "weighting",
+    "unknown",
 ];
 
 proptest! {

@@ -247,8 +247,7 @@ impl<T: Element> NpyWriter<T> {
             let _ = std::fs::remove_file(&self.tmp);
             return Err(TrainError::io(&self.path, e));
         }
-        tweedie_nets::checkpoint::sync_parent(&self.path)
-            .map_err(|e| TrainError::io(&self.path, e))
+        tweedie_nets::checkpoint::sync_parent(&self.path).map_err(|e| TrainError::io(&self.path, e))
     }
 }
 
@@ -637,7 +636,13 @@ mod tests {
             (0..10).map(f64::from).collect::<Vec<_>>()
         );
         // NumPy's layout: the data starts at a multiple of 64 bytes.
-        assert_eq!(parse_header(&std::fs::read(&p).unwrap()).unwrap().data_offset % 64, 0);
+        assert_eq!(
+            parse_header(&std::fs::read(&p).unwrap())
+                .unwrap()
+                .data_offset
+                % 64,
+            0
+        );
 
         // Unfinished or short: no file, no temp file left.
         let q = dir.path().join("short.npy");

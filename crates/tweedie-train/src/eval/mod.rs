@@ -168,7 +168,9 @@ fn evaluate(
     {
         let mut shape = vec![n];
         shape.extend(&data.train.shape);
-        let values = x.as_slice().ok_or_else(|| other("samples are not contiguous"))?;
+        let values = x
+            .as_slice()
+            .ok_or_else(|| other("samples are not contiguous"))?;
         crate::data::npy::write(&run_dir.join("samples.npy"), &shape, values)?;
     }
 
