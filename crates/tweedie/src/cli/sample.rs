@@ -909,7 +909,9 @@ mod tests {
             for b in ["1", "2", "3", "6", "100"] {
                 let x = draw(b);
                 assert!(
-                    x.iter().zip(&whole).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    x.iter()
+                        .zip(&whole)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
                     "--batch {b} {sampler} differs from one batch"
                 );
             }
