@@ -187,11 +187,7 @@ impl<T: Element> NpyWriter<T> {
     /// Appends whole rows, C order (`values.len()` a multiple of the row length); more rows
     /// than the header declares is an error.
     pub fn append(&mut self, values: &[T]) -> Result<()> {
-        let n = if self.row_len == 0 {
-            0
-        } else {
-            values.len() / self.row_len
-        };
+        let n = values.len().checked_div(self.row_len).unwrap_or(0);
         if values.len() != n * self.row_len {
             return Err(TrainError::bad(
                 &self.path,
