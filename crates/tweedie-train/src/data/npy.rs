@@ -144,11 +144,10 @@ impl<T: Element> NpyWriter<T> {
         let count = tweedie_core::budget::elements("shape", format!("{shape:?}"), shape)
             .map_err(|e| bad(e.reason))?;
         let rows = shape.first().copied().unwrap_or(1);
-        let row_len = if rows == 0 {
-            tweedie_core::budget::elements("shape", format!("{shape:?}"), &shape[1..])
-                .map_err(|e| bad(e.reason))?
-        } else {
-            count / rows
+        let row_len = match count.checked_div(rows) {
+            Some(len) => len,
+            None => tweedie_core::budget::elements("shape", format!("{shape:?}"), &shape[1..])
+                .map_err(|e| bad(e.reason))?,
         };
         let tmp = tweedie_nets::checkpoint::temp_path(path).map_err(|e| TrainError::io(path, e))?;
         let f = std::fs::File::create(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
