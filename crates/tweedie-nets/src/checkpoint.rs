@@ -19,6 +19,32 @@ pub const META_FORMAT: &str = "tweedie.format";
 /// Current checkpoint format version.
 pub const FORMAT_VERSION: &str = "1";
 
+/// Metadata key: the probability with which training replaced a class label by the null
+/// (all-zero) label, as a decimal; written by tweedie-train for class-conditional models.
+pub const META_LABEL_DROPOUT: &str = "tweedie.train.label_dropout";
+
+/// How often the null label (the all-zero one-hot that classifier-free guidance evaluates as
+/// "unconditional") was trained: the training's record under [`META_LABEL_DROPOUT`], else
+/// the network's own in-forward `label_dropout` (an imported EDM network), so a checkpoint
+/// written before the record existed counts as trained without dropout. A record that is not a
+/// probability is a [`NetsError::CheckpointMetadata`] naming `path`.
+pub fn trained_label_dropout(
+    path: &Path,
+    config: &ModelConfig,
+    extra: &BTreeMap<String, String>,
+) -> Result<f64> {
+    let Some(text) = extra.get(META_LABEL_DROPOUT) else {
+        return Ok(config.net.label_dropout());
+    };
+    match text.parse::<f64>() {
+        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+        _ => Err(NetsError::CheckpointMetadata {
+            path: path.to_path_buf(),
+            reason: format!("`{META_LABEL_DROPOUT}` = {text:?} is not a probability in [0, 1]"),
+        }),
+    }
+}
+
 /// Everything needed to rebuild a denoiser: network architecture and wrapper.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

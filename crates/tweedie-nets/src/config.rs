@@ -280,6 +280,16 @@ impl NetConfig {
         }
     }
 
+    /// The network's own in-forward label dropout (EDM's `label_dropout` network argument,
+    /// drawn from torch's generator; tweedie's trainer draws its own, `training.label_dropout`).
+    pub fn label_dropout(&self) -> f64 {
+        match self {
+            NetConfig::Unet(c) => c.label_dropout,
+            NetConfig::Mlp(c) => c.label_dropout,
+            NetConfig::Dhariwal(c) => c.label_dropout,
+        }
+    }
+
     /// Shape of one input sample: [C, H, W] for the U-Net, [d] for the MLP.
     pub fn sample_shape(&self) -> Vec<i64> {
         match self {

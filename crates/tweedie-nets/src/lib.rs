@@ -51,7 +51,7 @@ pub mod unet;
 pub use builder::{build_network, count_params, params_report};
 pub use checkpoint::{
     load_checkpoint, load_reference_state_dict, read_config, save_checkpoint, save_ema_checkpoint,
-    LoadedModel, ModelConfig,
+    trained_label_dropout, LoadedModel, ModelConfig, META_LABEL_DROPOUT,
 };
 pub use config::{DecoderType, Embedding, EncoderType, MlpConfig, NetConfig, UnetConfig, PRESETS};
 pub use device::{cuda_available, inference, set_threads, DeviceSpec};

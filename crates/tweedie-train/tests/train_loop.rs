@@ -127,6 +127,44 @@ fn resume_and_ctrl_c_are_bit_identical_to_one_go() -> Result<(), TrainError> {
     Ok(())
 }
 
+/// Label dropout on conditional moons: its draws are keyed per sample, so 4 steps + resume
+/// + 4 equal 8 in one go bit for bit; it changes training (rate 0 gives other weights); and
+/// each model records its rate, which `tweedie sample --cfg` reads.
+#[test]
+fn label_dropout_resumes_bit_for_bit_and_is_recorded_in_the_model() -> Result<(), TrainError> {
+    let root = tempfile::tempdir().map_err(|e| TrainError::io("tmp", e))?;
+    let (a, b, z) = (
+        root.path().join("a"),
+        root.path().join("b"),
+        root.path().join("z"),
+    );
+    let cond = |steps, rate: &str| {
+        config(
+            steps,
+            &[
+                "training.conditional=true",
+                &format!("training.label_dropout={rate}"),
+            ],
+        )
+    };
+    train(&cond(8, "0.5"), &opts(&a, false))?;
+    train(&cond(4, "0.5"), &opts(&b, false))?;
+    train(&cond(8, "0.5"), &opts(&b, true))?;
+    assert_bit_identical(&state(&a), &state(&b));
+    train(&cond(8, "0"), &opts(&z, false))?;
+    let (sa, sz) = (state(&a), state(&z));
+    assert!(sa.iter().any(|(k, t)| !t.equal(&sz[k])));
+    for (dir, want) in [(&a, 0.5), (&z, 0.0)] {
+        let model = dir.join(files::MODEL);
+        let (config, extra) =
+            tweedie_nets::read_config(&model).map_err(|e| TrainError::Other(e.to_string()))?;
+        let rate = tweedie_nets::trained_label_dropout(&model, &config, &extra)
+            .map_err(|e| TrainError::Other(e.to_string()))?;
+        assert_eq!(rate, want, "{}", dir.display());
+    }
+    Ok(())
+}
+
 /// The saved model is the EMA copy; its fixed buffers (here random Fourier frequencies) must be
 /// the trained network's, not those of a separately initialised copy.
 #[test]

@@ -246,6 +246,8 @@ fn fixtures(d: &Path) {
     checkpoint(d, "ddpmpp-tiny");
     checkpoint(d, "mlp-2d");
     netcdf_fixtures(d);
+    conditional_checkpoint(d, "cond-no-dropout", None);
+    conditional_checkpoint(d, "cond-bad-record", Some("often"));
 }
 
 /// NetCDF files of 20 samples: `f.nc` (6×10 grid; `t`, and `gone`, NaN everywhere) and
@@ -277,6 +279,29 @@ fn netcdf_fixtures(d: &Path) {
     write("f.nc", 6, 10, &[("t", 280.0), ("gone", f32::NAN)]);
     write("grid_1.nc", 6, 8, &[("t", 280.0)]);
     write("grid_2.nc", 6, 10, &[("t", 280.0)]);
+}
+
+/// A 3-class `mlp-2d` checkpoint with an optional label-dropout record (none: a model trained
+/// without label dropout, or before the record existed).
+fn conditional_checkpoint(dir: &Path, name: &str, record: Option<&str>) {
+    use std::collections::BTreeMap;
+    use tweedie::core::Precond;
+    use tweedie::nets::{save_checkpoint, ModelConfig, NetConfig, Wrapper, META_LABEL_DROPOUT};
+    let mut net = NetConfig::preset("mlp-2d").unwrap();
+    if let NetConfig::Mlp(m) = &mut net {
+        m.label_dim = 3;
+    }
+    let cfg = ModelConfig {
+        net,
+        wrapper: Wrapper::Precond(Precond::edm()),
+    };
+    let (vs, _) = cfg.build(tch::Device::Cpu).unwrap();
+    let extra: BTreeMap<String, String> = record
+        .map(|r| (META_LABEL_DROPOUT.to_string(), r.to_string()))
+        .into_iter()
+        .collect();
+    let path = dir.join(format!("{name}.safetensors"));
+    save_checkpoint(&path, &vs, &cfg, &extra).unwrap();
 }
 
 fn cases() -> Vec<Case> {
@@ -616,6 +641,56 @@ fn cases() -> Vec<Case> {
                 "3",
             ],
             &["unconditional"],
+        ),
+        err(
+            "cfg on a checkpoint trained without label dropout",
+            &[
+                "sample",
+                "--model",
+                "cond-no-dropout.safetensors",
+                "--out",
+                "c.npy",
+                "--device",
+                "cpu",
+                "--n",
+                "2",
+                "--steps",
+                "2",
+                "--class",
+                "1",
+                "--cfg",
+                "2",
+            ],
+            &[
+                "--cfg 2",
+                "cond-no-dropout.safetensors",
+                "without label dropout",
+                "null label",
+                "never trained",
+                "training.label_dropout",
+                "--cfg-untrained-null",
+            ],
+        ),
+        err(
+            "label-dropout record that is not a probability",
+            &[
+                "sample",
+                "--model",
+                "cond-bad-record.safetensors",
+                "--out",
+                "c.npy",
+                "--device",
+                "cpu",
+                "--class",
+                "1",
+                "--cfg",
+                "2",
+            ],
+            &[
+                "cond-bad-record.safetensors",
+                "tweedie.train.label_dropout",
+                "often",
+            ],
         ),
         err(
             "corrupt checkpoint",
@@ -1086,6 +1161,12 @@ fn cases() -> Vec<Case> {
             "type = \"netcdf\"\npath = \"f.nc\"\nvariables = [\"t\"]",
             "[network]\npreset = \"ddpmpp-tiny\"\nchannel_mult = [1, 1, 1]",
             &["network.channel_mult", "6×10", "2^(levels−1) = 4"],
+        ),
+        t(
+            "network label dropout instead of the trainer's",
+            "type = \"moons\"",
+            "[network]\npreset = \"mlp-small\"\nlabel_dropout = 0.2",
+            &["network.label_dropout", "0.2", "training.label_dropout"],
         ),
         t(
             "training steps wrong type",

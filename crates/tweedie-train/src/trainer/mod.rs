@@ -2,12 +2,13 @@
 //! Ctrl-C, exact resume, progress bar, metrics.jsonl, loss plot, sample grids, report.
 //!
 //! Every random draw of step k is keyed by (seed, k) or (seed, sample index): batches come
-//! from per-epoch permutations keyed by (seed, epoch), noise levels and noise by (seed,
-//! sample index), dropout by a torch seed set from (seed, k). Nothing depends on the total
+//! from per-epoch permutations keyed by (seed, epoch), noise levels, noise and label dropout
+//! by (seed, sample index), dropout by a torch seed set from (seed, k). Nothing depends on the total
 //! step count, so N steps in one go and N/2 + resume + N/2 give bit-identical weights on CPU.
 
 mod batches;
 mod interrupt;
+mod labels;
 mod metrics;
 mod model;
 mod options;
@@ -26,6 +27,7 @@ use interrupt::INTERRUPTED;
 pub use interrupt::{
     check_stop, install_ctrlc_handler, stop_requested, stopped_after_training, take_interrupt,
 };
+pub use labels::{batch_labels, dropped_labels, STREAM_LABEL_DROP};
 pub use metrics::read_loss_history;
 use metrics::{truncate_metrics, write_config};
 pub use model::{fit_network_to_data, model_config};
@@ -368,6 +370,13 @@ fn train_loop(
         "tweedie.formulation".to_string(),
         cfg.diffusion.kind().name().to_string(),
     );
+    if mcfg.net.label_dim() > 0 {
+        // What `tweedie sample --cfg` checks: was the null label trained?
+        extra.insert(
+            tweedie_nets::META_LABEL_DROPOUT.to_string(),
+            t.label_dropout.to_string(),
+        );
+    }
     if let Some(meta) = &data.netcdf {
         let json = serde_json::to_string(meta)
             .map_err(|e| TrainError::Other(format!("NetCDF metadata: {e}")))?;

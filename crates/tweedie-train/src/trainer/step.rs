@@ -6,6 +6,7 @@ use tweedie_core::rng::stream_rng;
 use tweedie_nets::{Ema, PrecondDenoiser};
 
 use super::batches::BatchSampler;
+use super::labels::batch_labels;
 use super::with_torch_rng;
 use crate::config::TrainConfig;
 use crate::data::Dataset;
@@ -13,7 +14,6 @@ use crate::error::{Result, TrainError};
 use crate::loss::{Loss, STREAM_NOISE};
 use crate::optim::Adam;
 use crate::parallel::Sync;
-use crate::sample::one_hot;
 
 /// RNG stream of augmentation draws.
 pub const STREAM_AUG: u64 = STREAM_NOISE + 2;
@@ -28,7 +28,7 @@ pub(super) struct Live {
     pub(super) adam: Adam,
 }
 
-/// Step seed of torch's generator (dropout, label dropout) so step k is reproducible alone.
+/// Step seed of torch's generator (dropout) so step k is reproducible alone.
 pub(super) fn torch_step_seed(seed: u64, k: u64) -> i64 {
     (seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ k.wrapping_mul(0xBF58_476D_1CE4_E5B9)) as i64
         & i64::MAX
@@ -72,14 +72,14 @@ pub(super) fn train_step(
             .view([n as i64, 1, 1, 1]);
         x0 = &x0 * (1.0 - &m) + x0.flip([-1]) * &m;
     }
+    let first = k * b as u64 + rows.start as u64;
     let labels = match (t.conditional, data.labels.as_ref(), data.num_classes) {
         (true, Some(l), Some(c)) => {
             let v: Vec<i64> = idx.iter().map(|&i| l[i]).collect();
-            Some(one_hot(&v, c, device)?)
+            Some(batch_labels(&v, c, t.seed, first, t.label_dropout, device)?)
         }
         _ => None,
     };
-    let first = k * b as u64 + rows.start as u64;
     let levels = loss.draw_levels(t.seed, first, n);
     let eps = Loss::draw_noise(t.seed, first, n, data.dim()).to_device(device);
     live.adam.zero_grad();

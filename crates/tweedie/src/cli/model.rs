@@ -3,9 +3,9 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use tch::Device;
-use tweedie::nets::{load_checkpoint, DeviceSpec, LoadedModel};
+use tweedie::nets::{load_checkpoint, trained_label_dropout, DeviceSpec, LoadedModel};
 
 /// Whether `--model VALUE` names a network checkpoint (a `.safetensors` file) rather than a
 /// mixture preset or TOML file.
@@ -26,4 +26,24 @@ pub fn device(spec: &str) -> Result<Device> {
 /// names the file and says whether it is missing, unreadable or corrupt.
 pub fn load(path: &Path, device: Device) -> Result<LoadedModel> {
     load_checkpoint(path, device).with_context(|| format!("loading model {}", path.display()))
+}
+
+/// Refuses classifier-free guidance with weight `w` > 0 on a checkpoint whose null label was
+/// never trained: D_w = (1+w)·D(x; σ, c) − w·D(x; σ, ∅) would extrapolate away from an
+/// output the network never learnt. (w = 0 is the plain conditional model and always fine.)
+pub fn check_null_label_trained(path: &Path, loaded: &LoadedModel, w: f64) -> Result<()> {
+    if w == 0.0 || loaded.config.net.label_dim() == 0 {
+        return Ok(());
+    }
+    if trained_label_dropout(path, &loaded.config, &loaded.extra)? > 0.0 {
+        return Ok(());
+    }
+    bail!(
+        "--cfg {w}: {} was trained without label dropout, so its null label (the all-zero \
+         label that guidance uses for the unconditional denoiser) was never trained and the \
+         guided denoiser would extrapolate from an untrained output; retrain with \
+         `training.label_dropout` > 0 (default 0.1), sample with --class alone (no guidance), \
+         or pass --cfg-untrained-null to guide anyway",
+        path.display()
+    )
 }

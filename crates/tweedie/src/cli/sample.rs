@@ -127,6 +127,11 @@ pub struct Args {
     /// does not grow with --n; the samples do not depend on it (fixed-grid samplers).
     #[arg(long)]
     pub batch: Option<usize>,
+    /// Guide with --cfg even though the checkpoint records no label dropout, i.e. its null
+    /// label was never trained (e.g. an imported network whose training dropped labels
+    /// outside it, or to measure what an untrained null label does).
+    #[arg(long)]
+    pub cfg_untrained_null: bool,
 }
 
 /// Rows drawn into the PNG grid next to the samples: the first 256 (a 16×16 grid), so a
@@ -513,6 +518,9 @@ fn run_checkpoint(args: &Args) -> Result<()> {
         // NetCDF output is written whole: its rows are held.
         tweedie::core::budget::check_array("--n", args.n, &[args.n, dim], 4)?;
     }
+    if let (Some(w), false) = (args.cfg, args.cfg_untrained_null) {
+        super::model::check_null_label_trained(path, &loaded, w)?;
+    }
     let net = NetModel::new(loaded.denoiser, label_dim);
     let model: Box<dyn Model<TchTensor>> = match (args.class, args.cfg) {
         (Some(c), _) if label_dim == 0 => {
@@ -853,7 +861,19 @@ mod tests {
         assert_ne!(read_npy2(&again).unwrap(), x);
 
         let cond = save_tiny(&dir, "ddpmpp-tiny", 3);
-        run(ckpt_args(&cond, &out, &["--class", "2", "--cfg", "1.5"])).unwrap();
+        // Its null label was never trained (no label-dropout record): guidance is refused
+        // unless asked for explicitly.
+        let e = format!(
+            "{:#}",
+            run(ckpt_args(&cond, &out, &["--class", "2", "--cfg", "1.5"])).unwrap_err()
+        );
+        assert!(e.contains("without label dropout"), "{e}");
+        run(ckpt_args(
+            &cond,
+            &out,
+            &["--class", "2", "--cfg", "1.5", "--cfg-untrained-null"],
+        ))
+        .unwrap();
         let x = read_npy2(&out).unwrap();
         assert_eq!(x.shape(), &[4, 64]);
         assert!(x.iter().all(|v| v.is_finite()));
