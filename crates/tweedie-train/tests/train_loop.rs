@@ -127,8 +127,8 @@ fn resume_and_ctrl_c_are_bit_identical_to_one_go() -> Result<(), TrainError> {
     Ok(())
 }
 
-/// Label dropout on conditional moons: its draws are keyed per sample, so 4 steps + resume
-/// + 4 equal 8 in one go bit for bit; it changes training (rate 0 gives other weights); and
+/// Label dropout on conditional moons: its draws are keyed per sample, so 4 steps, a resume
+/// and 4 more equal 8 in one go bit for bit; it changes training (rate 0 gives other weights); and
 /// each model records its rate, which `tweedie sample --cfg` reads.
 #[test]
 fn label_dropout_resumes_bit_for_bit_and_is_recorded_in_the_model() -> Result<(), TrainError> {
