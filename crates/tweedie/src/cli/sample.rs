@@ -124,7 +124,8 @@ pub struct Args {
     pub cfg: Option<f64>,
     /// Samples per network call for a checkpoint (default: as many as fit the memory budget,
     /// see docs/reliability.md). Rows are streamed to the .npy as each batch ends, so memory
-    /// does not grow with --n; the samples do not depend on it (fixed-grid samplers).
+    /// does not grow with --n; the samples do not depend on it beyond float rounding
+    /// (fixed-grid samplers).
     #[arg(long)]
     pub batch: Option<usize>,
     /// Guide with --cfg even though the checkpoint records no label dropout, i.e. its null
@@ -897,8 +898,10 @@ mod tests {
     }
 
     /// Sample i depends on (seed, i) only, so the rows streamed batch by batch equal the rows
-    /// of one batch of all n, bit for bit, for batch sizes that do and do not divide n, with
-    /// deterministic and stochastic samplers and with latents.
+    /// of one batch of all n, for batch sizes that do and do not divide n, with deterministic
+    /// and stochastic samplers and with latents. Equal to f32 rounding, not bit for bit:
+    /// libtorch's CPU convolution picks its kernel and thread split by batch size, and one row
+    /// in 448 came out 1 ulp apart at --batch 1 (a wrong noise key or latent row is O(1) off).
     #[test]
     fn batched_sampling_is_bit_identical_to_one_batch() {
         let dir = tempfile::tempdir().unwrap();
@@ -928,11 +931,14 @@ mod tests {
             assert_eq!(whole.shape(), &[7, 64]);
             for b in ["1", "2", "3", "6", "100"] {
                 let x = draw(b);
+                let scale = whole.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+                let diff = x
+                    .iter()
+                    .zip(&whole)
+                    .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
                 assert!(
-                    x.iter()
-                        .zip(&whole)
-                        .all(|(a, b)| a.to_bits() == b.to_bits()),
-                    "--batch {b} {sampler} differs from one batch"
+                    diff <= 1e-5 * scale,
+                    "--batch {b} {sampler} differs from one batch by {diff:e} (max |x| {scale:e})"
                 );
             }
         }
