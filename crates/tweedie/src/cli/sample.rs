@@ -903,7 +903,7 @@ mod tests {
     /// libtorch's CPU convolution picks its kernel and thread split by batch size, and one row
     /// in 448 came out 1 ulp apart at --batch 1 (a wrong noise key or latent row is O(1) off).
     #[test]
-    fn batched_sampling_is_bit_identical_to_one_batch() {
+    fn batched_sampling_equals_one_batch() {
         let dir = tempfile::tempdir().unwrap();
         let unet = save_tiny(dir.path(), "ddpmpp-tiny", 0);
         let latents = dir.path().join("z.npy");
