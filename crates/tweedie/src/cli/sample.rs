@@ -473,7 +473,13 @@ fn run_checkpoint(args: &Args) -> Result<()> {
             bail!("{flag} is not supported with a network checkpoint (mixtures only)");
         }
     }
-    let device = super::model::device(&args.device)?;
+    // Under torchrun / `tweedie launch` each rank samples on its own GPU (cuda:LOCAL_RANK), as
+    // training does: NCCL refuses two ranks on one device.
+    let dist_env = tweedie_dist::DistEnv::from_env()?;
+    let device = match (super::model::device(&args.device)?, &dist_env) {
+        (tch::Device::Cuda(_), Some(env)) => tch::Device::Cuda(env.local_rank),
+        (d, _) => d,
+    };
     let path = Path::new(&args.model);
     let loaded = super::model::load(path, device)?;
     let label_dim = loaded.config.net.label_dim();
@@ -549,7 +555,7 @@ fn run_checkpoint(args: &Args) -> Result<()> {
     // Under torchrun / `tweedie launch`: round k covers rows k·B·W .. (k+1)·B·W, rank r draws
     // its r-th block of B (sample i is keyed by (seed, i) alone), rank 0 gathers and appends
     // them, so every rank holds one batch and the file is written in order as it goes.
-    let pg = match tweedie_dist::DistEnv::from_env()? {
+    let pg = match dist_env {
         Some(env) => Some(tweedie_dist::ProcessGroup::new(
             &env,
             tweedie_dist::Backend::for_device(device),
