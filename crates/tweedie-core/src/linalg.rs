@@ -21,9 +21,9 @@ fn from_faer(m: MatRef<f64>) -> Array2<f64> {
     Array2::from_shape_fn((m.nrows(), m.ncols()), |(i, j)| m[(i, j)])
 }
 
-/// Lower Cholesky factor L with A = L·Lᵀ; `name` labels the matrix in errors.
-/// Rejects non-square, non-finite, asymmetric (beyond 1e-9 relative) or non-positive-definite A.
-pub fn cholesky(a: ArrayView2<f64>, name: &str) -> Result<Array2<f64>> {
+/// The checks every symmetric factorisation makes first: square, finite, symmetric to 1e-9 of
+/// the largest entry. Returns the order n.
+fn check_symmetric(a: ArrayView2<f64>, name: &str) -> Result<usize> {
     let n = a.nrows();
     if a.ncols() != n {
         return Err(CoreError::Shape(format!(
@@ -31,14 +31,14 @@ pub fn cholesky(a: ArrayView2<f64>, name: &str) -> Result<Array2<f64>> {
             a.shape()
         )));
     }
-    let scale = a.iter().fold(0.0_f64, |m, v| m.max(v.abs()));
-    if !scale.is_finite() || a.iter().any(|v| !v.is_finite()) {
+    if a.iter().any(|v| !v.is_finite()) {
         return Err(CoreError::invalid(
             name,
             "non-finite entry",
             "matrix entries must be finite",
         ));
     }
+    let scale = a.iter().fold(0.0_f64, |m, v| m.max(v.abs()));
     for i in 0..n {
         for j in 0..i {
             if (a[[i, j]] - a[[j, i]]).abs() > 1e-9 * scale.max(1e-300) {
@@ -50,6 +50,13 @@ pub fn cholesky(a: ArrayView2<f64>, name: &str) -> Result<Array2<f64>> {
             }
         }
     }
+    Ok(n)
+}
+
+/// Lower Cholesky factor L with A = L·Lᵀ; `name` labels the matrix in errors.
+/// Rejects non-square, non-finite, asymmetric (beyond 1e-9 relative) or non-positive-definite A.
+pub fn cholesky(a: ArrayView2<f64>, name: &str) -> Result<Array2<f64>> {
+    check_symmetric(a, name)?;
     let llt = to_faer(a)
         .llt(Side::Lower)
         .map_err(|_| CoreError::NotPositiveDefinite(name.to_string()))?;
@@ -147,32 +154,7 @@ pub fn matmul(a: ArrayView2<f64>, b: ArrayView2<f64>) -> Option<Array2<f64>> {
 /// eigenvalues in nondecreasing order and the orthonormal eigenvectors as the columns of V.
 /// `name` labels the matrix in errors; rejects non-square, non-finite or asymmetric A.
 pub fn sym_eigen(a: ArrayView2<f64>, name: &str) -> Result<(Array1<f64>, Array2<f64>)> {
-    let n = a.nrows();
-    if a.ncols() != n {
-        return Err(CoreError::Shape(format!(
-            "`{name}` must be square, got {:?}",
-            a.shape()
-        )));
-    }
-    if a.iter().any(|v| !v.is_finite()) {
-        return Err(CoreError::invalid(
-            name,
-            "non-finite entry",
-            "matrix entries must be finite",
-        ));
-    }
-    let scale = a.iter().fold(0.0_f64, |m, v| m.max(v.abs()));
-    for i in 0..n {
-        for j in 0..i {
-            if (a[[i, j]] - a[[j, i]]).abs() > 1e-9 * scale.max(1e-300) {
-                return Err(CoreError::invalid(
-                    name,
-                    format!("[{i}][{j}] = {} vs [{j}][{i}] = {}", a[[i, j]], a[[j, i]]),
-                    "matrix must be symmetric",
-                ));
-            }
-        }
-    }
+    let n = check_symmetric(a, name)?;
     let evd = to_faer(a).self_adjoint_eigen(Side::Lower).map_err(|e| {
         CoreError::invalid(
             name,
