@@ -14,40 +14,32 @@ impl<S: State> Run<'_, '_, S> {
     /// c_j = ∫_{−(1+η)h}^0 e^w ℓ_j(w) dw, ℓ_j the Lagrange basis on the nodes (1+η)(λ_j − λ′) of
     /// the last three points: the quadratic through D_i, D_{i−1}, D_{i−2} in λ integrated exactly
     /// (η = 0: the ODE solver; orders 1, 2 on the first steps). The last step to σ̃ = 0 is D.
-    pub(super) fn dpmpp_3m(&mut self, mut x: S, eta: f64) -> Result<S> {
+    pub(super) fn dpmpp_3m(&mut self, x: S, eta: f64) -> Result<S> {
         let mut hist: VecDeque<(f64, S)> = VecDeque::with_capacity(4);
-        for i in 0..self.n() {
-            let (s, s1) = (self.s[i], self.s[i + 1]);
-            let den = self.den(&x, s)?;
-            let xn = if s1 == 0.0 {
-                den.clone()
-            } else {
-                let h = (s / s1).ln();
-                let k = 1.0 + eta;
-                hist.push_front((s, den.clone()));
-                hist.truncate(3);
-                let nodes: Vec<f64> = hist.iter().map(|(sj, _)| k * (s1 / sj).ln()).collect();
-                let c = exp_lagrange_weights(&nodes, k * h);
-                let mut xn = x;
-                let mut first = true;
-                for ((_, dj), cj) in hist.iter().zip(c) {
-                    // The first term also scales x̃ by e^{−(1+η)h}, in place.
-                    let a = if first { (-k * h).exp() } else { 1.0 };
-                    first = false;
-                    xn.lincomb_assign(a, dj, cj);
-                }
-                if eta > 0.0 {
-                    xn.add_randn(
-                        s1 * (-(-2.0 * eta * h).exp_m1()).sqrt(),
-                        self.seed,
-                        self.first_index,
-                        stream(i, 0),
-                    )?;
-                }
-                xn
-            };
-            x = self.end_step(i, xn, &den)?;
-        }
-        Ok(x)
+        self.steps(x, |run, i, s, s1, x, den| {
+            let h = (s / s1).ln();
+            let k = 1.0 + eta;
+            hist.push_front((s, den.clone()));
+            hist.truncate(3);
+            let nodes: Vec<f64> = hist.iter().map(|(sj, _)| k * (s1 / sj).ln()).collect();
+            let c = exp_lagrange_weights(&nodes, k * h);
+            let mut xn = x;
+            let mut first = true;
+            for ((_, dj), cj) in hist.iter().zip(c) {
+                // The first term also scales x̃ by e^{−(1+η)h}, in place.
+                let a = if first { (-k * h).exp() } else { 1.0 };
+                first = false;
+                xn.lincomb_assign(a, dj, cj);
+            }
+            if eta > 0.0 {
+                xn.add_randn(
+                    s1 * (-(-2.0 * eta * h).exp_m1()).sqrt(),
+                    run.seed,
+                    run.first_index,
+                    stream(i, 0),
+                )?;
+            }
+            Ok(xn)
+        })
     }
 }

@@ -150,6 +150,27 @@ impl<'r, 'c, S: State> Run<'r, 'c, S> {
         Ok(x)
     }
 
+    /// The step loop of the integrators that evaluate D once per step at the step's start:
+    /// D_i = D(x̃_i; σ̃_i), then x̃_{i+1} = `update(self, i, σ̃_i, σ̃_{i+1}, x̃_i, &D_i)` while
+    /// σ̃_{i+1} > 0, and D_i itself on the last step to σ̃ = 0; every step closes in `end_step`.
+    fn steps(
+        &mut self,
+        mut x: S,
+        mut update: impl FnMut(&Self, usize, f64, f64, S, &S) -> Result<S>,
+    ) -> Result<S> {
+        for i in 0..self.n() {
+            let (s, s1) = (self.s[i], self.s[i + 1]);
+            let den = self.den(&x, s)?;
+            let xn = if s1 == 0.0 {
+                den.clone()
+            } else {
+                update(self, i, s, s1, x, &den)?
+            };
+            x = self.end_step(i, xn, &den)?;
+        }
+        Ok(x)
+    }
+
     /// (α, σ) at grid point i: σ from α and the grid's σ̃ keeps x̃ = x/α consistent with the
     /// grid exactly.
     fn alpha_sigma(&self, i: usize) -> (f64, f64) {

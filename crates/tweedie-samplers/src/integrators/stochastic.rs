@@ -75,32 +75,24 @@ impl<S: State> Run<'_, '_, S> {
         Ok(x)
     }
 
-    pub(super) fn euler_maruyama(&mut self, mut x: S) -> Result<S> {
+    pub(super) fn euler_maruyama(&mut self, x: S) -> Result<S> {
         let p = self.process;
-        for i in 0..self.n() {
-            let (s, s1) = (self.s[i], self.s[i + 1]);
-            let den = self.den(&x, s)?;
-            let xn = if s1 == 0.0 {
-                den.clone()
-            } else {
-                let ((a, sg), (a1, _)) = (self.alpha_sigma(i), self.alpha_sigma(i + 1));
-                let (f, g2) = p.sde_coeffs(self.t[i]);
-                let dt = self.t[i + 1] - self.t[i];
-                // x_t′ = x_t + (f·x_t − g²·(a·D − x_t)/σ²)·dt + g√|dt|·ε, with x_t = a·x̃; then x̃′ = x_t′/a′.
-                let cx = a / a1 * (1.0 + f * dt + g2 * dt / (sg * sg));
-                let cd = -a / a1 * g2 * dt / (sg * sg);
-                let mut xn = x;
-                xn.lincomb_assign(cx, &den, cd);
-                xn.add_randn(
-                    (g2 * dt.abs()).sqrt() / a1,
-                    self.seed,
-                    self.first_index,
-                    stream(i, 0),
-                )?;
-                xn
-            };
-            x = self.end_step(i, xn, &den)?;
-        }
-        Ok(x)
+        self.steps(x, |run, i, _, _, x, den| {
+            let ((a, sg), (a1, _)) = (run.alpha_sigma(i), run.alpha_sigma(i + 1));
+            let (f, g2) = p.sde_coeffs(run.t[i]);
+            let dt = run.t[i + 1] - run.t[i];
+            // x_t′ = x_t + (f·x_t − g²·(a·D − x_t)/σ²)·dt + g√|dt|·ε, with x_t = a·x̃; then x̃′ = x_t′/a′.
+            let cx = a / a1 * (1.0 + f * dt + g2 * dt / (sg * sg));
+            let cd = -a / a1 * g2 * dt / (sg * sg);
+            let mut xn = x;
+            xn.lincomb_assign(cx, den, cd);
+            xn.add_randn(
+                (g2 * dt.abs()).sqrt() / a1,
+                run.seed,
+                run.first_index,
+                stream(i, 0),
+            )?;
+            Ok(xn)
+        })
     }
 }
