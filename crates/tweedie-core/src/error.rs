@@ -89,6 +89,14 @@ pub(crate) fn check_nonneg(key: &str, value: f64) -> Result<()> {
     }
 }
 
+/// Checks a noise-level range: `sigma_min` and `sigma_max` finite and > 0, `sigma_min` <
+/// `sigma_max` (processes and timers name them alike).
+pub(crate) fn check_sigma_range(sigma_min: f64, sigma_max: f64) -> Result<()> {
+    check_pos("sigma_min", sigma_min)?;
+    check_pos("sigma_max", sigma_max)?;
+    check_lt("sigma_min", sigma_min, "sigma_max", sigma_max)
+}
+
 /// Checks `lo < hi` and names the `hi` key in the error.
 pub(crate) fn check_lt(lo_key: &str, lo: f64, hi_key: &str, hi: f64) -> Result<()> {
     if lo < hi {

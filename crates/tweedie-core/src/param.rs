@@ -91,23 +91,11 @@ pub fn convert<S: LinearSpace>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::process::ProcessKind;
     use approx::assert_relative_eq;
-
-    fn kinds() -> Vec<ProcessKind> {
-        vec![
-            ProcessKind::vp(),
-            ProcessKind::vp_cosine(),
-            ProcessKind::ve(),
-            ProcessKind::edm(),
-            ProcessKind::flow(),
-            ProcessKind::ddpm_linear(),
-        ]
-    }
 
     #[test]
     fn every_pair_round_trips() {
-        for k in kinds() {
+        for k in crate::process::all_defaults() {
             let p = k.build();
             let (lo, hi) = p.t_range();
             for frac in [0.13, 0.5, 0.87] {
@@ -133,7 +121,7 @@ mod tests {
     #[test]
     fn conversions_hit_the_true_targets() {
         // Starting from the exact x₀, every target must equal its definition in (x₀, ε).
-        for k in kinds() {
+        for k in crate::process::all_defaults() {
             let p = k.build();
             let t = 0.5 * (p.t_range().0 + p.t_range().1.min(0.99));
             let (a, s, da, ds) = (p.alpha(t), p.sigma(t), p.alpha_dot(t), p.sigma_dot(t));

@@ -9,7 +9,7 @@
 
 use crate::defaults::de as d;
 use crate::error::Invalid;
-use crate::error::{check_lt, check_pos, CoreError, Result};
+use crate::error::{check_lt, check_pos, check_sigma_range, CoreError, Result};
 use crate::process::{iddpm_u_grid, Process};
 
 /// A decreasing grid of times and the matching EDM noise levels σ̃ = σ/α.
@@ -24,6 +24,14 @@ pub struct TimeGrid {
     pub sigma_tilde: Vec<f64>,
 }
 
+/// `f` of each entry, with 0 kept as 0: the terminal point is t = 0 ⇔ σ̃ = 0 by convention,
+/// whatever a process's maps give at the ends of its interval.
+fn zero_kept(v: &[f64], f: impl Fn(f64) -> f64) -> Vec<f64> {
+    v.iter()
+        .map(|&x| if x == 0.0 { 0.0 } else { f(x) })
+        .collect()
+}
+
 impl TimeGrid {
     /// Number of steps (`t.len() − 1`).
     pub fn steps(&self) -> usize {
@@ -35,32 +43,21 @@ impl TimeGrid {
     pub fn from_sigma_tilde(process: &dyn Process, sigma_tilde: Vec<f64>) -> Result<Self> {
         let mut s = sigma_tilde;
         s.push(0.0);
-        let t = s
-            .iter()
-            .map(|&x| {
-                if x == 0.0 {
-                    0.0
-                } else {
-                    process.t_of_sigma_tilde(x)
-                }
-            })
-            .collect();
-        Self::checked(TimeGrid { t, sigma_tilde: s })
+        Self::checked(Self::at_levels(process, s))
     }
 
     /// Grid from times (decreasing, including the terminal entry), σ̃ from the process.
     pub fn from_times(process: &dyn Process, t: Vec<f64>) -> Result<Self> {
-        let sigma_tilde = t
-            .iter()
-            .map(|&x| {
-                if x == 0.0 {
-                    0.0
-                } else {
-                    process.sigma_tilde(x)
-                }
-            })
-            .collect();
+        let sigma_tilde = zero_kept(&t, |t| process.sigma_tilde(t));
         Self::checked(TimeGrid { t, sigma_tilde })
+    }
+
+    /// The grid of the levels `sigma_tilde` as given (terminal 0 included or not), t = t(σ̃)
+    /// and t = 0 at σ̃ = 0, without the checks of [`TimeGrid::from_sigma_tilde`]: for callers
+    /// that validate their own σ̃ vectors (the samplers' front door, sub-runs).
+    pub fn at_levels(process: &dyn Process, sigma_tilde: Vec<f64>) -> Self {
+        let t = zero_kept(&sigma_tilde, |s| process.t_of_sigma_tilde(s));
+        TimeGrid { t, sigma_tilde }
     }
 
     /// Enforces the grid contract: no NaN, t and σ̃ ≥ 0, t strictly decreasing and σ̃
@@ -272,9 +269,7 @@ impl TimerKind {
                 sigma_max,
                 rho,
             } => {
-                check_pos("sigma_min", *sigma_min)?;
-                check_pos("sigma_max", *sigma_max)?;
-                check_lt("sigma_min", *sigma_min, "sigma_max", *sigma_max)?;
+                check_sigma_range(*sigma_min, *sigma_max)?;
                 check_pos("rho", *rho)?;
                 // The ramp runs in σ̃^{1/ρ}: a small ρ overflows σ_max^{1/ρ} or underflows
                 // σ_min^{1/ρ} to 0, and every level would be ∞ or 0.
@@ -299,11 +294,7 @@ impl TimerKind {
             | TimerKind::Exponential {
                 sigma_min,
                 sigma_max,
-            } => {
-                check_pos("sigma_min", *sigma_min)?;
-                check_pos("sigma_max", *sigma_max)?;
-                check_lt("sigma_min", *sigma_min, "sigma_max", *sigma_max)
-            }
+            } => check_sigma_range(*sigma_min, *sigma_max),
             TimerKind::Iddpm { c1, c2, m, j0 } => {
                 crate::process::check_iddpm_grid(*c1, *c2, *m)?;
                 if *j0 >= m - 1 {
@@ -338,9 +329,7 @@ impl TimerKind {
                 sigma_max,
                 rho,
             } => {
-                check_pos("sigma_min", *sigma_min)?;
-                check_pos("sigma_max", *sigma_max)?;
-                check_lt("sigma_min", *sigma_min, "sigma_max", *sigma_max)?;
+                check_sigma_range(*sigma_min, *sigma_max)?;
                 check_pos("rho", *rho)
             }
             TimerKind::AlignYourSteps => Ok(()),

@@ -110,20 +110,7 @@ fn sigma_grid(process: &dyn Process, sigmas: &[f64]) -> Result<TimeGrid> {
             "need at least 2 noise levels (1 step)",
         ));
     }
-    let t = sigmas
-        .iter()
-        .map(|&s| {
-            if s == 0.0 {
-                0.0
-            } else {
-                process.t_of_sigma_tilde(s)
-            }
-        })
-        .collect();
-    Ok(TimeGrid {
-        t,
-        sigma_tilde: sigmas.to_vec(),
-    })
+    Ok(TimeGrid::at_levels(process, sigmas.to_vec()))
 }
 
 #[cfg(test)]

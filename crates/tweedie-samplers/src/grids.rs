@@ -15,15 +15,7 @@ pub fn karras(n: usize, sigma_min: f64, sigma_max: f64, rho: f64) -> Result<Vec<
         sigma_max,
         rho,
     };
-    Ok(timer
-        .grid(
-            &Edm {
-                sigma_min,
-                sigma_max,
-            },
-            n,
-        )?
-        .sigma_tilde)
+    edm_levels(&timer, n, sigma_min, sigma_max)
 }
 
 /// Log-uniform σ̃ from σ_max to σ_min (uniform in λ = −log σ̃), then 0 (`TimerKind::Exponential`;
@@ -33,15 +25,17 @@ pub fn exponential(n: usize, sigma_min: f64, sigma_max: f64) -> Result<Vec<f64>>
         sigma_min,
         sigma_max,
     };
-    Ok(timer
-        .grid(
-            &Edm {
-                sigma_min,
-                sigma_max,
-            },
-            n,
-        )?
-        .sigma_tilde)
+    edm_levels(&timer, n, sigma_min, sigma_max)
+}
+
+/// The σ̃ levels of a timer defined in σ̃ alone, evaluated under the EDM process of the same
+/// range (σ̃ = t there, so the grid is the timer's own).
+fn edm_levels(timer: &TimerKind, n: usize, sigma_min: f64, sigma_max: f64) -> Result<Vec<f64>> {
+    let process = Edm {
+        sigma_min,
+        sigma_max,
+    };
+    Ok(timer.grid(&process, n)?.sigma_tilde)
 }
 
 /// VP with linear β (Song et al. 2021): t uniform from 1 to ε_s, σ̃(t) = √(exp(½β_d t² + β_min t) − 1),

@@ -28,6 +28,32 @@ pub enum Init<S> {
     Edm(S),
 }
 
+impl<S: State> Init<S> {
+    /// x̃ at the first grid point, σ̃ = `sigma0` and α = `alpha0` there: noise and exact draws
+    /// are keyed by (`seed`, `first_index`) on the initial stream.
+    pub(crate) fn start(
+        self,
+        model: &dyn Model<S>,
+        sigma0: f64,
+        alpha0: f64,
+        seed: u64,
+        first_index: u64,
+    ) -> Result<S> {
+        Ok(match self {
+            Init::Noise(like) => like
+                .randn_like(seed, first_index, streams::INIT)?
+                .scale(sigma0),
+            Init::Exact(like) => model
+                .sample_marginal(&like, sigma0, seed, first_index)
+                .ok_or_else(|| {
+                    SamplerError::Unsupported("exact marginal sampling (Init::Exact)".into())
+                })??,
+            Init::Latents(x) => x.scale(1.0 / alpha0),
+            Init::Edm(x) => x,
+        })
+    }
+}
+
 /// What a sampling run returns.
 #[derive(Debug, Clone)]
 pub struct SampleOutput<S> {
@@ -140,19 +166,13 @@ impl<'a, S: State> Sampler<'a, S> {
         let sigmas = self.sigmas();
         let times = self.times();
         let s0 = sigmas[0];
-        let x = match init {
-            Init::Noise(like) => like
-                .randn_like(self.seed, self.first_index, streams::INIT)?
-                .scale(s0),
-            Init::Exact(like) => self
-                .model
-                .sample_marginal(&like, s0, self.seed, self.first_index)
-                .ok_or_else(|| {
-                    SamplerError::Unsupported("exact marginal sampling (Init::Exact)".into())
-                })??,
-            Init::Latents(x) => x.scale(1.0 / self.process.alpha(times[0])),
-            Init::Edm(x) => x,
-        };
+        let x = init.start(
+            self.model,
+            s0,
+            self.process.alpha(times[0]),
+            self.seed,
+            self.first_index,
+        )?;
         if self.hook.is_some() && matches!(self.kind, SamplerKind::Adaptive { .. }) {
             return Err(SamplerError::invalid(
                 "sampler",

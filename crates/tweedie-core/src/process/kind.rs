@@ -175,11 +175,7 @@ impl ProcessKind {
             | ProcessKind::Edm {
                 sigma_min,
                 sigma_max,
-            } => {
-                check_pos("sigma_min", *sigma_min)?;
-                check_pos("sigma_max", *sigma_max)?;
-                check_lt("sigma_min", *sigma_min, "sigma_max", *sigma_max)
-            }
+            } => check_sigma_range(*sigma_min, *sigma_max),
             ProcessKind::Flow { t_min, t_max } => {
                 check_nonneg("t_min", *t_min)?;
                 if !(t_max.is_finite() && *t_max <= 1.0) {

@@ -5,7 +5,7 @@
 //! does not implement [`Process`] itself).
 
 use crate::error::Invalid;
-use crate::error::{check_lt, check_nonneg, check_pos, CoreError, Result};
+use crate::error::{check_lt, check_nonneg, check_pos, check_sigma_range, CoreError, Result};
 use std::f64::consts::FRAC_PI_2;
 
 /// A forward noising process with its coefficients and their time derivatives.
@@ -245,23 +245,25 @@ impl Process for Flow {
     }
 }
 
+/// Every process at its published defaults: what the core's own tests run over.
+#[cfg(test)]
+pub(crate) fn all_defaults() -> Vec<ProcessKind> {
+    vec![
+        ProcessKind::vp(),
+        ProcessKind::vp_cosine(),
+        ProcessKind::ve(),
+        ProcessKind::edm(),
+        ProcessKind::flow(),
+        ProcessKind::ddpm_linear(),
+        ProcessKind::ddpm_scaled_linear(),
+        ProcessKind::ddpm_cosine(),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use approx::assert_relative_eq;
-
-    fn all() -> Vec<ProcessKind> {
-        vec![
-            ProcessKind::vp(),
-            ProcessKind::vp_cosine(),
-            ProcessKind::ve(),
-            ProcessKind::edm(),
-            ProcessKind::flow(),
-            ProcessKind::ddpm_linear(),
-            ProcessKind::ddpm_scaled_linear(),
-            ProcessKind::ddpm_cosine(),
-        ]
-    }
 
     /// Interior test times inside each process's range, away from DDPM knots.
     fn times(p: &dyn Process) -> Vec<f64> {
@@ -283,7 +285,7 @@ mod tests {
 
     #[test]
     fn derivatives_match_finite_differences() {
-        for k in all() {
+        for k in all_defaults() {
             let p = k.build();
             for t in times(p.as_ref()) {
                 let h = 1e-6 * t.max(1e-3);
@@ -305,7 +307,7 @@ mod tests {
 
     #[test]
     fn inverse_sigma_tilde_round_trips() {
-        for k in all() {
+        for k in all_defaults() {
             let p = k.build();
             for t in times(p.as_ref()) {
                 let st = p.sigma_tilde(t);
@@ -338,7 +340,7 @@ mod tests {
     #[test]
     fn sde_coefficients_reproduce_marginal_variance() {
         // For x₀ = 0, Var x_t = σ² must satisfy dσ²/dt = 2fσ² + g².
-        for k in all() {
+        for k in all_defaults() {
             let p = k.build();
             for t in times(p.as_ref()) {
                 let (f, g2) = p.sde_coeffs(t);
@@ -415,7 +417,7 @@ mod tests {
         .validate()
         .unwrap_err();
         assert!(e.to_string().contains("beta_d") && e.to_string().contains("-1"));
-        for k in all() {
+        for k in all_defaults() {
             k.validate().unwrap();
         }
     }

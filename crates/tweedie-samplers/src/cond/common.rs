@@ -10,7 +10,7 @@ use tweedie_core::{Process, TimeGrid};
 use super::{cg_rows, CondSampler};
 use crate::error::{Result, SamplerError};
 use crate::kind::SamplerKind;
-use crate::model::{Model, ModelExt};
+use crate::model::Model;
 use crate::ops::ForwardModel;
 use crate::sampler::{Init, SampleOutput, Sampler, SIGMA_TILDE_CAP};
 use crate::state::State;
@@ -77,19 +77,13 @@ pub(crate) fn sigmas<S: State>(c: &CondSampler<S>) -> Result<Vec<f64>> {
 
 /// x̃ at the grid's first σ̃ from `init` (as [`Sampler::run`] starts), checked against the operator.
 pub(crate) fn start<S: State>(c: &CondSampler<S>, init: Init<S>, sigma0: f64) -> Result<S> {
-    let x = match init {
-        Init::Noise(like) => like
-            .randn_like(c.seed, c.first_index, streams::INIT)?
-            .scale(sigma0),
-        Init::Exact(like) => c
-            .model
-            .sample_marginal(&like, sigma0, c.seed, c.first_index)
-            .ok_or_else(|| {
-                SamplerError::Unsupported("exact marginal sampling (Init::Exact)".into())
-            })??,
-        Init::Latents(x) => x.scale(1.0 / c.process.alpha(c.grid.t[0])),
-        Init::Edm(x) => x,
-    };
+    let x = init.start(
+        c.model,
+        sigma0,
+        c.process.alpha(c.grid.t[0]),
+        c.seed,
+        c.first_index,
+    )?;
     if x.sample_len() != c.op.in_dim() {
         return Err(SamplerError::Shape(format!(
             "state has {} elements per sample, the operator's input has {}",
@@ -157,19 +151,7 @@ pub(crate) fn denoise_rows<S: State>(
 
 /// The time grid of the σ̃ values `sigmas` under `process` (t = 0 at σ̃ = 0).
 pub(crate) fn time_grid(process: &dyn Process, sigmas: &[f64]) -> TimeGrid {
-    TimeGrid {
-        t: sigmas
-            .iter()
-            .map(|&s| {
-                if s == 0.0 {
-                    0.0
-                } else {
-                    process.t_of_sigma_tilde(s)
-                }
-            })
-            .collect(),
-        sigma_tilde: sigmas.to_vec(),
-    }
+    TimeGrid::at_levels(process, sigmas.to_vec())
 }
 
 /// EDM's ρ = 7 grid of `n` steps from σ̃ = `sigma` down to 0 (smallest non-zero level σ̃/100
