@@ -11,6 +11,7 @@
 //!   `tweedie train …` after the set-up.
 
 mod gpu_check;
+mod locks;
 mod run;
 mod setup;
 

@@ -12,12 +12,16 @@
 //! For tweedie-dist's c10d shim it also installs gloo's headers (Debian `libgloo-dev`; the
 //! wheel lacks them) and, on CUDA wheels, the CUDA C runtime headers the NCCL headers need
 //! (`nvidia-cuda-crt`, pinned), with a clear message where it cannot.
+//!
+//! Every pip install reads a hash-pinned lock of `requirements/` (see [`crate::locks`]):
+//! `setup.txt` (torch, numpy and their 28 dependencies), `cuda-headers.txt`, `digits.txt`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
+use crate::locks;
 use crate::run::{capture, logged, step};
 
 /// The PyTorch release whose libtorch tch 0.26 is written against.
@@ -25,13 +29,6 @@ pub const TORCH_VERSION: &str = "2.13.0";
 
 /// Where the trainer finds the digits data, relative to the workspace root.
 pub const DIGITS_PATH: &str = ".venv/share/tweedie/digits.csv.gz";
-
-/// numpy, pinned like torch: a set-up installs the same versions every time, on every machine.
-const NUMPY: &str = "numpy==2.4.6";
-
-/// The scikit-learn wheel the digits file is taken from, pinned (its data file has not changed
-/// in years, but an unpinned download would fetch whatever is newest).
-const SKLEARN: &str = "scikit-learn==1.7.2";
 
 /// Where the digits data sits inside the scikit-learn wheel.
 const DIGITS_IN_WHEEL: &str = "sklearn/datasets/data/digits.csv.gz";
@@ -55,7 +52,7 @@ pub fn run(root: &Path) -> Result<()> {
     let link = venv.join("torch");
     if let Some(version) = installed_torch_version(&link) {
         if version_matches(&version) && has_libtorch(&link) && digits.is_file() {
-            dist_prerequisites(&venv_python(&venv), &link);
+            dist_prerequisites(root, &venv_python(&venv), &link);
             println!("xtask: set-up ok (torch {version} in .venv, digits data present)");
             return Ok(());
         }
@@ -75,7 +72,7 @@ pub fn run(root: &Path) -> Result<()> {
             dir
         }
         _ => {
-            install_torch(&python, &venv)?;
+            install_torch(root, &python, &venv)?;
             torch_package_dir(&python)?
                 .context("pip reported success but the virtualenv has no torch package")?
         }
@@ -90,20 +87,20 @@ pub fn run(root: &Path) -> Result<()> {
     if !digits.is_file() {
         fetch_digits(root, &venv, &digits)?;
     }
-    dist_prerequisites(&python, &link);
+    dist_prerequisites(root, &python, &link);
     let version = installed_torch_version(&link).unwrap_or_else(|| TORCH_VERSION.to_string());
     println!("xtask: set-up done: torch {version} in .venv, LIBTORCH = .venv/torch, data in {DIGITS_PATH}");
     Ok(())
 }
 
-/// The CUDA C runtime (`crt/host_config.h`) and CCCL (`nv/target`) headers matching the
-/// CUDA 13.0 runtime of the torch 2.13.0 wheel: `cuda_runtime.h` and `cuda_fp16.h`,
-/// included by ProcessGroupNCCL.hpp, need them; the runtime wheel lacks them.
-const CUDA_HEADERS: [&str; 2] = ["nvidia-cuda-crt==13.0.88", "nvidia-cuda-cccl==13.0.85"];
-
 /// What tweedie-dist's shim needs beyond the wheel. Failures are warnings: without gloo
 /// the shim builds without Gloo (and says so when used); without the crt headers, without NCCL.
-fn dist_prerequisites(python: &Path, torch: &Path) {
+///
+/// The CUDA C runtime (`crt/host_config.h`) and CCCL (`nv/target`) headers, locked in
+/// `requirements/cuda-headers.txt`, match the CUDA 13.0 runtime of the torch wheel:
+/// `cuda_runtime.h` and `cuda_fp16.h`, included by ProcessGroupNCCL.hpp, need them; the
+/// runtime wheel lacks them.
+fn dist_prerequisites(root: &Path, python: &Path, torch: &Path) {
     if !gloo_headers_present() {
         if let Err(err) = install_gloo_headers() {
             println!(
@@ -114,14 +111,20 @@ fn dist_prerequisites(python: &Path, torch: &Path) {
         }
     }
     if torch.join("lib/libtorch_cuda.so").is_file() && !crt_headers_present(torch) {
-        let wanted = CUDA_HEADERS.join(" ");
+        let lock = locks::path(root, "cuda-headers");
         step(&format!(
-            "pip install {wanted} (CUDA headers for the NCCL process group)"
+            "pip install --require-hashes -r {} (CUDA headers for the NCCL process group)",
+            shown(root, &lock)
         ));
-        let mut args = vec!["-m", "pip", "install", "--disable-pip-version-check", "-q"];
-        args.extend(CUDA_HEADERS);
+        let mut args = locks::pip_args("install", &lock);
+        args.push("-q".to_string());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         if let Err(err) = capture(python, &args) {
-            println!("xtask: warning: {wanted} not installed ({err:#}); tweedie-dist builds without NCCL");
+            println!(
+                "xtask: warning: the CUDA headers of {} not installed ({err:#}); \
+                 tweedie-dist builds without NCCL",
+                shown(root, &lock)
+            );
         }
     }
 }
@@ -311,15 +314,38 @@ fn create_venv(venv: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `pip install torch==TORCH_VERSION numpy==…` into the virtualenv, with progress lines.
-fn install_torch(python: &Path, venv: &Path) -> Result<()> {
-    println!(
-        "xtask: pip install torch=={TORCH_VERSION} {NUMPY} (about 2 minutes and 5 GB with the CUDA wheels)"
-    );
-    let spec = format!("torch=={TORCH_VERSION}");
-    logged(
-        python,
-        &[
+/// A path for messages: relative to the workspace root when inside it.
+fn shown(root: &Path, path: &Path) -> String {
+    path.strip_prefix(root)
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
+
+/// Installs `requirements/setup.txt` (torch TORCH_VERSION, numpy and every dependency, each
+/// wheel's sha256 checked) into the virtualenv, with progress lines. Off the locked platform
+/// (Linux x86_64) the lock's dependency set does not apply: the `==` pins of `setup.in` are
+/// installed without hashes, with a warning.
+fn install_torch(root: &Path, python: &Path, venv: &Path) -> Result<()> {
+    let args = if locks::LOCKED_PLATFORM {
+        let lock = locks::path(root, "setup");
+        let pins = locks::read(root, "setup")?;
+        println!(
+            "xtask: pip install --require-hashes -r {} (torch {TORCH_VERSION} and {} more packages, \
+             every wheel's sha256 checked; about 2 minutes and 5 GB with the CUDA wheels)",
+            shown(root, &lock),
+            pins.len().saturating_sub(1)
+        );
+        locks::pip_args("install", &lock)
+    } else {
+        let input = root.join(locks::DIR).join("setup.in");
+        println!(
+            "xtask: warning: the hash locks of {}/ are resolved for Linux x86_64; installing \
+             the pinned versions of {} without hash checking",
+            locks::DIR,
+            shown(root, &input)
+        );
+        [
             "-m",
             "pip",
             "install",
@@ -327,13 +353,15 @@ fn install_torch(python: &Path, venv: &Path) -> Result<()> {
             "--no-input",
             "--progress-bar",
             "off",
-            &spec,
-            NUMPY,
-        ],
-        &venv.join("pip-install.log"),
-        pip_progress,
-    )
-    .context("installing torch into .venv failed")
+            "-r",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([input.to_string_lossy().into_owned()])
+        .collect()
+    };
+    logged(python, &args, &venv.join("pip-install.log"), pip_progress)
+        .context("installing torch into .venv failed")
 }
 
 /// The lines of pip's output worth showing while it runs, shortened: what is being
@@ -416,6 +444,9 @@ fn symlink_dir(target: &Path, link: &Path) -> std::io::Result<()> {
 
 /// Takes `digits.csv.gz` out of the scikit-learn wheel (a zip) without installing
 /// scikit-learn and its dependencies.
+///
+/// The wheel is checked against `requirements/digits.txt` (every wheel of the release is
+/// hashed there, so this works on any platform).
 fn fetch_digits(root: &Path, venv: &Path, dest: &Path) -> Result<()> {
     step("fetching the digits data set from the scikit-learn wheel");
     let python = match venv_python(venv) {
@@ -427,26 +458,10 @@ fn fetch_digits(root: &Path, venv: &Path, dest: &Path) -> Result<()> {
     std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
     let result = (|| {
         let log = tmp.join("pip-download.log");
-        logged(
-            &python,
-            &[
-                "-m",
-                "pip",
-                "download",
-                "--disable-pip-version-check",
-                "--no-input",
-                "--progress-bar",
-                "off",
-                SKLEARN,
-                "--no-deps",
-                "--only-binary=:all:",
-                "--dest",
-                &tmp.to_string_lossy(),
-            ],
-            &log,
-            pip_progress,
-        )
-        .context("downloading the scikit-learn wheel failed")?;
+        let mut args = locks::pip_args("download", &locks::path(root, "digits"));
+        args.extend(["--dest".to_string(), tmp.to_string_lossy().into_owned()]);
+        logged(&python, &args, &log, pip_progress)
+            .context("downloading the scikit-learn wheel failed")?;
         let wheel = std::fs::read_dir(&tmp)?
             .filter_map(|e| e.ok())
             .map(|e| e.path())

@@ -15,21 +15,29 @@ use tweedie_core::mixture::GaussianMixture;
 /// The harness, as committed in scripts/.
 const REFERENCE_PY: &str = include_str!("../../scripts/reference.py");
 
-/// Packages the harness needs. k-diffusion is installed without its dependencies (wandb,
-/// clip, torchvision…), which sampling.py does not use; these are the ones it does.
-/// Every version is pinned (`==`): a benchmark compares against fixed reference code.
-const KDIFF_DEPS: [&str; 6] = [
-    "scipy==1.17.1",
-    "torchdiffeq==0.2.5",
-    "torchsde==0.2.6",
-    "tqdm==4.70.1",
-    "pillow==13.0.0",
-    "safetensors==0.8.0",
-];
+/// The reference libraries and what they need, as hash-pinned locks made by
+/// `requirements/lock.py` (a benchmark compares against fixed reference code, and installs
+/// nothing it has not checked): k-diffusion without its dependencies (wandb, clip,
+/// torchvision…, which sampling.py does not use) plus the ones it does use; diffusers with its
+/// dependencies. Both go on top of the set-up's `requirements/setup.txt` (torch, numpy).
+const KDIFFUSION_LOCK: Lock = Lock {
+    file: "bench-kdiffusion.txt",
+    text: include_str!("../../../../requirements/bench-kdiffusion.txt"),
+};
+const DIFFUSERS_LOCK: Lock = Lock {
+    file: "bench-diffusers.txt",
+    text: include_str!("../../../../requirements/bench-diffusers.txt"),
+};
 
-/// The reference libraries, pinned.
-const KDIFFUSION: &str = "k-diffusion==0.1.1.post1";
-const DIFFUSERS: &str = "diffusers==0.42.1";
+/// A lock file compiled into the binary (written next to the job, like the script).
+struct Lock {
+    file: &'static str,
+    text: &'static str,
+}
+
+/// pip's options for installing exactly a lock: every wheel's sha256 checked, nothing
+/// resolved, no source builds.
+const PIP_LOCKED: [&str; 3] = ["--require-hashes", "--no-deps", "--only-binary=:all:"];
 
 /// A python interpreter with torch, and which reference libraries import there.
 #[derive(Debug, Clone)]
@@ -86,7 +94,14 @@ fn check(python: &Path, script: &Path) -> Result<CheckOut> {
     serde_json::from_slice(&out.stdout).context("parsing the harness's check output")
 }
 
-fn pip(python: &Path, args: &[&str]) -> Result<()> {
+/// `pip install --require-hashes --no-deps --only-binary=:all: -r <lock>` in `python`'s
+/// environment, the lock written into `work` first.
+fn pip(python: &Path, lock: &Lock, work: &Path) -> Result<()> {
+    let path = work.join(lock.file);
+    std::fs::write(&path, lock.text).with_context(|| format!("writing {}", path.display()))?;
+    let path = path.to_string_lossy().into_owned();
+    let mut args: Vec<&str> = PIP_LOCKED.to_vec();
+    args.extend(["-r", &path]);
     eprintln!(
         "[bench] {} -m pip install {}",
         python.display(),
@@ -99,8 +114,9 @@ fn pip(python: &Path, args: &[&str]) -> Result<()> {
             "install",
             "--quiet",
             "--disable-pip-version-check",
+            "--no-input",
         ])
-        .args(args)
+        .args(&args)
         .output()
         .with_context(|| format!("running pip from {}", python.display()))?;
     if !out.status.success() {
@@ -124,14 +140,12 @@ pub fn prepare(explicit: Option<&Path>, install: bool, work: &Path) -> Result<Ha
     let script = write_script(work)?;
     let mut st = check(&python, &script)?;
     if install && st.kdiffusion.is_none() {
-        if let Err(e) =
-            pip(&python, &KDIFF_DEPS).and_then(|_| pip(&python, &["--no-deps", KDIFFUSION]))
-        {
+        if let Err(e) = pip(&python, &KDIFFUSION_LOCK, work) {
             eprintln!("[bench] could not install k-diffusion: {e:#}");
         }
     }
     if install && st.diffusers.is_none() {
-        if let Err(e) = pip(&python, &[DIFFUSERS]) {
+        if let Err(e) = pip(&python, &DIFFUSERS_LOCK, work) {
             eprintln!("[bench] could not install diffusers: {e:#}");
         }
     }
