@@ -333,3 +333,16 @@ mixture_test!(
 );
 mixture_test!(lms_2d_64d, SamplerKind::Lms { order: 4 }, 18, 18);
 mixture_test!(ipndm_2d_64d, SamplerKind::Ipndm { order: 4 }, 24, 24);
+// The two low-NFE solvers (tests/low_nfe.rs has their exact-step and order tests).
+mixture_test!(
+    deis_logrho_2d_64d,
+    SamplerKind::DeisLogRho { order: 3 },
+    18,
+    18
+);
+mixture_test!(
+    dpmpp_3m_damped_2d_64d,
+    SamplerKind::DpmSolverPp3mDamped,
+    24,
+    24
+);

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 
 use crate::error::Result;
-use crate::integrators::weights::exp_lagrange_weights;
+use crate::integrators::weights::{dpm_solver_damping, exp_lagrange_weights};
 use crate::integrators::Run;
 use crate::state::State;
 use crate::step::stream;
@@ -14,7 +14,9 @@ impl<S: State> Run<'_, '_, S> {
     /// c_j = ∫_{−(1+η)h}^0 e^w ℓ_j(w) dw, ℓ_j the Lagrange basis on the nodes (1+η)(λ_j − λ′) of
     /// the last three points: the quadratic through D_i, D_{i−1}, D_{i−2} in λ integrated exactly
     /// (η = 0: the ODE solver; orders 1, 2 on the first steps). The last step to σ̃ = 0 is D.
-    pub(super) fn dpmpp_3m(&mut self, x: S, eta: f64) -> Result<S> {
+    /// `damped` (η = 0 only) adds `dpm_solver_damping` on three-point steps: the update of
+    /// DPM-Solver's reference code, second order (`SamplerKind::DpmSolverPp3mDamped`).
+    pub(super) fn dpmpp_3m(&mut self, x: S, eta: f64, damped: bool) -> Result<S> {
         let mut hist: VecDeque<(f64, S)> = VecDeque::with_capacity(4);
         self.steps(x, |run, i, s, s1, x, den| {
             let h = (s / s1).ln();
@@ -22,7 +24,14 @@ impl<S: State> Run<'_, '_, S> {
             hist.push_front((s, den.clone()));
             hist.truncate(3);
             let nodes: Vec<f64> = hist.iter().map(|(sj, _)| k * (s1 / sj).ln()).collect();
-            let c = exp_lagrange_weights(&nodes, k * h);
+            let mut c = exp_lagrange_weights(&nodes, k * h);
+            if damped && hist.len() == 3 {
+                let h0 = (hist[1].0 / s).ln();
+                let h1 = (hist[2].0 / hist[1].0).ln();
+                for (cj, dj) in c.iter_mut().zip(dpm_solver_damping(h, h0, h1)) {
+                    *cj += dj;
+                }
+            }
             let mut xn = x;
             let mut first = true;
             for ((_, dj), cj) in hist.iter().zip(c) {

@@ -8,7 +8,8 @@
 //! - [`exponential`]: DPM-Solver++ (2S, 2M, 2M SDE), exponential integrators in λ = −log σ̃.
 //! - [`multistep`]: ρAB-DEIS, Adams–Bashforth in σ̃.
 //! - [`lms`]: k-diffusion's LMS (orders 1–4, Lagrange in σ̃) and iPNDM.
-//! - [`dpmpp3m`]: DPM-Solver++(3M) and its SDE form.
+//! - [`dpmpp3m`]: DPM-Solver++(3M), its SDE form and the reference code's damped form.
+//! - [`logrho`]: DEIS with ε polynomial in log σ̃ (diffusers' `logrho`), stepping to σ̃ = 0.
 //! - [`unipc`]: UniPC's predictor and corrector (B₁/B₂, orders 1–3).
 //! - [`adaptive`]: the embedded exponential 3(2) solver with step-size control.
 //! - [`churn`]: EDM's S_churn noise injection before a step, for the samplers it suits.
@@ -21,6 +22,7 @@ pub mod churn;
 pub mod dpmpp3m;
 pub mod exponential;
 pub mod lms;
+pub mod logrho;
 pub mod multistep;
 pub mod ode;
 pub mod stochastic;
@@ -214,8 +216,10 @@ pub(crate) fn integrate<S: State>(run: &mut Run<'_, '_, S>, kind: &SamplerKind, 
         SamplerKind::Deis3 => run.deis3(x),
         SamplerKind::Lms { order } => run.lms(x, order),
         SamplerKind::Ipndm { order } => run.ipndm(x, order),
-        SamplerKind::DpmSolverPp3m => run.dpmpp_3m(x, 0.0),
-        SamplerKind::DpmSolverPp3mSde { eta } => run.dpmpp_3m(x, eta),
+        SamplerKind::DpmSolverPp3m => run.dpmpp_3m(x, 0.0, false),
+        SamplerKind::DpmSolverPp3mDamped => run.dpmpp_3m(x, 0.0, true),
+        SamplerKind::DpmSolverPp3mSde { eta } => run.dpmpp_3m(x, eta, false),
+        SamplerKind::DeisLogRho { order } => run.deis_logrho(x, order),
         SamplerKind::UniPc {
             order,
             variant,
