@@ -8,8 +8,7 @@
 
 use tweedie_core::Invalid;
 
-use crate::config::{MlpConfig, NetConfig, UnetConfig};
-use crate::dhariwal::DhariwalConfig;
+use crate::config::{DhariwalConfig, MlpConfig, NetConfig, UnetConfig};
 use crate::error::{NetsError, Result};
 
 /// Most resolution levels (`channel_mult` entries).

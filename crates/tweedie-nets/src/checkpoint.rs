@@ -176,6 +176,19 @@ fn sync_dir(dir: Option<&Path>) -> std::io::Result<()> {
     }
 }
 
+/// A checkpoint's metadata: `extra`, the whole model config as JSON and the format version.
+fn metadata(
+    path: &Path,
+    config: &ModelConfig,
+    extra: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>> {
+    let mut meta = extra.clone();
+    let json = serde_json::to_string(config).map_err(|e| io_err(path, e))?;
+    meta.insert(META_MODEL.into(), json);
+    meta.insert(META_FORMAT.into(), FORMAT_VERSION.into());
+    Ok(meta)
+}
+
 /// Saves the denoiser's variables (`vs`) with `config` and `extra` metadata to `path`.
 pub fn save_checkpoint(
     path: &Path,
@@ -183,10 +196,7 @@ pub fn save_checkpoint(
     config: &ModelConfig,
     extra: &BTreeMap<String, String>,
 ) -> Result<()> {
-    let mut meta = extra.clone();
-    let json = serde_json::to_string(config).map_err(|e| io_err(path, e))?;
-    meta.insert(META_MODEL.into(), json);
-    meta.insert(META_FORMAT.into(), FORMAT_VERSION.into());
+    let meta = metadata(path, config, extra)?;
     let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
     named.sort_by(|a, b| a.0.cmp(&b.0));
     save_tensors(path, &named, &meta)
@@ -201,10 +211,7 @@ pub fn save_ema_checkpoint(
     config: &ModelConfig,
     extra: &BTreeMap<String, String>,
 ) -> Result<()> {
-    let mut meta = extra.clone();
-    let json = serde_json::to_string(config).map_err(|e| io_err(path, e))?;
-    meta.insert(META_MODEL.into(), json);
-    meta.insert(META_FORMAT.into(), FORMAT_VERSION.into());
+    let mut meta = metadata(path, config, extra)?;
     meta.insert("tweedie.ema_step".into(), ema.step().to_string());
     let averaged: HashMap<&str, &Tensor> =
         ema.tensors().iter().map(|(n, t)| (n.as_str(), t)).collect();

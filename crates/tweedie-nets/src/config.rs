@@ -108,6 +108,60 @@ impl Default for UnetConfig {
     }
 }
 
+/// DhariwalUNet hyper-parameters; defaults are EDM's (`DhariwalUNet.__init__`) at 64×64×3.
+///
+/// Its keys are a subset of [`UnetConfig`]'s, restated rather than shared: serde cannot
+/// `flatten` a common part into a struct that denies unknown fields, and both must refuse a
+/// key their network lacks. `validate` and `shape_count` are in [`crate::dhariwal`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DhariwalConfig {
+    /// Image side at input and output.
+    pub resolution: usize,
+    /// Input channels.
+    pub in_channels: usize,
+    /// Output channels (2× input for iDDPM's learned variance).
+    pub out_channels: usize,
+    /// Number of classes; 0 = unconditional.
+    pub label_dim: usize,
+    /// Dimension of augmentation labels; 0 = none.
+    pub augment_dim: usize,
+    /// Base channel count.
+    pub model_channels: usize,
+    /// Channel multiplier per resolution level.
+    pub channel_mult: Vec<usize>,
+    /// Embedding width = model_channels · channel_mult_emb.
+    pub channel_mult_emb: usize,
+    /// Residual blocks per level.
+    pub num_blocks: usize,
+    /// Resolutions with self-attention (blocks narrower than 64 channels have none).
+    pub attn_resolutions: Vec<usize>,
+    /// Dropout probability of intermediate activations.
+    pub dropout: f64,
+    /// Probability of dropping class labels in training.
+    pub label_dropout: f64,
+}
+
+impl Default for DhariwalConfig {
+    /// EDM's DhariwalUNet defaults (192 channels, mult [1,2,3,4], 3 blocks, attention at 32/16/8).
+    fn default() -> Self {
+        DhariwalConfig {
+            resolution: 64,
+            in_channels: 3,
+            out_channels: 3,
+            label_dim: 0,
+            augment_dim: 0,
+            model_channels: 192,
+            channel_mult: vec![1, 2, 3, 4],
+            channel_mult_emb: 4,
+            num_blocks: 3,
+            attn_resolutions: vec![32, 16, 8],
+            dropout: 0.10,
+            label_dropout: 0.0,
+        }
+    }
+}
+
 /// MLP denoiser for low-dimensional data (2-D toys, Gaussian mixtures).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -163,7 +217,7 @@ pub enum NetConfig {
     /// Residual MLP.
     Mlp(MlpConfig),
     /// DhariwalUNet (ADM).
-    Dhariwal(crate::dhariwal::DhariwalConfig),
+    Dhariwal(DhariwalConfig),
 }
 
 /// Names of every preset, in the order `tweedie nets params` lists them.
@@ -236,12 +290,12 @@ impl NetConfig {
                 ..MlpConfig::default()
             }),
             // EDM's ImageNet-64 network (train.py `--arch=adm --cond=1`): 295,899,267 parameters.
-            "adm-imagenet64" => NetConfig::Dhariwal(crate::dhariwal::DhariwalConfig {
+            "adm-imagenet64" => NetConfig::Dhariwal(DhariwalConfig {
                 label_dim: 1000,
                 ..Default::default()
             }),
             // 8×8 one-channel ADM with one 64-channel attention head at 4×4 (CPU tests, digits).
-            "adm-small" => NetConfig::Dhariwal(crate::dhariwal::DhariwalConfig {
+            "adm-small" => NetConfig::Dhariwal(DhariwalConfig {
                 resolution: 8,
                 in_channels: 1,
                 out_channels: 1,
@@ -304,7 +358,7 @@ impl NetConfig {
     }
 }
 
-fn check_prob(key: &str, p: f64) -> Result<()> {
+pub(crate) fn check_prob(key: &str, p: f64) -> Result<()> {
     if (0.0..1.0).contains(&p) {
         Ok(())
     } else {
@@ -312,7 +366,7 @@ fn check_prob(key: &str, p: f64) -> Result<()> {
     }
 }
 
-fn check_pos(key: &str, v: usize) -> Result<()> {
+pub(crate) fn check_pos(key: &str, v: usize) -> Result<()> {
     if v > 0 {
         Ok(())
     } else {

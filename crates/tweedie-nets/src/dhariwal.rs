@@ -5,69 +5,18 @@
 //! resampling projection, a bias-free label map added after the mapping MLP, a [cos, sin]
 //! embedding without endpoint, a final GroupNorm + convolution, and Kaiming-uniform init.
 
-use serde::{Deserialize, Serialize};
 use tch::{nn, Kind, Tensor};
 use tweedie_core::Invalid;
 
-use crate::config::group_count;
+use crate::config::{check_pos, check_prob, group_count, DhariwalConfig};
 use crate::error::{NetsError, Result};
-use crate::layers::{Conv2d, ConvOpts, GroupNorm, Linear, Resample, WInit};
+use crate::layers::{attention, Conv2d, ConvOpts, GroupNorm, Linear, Resample, WInit};
 use crate::network::{Network, ParamCount};
 
 /// ADM's channels per attention head (EDM `channels_per_head=64`).
 const HEAD_CHANNELS: usize = 64;
 /// ADM's GroupNorm epsilon.
 const EPS: f64 = 1e-5;
-
-/// DhariwalUNet hyper-parameters; defaults are EDM's (`DhariwalUNet.__init__`) at 64×64×3.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct DhariwalConfig {
-    /// Image side at input and output.
-    pub resolution: usize,
-    /// Input channels.
-    pub in_channels: usize,
-    /// Output channels (2× input for iDDPM's learned variance).
-    pub out_channels: usize,
-    /// Number of classes; 0 = unconditional.
-    pub label_dim: usize,
-    /// Dimension of augmentation labels; 0 = none.
-    pub augment_dim: usize,
-    /// Base channel count.
-    pub model_channels: usize,
-    /// Channel multiplier per resolution level.
-    pub channel_mult: Vec<usize>,
-    /// Embedding width = model_channels · channel_mult_emb.
-    pub channel_mult_emb: usize,
-    /// Residual blocks per level.
-    pub num_blocks: usize,
-    /// Resolutions with self-attention (blocks narrower than 64 channels have none).
-    pub attn_resolutions: Vec<usize>,
-    /// Dropout probability of intermediate activations.
-    pub dropout: f64,
-    /// Probability of dropping class labels in training.
-    pub label_dropout: f64,
-}
-
-impl Default for DhariwalConfig {
-    /// EDM's DhariwalUNet defaults (192 channels, mult [1,2,3,4], 3 blocks, attention at 32/16/8).
-    fn default() -> Self {
-        DhariwalConfig {
-            resolution: 64,
-            in_channels: 3,
-            out_channels: 3,
-            label_dim: 0,
-            augment_dim: 0,
-            model_channels: 192,
-            channel_mult: vec![1, 2, 3, 4],
-            channel_mult_emb: 4,
-            num_blocks: 3,
-            attn_resolutions: vec![32, 16, 8],
-            dropout: 0.10,
-            label_dropout: 0.0,
-        }
-    }
-}
 
 /// One module of the encoder or decoder, in the reference's order.
 #[derive(Debug, Clone, PartialEq)]
@@ -174,26 +123,13 @@ fn heads(attention: bool, cout: usize) -> usize {
 impl DhariwalConfig {
     /// Checks every value; the error names the offending key and value.
     pub fn validate(&self) -> Result<()> {
-        let pos = |k: &str, v: usize| {
-            if v > 0 {
-                Ok(())
-            } else {
-                Err(NetsError::invalid(k, v, "must be > 0"))
-            }
-        };
-        pos("resolution", self.resolution)?;
-        pos("in_channels", self.in_channels)?;
-        pos("out_channels", self.out_channels)?;
-        pos("model_channels", self.model_channels)?;
-        pos("channel_mult_emb", self.channel_mult_emb)?;
-        for (k, p) in [
-            ("dropout", self.dropout),
-            ("label_dropout", self.label_dropout),
-        ] {
-            if !(0.0..1.0).contains(&p) {
-                return Err(NetsError::invalid(k, p, "must be in [0, 1)"));
-            }
-        }
+        check_pos("resolution", self.resolution)?;
+        check_pos("in_channels", self.in_channels)?;
+        check_pos("out_channels", self.out_channels)?;
+        check_pos("model_channels", self.model_channels)?;
+        check_pos("channel_mult_emb", self.channel_mult_emb)?;
+        check_prob("dropout", self.dropout)?;
+        check_prob("label_dropout", self.label_dropout)?;
         if self.channel_mult.is_empty() || self.channel_mult.contains(&0) {
             return Err(NetsError::invalid(
                 "channel_mult",
@@ -405,17 +341,10 @@ impl AdmBlock {
             let s = x.size();
             let (b, c) = (s[0], s[1]);
             let ch = c / heads;
-            let qkv = qkv
-                .forward(&norm2.forward(&x))
-                .reshape([b * heads, ch, 3, -1]);
-            let (q, k, v) = (qkv.select(2, 0), qkv.select(2, 1), qkv.select(2, 2));
-            let scale = 1.0 / (ch as f64).sqrt();
-            let logits = q
-                .transpose(1, 2)
-                .to_kind(Kind::Float)
-                .matmul(&(k * scale).to_kind(Kind::Float));
-            let w = logits.softmax(2, Kind::Float).to_kind(v.kind());
-            let a = v.matmul(&w.transpose(1, 2));
+            let a = attention(
+                &qkv.forward(&norm2.forward(&x))
+                    .reshape([b * heads, ch, 3, -1]),
+            );
             x = proj.forward(&a.reshape(s.as_slice())) + x;
         }
         x

@@ -437,20 +437,27 @@ impl UNetBlock {
         if let Some((norm2, qkv, proj)) = &self.attn {
             let s = x.size();
             let (b, c) = (s[0], s[1]);
-            // One head: q, k, v are [B, C, HW]; softmax over keys in f32 as the reference does.
-            let qkv = qkv.forward(&norm2.forward(&x)).reshape([b, c, 3, -1]);
-            let (q, k, v) = (qkv.select(2, 0), qkv.select(2, 1), qkv.select(2, 2));
-            let scale = 1.0 / (c as f64).sqrt();
-            let logits = q
-                .transpose(1, 2)
-                .to_kind(Kind::Float)
-                .matmul(&(k * scale).to_kind(Kind::Float));
-            let w = logits.softmax(2, Kind::Float).to_kind(v.kind());
-            let a = v.matmul(&w.transpose(1, 2));
+            // One head: q, k, v are [B, C, HW].
+            let a = attention(&qkv.forward(&norm2.forward(&x)).reshape([b, c, 3, -1]));
             x = (proj.forward(&a.reshape(s.as_slice())) + x) * self.skip_scale;
         }
         x
     }
+}
+
+/// The reference's attention (EDM `AttentionOp`) on qkv of shape [B·heads, C_h, 3, HW]:
+/// v·softmax(qᵀk/√C_h)ᵀ over the keys, the logits and softmax in f32 as the reference computes
+/// them; returns [B·heads, C_h, HW] in v's kind.
+pub(crate) fn attention(qkv: &Tensor) -> Tensor {
+    let ch = qkv.size()[1];
+    let (q, k, v) = (qkv.select(2, 0), qkv.select(2, 1), qkv.select(2, 2));
+    let scale = 1.0 / (ch as f64).sqrt();
+    let logits = q
+        .transpose(1, 2)
+        .to_kind(Kind::Float)
+        .matmul(&(k * scale).to_kind(Kind::Float));
+    let w = logits.softmax(2, Kind::Float).to_kind(v.kind());
+    v.matmul(&w.transpose(1, 2))
 }
 
 /// Noise-level embedding of c_noise [B] → [B, N]; output order [sin, cos] as the reference

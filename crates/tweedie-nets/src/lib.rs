@@ -53,9 +53,11 @@ pub use checkpoint::{
     load_checkpoint, load_reference_state_dict, read_config, save_checkpoint, save_ema_checkpoint,
     trained_label_dropout, LoadedModel, ModelConfig, META_LABEL_DROPOUT,
 };
-pub use config::{DecoderType, Embedding, EncoderType, MlpConfig, NetConfig, UnetConfig, PRESETS};
+pub use config::{
+    DecoderType, DhariwalConfig, Embedding, EncoderType, MlpConfig, NetConfig, UnetConfig, PRESETS,
+};
 pub use device::{cuda_available, inference, set_threads, DeviceSpec};
-pub use dhariwal::{DhariwalConfig, DhariwalUnet};
+pub use dhariwal::DhariwalUnet;
 pub use ema::{copy_buffers, Ema, EmaSchedule};
 pub use error::{NetsError, Result};
 pub use mlp::Mlp;

@@ -16,8 +16,8 @@ use super::torch::TensorView;
 use super::value::{Converter, Value};
 use super::{io_err, ImportError};
 use crate::checkpoint::{save_checkpoint, ModelConfig};
+use crate::config::DhariwalConfig;
 use crate::config::{DecoderType, Embedding, EncoderType, NetConfig, UnetConfig};
-use crate::dhariwal::DhariwalConfig;
 use crate::error::NetsError;
 use crate::precond::Wrapper;
 
