@@ -14,7 +14,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from songunet import Wrapped  # noqa: E402
+from songunet import Wrapped, reference  # noqa: E402
 
 BASE = dict(
     in_channels=3, out_channels=3, label_dim=0, augment_dim=0, model_channels=128, channel_mult=[2, 2, 2],
@@ -34,20 +34,6 @@ CASES = {
                           attn_resolutions=[8], embedding="fourier", channel_mult_noise=2, encoder="residual",
                           resample_filter=[1, 3, 3, 1], label_dim=10), None),
 }
-
-
-def reference(networks, cfg):
-    class Holder(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.model = networks.SongUNet(
-                img_resolution=cfg["resolution"], in_channels=cfg["in_channels"], out_channels=cfg["out_channels"],
-                label_dim=cfg["label_dim"], augment_dim=cfg["augment_dim"], model_channels=cfg["model_channels"],
-                channel_mult=cfg["channel_mult"], channel_mult_emb=cfg["channel_mult_emb"],
-                num_blocks=cfg["num_blocks"], attn_resolutions=cfg["attn_resolutions"], dropout=cfg["dropout"],
-                embedding_type=cfg["embedding"], channel_mult_noise=cfg["channel_mult_noise"],
-                encoder_type=cfg["encoder"], decoder_type=cfg["decoder"], resample_filter=cfg["resample_filter"])
-    return Holder()
 
 
 def main():

@@ -19,7 +19,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import safetensors_io  # noqa: E402
-from songunet import Wrapped  # noqa: E402
+from songunet import Wrapped, reference  # noqa: E402
 
 COMMON = dict(
     resolution=8, in_channels=2, out_channels=2, model_channels=4, channel_mult=[1, 2], channel_mult_emb=2,
@@ -39,17 +39,7 @@ def build(cfg, edm):
     sys.path.insert(0, edm)
     from training import networks
 
-    class Holder(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.model = networks.SongUNet(
-                img_resolution=cfg["resolution"], in_channels=cfg["in_channels"], out_channels=cfg["out_channels"],
-                label_dim=cfg["label_dim"], augment_dim=cfg["augment_dim"], model_channels=cfg["model_channels"],
-                channel_mult=cfg["channel_mult"], channel_mult_emb=cfg["channel_mult_emb"],
-                num_blocks=cfg["num_blocks"], attn_resolutions=cfg["attn_resolutions"], dropout=cfg["dropout"],
-                embedding_type=cfg["embedding"], channel_mult_noise=cfg["channel_mult_noise"],
-                encoder_type=cfg["encoder"], decoder_type=cfg["decoder"], resample_filter=cfg["resample_filter"])
-    return Holder()
+    return reference(networks, cfg)
 
 
 def main():

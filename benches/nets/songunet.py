@@ -240,3 +240,22 @@ class Wrapped(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         self.model = SongUNet(cfg)
+
+
+def reference(networks, cfg):
+    """The reference SongUNet of an NVlabs/edm checkout's `training.networks` module, built from
+    the same config keys and put under `model.` like `Wrapped`, so state_dicts are interchangeable.
+    The EDM code is imported from the caller's checkout, never copied here."""
+
+    class Holder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = networks.SongUNet(
+                img_resolution=cfg["resolution"], in_channels=cfg["in_channels"], out_channels=cfg["out_channels"],
+                label_dim=cfg["label_dim"], augment_dim=cfg["augment_dim"], model_channels=cfg["model_channels"],
+                channel_mult=cfg["channel_mult"], channel_mult_emb=cfg["channel_mult_emb"],
+                num_blocks=cfg["num_blocks"], attn_resolutions=cfg["attn_resolutions"], dropout=cfg["dropout"],
+                embedding_type=cfg["embedding"], channel_mult_noise=cfg["channel_mult_noise"],
+                encoder_type=cfg["encoder"], decoder_type=cfg["decoder"], resample_filter=cfg["resample_filter"])
+
+    return Holder()
