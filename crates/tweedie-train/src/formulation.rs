@@ -53,6 +53,17 @@ pub enum FormulationKind {
 }
 
 impl FormulationKind {
+    /// Every formulation, in the order of the docs' table.
+    pub const ALL: [FormulationKind; 7] = [
+        FormulationKind::Edm,
+        FormulationKind::Vp,
+        FormulationKind::Ve,
+        FormulationKind::Iddpm,
+        FormulationKind::Flow,
+        FormulationKind::Eps,
+        FormulationKind::V,
+    ];
+
     /// The name as written in TOML.
     pub fn name(self) -> &'static str {
         match self {
@@ -611,15 +622,7 @@ mod tests {
 
     #[test]
     fn every_type_resolves_with_defaults() -> Result<()> {
-        for k in [
-            FormulationKind::Edm,
-            FormulationKind::Vp,
-            FormulationKind::Ve,
-            FormulationKind::Iddpm,
-            FormulationKind::Flow,
-            FormulationKind::Eps,
-            FormulationKind::V,
-        ] {
+        for k in FormulationKind::ALL {
             let f = DiffusionConfig::new(k).resolve()?;
             assert_eq!(f.kind, k);
             let s: DiffusionConfig = toml::from_str(&format!("type = \"{}\"", k.name()))

@@ -431,15 +431,7 @@ mod tests {
     fn bayes_denoiser_attains_the_exact_minimal_loss_for_every_formulation() -> Result<()> {
         let s = 0.7f64;
         let (n, d) = (20_000usize, 4usize);
-        for kind in [
-            FormulationKind::Edm,
-            FormulationKind::Vp,
-            FormulationKind::Ve,
-            FormulationKind::Iddpm,
-            FormulationKind::Flow,
-            FormulationKind::Eps,
-            FormulationKind::V,
-        ] {
+        for kind in FormulationKind::ALL {
             let l = loss(kind);
             let levels = l.draw_levels(7, 0, n);
             let x0 = Loss::draw_noise(99, 0, n, d).to_kind(Kind::Double) * s;

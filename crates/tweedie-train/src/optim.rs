@@ -191,16 +191,21 @@ mod tests {
     use super::*;
     use tch::{nn, Device};
 
-    #[test]
-    fn warmup_is_linear_then_flat() {
-        let c = AdamConfig {
-            lr: 1.0,
+    /// Adam with Kingma & Ba's β₁ = 0.9, β₂ = 0.999, ε = 1e-8.
+    fn adam(lr: f64, warmup_steps: u64, grad_clip: Option<f64>) -> AdamConfig {
+        AdamConfig {
+            lr,
             beta1: 0.9,
             beta2: 0.999,
             eps: 1e-8,
-            warmup_steps: 4,
-            grad_clip: None,
-        };
+            warmup_steps,
+            grad_clip,
+        }
+    }
+
+    #[test]
+    fn warmup_is_linear_then_flat() {
+        let c = adam(1.0, 4, None);
         assert_eq!(
             [c.lr_at(0), c.lr_at(1), c.lr_at(3), c.lr_at(10)],
             [0.25, 0.5, 1.0, 1.0]
@@ -215,14 +220,7 @@ mod tests {
         let p = vs
             .root()
             .var_copy("w", &Tensor::from_slice(&[1.0f32, -2.0]));
-        let cfg = AdamConfig {
-            lr: 0.1,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            warmup_steps: 0,
-            grad_clip: None,
-        };
+        let cfg = adam(0.1, 0, None);
         let mut opt = Adam::new(&vs, cfg);
         for k in 0..2 {
             opt.zero_grad();
@@ -272,17 +270,7 @@ mod tests {
             let p = vs
                 .root()
                 .var_copy("w", &Tensor::from_slice(&[1.0f32, -2.0]));
-            let mut opt = Adam::new(
-                &vs,
-                AdamConfig {
-                    lr: 0.1,
-                    beta1: 0.9,
-                    beta2: 0.999,
-                    eps: 1e-8,
-                    warmup_steps: 0,
-                    grad_clip: clip,
-                },
-            );
+            let mut opt = Adam::new(&vs, adam(0.1, 0, clip));
             opt.zero_grad();
             (&p * Tensor::from_slice(&[f32::NAN, 1.0]))
                 .sum(Kind::Float)
@@ -303,14 +291,7 @@ mod tests {
     fn state_round_trips() -> Result<()> {
         let vs = VarStore::new(Device::Cpu);
         let _ = nn::linear(vs.root() / "l", 3, 2, Default::default());
-        let cfg = AdamConfig {
-            lr: 0.1,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            warmup_steps: 0,
-            grad_clip: None,
-        };
+        let cfg = adam(0.1, 0, None);
         let a = Adam::new(&vs, cfg);
         for (_, m) in a.state_tensors() {
             let _ = tch::no_grad(|| m.shallow_clone().fill_(0.5));
