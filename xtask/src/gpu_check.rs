@@ -63,22 +63,41 @@ fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
 
+/// `cargo run` of a package's binary `bin` with arguments `rest`.
+fn run_bin(package: &str, bin: &str, rest: &[&str]) -> Vec<String> {
+    let mut v = args(&[
+        "run",
+        "--profile",
+        "dev",
+        "-q",
+        "-p",
+        package,
+        "--bin",
+        bin,
+        "--",
+    ]);
+    v.extend(args(rest));
+    v
+}
+
+/// `cargo test` of one integration test of a package, its output shown.
+fn run_test(package: &str, test: &str) -> Vec<String> {
+    args(&[
+        "test",
+        "--profile",
+        "dev",
+        "-p",
+        package,
+        "--test",
+        test,
+        "--",
+        "--nocapture",
+    ])
+}
+
 fn checks(run_dir: &Path) -> Vec<Check> {
-    let tweedie = |rest: &[&str]| {
-        let mut v = args(&[
-            "run",
-            "--profile",
-            "dev",
-            "-q",
-            "-p",
-            "tweedie",
-            "--bin",
-            "tweedie",
-            "--",
-        ]);
-        v.extend(args(rest));
-        v
-    };
+    let tweedie = |rest: &[&str]| run_bin("tweedie", "tweedie", rest);
+    let bench = |rest: &[&str]| run_bin("tweedie-bench", "tweedie-bench", rest);
     let run = run_dir.to_string_lossy().to_string();
     let mut train = tweedie(&[
         "train",
@@ -121,48 +140,19 @@ fn checks(run_dir: &Path) -> Vec<Check> {
     vec![
         Check {
             name: "U-Net forward, bf16 autocast and one training step: CPU vs CUDA",
-            cargo_args: args(&[
-                "test",
-                "--profile",
-                "dev",
-                "-p",
-                "tweedie-nets",
-                "--test",
-                "cuda",
-                "--",
-                "--nocapture",
-            ]),
+            cargo_args: run_test("tweedie-nets", "cuda"),
             keep: &["forward:", "bf16", "loss:", "parameters", "skipped"],
             limit: Duration::from_secs(60),
         },
         Check {
             name: "samplers on ndarray vs tch CPU vs tch CUDA; training step (consistency)",
-            cargo_args: args(&[
-                "run",
-                "--profile",
-                "dev",
-                "-q",
-                "-p",
-                "tweedie-bench",
-                "--",
-                "consistency",
-            ]),
+            cargo_args: bench(&["consistency"]),
             keep: &["cuda", "CUDA", "max", "skipped"],
             limit: Duration::from_secs(90),
         },
         Check {
             name: "NCCL process group and collectives",
-            cargo_args: args(&[
-                "test",
-                "--profile",
-                "dev",
-                "-p",
-                "tweedie-dist",
-                "--test",
-                "collectives",
-                "--",
-                "--nocapture",
-            ]),
+            cargo_args: run_test("tweedie-dist", "collectives"),
             keep: &["nccl", "NCCL", "skipped", "test result"],
             limit: Duration::from_secs(60),
         },
@@ -176,14 +166,7 @@ fn checks(run_dir: &Path) -> Vec<Check> {
         Check {
             name:
                 "training step tch vs PyTorch eager, CIFAR-10 DDPM++ (55.7 M parameters), batch 64",
-            cargo_args: args(&[
-                "run",
-                "--profile",
-                "dev",
-                "-q",
-                "-p",
-                "tweedie-bench",
-                "--",
+            cargo_args: bench(&[
                 "bench-nets",
                 "--preset",
                 "ddpmpp-cifar10",
