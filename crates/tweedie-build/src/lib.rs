@@ -19,6 +19,24 @@
 //!     tweedie_build::link_libtorch();
 //! }
 //! ```
+//!
+//! What it tells the linker, for a CUDA libtorch on Linux and on macOS:
+//!
+//! ```
+//! use std::path::PathBuf;
+//! use tweedie_build::{link_args, Libtorch};
+//!
+//! let info = Libtorch {
+//!     lib_dir: PathBuf::from("/opt/libtorch/lib"),
+//!     cuda: true,
+//!     version: Some("2.13.0".into()),
+//! };
+//! assert_eq!(
+//!     link_args(&info, "linux"),
+//!     ["-Wl,-rpath,/opt/libtorch/lib", "-Wl,--no-as-needed", "-ltorch_cuda", "-Wl,--as-needed"]
+//! );
+//! assert_eq!(link_args(&info, "macos"), ["-Wl,-rpath,/opt/libtorch/lib"]);
+//! ```
 
 use std::env;
 use std::path::{Path, PathBuf};

@@ -10,6 +10,26 @@
 //!   autograd hooks while backward still runs (Li et al. 2020, "PyTorch Distributed").
 //!
 //! The math crates stay free of it; `tweedie-train` and the CLI use it.
+//!
+//! A job of one rank (rank 0 serves the rendezvous store itself); under torchrun,
+//! `DistEnv::from_env()` reads the same values from `RANK`, `WORLD_SIZE`, `MASTER_ADDR`, …:
+//!
+//! ```
+//! use std::time::Duration;
+//! use tch::Tensor;
+//! use tweedie_dist::{Backend, DistEnv, ProcessGroup};
+//!
+//! let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+//! let env = DistEnv::new(0, 1, "127.0.0.1", port, Duration::from_secs(60))?;
+//! if Backend::Gloo.available() {
+//!     let pg = ProcessGroup::new(&env, Backend::Gloo)?;
+//!     let mut t = Tensor::from_slice(&[1.0f32, 2.0]);
+//!     pg.all_reduce_sum(&mut t)?; // the sum over one rank is the tensor itself
+//!     assert_eq!(Vec::<f32>::try_from(&t)?, [1.0, 2.0]);
+//!     assert_eq!((pg.rank(), pg.world_size()), (0, 1));
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod env;
 mod ffi;
