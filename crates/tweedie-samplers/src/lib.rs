@@ -48,7 +48,10 @@ pub mod likelihood;
 mod mixture;
 pub mod model;
 pub mod ops;
+#[cfg(feature = "tch")]
+pub mod ops_tch;
 pub mod problems;
+pub mod rows;
 pub mod sampler;
 pub mod state;
 pub mod step;
@@ -57,7 +60,7 @@ pub mod tch_state;
 
 pub use api::{sample, Method};
 pub use cond::{
-    CondSampler, Daps, Diffpir, DpsGsg, Enkg, Fps, FpsNoise, GradientGuidance, Guidance,
+    cg_rows, CondSampler, Daps, Diffpir, DpsGsg, Enkg, Fps, FpsNoise, GradientGuidance, Guidance,
     GuidedModel, Pnpdm, PosteriorSampler, Replacement, Resampling, GUIDANCE_NAMES,
 };
 pub use error::{ModelError, Result, SamplerError};
@@ -67,7 +70,8 @@ pub use model::{
     Counted, ExactMarginal, ExactPosterior, FnModel, LearnedVariance, Model, ModelExt, ParamModel,
     PlainFnModel, SigmaRounding, TimeModel, Vjp,
 };
-pub use ops::{Blur, Downsample, ForwardModel, Mask, MatrixOp};
+pub use ops::{Blur, Boundary, Circulant, Downsample, ForwardModel, Mask, MatrixOp};
+pub use rows::Rows;
 pub use sampler::{Init, SampleOutput, Sampler, StepHook, StepInfo};
 pub use state::State;
 pub use tweedie_core::mixture::GaussianMixture;

@@ -27,6 +27,58 @@ pub trait ForwardModel: Send + Sync + std::fmt::Debug {
     fn matrix(&self) -> Result<Array2<f64>> {
         Ok(self.apply(&Array2::eye(self.in_dim()))?.t().to_owned())
     }
+    /// The kernel when A is circulant (a periodic blur): diagonal in Fourier space, which
+    /// exact Gaussian posteriors use instead of an iterative solve.
+    fn circulant(&self) -> Option<Circulant<'_>> {
+        None
+    }
+    /// The operator as tensor ops on the rows' device, where it has that form (every built-in
+    /// operator does); `None` sends tensor rows through the host.
+    #[cfg(feature = "tch")]
+    fn tensor_op(&self) -> Option<&dyn crate::ops_tch::TensorOp> {
+        None
+    }
+}
+
+/// A circulant operator on [C, H, W] images: each channel correlated with `kernel`
+/// ((2r+1)², centre at [r, r]) with periodic wrap-around,
+/// (A x)[i, j] = Σ_{a,b} kernel[r + a, r + b]·x[(i + a) mod H, (j + b) mod W].
+#[derive(Debug, Clone, Copy)]
+pub struct Circulant<'a> {
+    /// Channels C.
+    pub channels: usize,
+    /// Image height H.
+    pub height: usize,
+    /// Image width W.
+    pub width: usize,
+    /// The kernel, (2r+1)×(2r+1).
+    pub kernel: &'a Array2<f64>,
+}
+
+impl Circulant<'_> {
+    /// The transfer function of one channel: (F A x)_κ = H(κ)·(F x)_κ for the unitary DFT,
+    /// H(κ) = Σ_{a,b} kernel[r + a, r + b]·e^{2πi(κ_y a/H + κ_x b/W)}, as (re, im) per mode,
+    /// row-major in (κ_y, κ_x) DFT order.
+    pub fn transfer(&self) -> Vec<(f64, f64)> {
+        let r = (self.kernel.nrows() / 2) as f64;
+        let (h, w) = (self.height, self.width);
+        let tau = 2.0 * std::f64::consts::PI;
+        let mut out = Vec::with_capacity(h * w);
+        for ky in 0..h {
+            for kx in 0..w {
+                let (mut re, mut im) = (0.0, 0.0);
+                for ((a, b), k) in self.kernel.indexed_iter() {
+                    let ph = tau
+                        * ((ky as f64 * (a as f64 - r)) / h as f64
+                            + (kx as f64 * (b as f64 - r)) / w as f64);
+                    re += k * ph.cos();
+                    im += k * ph.sin();
+                }
+                out.push((re, im));
+            }
+        }
+        out
+    }
 }
 
 fn check_cols(x: &Array2<f64>, n: usize, what: &str) -> Result<()> {
@@ -54,8 +106,10 @@ fn check_noise(s: f64) -> Result<()> {
 /// A dense matrix operator y = A·x + n.
 #[derive(Debug, Clone)]
 pub struct MatrixOp {
-    a: Array2<f64>,
+    pub(crate) a: Array2<f64>,
     noise_std: f64,
+    #[cfg(feature = "tch")]
+    pub(crate) on_device: crate::ops_tch::DeviceCopy,
 }
 
 impl MatrixOp {
@@ -69,7 +123,12 @@ impl MatrixOp {
                 "must be non-empty and finite",
             ));
         }
-        Ok(MatrixOp { a, noise_std })
+        Ok(MatrixOp {
+            a,
+            noise_std,
+            #[cfg(feature = "tch")]
+            on_device: Default::default(),
+        })
     }
 }
 
@@ -91,6 +150,10 @@ impl ForwardModel for MatrixOp {
     fn noise_std(&self) -> f64 {
         self.noise_std
     }
+    #[cfg(feature = "tch")]
+    fn tensor_op(&self) -> Option<&dyn crate::ops_tch::TensorOp> {
+        Some(self)
+    }
     fn matrix(&self) -> Result<Array2<f64>> {
         Ok(self.a.clone())
     }
@@ -99,9 +162,11 @@ impl ForwardModel for MatrixOp {
 /// Inpainting: y = x[observed] + n (A selects the observed coordinates; Aᵀ scatters with zeros).
 #[derive(Debug, Clone)]
 pub struct Mask {
-    n: usize,
+    pub(crate) n: usize,
     idx: Vec<usize>,
     noise_std: f64,
+    #[cfg(feature = "tch")]
+    pub(crate) on_device: crate::ops_tch::DeviceCopy,
 }
 
 impl Mask {
@@ -125,6 +190,8 @@ impl Mask {
             n: keep.len(),
             idx,
             noise_std,
+            #[cfg(feature = "tch")]
+            on_device: Default::default(),
         })
     }
     /// Indices of the observed coordinates.
@@ -155,6 +222,10 @@ impl ForwardModel for Mask {
     fn noise_std(&self) -> f64 {
         self.noise_std
     }
+    #[cfg(feature = "tch")]
+    fn tensor_op(&self) -> Option<&dyn crate::ops_tch::TensorOp> {
+        Some(self)
+    }
     fn is_selection(&self) -> bool {
         true
     }
@@ -163,10 +234,10 @@ impl ForwardModel for Mask {
 /// Super-resolution: average pooling by `factor` of images [C, H, W] (flattened row-major); Aᵀ spreads y/f².
 #[derive(Debug, Clone)]
 pub struct Downsample {
-    c: usize,
-    h: usize,
-    w: usize,
-    f: usize,
+    pub(crate) c: usize,
+    pub(crate) h: usize,
+    pub(crate) w: usize,
+    pub(crate) f: usize,
     noise_std: f64,
 }
 
@@ -234,18 +305,36 @@ impl ForwardModel for Downsample {
     fn noise_std(&self) -> f64 {
         self.noise_std
     }
+    #[cfg(feature = "tch")]
+    fn tensor_op(&self) -> Option<&dyn crate::ops_tch::TensorOp> {
+        Some(self)
+    }
 }
 
-/// Gaussian blur of images [C, H, W] with a (2r+1)² kernel k ∝ exp(−(a² + b²)/(2w²)), zero padding:
-/// (A x)[i, j] = Σ_{a,b} k[a, b]·x[i + a, j + b]; Aᵀ is the matching scatter (correlation's adjoint).
+/// What a blur reads beyond the image's edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Boundary {
+    /// Zeros (the default): A is not circulant.
+    #[default]
+    Zero,
+    /// The image wraps around (periodic fields): A is circulant, diagonal in Fourier space.
+    Periodic,
+}
+
+/// Gaussian blur of images [C, H, W] with a (2r+1)² kernel k ∝ exp(−(a² + b²)/(2w²)):
+/// (A x)[i, j] = Σ_{a,b} k[a, b]·x[i + a, j + b], with zeros beyond the edge or wrapping around
+/// ([`Boundary`]); Aᵀ is the matching scatter (correlation's adjoint).
 #[derive(Debug, Clone)]
 pub struct Blur {
-    c: usize,
-    h: usize,
-    w: usize,
-    r: usize,
-    k: Array2<f64>,
+    pub(crate) c: usize,
+    pub(crate) h: usize,
+    pub(crate) w: usize,
+    pub(crate) r: usize,
+    pub(crate) k: Array2<f64>,
     noise_std: f64,
+    pub(crate) boundary: Boundary,
+    #[cfg(feature = "tch")]
+    pub(crate) on_device: crate::ops_tch::DeviceCopy,
 }
 
 impl Blur {
@@ -281,7 +370,15 @@ impl Blur {
             r: radius,
             k,
             noise_std,
+            boundary: Boundary::Zero,
+            #[cfg(feature = "tch")]
+            on_device: Default::default(),
         })
+    }
+    /// The same blur with `boundary` at the edges.
+    pub fn with_boundary(mut self, boundary: Boundary) -> Self {
+        self.boundary = boundary;
+        self
     }
     /// The normalised kernel.
     pub fn kernel(&self) -> &Array2<f64> {
@@ -292,7 +389,10 @@ impl Blur {
         let (h, w) = (self.h as isize, self.w as isize);
         (-r..=r).flat_map(move |a| {
             (-r..=r).filter_map(move |b| {
-                let (ii, jj) = (i as isize + a, j as isize + b);
+                let (mut ii, mut jj) = (i as isize + a, j as isize + b);
+                if self.boundary == Boundary::Periodic {
+                    (ii, jj) = (ii.rem_euclid(h), jj.rem_euclid(w));
+                }
                 if ii < 0 || jj < 0 || ii >= h || jj >= w {
                     None
                 } else {
@@ -350,6 +450,19 @@ impl ForwardModel for Blur {
     fn noise_std(&self) -> f64 {
         self.noise_std
     }
+    #[cfg(feature = "tch")]
+    fn tensor_op(&self) -> Option<&dyn crate::ops_tch::TensorOp> {
+        self.has_tensor_form()
+            .then_some(self as &dyn crate::ops_tch::TensorOp)
+    }
+    fn circulant(&self) -> Option<Circulant<'_>> {
+        (self.boundary == Boundary::Periodic).then_some(Circulant {
+            channels: self.c,
+            height: self.h,
+            width: self.w,
+            kernel: &self.k,
+        })
+    }
 }
 
 /// y = A·x₀ + s·z for one clean signal x₀, z = `noise` (standard normals), as a measurement vector.
@@ -401,6 +514,44 @@ mod tests {
         adjoint_check(&Mask::new(&[true, false, true, true, false], 0.0).unwrap());
         adjoint_check(&Downsample::new(2, 4, 6, 2, 0.0).unwrap());
         adjoint_check(&Blur::new(2, 5, 4, 0.8, 2, 0.0).unwrap());
+        adjoint_check(
+            &Blur::new(2, 5, 4, 0.8, 2, 0.0)
+                .unwrap()
+                .with_boundary(Boundary::Periodic),
+        );
+    }
+
+    #[test]
+    fn a_periodic_blur_is_diagonal_in_fourier_space() {
+        // A plane wave e^{2πi(κ_y i/H + κ_x j/W)} is an eigenvector with eigenvalue H(κ): check
+        // on its real and imaginary parts (A is real).
+        let (h, w) = (5, 6);
+        let b = Blur::new(1, h, w, 0.9, 2, 0.0)
+            .unwrap()
+            .with_boundary(Boundary::Periodic);
+        let c = b.circulant().unwrap();
+        assert!(Blur::new(1, h, w, 0.9, 2, 0.0)
+            .unwrap()
+            .circulant()
+            .is_none());
+        let tf = c.transfer();
+        let tau = 2.0 * std::f64::consts::PI;
+        for (ky, kx) in [(0usize, 0usize), (1, 2), (3, 5), (4, 1)] {
+            let ph = |p: usize| {
+                tau * ((ky * (p / w)) as f64 / h as f64 + (kx * (p % w)) as f64 / w as f64)
+            };
+            let re = Array2::from_shape_fn((1, h * w), |(_, p)| ph(p).cos());
+            let im = Array2::from_shape_fn((1, h * w), |(_, p)| ph(p).sin());
+            let (ar, ai) = (b.apply(&re).unwrap(), b.apply(&im).unwrap());
+            let (hr, hi) = tf[ky * w + kx];
+            for p in 0..h * w {
+                // (re + i·im)·(hr + i·hi)
+                assert!((ar[[0, p]] - (re[[0, p]] * hr - im[[0, p]] * hi)).abs() < 1e-12);
+                assert!((ai[[0, p]] - (re[[0, p]] * hi + im[[0, p]] * hr)).abs() < 1e-12);
+            }
+        }
+        // The kernel sums to 1: the constant mode passes unchanged.
+        assert!((tf[0].0 - 1.0).abs() < 1e-14 && tf[0].1.abs() < 1e-14);
     }
 
     #[test]

@@ -7,6 +7,7 @@ use tweedie_core::rng::{self, normal_rows};
 use tweedie_core::LinearSpace;
 
 use crate::error::{Result, SamplerError};
+use crate::rows::Rows;
 
 /// A batch of samples `[B, …]` that samplers evolve; all scalars are f64.
 ///
@@ -21,6 +22,13 @@ pub trait State: LinearSpace + Send + std::fmt::Debug {
     fn to_rows(&self) -> Array2<f64>;
     /// A state shaped like `self` holding `rows` (`[B, sample_len]`).
     fn with_rows(&self, rows: &Array2<f64>) -> Result<Self>;
+    /// Rows `[B, n]` in f64 where the batch lives: host arrays for ndarray states, a tensor on
+    /// the state's device for tensor states. Operators act on them ([`Rows::apply`]).
+    type Rows: Rows;
+    /// The batch as [`State::Rows`] (for tensors a reshape and cast on the device, no host copy).
+    fn device_rows(&self) -> Self::Rows;
+    /// A state shaped like `self` (and of its element type) holding `rows` (`[B, sample_len]`).
+    fn with_device_rows(&self, rows: &Self::Rows) -> Result<Self>;
     /// Standard normal noise shaped like `self`; row i is
     /// `tweedie_core::rng::normal_vec(seed, first_index + i, stream, sample_len)`, drawn in f64.
     fn randn_like(&self, seed: u64, first_index: u64, stream: u64) -> Result<Self> {
@@ -88,6 +96,13 @@ pub trait State: LinearSpace + Send + std::fmt::Debug {
 macro_rules! impl_state_ndarray {
     ($t:ty, $add_normals:path, $all_finite:path) => {
         impl<D: Dimension> State for Array<$t, D> {
+            type Rows = Array2<f64>;
+            fn device_rows(&self) -> Array2<f64> {
+                self.to_rows()
+            }
+            fn with_device_rows(&self, rows: &Array2<f64>) -> Result<Self> {
+                self.with_rows(rows)
+            }
             fn batch(&self) -> usize {
                 self.shape().first().copied().unwrap_or(1)
             }

@@ -7,6 +7,8 @@ use tch::{Device, Kind, Tensor};
 use tweedie_core::space::TchTensor;
 
 use crate::error::{Result, SamplerError};
+use crate::ops::ForwardModel;
+use crate::rows::Rows;
 use crate::state::State;
 
 fn tch_err(e: tch::TchError) -> SamplerError {
@@ -14,6 +16,25 @@ fn tch_err(e: tch::TchError) -> SamplerError {
 }
 
 impl State for TchTensor {
+    type Rows = TchTensor;
+    fn device_rows(&self) -> TchTensor {
+        let b = self.batch() as i64;
+        TchTensor(self.reshape([b, -1]).to_kind(Kind::Double))
+    }
+    fn with_device_rows(&self, rows: &TchTensor) -> Result<Self> {
+        if rows.size() != [self.batch() as i64, self.sample_len() as i64] {
+            return Err(SamplerError::Shape(format!(
+                "rows {:?} for a tensor of shape {:?}",
+                rows.size(),
+                self.size()
+            )));
+        }
+        rows.f_reshape(self.size())
+            .and_then(|t| t.f_to_kind(self.kind()))
+            .and_then(|t| t.f_to_device(self.device()))
+            .map(TchTensor)
+            .map_err(tch_err)
+    }
     fn batch(&self) -> usize {
         self.size().first().copied().unwrap_or(1) as usize
     }
@@ -58,6 +79,79 @@ impl State for TchTensor {
         }
         let f = (v.to_kind(self.kind()).to_device(self.device()) * b).exp();
         Ok(TchTensor(&**self * f))
+    }
+}
+
+/// Rows [B, n] as f64 tensors on their device; operators with a tensor form
+/// ([`ForwardModel::tensor_op`]) run there, others through the host.
+impl Rows for TchTensor {
+    fn nrows(&self) -> usize {
+        self.size().first().copied().unwrap_or(0) as usize
+    }
+    fn ncols(&self) -> usize {
+        self.size().get(1).copied().unwrap_or(0) as usize
+    }
+    fn row_dots(&self, other: &Self) -> Result<Vec<f64>> {
+        if self.size() != other.size() {
+            return Err(SamplerError::Shape(format!(
+                "row dots of {:?} and {:?}",
+                self.size(),
+                other.size()
+            )));
+        }
+        let d = (&**self * &**other)
+            .f_sum_dim_intlist([1i64].as_slice(), false, Kind::Double)
+            .and_then(|t| t.f_to_device(Device::Cpu))
+            .map_err(tch_err)?;
+        Vec::<f64>::try_from(&d).map_err(tch_err)
+    }
+    fn scale_rows(&self, c: &[f64]) -> Result<Self> {
+        if c.len() != Rows::nrows(self) {
+            return Err(SamplerError::Shape(format!(
+                "{} row scales for {} rows",
+                c.len(),
+                Rows::nrows(self)
+            )));
+        }
+        let s = Tensor::f_from_slice(c)
+            .and_then(|t| t.f_to_kind(self.kind()))
+            .and_then(|t| t.f_to_device(self.device()))
+            .and_then(|t| t.f_unsqueeze(1))
+            .map_err(tch_err)?;
+        Ok(TchTensor(&**self * s))
+    }
+    fn host_like(&self, rows: &Array2<f64>) -> Result<Self> {
+        let v: Vec<f64> = rows.iter().copied().collect();
+        Tensor::f_from_slice(&v)
+            .and_then(|t| t.f_reshape([rows.nrows() as i64, rows.ncols() as i64]))
+            .and_then(|t| t.f_to_kind(self.kind()))
+            .and_then(|t| t.f_to_device(self.device()))
+            .map(TchTensor)
+            .map_err(tch_err)
+    }
+    fn to_host(&self) -> Array2<f64> {
+        let (b, n) = (Rows::nrows(self), Rows::ncols(self));
+        let v = Vec::<f64>::try_from(
+            &self
+                .to_device(Device::Cpu)
+                .to_kind(Kind::Double)
+                .contiguous()
+                .reshape([-1]),
+        )
+        .unwrap_or_else(|_| vec![f64::NAN; b * n]);
+        Array2::from_shape_vec((b, n), v).unwrap_or_else(|_| Array2::from_elem((b, n), f64::NAN))
+    }
+    fn apply(&self, op: &dyn ForwardModel) -> Result<Self> {
+        match op.tensor_op() {
+            Some(t) => t.apply_tensor(self).map(TchTensor),
+            None => self.host_like(&op.apply(&self.to_host())?),
+        }
+    }
+    fn adjoint(&self, op: &dyn ForwardModel) -> Result<Self> {
+        match op.tensor_op() {
+            Some(t) => t.adjoint_tensor(self).map(TchTensor),
+            None => self.host_like(&op.adjoint(&self.to_host())?),
+        }
     }
 }
 

@@ -1,13 +1,17 @@
 //! Gradient guidance: an estimate ĝ ≈ ∇log p(y | x̃) added to the model, so that any sampler
 //! runs the guided denoiser D(x̃; σ̃ | y) = D(x̃; σ̃) + σ̃²·ĝ(x̃) (Tweedie's formula).
 
-use ndarray::{Array1, Array2, Axis, Zip};
+use std::sync::Mutex;
+
+use ndarray::{Array1, Array2, Axis};
 use serde::{Deserialize, Serialize};
 use tweedie_core::Invalid;
+use tweedie_core::LinearSpace;
 
 use crate::error::{Result, SamplerError};
 use crate::model::{Capabilities, Model, ModelExt};
 use crate::ops::ForwardModel;
+use crate::rows::{cg, Rows};
 use crate::state::State;
 
 /// An estimate of ∇log p(y|x̃) from r = y − A·D(x̃; σ̃), J = ∂D/∂x̃ (a vector-Jacobian product)
@@ -112,50 +116,26 @@ impl GradientGuidance {
     }
 }
 
-/// Batched conjugate gradients for SPD systems M_i u_i = b_i, one per row (each row its own matrix).
+/// Batched conjugate gradients for SPD systems M_i u_i = b_i, one per row (each row its own
+/// matrix), on host rows: [`crate::rows::cg`].
 pub fn cg_rows<F>(matvec: F, b: &Array2<f64>, iters: usize, tol: f64) -> Result<Array2<f64>>
 where
     F: Fn(&Array2<f64>) -> Result<Array2<f64>>,
 {
-    let mut u = Array2::<f64>::zeros(b.raw_dim());
-    let mut r = b.clone();
-    let mut p = r.clone();
-    let rr0: Array1<f64> = (&r * &r).sum_axis(Axis(1));
-    let mut rr = rr0.clone();
-    for _ in 0..iters {
-        if Zip::from(&rr)
-            .and(&rr0)
-            .all(|a, b| *a <= tol * tol * b.max(1e-300))
-        {
-            break;
-        }
-        let mp = matvec(&p)?;
-        let pmp = (&p * &mp).sum_axis(Axis(1));
-        let alpha =
-            Zip::from(&rr)
-                .and(&pmp)
-                .map_collect(|a, b| if *b > 0.0 && *a > 0.0 { a / b } else { 0.0 });
-        if pmp.iter().any(|v| !v.is_finite()) {
-            return Err(SamplerError::Numerical("CG: non-finite curvature".into()));
-        }
-        u = u + &p * &alpha.clone().insert_axis(Axis(1));
-        r = r - &mp * &alpha.insert_axis(Axis(1));
-        let rr_new = (&r * &r).sum_axis(Axis(1));
-        let beta = Zip::from(&rr_new)
-            .and(&rr)
-            .map_collect(|a, b| if *b > 0.0 { a / b } else { 0.0 });
-        p = &r + &(p * &beta.insert_axis(Axis(1)));
-        rr = rr_new;
-    }
-    Ok(u)
+    crate::rows::cg(matvec, b, iters, tol)
 }
 
 /// The model guided towards y: D(x̃; σ̃ | y) = D(x̃; σ̃) + σ̃²·ĝ(x̃), ĝ ≈ ∇log p(y | x̃) by DPS, ΠGDM or TMP.
+///
+/// Residuals, CG solves and operators run on the state's rows where they live
+/// ([`State::device_rows`]): on a GPU state nothing of the batch goes to the host per step.
 pub struct GuidedModel<'a, S: State> {
     model: &'a dyn Model<S>,
     op: &'a dyn ForwardModel,
     y: Array2<f64>,
     guidance: GradientGuidance,
+    /// y repeated over the last batch's rows, where they live (made once per batch size).
+    y_rows: Mutex<Option<S::Rows>>,
 }
 
 impl<'a, S: State> GuidedModel<'a, S> {
@@ -179,19 +159,32 @@ impl<'a, S: State> GuidedModel<'a, S> {
             op,
             y: y.clone().insert_axis(Axis(0)),
             guidance,
+            y_rows: Mutex::new(None),
         })
     }
 
-    fn residual(&self, den: &S) -> Result<Array2<f64>> {
-        let ad = self.op.apply(&den.to_rows())?;
-        Ok(&self.y - &ad)
+    /// y as B rows where `like` lives.
+    fn y_like(&self, like: &S::Rows) -> Result<S::Rows> {
+        let mut slot = self.y_rows.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(y) = slot.as_ref() {
+            if y.nrows() == like.nrows() {
+                return Ok(y.clone());
+            }
+        }
+        let b = like.nrows();
+        let y = like.host_like(
+            &self
+                .y
+                .broadcast((b, self.y.ncols()))
+                .map_or_else(|| Array2::zeros((b, self.y.ncols())), |v| v.to_owned()),
+        )?;
+        *slot = Some(y.clone());
+        Ok(y)
     }
 }
 
 impl<S: State> Model<S> for GuidedModel<'_, S> {
     fn denoise(&self, x: &S, sigma: f64) -> Result<S> {
-        let den = self.model.denoise(x, sigma)?;
-        let r = self.residual(&den)?;
         if x.sample_len() != self.op.in_dim() {
             return Err(SamplerError::Shape(format!(
                 "state has {} elements per sample, operator input {}",
@@ -199,31 +192,34 @@ impl<S: State> Model<S> for GuidedModel<'_, S> {
                 self.op.in_dim()
             )));
         }
-        let s2 = self.op.noise_std().powi(2);
+        let op = self.op;
+        let den = self.model.denoise(x, sigma)?;
+        let d = den.device_rows();
+        let r = self.y_like(&d)?.lincomb(1.0, &d.apply(op)?, -1.0);
+        let s2 = op.noise_std().powi(2);
         let weighted = match &self.guidance {
-            GradientGuidance::Dps { scale } => r * (*scale / s2),
+            GradientGuidance::Dps { scale } => r.scale(*scale / s2),
             GradientGuidance::Pigdm { sigma_data } => {
                 let rt2 = sigma * sigma * sigma_data * sigma_data
                     / (sigma * sigma + sigma_data * sigma_data);
-                let op = self.op;
-                cg_rows(
-                    |u| Ok(op.apply(&op.adjoint(u)?)? * rt2 + u * s2),
+                cg(
+                    |u: &S::Rows| Ok(u.adjoint(op)?.apply(op)?.lincomb(rt2, u, s2)),
                     &r,
                     100,
                     1e-10,
                 )?
             }
             GradientGuidance::Tmp { cg_iters, cg_tol } => {
-                let (op, model) = (self.op, self.model);
-                let matvec = |u: &Array2<f64>| -> Result<Array2<f64>> {
-                    let v = x.with_rows(&op.adjoint(u)?)?;
+                let model = self.model;
+                let matvec = |u: &S::Rows| -> Result<S::Rows> {
+                    let v = x.with_device_rows(&u.adjoint(op)?)?;
                     let (_, jv) = model.denoise_vjp(x, sigma, &v)?;
-                    Ok(op.apply(&jv.to_rows())? * (sigma * sigma) + u * s2)
+                    Ok(jv.device_rows().apply(op)?.lincomb(sigma * sigma, u, s2))
                 };
-                cg_rows(matvec, &r, *cg_iters, *cg_tol)?
+                cg(matvec, &r, *cg_iters, *cg_tol)?
             }
         };
-        let v = x.with_rows(&self.op.adjoint(&weighted)?)?;
+        let v = x.with_device_rows(&weighted.adjoint(op)?)?;
         let (_, jv) = self.model.denoise_vjp(x, sigma, &v)?;
         Ok(den.lincomb(1.0, &jv, sigma * sigma))
     }

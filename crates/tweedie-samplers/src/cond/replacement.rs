@@ -3,11 +3,12 @@
 
 use ndarray::{Array1, Array2, Axis};
 use tweedie_core::rng::normal_rows;
-use tweedie_core::Invalid;
+use tweedie_core::{Invalid, LinearSpace};
 
 use crate::error::{Result, SamplerError};
 use crate::kind::SamplerKind;
 use crate::ops::ForwardModel;
+use crate::rows::Rows;
 use crate::sampler::{NoiseKey, StepHook};
 use crate::state::State;
 
@@ -61,13 +62,14 @@ impl<'a> Replacement<'a> {
 }
 
 impl<S: State> StepHook<S> for Replacement<'_> {
+    /// Observed coordinates ← y + σ̃′·z on the state's rows where they live (only the keyed
+    /// noise z is made on the host, as every sampler's noise is).
     fn after_step(&self, _step: usize, sigma_next: f64, x: S, key: NoiseKey) -> Result<S> {
-        let rows = x.to_rows();
+        let rows = x.device_rows();
         let b = rows.nrows();
         let z = normal_rows(key.seed, key.first_index, b, key.stream, self.op.out_dim());
-        let target = &self.y + &(z * sigma_next);
-        // x − AᵀA x + Aᵀ target, valid because A·Aᵀ = I for a selection.
-        let keep = &rows - &self.op.adjoint(&self.op.apply(&rows)?)?;
-        x.with_rows(&(keep + self.op.adjoint(&target)?))
+        let target = rows.host_like(&(&self.y + &(z * sigma_next)))?;
+        let keep = rows.lincomb(1.0, &rows.apply(self.op)?.adjoint(self.op)?, -1.0);
+        x.with_device_rows(&keep.lincomb(1.0, &target.adjoint(self.op)?, 1.0))
     }
 }

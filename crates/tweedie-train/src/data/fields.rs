@@ -131,26 +131,68 @@ impl FieldSpec {
 
     /// Wiener filter E[x | x̃] = F⁻¹[S/(S+σ̃²) ⊙ F x̃], row by row (σ̃ per row).
     pub fn wiener(&self, x_tilde: ArrayView2<f64>, sigma: &[f64]) -> Result<Array2<f64>> {
-        let d = self.dim();
-        if x_tilde.ncols() != d || sigma.len() != x_tilde.nrows() {
+        if sigma.len() != x_tilde.nrows() {
             return Err(TrainError::Data(format!(
-                "wiener: input is {:?} with {} noise levels, expected [N, {d}] with N levels",
+                "wiener: input is {:?} with {} noise levels, expected [N, {}] with N levels",
                 x_tilde.dim(),
-                sigma.len()
+                sigma.len(),
+                self.dim()
             )));
         }
-        let mut out = Array2::<f64>::zeros(x_tilde.dim());
+        self.fourier_multiply(x_tilde, |row, _, s| {
+            let s2 = sigma[row] * sigma[row];
+            let g = if s + s2 > 0.0 { s / (s + s2) } else { 0.0 };
+            C64::new(g, 0.0)
+        })
+    }
+
+    /// Prior covariance times each row: C·x = F⁻¹[S ⊙ F x].
+    pub fn apply_covariance(&self, x: ArrayView2<f64>) -> Result<Array2<f64>> {
+        self.fourier_multiply(x, |_, _, s| C64::new(s, 0.0))
+    }
+
+    /// Fields `first..first+count` in f64 from keyed standard normals z
+    /// (`tweedie_core::rng::normal_rows(seed, first, count, stream, h·w)`): x = F⁻¹[√S ⊙ F z].
+    /// Not the training data's draws ([`sample_range`](Self::sample_range)); for exact
+    /// posterior draws, where the prior draw must be f64.
+    pub fn draw_f64(
+        &self,
+        first: u64,
+        count: usize,
+        seed: u64,
+        stream: u64,
+    ) -> Result<Array2<f64>> {
+        let z = tweedie_core::rng::normal_rows(seed, first, count, stream, self.dim());
+        self.fourier_multiply(z.view(), |_, _, s| C64::new(s.sqrt(), 0.0))
+    }
+
+    /// F⁻¹[g ⊙ F x] for each row x, with the gain g(row, mode, S(mode)) per DFT mode (row-major
+    /// (k_y, k_x) order); g must be Hermitian (g(−k) = g(k)*) for the output to be real, and
+    /// only its real part is kept.
+    pub fn fourier_multiply(
+        &self,
+        x: ArrayView2<f64>,
+        gain: impl Fn(usize, usize, f64) -> C64,
+    ) -> Result<Array2<f64>> {
+        let d = self.dim();
+        if x.ncols() != d {
+            return Err(TrainError::Data(format!(
+                "field rows have {} values, the {}×{} grid has {d}",
+                x.ncols(),
+                self.height,
+                self.width
+            )));
+        }
+        let mut out = Array2::<f64>::zeros(x.dim());
         let mut buf = vec![C64::default(); d];
         let mut scratch = Vec::new();
-        for (i, row) in x_tilde.rows().into_iter().enumerate() {
+        for (i, row) in x.rows().into_iter().enumerate() {
             for (z, &v) in buf.iter_mut().zip(row) {
                 *z = C64::new(v, 0.0);
             }
             self.transform(&mut buf, false, &mut scratch);
-            let s2 = sigma[i] * sigma[i];
-            for (z, &s) in buf.iter_mut().zip(&self.spectrum) {
-                let g = if s + s2 > 0.0 { s / (s + s2) } else { 0.0 };
-                *z *= g;
+            for (k, (z, &s)) in buf.iter_mut().zip(&self.spectrum).enumerate() {
+                *z *= gain(i, k, s);
             }
             self.transform(&mut buf, true, &mut scratch);
             for (o, z) in out.row_mut(i).iter_mut().zip(&buf) {
@@ -186,10 +228,16 @@ impl FieldSpec {
     /// Exact radially averaged spectrum: the mean of S(k) over modes with round(|κ|) = b,
     /// for b = 1..=max(h, w)/2 (index b−1).
     pub fn exact_radial_spectrum(&self) -> Vec<f64> {
+        self.radial_average(&self.spectrum)
+    }
+
+    /// The radial average of a per-mode quantity (DFT order): its mean over modes with
+    /// round(|κ|) = b, for b = 1..=max(h, w)/2 (index b−1).
+    pub fn radial_average(&self, per_mode: &[f64]) -> Vec<f64> {
         let nb = self.radial_bins();
         let mut sum = vec![0.0; nb];
         let mut cnt = vec![0usize; nb];
-        for (i, &s) in self.spectrum.iter().enumerate() {
+        for (i, &s) in per_mode.iter().enumerate() {
             if let Some(b) = self.radial_bin(i) {
                 sum[b - 1] += s;
                 cnt[b - 1] += 1;

@@ -6,6 +6,7 @@
 
 pub mod digits;
 pub mod fields;
+pub mod fields_posterior;
 pub mod netcdf;
 pub mod npy;
 pub mod toys;
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError};
 pub use fields::FieldSpec;
+pub use fields_posterior::FieldPosterior;
 pub use netcdf::{NetcdfConfig, NetcdfMeta};
 
 /// Flattened samples with their shape and optional class labels.
