@@ -1,61 +1,25 @@
 //! Convergence orders of the higher-order solvers (DEIS-3, LMS, DPM-Solver++(3M), UniPC, iPNDM)
 //! against the closed-form probability-flow ODE of one Gaussian.
 //!
-//! For x₀ ~ N(μ, diag(s²)) the ODE dx̃/dσ̃ = (x̃ − D)/σ̃ is solved, per coordinate, by
-//! x̃(σ̃) = μ + √((s² + σ̃²)/(s² + σ̃_T²))·(x̃_T − μ): the error of a solve is known exactly,
-//! with no reference solve whose own error could blur the order.
+//! The exact answer is tests/common/gaussian_flow.rs.
 
 mod common;
 
-use common::{edm_grid_without_zero, gaussian};
-use ndarray::{Array1, Array2, Axis};
+use common::gaussian_flow::{mean, solve_error, DIM, SIGMA_MAX};
+use ndarray::Array2;
 use tweedie_core::multistep::UniPcVariant;
-use tweedie_core::process::Edm;
 use tweedie_core::rng::normal_rows;
-use tweedie_samplers::{Init, Sampler, SamplerKind};
+use tweedie_samplers::SamplerKind;
 
-const SIGMA_MAX: f64 = 80.0;
-const SIGMA_MIN: f64 = 0.002;
-const DIM: usize = 6;
 const BATCH: usize = 16;
 /// Rows of DEIS-3's test (the local orders in docs/benchmarks.md and history.md are for 32).
 const DEIS_BATCH: usize = 32;
 
-/// s² spread over [0.01, 4], so the coordinates cross σ̃ = s at different times of the solve.
-fn variances() -> Array1<f64> {
-    Array1::from_shape_fn(DIM, |i| 0.01 * 400f64.powf(i as f64 / (DIM - 1) as f64))
-}
-
-fn mean() -> Array1<f64> {
-    Array1::from_shape_fn(DIM, |i| 0.5 - 0.2 * i as f64)
-}
-
-/// x̃(σ̃_MIN) from the rows x̃_T at σ̃_MAX.
-fn exact(x_t: &Array2<f64>) -> Array2<f64> {
-    let scale =
-        variances().mapv(|s2| ((s2 + SIGMA_MIN * SIGMA_MIN) / (s2 + SIGMA_MAX * SIGMA_MAX)).sqrt());
-    (x_t - &mean()) * &scale.insert_axis(Axis(0)) + &mean()
-}
-
 /// RMS error per element of `kind` with `steps` steps (= NFE) at σ̃_MIN.
 fn error(kind: &SamplerKind, steps: usize, x_t: &Array2<f64>) -> f64 {
-    let p = Edm {
-        sigma_min: SIGMA_MIN,
-        sigma_max: SIGMA_MAX,
-    };
-    let mix = gaussian(mean(), Array2::from_diag(&variances()));
-    let out = Sampler::new(
-        &p,
-        edm_grid_without_zero(&p, steps, SIGMA_MIN, SIGMA_MAX),
-        kind.clone(),
-        &mix,
-    )
-    .unwrap()
-    .run(Init::Latents(x_t.clone()), None)
-    .unwrap();
-    assert_eq!(out.nfe, steps, "{}", kind.name());
-    let e = out.samples - exact(x_t);
-    (e.mapv(|v| v * v).sum() / e.len() as f64).sqrt()
+    let (e, nfe) = solve_error(kind, steps, x_t);
+    assert_eq!(nfe, steps, "{}", kind.name());
+    e
 }
 
 fn unipc(order: usize, variant: UniPcVariant, corrector: bool) -> SamplerKind {

@@ -3,15 +3,14 @@
 //!
 //! Exact steps: with a model whose ε (or D) is a known polynomial in log σ̃ and does not depend
 //! on x̃, the ODE has a closed-form solution and a step with a full history must reproduce it.
-//! Orders: the closed-form flow of one Gaussian, as tests/high_order.rs.
+//! Orders: the closed-form flow of one Gaussian (tests/common/gaussian_flow.rs).
 
 mod common;
 
-use common::{edm_grid_without_zero, gaussian};
-use ndarray::{array, Array1, Array2, Axis};
-use tweedie_core::process::Edm;
+use common::gaussian_flow::{mean, solve_error, DIM, SIGMA_MAX};
+use ndarray::{array, Array2};
 use tweedie_core::rng::normal_rows;
-use tweedie_samplers::{plain_fn, sample, Init, Sampler, SamplerKind};
+use tweedie_samplers::{plain_fn, sample, Init, SamplerKind};
 
 fn x0() -> Array2<f64> {
     array![[0.7, -1.2], [3.0, 0.25]]
@@ -108,41 +107,6 @@ fn dpmpp_3m_damped_is_the_exact_step_plus_phi3_d2() {
     }
 }
 
-const SIGMA_MAX: f64 = 80.0;
-const SIGMA_MIN: f64 = 0.002;
-const DIM: usize = 6;
-
-fn variances() -> Array1<f64> {
-    Array1::from_shape_fn(DIM, |i| 0.01 * 400f64.powf(i as f64 / (DIM - 1) as f64))
-}
-
-fn mean() -> Array1<f64> {
-    Array1::from_shape_fn(DIM, |i| 0.5 - 0.2 * i as f64)
-}
-
-/// RMS error at σ̃_min against x̃(σ̃) = μ + √((s² + σ̃²)/(s² + σ̃_T²))·(x̃_T − μ).
-fn error(kind: &SamplerKind, steps: usize, x_t: &Array2<f64>) -> f64 {
-    let p = Edm {
-        sigma_min: SIGMA_MIN,
-        sigma_max: SIGMA_MAX,
-    };
-    let mix = gaussian(mean(), Array2::from_diag(&variances()));
-    let out = Sampler::new(
-        &p,
-        edm_grid_without_zero(&p, steps, SIGMA_MIN, SIGMA_MAX),
-        kind.clone(),
-        &mix,
-    )
-    .unwrap()
-    .run(Init::Latents(x_t.clone()), None)
-    .unwrap();
-    let scale =
-        variances().mapv(|s2| ((s2 + SIGMA_MIN * SIGMA_MIN) / (s2 + SIGMA_MAX * SIGMA_MAX)).sqrt());
-    let exact = (x_t - &mean()) * &scale.insert_axis(Axis(0)) + &mean();
-    let e = out.samples - exact;
-    (e.mapv(|v| v * v).sum() / e.len() as f64).sqrt()
-}
-
 /// Local orders log₂(e_N/e_2N) on the ρ = 7 grid, N = 20 … 320: `deis_logrho` of order p
 /// reaches p (within 0.25 at the finest pair; measured 2.01 / 2.98); the damped 3M is second
 /// order, not third (1.16, 1.49, 1.81, 1.92: it approaches 2 from below).
@@ -157,7 +121,10 @@ fn low_nfe_solvers_reach_their_orders() {
     ];
     let mut failures = Vec::new();
     for (kind, p) in cases {
-        let errs: Vec<f64> = steps.iter().map(|&n| error(&kind, n, &x_t)).collect();
+        let errs: Vec<f64> = steps
+            .iter()
+            .map(|&n| solve_error(&kind, n, &x_t).0)
+            .collect();
         let orders: Vec<f64> = errs.windows(2).map(|w| (w[0] / w[1]).log2()).collect();
         eprintln!(
             "{kind:?}: errors {:?}, local orders {:?}",

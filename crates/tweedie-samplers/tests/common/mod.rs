@@ -2,6 +2,8 @@
 //! `tweedie_samplers::problems` (also the priors of the cond_bias example).
 #![allow(dead_code, unused_imports, clippy::needless_range_loop)]
 
+pub mod gaussian_flow;
+
 use ndarray::{Array1, Array2};
 use tweedie_core::process::Edm;
 use tweedie_core::{TimeGrid, Timer, TimerKind};
