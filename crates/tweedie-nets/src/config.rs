@@ -112,7 +112,7 @@ impl Default for UnetConfig {
 ///
 /// Its keys are a subset of [`UnetConfig`]'s, restated rather than shared: serde cannot
 /// `flatten` a common part into a struct that denies unknown fields, and both must refuse a
-/// key their network lacks. `validate` and `shape_count` are in [`crate::dhariwal`].
+/// key their network lacks. `validate` and `shape_count` live with the network (dhariwal.rs).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DhariwalConfig {

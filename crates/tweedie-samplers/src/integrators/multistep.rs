@@ -1,5 +1,5 @@
 //! Linear multistep integrators in σ̃: ρAB-DEIS (Zhang & Chen 2023, §4), and the Adams–Bashforth
-//! step in σ̃ that it shares with k-diffusion's LMS ([`super::lms`]).
+//! step in σ̃ that it shares with k-diffusion's LMS (lms.rs).
 
 use crate::error::Result;
 use crate::integrators::weights::poly_lagrange_weights;
