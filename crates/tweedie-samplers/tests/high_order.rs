@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::gaussian_flow::{mean, solve_error, DIM, SIGMA_MAX};
+use common::gaussian_flow::{assert_final_orders, mean, solve_error, DIM, SIGMA_MAX};
 use ndarray::Array2;
 use tweedie_core::multistep::UniPcVariant;
 use tweedie_core::rng::normal_rows;
@@ -83,21 +83,7 @@ fn multistep_solvers_reach_their_orders() {
         (unipc(2, UniPcVariant::Bh2, true), 3.0),
         (unipc(3, UniPcVariant::Bh2, true), 4.0),
     ];
-    let mut failures = Vec::new();
-    for (kind, p) in cases {
-        let errs: Vec<f64> = steps.iter().map(|&n| error(&kind, n, &x_t)).collect();
-        let orders: Vec<f64> = errs.windows(2).map(|w| (w[0] / w[1]).log2()).collect();
-        eprintln!(
-            "{kind:?}: errors {:?}, local orders {:?}",
-            errs.iter().map(|e| format!("{e:.3e}")).collect::<Vec<_>>(),
-            orders.iter().map(|o| format!("{o:.3}")).collect::<Vec<_>>()
-        );
-        let last = orders[orders.len() - 1];
-        if (last - p).abs() > 0.25 {
-            failures.push(format!("{kind:?}: order {last:.3}, expected {p}"));
-        }
-    }
-    assert!(failures.is_empty(), "{failures:#?}");
+    assert_final_orders(&cases, &steps, &x_t, error);
 }
 
 /// iPNDM's equal-step weights are not the variable-step Adams–Bashforth weights: on the ρ = 7

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::gaussian_flow::{mean, solve_error, DIM, SIGMA_MAX};
+use common::gaussian_flow::{assert_final_orders, mean, solve_error, DIM, SIGMA_MAX};
 use ndarray::{array, Array2};
 use tweedie_core::rng::normal_rows;
 use tweedie_samplers::{plain_fn, sample, Init, SamplerKind};
@@ -119,22 +119,5 @@ fn low_nfe_solvers_reach_their_orders() {
         (SamplerKind::DeisLogRho { order: 3 }, 3.0),
         (SamplerKind::DpmSolverPp3mDamped, 2.0),
     ];
-    let mut failures = Vec::new();
-    for (kind, p) in cases {
-        let errs: Vec<f64> = steps
-            .iter()
-            .map(|&n| solve_error(&kind, n, &x_t).0)
-            .collect();
-        let orders: Vec<f64> = errs.windows(2).map(|w| (w[0] / w[1]).log2()).collect();
-        eprintln!(
-            "{kind:?}: errors {:?}, local orders {:?}",
-            errs.iter().map(|e| format!("{e:.3e}")).collect::<Vec<_>>(),
-            orders.iter().map(|o| format!("{o:.3}")).collect::<Vec<_>>()
-        );
-        let last = orders[orders.len() - 1];
-        if (last - p).abs() > 0.25 {
-            failures.push(format!("{kind:?}: order {last:.3}, expected {p}"));
-        }
-    }
-    assert!(failures.is_empty(), "{failures:#?}");
+    assert_final_orders(&cases, &steps, &x_t, |k, n, x| solve_error(k, n, x).0);
 }

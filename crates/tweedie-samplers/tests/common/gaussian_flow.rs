@@ -49,3 +49,29 @@ pub fn solve_error(kind: &SamplerKind, steps: usize, x_t: &Array2<f64>) -> (f64,
     let e = out.samples - exact(x_t);
     ((e.mapv(|v| v * v).sum() / e.len() as f64).sqrt(), out.nfe)
 }
+
+/// Every case's local orders log₂(e_N/e_2N) over `steps` (printed with the errors), and one
+/// assertion listing the cases whose order at the finest pair is not within 0.25 of the expected
+/// one (the ρ = 7 grid's large early steps make coarser pairs pre-asymptotic).
+pub fn assert_final_orders(
+    cases: &[(SamplerKind, f64)],
+    steps: &[usize],
+    x_t: &Array2<f64>,
+    error: impl Fn(&SamplerKind, usize, &Array2<f64>) -> f64,
+) {
+    let mut failures = Vec::new();
+    for (kind, p) in cases {
+        let errs: Vec<f64> = steps.iter().map(|&n| error(kind, n, x_t)).collect();
+        let orders: Vec<f64> = errs.windows(2).map(|w| (w[0] / w[1]).log2()).collect();
+        eprintln!(
+            "{kind:?}: errors {:?}, local orders {:?}",
+            errs.iter().map(|e| format!("{e:.3e}")).collect::<Vec<_>>(),
+            orders.iter().map(|o| format!("{o:.3}")).collect::<Vec<_>>()
+        );
+        let last = orders[orders.len() - 1];
+        if (last - p).abs() > 0.25 {
+            failures.push(format!("{kind:?}: order {last:.3}, expected {p}"));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
