@@ -31,6 +31,7 @@ pub mod error;
 pub mod eval;
 pub mod fft;
 pub mod formulation;
+mod interrupt;
 pub mod loss;
 pub mod optim;
 pub mod parallel;

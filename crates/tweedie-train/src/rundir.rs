@@ -12,6 +12,21 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Result, TrainError};
 
+/// File names inside a run directory.
+pub mod files {
+    pub const CONFIG: &str = "config.toml";
+    pub const MODEL: &str = "model.safetensors";
+    pub const METRICS: &str = "metrics.jsonl";
+    pub const LOSS_PLOT: &str = "loss.png";
+    pub const SAMPLES: &str = "samples.png";
+    pub const SAMPLES_DIR: &str = "samples";
+    /// Samples in physical units, for NetCDF data.
+    pub const SAMPLES_NC: &str = "samples.nc";
+    pub const REPORT: &str = "report.md";
+    pub const EVAL: &str = "eval.json";
+    pub const DENOISING_PLOT: &str = "denoising.png";
+}
+
 /// File name of the lock inside a run directory; it holds the pid of the last holder.
 pub const LOCK_FILE: &str = "run.lock";
 
@@ -173,10 +188,7 @@ pub fn temp_file_pid(name: &str) -> Option<u32> {
 pub fn remove_stale_temp_files(dir: &Path) -> Vec<PathBuf> {
     let mut removed = Vec::new();
     let own = std::process::id();
-    for d in [
-        dir.to_path_buf(),
-        dir.join(crate::trainer::files::SAMPLES_DIR),
-    ] {
+    for d in [dir.to_path_buf(), dir.join(files::SAMPLES_DIR)] {
         let Ok(entries) = std::fs::read_dir(&d) else {
             continue;
         };

@@ -40,7 +40,7 @@ pub fn generate(
     let mut start = 0usize;
     while start < n {
         // Ctrl-C stops between batches (the caller decides what that means).
-        crate::trainer::check_stop()?;
+        crate::interrupt::check_stop()?;
         let b = batch.min(n - start);
         model.set_labels(labels.map(|l| &l[start..start + b]))?;
         let mut shape = vec![b];

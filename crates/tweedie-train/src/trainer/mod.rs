@@ -7,7 +7,6 @@
 //! step count, so N steps in one go and N/2 + resume + N/2 give bit-identical weights on CPU.
 
 mod batches;
-mod interrupt;
 mod labels;
 mod metrics;
 mod model;
@@ -22,11 +21,11 @@ use std::time::Instant;
 
 use tweedie_nets::Ema;
 
-pub use batches::{BatchSampler, STREAM_PERM};
-use interrupt::INTERRUPTED;
-pub use interrupt::{
+use crate::interrupt::INTERRUPTED;
+pub use crate::interrupt::{
     check_stop, install_ctrlc_handler, stop_requested, stopped_after_training, take_interrupt,
 };
+pub use batches::{BatchSampler, STREAM_PERM};
 pub use labels::{batch_labels, dropped_labels, STREAM_LABEL_DROP};
 pub use metrics::read_loss_history;
 use metrics::{truncate_metrics, write_config};
@@ -45,20 +44,8 @@ use crate::optim::{Adam, AdamConfig};
 use crate::parallel::{code_version, dist_err, DataParallel, Sync};
 use crate::sample::generate;
 
-/// File names inside a run directory.
-pub mod files {
-    pub const CONFIG: &str = "config.toml";
-    pub const MODEL: &str = "model.safetensors";
-    pub const METRICS: &str = "metrics.jsonl";
-    pub const LOSS_PLOT: &str = "loss.png";
-    pub const SAMPLES: &str = "samples.png";
-    pub const SAMPLES_DIR: &str = "samples";
-    /// Samples in physical units, for NetCDF data.
-    pub const SAMPLES_NC: &str = "samples.nc";
-    pub const REPORT: &str = "report.md";
-    pub const EVAL: &str = "eval.json";
-    pub const DENOISING_PLOT: &str = "denoising.png";
-}
+/// File names inside a run directory (they live with the run directory's other rules).
+pub use crate::rundir::files;
 
 /// Runs `f` holding the process-wide lock on libtorch's global generator (re-entrant): weight
 /// initialisation and dropout draw from it, so two runs in one process (parallel tests, a

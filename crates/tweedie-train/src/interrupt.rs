@@ -7,7 +7,7 @@ use std::sync::Once;
 
 use crate::error::{Result, TrainError};
 
-pub(super) static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+pub(crate) static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 static HANDLER: Once = Once::new();
 
