@@ -9,15 +9,13 @@
 
 use std::time::Instant;
 
-use ndarray::{array, Array1, Array2, Axis};
+use ndarray::{Array1, Array2, Axis};
 use tweedie_core::process::Edm;
-use tweedie_core::rng::{normal_rows, normal_vec};
 use tweedie_core::{Timer, TimerKind};
-use tweedie_samplers::ops::measure;
-use tweedie_samplers::problems::{mixture_2d, mixture_64d, posterior_errors};
+use tweedie_samplers::problems::{conditional_problems, posterior_errors};
 use tweedie_samplers::{
     CondSampler, Daps, Diffpir, DpsGsg, Enkg, ForwardModel, Fps, FpsNoise, GaussianMixture,
-    GradientGuidance, Guidance, Init, Mask, MatrixOp, Pnpdm, SamplerKind,
+    GradientGuidance, Guidance, Init, Pnpdm, SamplerKind,
 };
 
 /// Overall data standard deviation √(tr Cov[x₀]/D), the natural σ_data for ΠGDM.
@@ -240,60 +238,24 @@ fn plot(path: &str, exact: &Array2<f64>, panels: &[(String, Array2<f64>)]) -> Re
 }
 
 fn main() {
-    let m2 = mixture_2d();
-    let op = MatrixOp::new(array![[0.6, 0.8]], 0.5).unwrap();
-    let kept = table(
-        "2-D mixture, y = 0.6·x₁ + 0.8·x₂ + n, s = 0.5, y = −2.1 (two posterior modes)",
-        &m2,
-        &op,
-        &array![-2.1],
-        4000,
-        false,
-    );
+    let problems = conditional_problems();
     let plot_path: Option<String> = std::env::args().skip_while(|a| a != "--plot").nth(1);
-    if let Some(path) = plot_path {
-        let post = m2
-            .posterior(&op.matrix().unwrap(), &array![-2.1], 0.5)
-            .unwrap();
-        let exact = post.sample_rows(1500, 0.0, 3, 0);
-        match plot(&path, &exact, &kept) {
-            Ok(()) => println!(
-                "\nscatter panels → {path}: {:?}",
-                kept.iter().map(|k| &k.0).collect::<Vec<_>>()
-            ),
-            Err(e) => println!("\nplot {path} failed: {e}"),
+    for (i, p) in problems.iter().enumerate() {
+        let kept = table(p.title, &p.prior, p.op.as_ref(), &p.y, p.n, p.inpainting);
+        // The scatter panels are of the first (two-mode 2-D) problem.
+        if let (0, Some(path)) = (i, &plot_path) {
+            let post = p
+                .prior
+                .posterior(&p.op.matrix().unwrap(), &p.y, p.op.noise_std())
+                .unwrap();
+            let exact = post.sample_rows(1500, 0.0, 3, 0);
+            match plot(path, &exact, &kept) {
+                Ok(()) => println!(
+                    "\nscatter panels → {path}: {:?}",
+                    kept.iter().map(|k| &k.0).collect::<Vec<_>>()
+                ),
+                Err(e) => println!("\nplot {path} failed: {e}"),
+            }
         }
     }
-    let mask = Mask::new(&[true, false], 0.1).unwrap();
-    table(
-        "2-D mixture, inpainting x₁ (s = 0.1), y = 0.0",
-        &m2,
-        &mask,
-        &array![0.0],
-        4000,
-        true,
-    );
-    let m64 = mixture_64d();
-    let a = MatrixOp::new(normal_rows(31, 0, 16, 0, 64) * 0.25, 0.2).unwrap();
-    let x0 = m64.sample_rows(1, 0.0, 5, 0).row(0).to_owned();
-    let y = measure(&a, &x0, &Array1::from(normal_vec(5, 0, 99, 16))).unwrap();
-    table(
-        "64-D mixture, 16 random projections (s = 0.2)",
-        &m64,
-        &a,
-        &y,
-        1000,
-        false,
-    );
-    let keep: Vec<bool> = (0..64).map(|i| i % 4 == 0).collect();
-    let mask = Mask::new(&keep, 0.05).unwrap();
-    let y = measure(&mask, &x0, &Array1::from(normal_vec(6, 0, 99, 16))).unwrap();
-    table(
-        "64-D mixture, inpainting every 4th coordinate (s = 0.05)",
-        &m64,
-        &mask,
-        &y,
-        1000,
-        true,
-    );
 }

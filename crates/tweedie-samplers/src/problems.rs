@@ -6,7 +6,9 @@
 
 use ndarray::{array, Array1, Array2, Array3, Axis};
 use tweedie_core::mixture::GaussianMixture;
-use tweedie_core::rng::normal_rows;
+use tweedie_core::rng::{normal_rows, normal_vec};
+
+use crate::ops::{measure, ForwardModel, Mask, MatrixOp};
 
 /// 2-D, three components, anisotropic covariances, weights 0.2 / 0.3 / 0.5; means ≥ 9 std apart.
 pub fn mixture_2d() -> GaussianMixture {
@@ -34,6 +36,72 @@ pub fn mixture_64d() -> GaussianMixture {
     let means = normal_rows(200, 0, 3, 0, d) * 0.5;
     GaussianMixture::new(array![0.25, 0.35, 0.4], means, covs)
         .expect("the 64-D problem's covariances are positive definite")
+}
+
+/// One inverse problem of the conditional bias tables: y = A·x₀ + n on a mixture prior.
+#[derive(Debug)]
+pub struct CondProblem {
+    /// The table's heading.
+    pub title: &'static str,
+    pub prior: GaussianMixture,
+    pub op: Box<dyn ForwardModel>,
+    pub y: Array1<f64>,
+    /// Samples drawn per method.
+    pub n: usize,
+    /// Whether replacement (inpainting only) applies.
+    pub inpainting: bool,
+}
+
+/// The four problems of docs/conditional.md (`cond_bias` and `bench-conditional`): on
+/// [`mixture_2d`] a one-row A with two posterior modes and inpainting x₁; on [`mixture_64d`] 16
+/// random projections (entries N(0, 1/16), seed 31) and every 4th coordinate, both measuring the
+/// prior draw of seed 5, with noise (stream 99) of seed 5 (projections) and 6 (mask).
+pub fn conditional_problems() -> Vec<CondProblem> {
+    let m2 = mixture_2d();
+    let m64 = mixture_64d();
+    let proj = MatrixOp::new(normal_rows(31, 0, 16, 0, 64) * 0.25, 0.2)
+        .expect("the projection problem's A is finite");
+    let x0 = m64.sample_rows(1, 0.0, 5, 0).row(0).to_owned();
+    let y_proj = measure(&proj, &x0, &Array1::from(normal_vec(5, 0, 99, 16)))
+        .expect("A·x₀ + n of matching lengths");
+    let keep: Vec<bool> = (0..64).map(|i| i % 4 == 0).collect();
+    let mask = Mask::new(&keep, 0.05).expect("a mask of 64 with 16 kept");
+    let y_mask = measure(&mask, &x0, &Array1::from(normal_vec(6, 0, 99, 16)))
+        .expect("M·x₀ + n of matching lengths");
+    vec![
+        CondProblem {
+            title: "2-D mixture, y = 0.6·x₁ + 0.8·x₂ + n, s = 0.5, y = −2.1 (two posterior modes)",
+            prior: m2.clone(),
+            op: Box::new(MatrixOp::new(array![[0.6, 0.8]], 0.5).expect("a finite 1×2 A")),
+            y: array![-2.1],
+            n: 4000,
+            inpainting: false,
+        },
+        CondProblem {
+            title: "2-D mixture, inpainting x₁ (s = 0.1), y = 0.0",
+            prior: m2,
+            op: Box::new(Mask::new(&[true, false], 0.1).expect("a mask of 2 with 1 kept")),
+            y: array![0.0],
+            n: 4000,
+            inpainting: true,
+        },
+        CondProblem {
+            title: "64-D mixture, 16 random projections (s = 0.2)",
+            prior: m64.clone(),
+            op: Box::new(proj),
+            y: y_proj,
+            n: 1000,
+            inpainting: false,
+        },
+        CondProblem {
+            title: "64-D mixture, inpainting every 4th coordinate (s = 0.05)",
+            prior: m64,
+            op: Box::new(mask),
+            y: y_mask,
+            n: 1000,
+            inpainting: true,
+        },
+    ]
 }
 
 /// Q·diag(λ)·Qᵀ with λ evenly spread over [lo, hi] and Q the Gram–Schmidt orthonormalisation
