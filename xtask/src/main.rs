@@ -5,7 +5,7 @@
 //! - `test`: set-up, then every test, plus the libtorch-free check of the math crates;
 //! - `ci`: `cargo fmt --check`, clippy with `-D warnings`, then `test`;
 //! - `gpu-check`: every CUDA path in one run, ending in a table (skipped without a GPU);
-//! - `bench-samplers`, `consistency`, `bench-nets`, `bench-dist`: the measurement tooling, forwarded to the
+//! - `bench-samplers`, `bench-conditional`, `consistency`, `bench-nets`, `bench-dist`: the measurement tooling, forwarded to the
 //!   `tweedie-bench` binary (crate `tweedie-bench`, not published) after the set-up;
 //! - anything else is forwarded to the `tweedie` binary: `cargo xtask train …` runs
 //!   `tweedie train …` after the set-up.
@@ -32,7 +32,7 @@ use run::{cargo, step};
     about = "tweedie project tasks; unknown subcommands run `tweedie <subcommand> …` after the set-up",
     after_help = "Forwarded to the tweedie CLI: train, sample, info, schedule, eval, nets, … \
                   (`cargo xtask train --help`).\n\
-                  Forwarded to tweedie-bench: bench-samplers, consistency, bench-nets, bench-dist \
+                  Forwarded to tweedie-bench: bench-samplers, bench-conditional, consistency, bench-nets, bench-dist \
                   (`cargo xtask bench-samplers --help`)."
 )]
 struct Cli {
@@ -168,7 +168,13 @@ fn ci(root: &Path) -> Result<()> {
 }
 
 /// Subcommands of the `tweedie-bench` binary (measurement tooling, not the user CLI).
-const BENCH_COMMANDS: [&str; 4] = ["bench-samplers", "consistency", "bench-nets", "bench-dist"];
+const BENCH_COMMANDS: [&str; 5] = [
+    "bench-samplers",
+    "bench-conditional",
+    "consistency",
+    "bench-nets",
+    "bench-dist",
+];
 
 /// The binary (and package) a forwarded subcommand belongs to.
 fn binary_for(command: Option<&OsString>) -> &'static str {
@@ -263,6 +269,7 @@ mod tests {
     fn measurement_commands_go_to_tweedie_bench_and_the_rest_to_tweedie() {
         let bin = |s: &str| binary_for(Some(&OsString::from(s)));
         assert_eq!(bin("bench-samplers"), "tweedie-bench");
+        assert_eq!(bin("bench-conditional"), "tweedie-bench");
         assert_eq!(bin("consistency"), "tweedie-bench");
         assert_eq!(bin("train"), "tweedie");
         assert_eq!(bin("sample"), "tweedie");

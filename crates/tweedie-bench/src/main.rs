@@ -2,6 +2,7 @@
 //! `cargo xtask bench-samplers|consistency|bench-nets|bench-dist …`, which set up libtorch first.
 
 mod bench;
+mod cond;
 mod consistency;
 mod dist;
 mod nets;
@@ -22,6 +23,8 @@ struct Cli {
 enum Command {
     /// Sampler error vs NFE on exact Gaussian mixtures and cost, side by side with k-diffusion/diffusers.
     BenchSamplers(bench::Args),
+    /// DPS, FPS and TMP against exact mixture posteriors, side by side with diffuse (JAX) with --with-diffuse.
+    BenchConditional(cond::Args),
     /// The same sampler and model on ndarray, tch CPU (f64/f32) and CUDA; one U-Net training step CPU vs CUDA.
     Consistency(consistency::Args),
     /// One U-Net training step (forward, backward, Adam) in tch next to the same network in PyTorch eager.
@@ -36,6 +39,7 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let result = match Cli::parse().command {
         Command::BenchSamplers(args) => bench::run(args),
+        Command::BenchConditional(args) => cond::run(args),
         Command::Consistency(args) => consistency::run(args),
         Command::BenchNets(args) => nets::run(args),
         Command::BenchDist(args) => dist::run(args),
