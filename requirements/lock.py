@@ -2,7 +2,8 @@
 """Regenerates the hash-pinned lock files (*.txt) in this folder from their inputs (*.in).
 
 Every pip install of the project (`cargo xtask setup`: torch, numpy, the CUDA headers, the
-digits wheel; `bench-samplers`: k-diffusion, diffusers and what they need) reads one of these
+digits wheel; `bench-samplers`: k-diffusion, diffusers and what they need; `bench-conditional
+--with-diffuse`: diffuse and jax) reads one of these
 locks with `pip install --require-hashes --no-deps --only-binary=:all:`, so each lock must list
 every package that install adds, transitive ones included, at an exact version, with the
 sha256 of every wheel PyPI publishes for that version (several Python versions and platforms:
@@ -51,6 +52,8 @@ LOCKS: dict[str, tuple[list[str], list[str]]] = {
     # Installed independently of k-diffusion (either may fail alone), so it lists the packages
     # they share too, at the same versions.
     "bench-diffusers": (["setup"], ["bench-kdiffusion"]),
+    # bench-conditional's diffuse harness: a virtualenv of its own (jax, not torch).
+    "bench-diffuse": ([], []),
 }
 
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;]+)$")

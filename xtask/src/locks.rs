@@ -170,12 +170,13 @@ mod tests {
 
     /// Every lock the set-up and the benchmark install from, with the lock it is installed on
     /// top of (whose packages it must not repeat).
-    const LOCKS: [(&str, Option<&str>); 5] = [
+    const LOCKS: [(&str, Option<&str>); 6] = [
         ("setup", None),
         ("cuda-headers", Some("setup")),
         ("digits", None),
         ("bench-kdiffusion", Some("setup")),
         ("bench-diffusers", Some("setup")),
+        ("bench-diffuse", None),
     ];
 
     #[test]

@@ -2,8 +2,8 @@
 """diffuse (github.com/jcopo/diffuse, PyPI `diffuse-jax`) on tweedie's conditional-sampling problems.
 
 Driven by `cargo xtask bench-conditional --with-diffuse` (crates/tweedie-bench/src/cond.rs), which
-installs the pinned, hash-checked packages of diffuse-requirements.txt into a throwaway virtualenv
-and runs
+installs the hash-pinned lock requirements/bench-diffuse.txt into a throwaway virtualenv and
+runs
 
     python diffuse_cond.py check       # prints {"diffuse": version, "jax": version} or fails
     python diffuse_cond.py run DIR     # reads DIR/job.json, writes DIR/results.json and endpoints

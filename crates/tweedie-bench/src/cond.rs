@@ -4,7 +4,7 @@
 //! operator, y, noise, σ grid and latents, each scored against the exact posterior.
 //!
 //! diffuse runs from a throwaway virtualenv (default `target/bench-venvs/diffuse`), created here
-//! and filled from `scripts/diffuse-requirements.txt` (pinned, hash-checked, no dependency
+//! and filled from `requirements/bench-diffuse.txt` (pinned, hash-checked, no dependency
 //! resolution), never the project's `.venv`. The harness is `scripts/diffuse_cond.py`.
 
 use std::path::{Path, PathBuf};
@@ -25,7 +25,9 @@ use tweedie_samplers::{
 };
 
 const SCRIPT: &str = include_str!("../scripts/diffuse_cond.py");
-const REQUIREMENTS: &str = include_str!("../scripts/diffuse-requirements.txt");
+/// diffuse, jax and what diffuse's conditional denoisers import, hash-pinned by
+/// `requirements/lock.py` (diffuse-jax without its declared flax/optax/matplotlib…).
+const REQUIREMENTS: &str = include_str!("../../../requirements/bench-diffuse.txt");
 /// The diffuse release the requirements pin; a virtualenv with another one is reinstalled.
 const DIFFUSE_VERSION: &str = "0.1.0";
 
@@ -293,7 +295,7 @@ fn write_harness(dir: &Path) -> Result<(PathBuf, PathBuf)> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let script = dir.join("diffuse_cond.py");
     std::fs::write(&script, SCRIPT).with_context(|| format!("writing {}", script.display()))?;
-    let req = dir.join("diffuse-requirements.txt");
+    let req = dir.join("bench-diffuse.txt");
     std::fs::write(&req, REQUIREMENTS).with_context(|| format!("writing {}", req.display()))?;
     Ok((script, req))
 }
@@ -356,7 +358,7 @@ fn diffuse_python(args: &Args) -> Result<(PathBuf, Versions)> {
         Err(_) => {}
     }
     eprintln!(
-        "[bench-conditional] pip install -r diffuse-requirements.txt (hash-checked) into {}",
+        "[bench-conditional] pip install -r bench-diffuse.txt (hash-checked) into {}",
         venv.display()
     );
     checked(
@@ -376,7 +378,7 @@ fn diffuse_python(args: &Args) -> Result<(PathBuf, Versions)> {
                 "-r",
             ])
             .arg(&req),
-        "pip install -r diffuse-requirements.txt",
+        "pip install -r bench-diffuse.txt",
     )?;
     let v = check(&python, &script)?;
     Ok((python, v))
