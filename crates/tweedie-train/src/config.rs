@@ -494,6 +494,28 @@ impl TrainConfig {
         Self::from_table(raw)
     }
 
+    /// Parses a run's saved config (its `config.toml`, or the copy in its training state) with
+    /// overrides. A key the run predates reads as the value the run trained with, not today's
+    /// default ([`crate::resume::fill_predated_keys`]), so a resume continues the run unchanged.
+    pub fn from_run_toml_str(text: &str, sets: &[String]) -> Result<Self> {
+        let mut raw: toml::Table =
+            toml::from_str(text).map_err(|e| TrainError::Config(e.to_string()))?;
+        crate::resume::fill_predated_keys(&mut raw);
+        for s in sets {
+            apply_set(&mut raw, s)?;
+        }
+        Self::from_table(raw)
+    }
+
+    /// [`Self::from_run_toml_str`] of a run directory's `config.toml`.
+    pub fn from_run_file(path: &Path, sets: &[String]) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+        Self::from_run_toml_str(&text, sets).map_err(|e| match e {
+            TrainError::Config(m) => TrainError::Config(format!("{}: {m}", path.display())),
+            other => other,
+        })
+    }
+
     /// Reads a config file (and the files it `extends`) with overrides.
     pub fn from_file(path: &Path, sets: &[String]) -> Result<Self> {
         let mut raw = read_table(path)?;

@@ -42,6 +42,36 @@ impl AllowChanges {
     }
 }
 
+/// Keys added to the config after runs were made whose default differs from what those runs
+/// did: (section, key, the value a run without the key trained with, whether it applies to the
+/// saved table). Runs write their whole effective config, so a saved config without the key
+/// predates it. Without this, a resume would read the run's config with today's default on
+/// both sides of the comparison and change training silently.
+type PredatedKey = (&'static str, &'static str, f64, fn(&toml::Table) -> bool);
+const PREDATED_KEYS: [PredatedKey; 1] = [
+    // Label dropout (default 0.1) came after conditional training, which dropped no labels.
+    // Unconditional runs never read it, so they keep the default and compare as before.
+    ("training", "label_dropout", 0.0, |raw| {
+        raw.get("training")
+            .and_then(|t| t.get("conditional"))
+            .and_then(toml::Value::as_bool)
+            .unwrap_or(false)
+    }),
+];
+
+/// Writes into a run's saved config table the value each key it predates had in that run
+/// (see `PREDATED_KEYS`); keys present are left alone.
+pub fn fill_predated_keys(raw: &mut toml::Table) {
+    for (section, key, value, applies) in PREDATED_KEYS {
+        if !applies(raw) {
+            continue;
+        }
+        if let Some(toml::Value::Table(t)) = raw.get_mut(section) {
+            t.entry(key).or_insert(toml::Value::Float(value));
+        }
+    }
+}
+
 /// Every leaf of `cfg` as dotted key → TOML value text (arrays are one leaf).
 pub fn flatten(cfg: &TrainConfig) -> Result<BTreeMap<String, String>> {
     let v = toml::Value::try_from(cfg)
@@ -223,6 +253,46 @@ mod tests {
         assert!(differences(&old, &new, Some("a"), "b", &any)?.is_empty());
         // Only the step count changed: nothing to report.
         assert!(differences(&old, &cfg(&["training.steps=7"]), Some("a"), "a", &none)?.is_empty());
+        Ok(())
+    }
+
+    /// A conditional run saved before `training.label_dropout` existed trained without
+    /// dropout: its config reads as 0 (a given value is kept; unconditional runs keep the
+    /// default, which they never use), and a config that means 0.1 is a listed difference.
+    #[test]
+    fn a_saved_config_without_label_dropout_reads_as_no_dropout() -> Result<()> {
+        let base = "[diffusion]\ntype = \"EDM\"\n[data]\ntype = \"moons\"\n[network]\n\
+                    preset = \"mlp-small\"\n[training]\n";
+        let old_cond = format!("{base}conditional = true\n");
+        let run = TrainConfig::from_run_toml_str(&old_cond, &[])?;
+        assert_eq!(run.training.label_dropout, 0.0);
+        let given = format!("{old_cond}label_dropout = 0.2\n");
+        assert_eq!(
+            TrainConfig::from_run_toml_str(&given, &[])?
+                .training
+                .label_dropout,
+            0.2
+        );
+        let set = ["training.label_dropout=0.3".to_string()];
+        assert_eq!(
+            TrainConfig::from_run_toml_str(&old_cond, &set)?
+                .training
+                .label_dropout,
+            0.3
+        );
+        let uncond = TrainConfig::from_run_toml_str(base, &[])?;
+        assert_eq!(uncond.training.label_dropout, 0.1);
+        // Today's reading of the same text (a user's config file) means the default 0.1.
+        let today = TrainConfig::from_toml_str(&old_cond, &[])?;
+        let d = differences(&run, &today, None, "a", &AllowChanges::default())?;
+        assert_eq!(
+            d,
+            vec![(
+                "training.label_dropout".to_string(),
+                "0.0".to_string(),
+                "0.1".to_string()
+            )]
+        );
         Ok(())
     }
 

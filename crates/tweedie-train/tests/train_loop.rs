@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use tch::Tensor;
-use tweedie_train::checkpoint::{read_state, STATE_FILE};
+use tweedie_train::checkpoint::{read_state, META_CONFIG, STATE_FILE};
 use tweedie_train::trainer::files;
 use tweedie_train::{train, TrainConfig, TrainError, TrainOptions};
 
@@ -162,6 +162,87 @@ fn label_dropout_resumes_bit_for_bit_and_is_recorded_in_the_model() -> Result<()
             .map_err(|e| TrainError::Other(e.to_string()))?;
         assert_eq!(rate, want, "{}", dir.display());
     }
+    Ok(())
+}
+
+/// `text` (a saved config) without its `[training] label_dropout` line, as a run made before
+/// the key existed wrote it.
+fn without_training_label_dropout(text: &str) -> String {
+    let (mut section, mut removed) = ("", 0);
+    let mut out = String::new();
+    for line in text.lines() {
+        let t = line.trim();
+        if t.starts_with('[') {
+            section = t;
+        }
+        if section == "[training]" && t.starts_with("label_dropout") {
+            removed += 1;
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    assert_eq!(removed, 1, "{text}");
+    out
+}
+
+/// Makes the run in `dir` look as if it were made before `training.label_dropout` existed:
+/// the key is removed from its `config.toml` and from the config its training state keeps.
+fn forget_label_dropout(dir: &Path) {
+    let config = dir.join(files::CONFIG);
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, without_training_label_dropout(&text)).unwrap();
+    let path = dir.join(STATE_FILE);
+    let bytes = std::fs::read(&path).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let mut info = meta.metadata().clone().unwrap();
+    let saved = info.get(META_CONFIG).unwrap().clone();
+    info.insert(META_CONFIG.into(), without_training_label_dropout(&saved));
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let out = safetensors::serialize(st.tensors(), &Some(info)).unwrap();
+    std::fs::write(&path, out).unwrap();
+}
+
+/// A conditional run made before `training.label_dropout` existed trained without dropout and
+/// saved its config without the key. Resumed from its own config it continues at rate 0, bit
+/// for bit with an uninterrupted rate-0 run; a config that means today's default 0.1 is
+/// refused naming the key (it used to be accepted silently, the comparison reading the default
+/// on both sides, and training went on at 0.1).
+#[test]
+fn a_conditional_run_older_than_label_dropout_resumes_without_dropout() -> Result<(), TrainError> {
+    let root = tempfile::tempdir().map_err(|e| TrainError::io("tmp", e))?;
+    let (a, b) = (root.path().join("a"), root.path().join("b"));
+    let old = |steps| {
+        config(
+            steps,
+            &["training.conditional=true", "training.label_dropout=0"],
+        )
+    };
+    train(&old(8), &opts(&a, false))?;
+    train(&old(4), &opts(&b, false))?;
+    forget_label_dropout(&b);
+    let steps = ["training.steps=8".to_string()];
+    let today = TrainConfig::from_file(&b.join(files::CONFIG), &steps)?;
+    assert_eq!(today.training.label_dropout, 0.1);
+    let e = match train(&today, &opts(&b, true)) {
+        Ok(_) => panic!("a resume at label dropout 0.1 of a run trained at 0 was accepted"),
+        Err(e) => e,
+    };
+    let TrainError::ResumeMismatch { differences, .. } = &e else {
+        panic!("expected a resume mismatch, got {e}");
+    };
+    assert_eq!(
+        differences,
+        &vec![(
+            "training.label_dropout".to_string(),
+            "0.0".to_string(),
+            "0.1".to_string()
+        )]
+    );
+    let resumed = TrainConfig::from_run_file(&b.join(files::CONFIG), &steps)?;
+    assert_eq!(resumed.training.label_dropout, 0.0);
+    train(&resumed, &opts(&b, true))?;
+    assert_bit_identical(&state(&a), &state(&b));
     Ok(())
 }
 

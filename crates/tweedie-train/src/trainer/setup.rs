@@ -90,12 +90,14 @@ pub(super) fn prepare(
             )));
         }
         let st = read_state(&state_path)?;
-        let old: TrainConfig = TrainConfig::from_toml_str(&st.config_toml, &[]).map_err(|e| {
-            TrainError::Checkpoint {
-                path: state_path.clone(),
-                reason: format!("its config does not parse: {e}"),
-            }
-        })?;
+        // Read as the run trained: a key it predates is what it did, not today's default.
+        let old: TrainConfig =
+            TrainConfig::from_run_toml_str(&st.config_toml, &[]).map_err(|e| {
+                TrainError::Checkpoint {
+                    path: state_path.clone(),
+                    reason: format!("its config does not parse: {e}"),
+                }
+            })?;
         let diffs = crate::resume::differences(
             &old,
             cfg,

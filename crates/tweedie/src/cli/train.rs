@@ -86,13 +86,13 @@ pub const DEFAULT_CONFIG: &str = "configs/default.toml";
 pub fn run(args: Args) -> anyhow::Result<()> {
     let (cfg, run_dir, resume) = match &args.resume {
         Some(dir) => {
-            // The run's own config, or the one given, which train() compares with the run's.
-            let path = args
-                .config
-                .clone()
-                .unwrap_or_else(|| dir.join(files::CONFIG));
-            let cfg = TrainConfig::from_file(&path, &args.set)
-                .with_context(|| format!("cannot resume {}", dir.display()))?;
+            // The run's own config (read as the run trained, keys it predates included), or
+            // the one given, which train() compares with the run's.
+            let cfg = match &args.config {
+                Some(path) => TrainConfig::from_file(path, &args.set),
+                None => TrainConfig::from_run_file(&dir.join(files::CONFIG), &args.set),
+            }
+            .with_context(|| format!("cannot resume {}", dir.display()))?;
             (cfg, dir.clone(), true)
         }
         None => {
