@@ -968,6 +968,7 @@ fn render_markdown(
                 },
             );
         }
+        best_per_budget(&mut s, rows, name, &settings.nfe);
         // Convergence orders.
         let _ = writeln!(
             s,
@@ -1104,6 +1105,62 @@ fn render_markdown(
     s
 }
 
+/// The lowest median error of each library's deterministic samplers at each NFE budget, and
+/// tweedie's best over the best other library's (issue #13's target: ≤ 0.5).
+fn best_per_budget(s: &mut String, rows: &[Row], mixture: &str, budgets: &[usize]) {
+    let best = |lib: &str, budget: &str| -> Option<(f64, String)> {
+        rows.iter()
+            .filter(|r| r.mixture == mixture && r.lib == lib && r.deterministic)
+            .filter(|r| r.budget == budget)
+            .filter_map(|r| {
+                r.med_err
+                    .filter(|e| e.is_finite())
+                    .map(|e| (e, r.sampler.clone()))
+            })
+            .min_by(|a, b| a.0.total_cmp(&b.0))
+    };
+    let cell = |b: &Option<(f64, String)>| match b {
+        Some((e, n)) => format!("{} ({n})", fmt_e(Some(*e))),
+        None => "—".into(),
+    };
+    let _ = writeln!(
+        s,
+        "\nBest median error per NFE budget (deterministic samplers, each library's best; ratio = \
+         tweedie ÷ the best other library):\n"
+    );
+    let _ = writeln!(
+        s,
+        "| NFE | tweedie | k-diffusion | diffusers | ratio | ≤ 0.5 |\n|---:|---|---|---|---:|---|"
+    );
+    for b in budgets {
+        let budget = b.to_string();
+        let ours = best("tweedie", &budget);
+        let (k, d) = (best("k-diffusion", &budget), best("diffusers", &budget));
+        let other = [k.as_ref(), d.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(|o| o.0)
+            .min_by(f64::total_cmp);
+        let ratio = match (&ours, other) {
+            (Some(o), Some(t)) if t > 0.0 => Some(o.0 / t),
+            _ => None,
+        };
+        let _ = writeln!(
+            s,
+            "| {b} | {} | {} | {} | {} | {} |",
+            cell(&ours),
+            cell(&k),
+            cell(&d),
+            ratio.map(|r| format!("{r:.2}")).unwrap_or("—".into()),
+            match ratio {
+                Some(r) if r <= 0.5 => "met",
+                Some(_) => "not met",
+                None => "—",
+            }
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1129,6 +1186,7 @@ mod tests {
         let csv = std::fs::read_to_string(out.join("bench.csv")).unwrap();
         let md = std::fs::read_to_string(out.join("bench.md")).unwrap();
         assert!(md.contains("Empirical convergence order"));
+        assert!(md.contains("Best median error per NFE budget"));
         let png = image::open(out.join("error_vs_nfe.png")).unwrap();
         assert!(png.width() > 600);
         // Median error of each deterministic fixed-grid sampler: 40 NFE beats 10 NFE.
@@ -1139,7 +1197,14 @@ mod tests {
                 .unwrap_or_else(|| panic!("no row for {sampler} at {budget}"));
             line.split(',').nth(7).unwrap().parse().unwrap()
         };
-        for s in ["euler", "heun", "dpmpp_2s", "dpmpp_2m", "deis3"] {
+        for s in [
+            "euler",
+            "heun",
+            "dpmpp_2s",
+            "dpmpp_2m",
+            "deis3",
+            "deis_logrho",
+        ] {
             assert!(
                 med(s, "40") < med(s, "10"),
                 "{s}: {} vs {}",

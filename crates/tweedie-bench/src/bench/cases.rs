@@ -31,15 +31,29 @@ pub struct Case {
     grid: Grid,
 }
 
-/// Time grids between the bench's σ_max and σ_min, then 0.
+/// Time grids from the bench's σ_max, then 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Grid {
-    /// Karras et al. 2022 (eq. 5), ρ = 7: every library's default for EDM-style sampling.
+    /// Karras et al. 2022 (eq. 5), ρ = 7, down to σ_min = 0.002: every library's default for
+    /// EDM-style sampling, and the grid of every reference-library run.
     Karras,
     /// Uniform in log σ̃ (= uniform log-SNR; DPM-Solver's recommendation for its multistep
     /// solvers, Lu et al. 2022), same end points.
     LogSnr,
+    /// Karras ρ = 10 down to σ_min = 0.01 (`TUNED_KARRAS`), for the samplers whose step to
+    /// σ̃ = 0 integrates the ODE rather than returning D.
+    KarrasTuned,
+    /// Uniform log-SNR down to σ_min = 0.1 (`TUNED_LOGSNR_SIGMA_MIN`), likewise.
+    LogSnrTuned,
 }
+
+/// (ρ, σ_min) of [`Grid::KarrasTuned`] and σ_min of [`Grid::LogSnrTuned`]: picked by
+/// `scripts/tune_grids.py` on two mixtures that are not the benchmark's (2-D, 3 components;
+/// 16-D, 4 components), best median error of `deis_logrho` at NFE 10 and 20 (Karras) and at
+/// NFE 5 (log-SNR) over ρ ∈ {3, 5, 7, 10} × σ_min ∈ {0.002, 0.01, 0.03, 0.1}.
+pub const TUNED_KARRAS: (f64, f64) = (10.0, 0.01);
+/// See [`TUNED_KARRAS`].
+pub const TUNED_LOGSNR_SIGMA_MIN: f64 = 0.1;
 
 /// The process of every bench run: EDM, α = 1, σ(t) = t (Karras et al. 2022), so σ̃ = σ.
 pub fn process() -> Edm {
@@ -51,6 +65,15 @@ pub fn process() -> Edm {
 
 fn timer(grid: Grid, sigma_min: f64, sigma_max: f64, rho: f64) -> TimerKind {
     match grid {
+        Grid::KarrasTuned => TimerKind::Edm {
+            sigma_min: TUNED_KARRAS.1,
+            sigma_max,
+            rho: TUNED_KARRAS.0,
+        },
+        Grid::LogSnrTuned => TimerKind::Exponential {
+            sigma_min: TUNED_LOGSNR_SIGMA_MIN,
+            sigma_max,
+        },
         Grid::Karras => TimerKind::Edm {
             sigma_min,
             sigma_max,
@@ -155,6 +178,11 @@ impl Case {
             "deis3" => vec![("diffusers", "deis3")],
             "lms" => vec![("k-diffusion", "lms")],
             "dpmpp_3m" => vec![("diffusers", "dpmpp_3m"), ("k-diffusion", "dpmpp_3m")],
+            // The same update as k-diffusion's dpmpp_3m_sde (η = 0) and diffusers' order-3
+            // DPMSolverMultistep: the damped form of DPM-Solver's reference code.
+            "dpmpp_3m_damped" => vec![("k-diffusion", "dpmpp_3m"), ("diffusers", "dpmpp_3m")],
+            // diffusers' DEIS is logρ-DEIS; it ends with D(x; σ_min) where ours steps to 0.
+            "deis_logrho" => vec![("diffusers", "deis3")],
             "edm_stochastic" => vec![("k-diffusion", "heun_churn")],
             "unipc" => vec![("diffusers", "unipc"), ("diffusers", "unipc3")],
             "euler_ancestral" => vec![("k-diffusion", "euler_ancestral")],
@@ -178,8 +206,8 @@ pub fn ours_for(lib: &str, sampler: &str) -> Option<&'static str> {
         ("k-diffusion", "dpmpp_2m_sde") => Some("dpmpp_2m_sde"),
         ("k-diffusion", "dpmpp_3m_sde") => Some("dpmpp_3m_sde"),
         ("k-diffusion", "lms") => Some("lms"),
-        ("diffusers", "deis3") => Some("deis3"),
-        ("diffusers", "dpmpp_3m") | ("k-diffusion", "dpmpp_3m") => Some("dpmpp_3m"),
+        ("diffusers", "deis3") => Some("deis_logrho"),
+        ("diffusers", "dpmpp_3m") | ("k-diffusion", "dpmpp_3m") => Some("dpmpp_3m_damped"),
         ("k-diffusion", "heun_churn") => Some("edm_stochastic"),
         // diffusers' default UniPC is order 2; its order-3 B2 run is ours.
         ("diffusers", "unipc3") => Some("unipc"),
@@ -200,11 +228,11 @@ pub fn is_stochastic(_lib: &str, sampler: &str) -> bool {
 /// one-evaluation ODE step, Euler ancestral for a stochastic step).
 pub fn overhead_counterpart(ours: &str) -> Option<&'static str> {
     Some(match ours {
-        "euler" | "ddim" | "deis3" | "unipc" | "ipndm" => "euler",
+        "euler" | "ddim" | "deis3" | "unipc" | "ipndm" | "deis_logrho" => "euler",
         "heun" => "heun",
         "dpmpp_2s" => "dpmpp_2s",
         "dpmpp_2m" => "dpmpp_2m",
-        "dpmpp_3m" => "dpmpp_3m",
+        "dpmpp_3m" | "dpmpp_3m_damped" => "dpmpp_3m",
         "lms" => "lms",
         "edm_stochastic" => "heun_churn",
         "euler_ancestral" | "ddpm_ancestral" | "euler_maruyama" => "euler_ancestral",
@@ -229,6 +257,37 @@ pub fn all(seed: u64) -> Result<Vec<Case>> {
         Case::new("unipc", Deterministic, named("unipc")?, (1, 0), seed),
         Case::new("lms", Deterministic, named("lms")?, (1, 0), seed),
         Case::new("ipndm", Deterministic, named("ipndm")?, (1, 0), seed),
+        Case::new(
+            "dpmpp_3m_damped",
+            Deterministic,
+            named("dpmpp_3m_damped")?,
+            (1, 0),
+            seed,
+        ),
+        Case::new(
+            "deis_logrho",
+            Deterministic,
+            named("deis_logrho")?,
+            (1, 0),
+            seed,
+        ),
+        // logρ-DEIS on the grids tuned on other mixtures (TUNED_KARRAS, TUNED_LOGSNR_SIGMA_MIN).
+        Case::new(
+            "deis_logrho_karras10",
+            Deterministic,
+            named("deis_logrho")?,
+            (1, 0),
+            seed,
+        )
+        .on(Grid::KarrasTuned),
+        Case::new(
+            "deis_logrho_logsnr",
+            Deterministic,
+            named("deis_logrho")?,
+            (1, 0),
+            seed,
+        )
+        .on(Grid::LogSnrTuned),
         // The multistep solvers on DPM-Solver's own grid (uniform log-SNR), same end points.
         Case::new("deis3_logsnr", Deterministic, named("deis3")?, (1, 0), seed).on(Grid::LogSnr),
         Case::new(
