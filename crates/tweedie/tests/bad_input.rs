@@ -245,6 +245,13 @@ fn fixtures(d: &Path) {
     std::fs::write(d.join("idx_bad"), b"hello").unwrap();
     checkpoint(d, "ddpmpp-tiny");
     checkpoint(d, "mlp-2d");
+    // 8×8 fields (the ddpmpp-tiny checkpoint's sample shape) for `tweedie measure`.
+    std::fs::write(
+        d.join("fields8.toml"),
+        "[diffusion]\ntype = \"EDM\"\n\n[training]\nsteps = 1\nbatch_size = 4\n\n\
+         [data]\ntype = \"fields\"\nsize = 8\nn = 16\nheld_out = 4\n",
+    )
+    .unwrap();
     netcdf_fixtures(d);
     conditional_checkpoint(d, "cond-no-dropout", None);
     conditional_checkpoint(d, "cond-bad-record", Some("often"));
@@ -325,6 +332,25 @@ fn cases() -> Vec<Case> {
         name: name.into(),
         args: smp(extra),
         expect: Expect::Err(s(needles)),
+    };
+    // `sample` of the ddpmpp-tiny checkpoint (2 samples, 2 steps, CPU) with `extra`.
+    let ck = |extra: &[&'static str]| -> Vec<&'static str> {
+        let mut a = vec![
+            "sample",
+            "--model",
+            "ddpmpp-tiny.safetensors",
+            "--device",
+            "cpu",
+            "--n",
+            "2",
+            "--steps",
+            "2",
+        ];
+        if !extra.contains(&"--out") {
+            a.extend(["--out", "c.npy"]);
+        }
+        a.extend_from_slice(extra);
+        a
     };
     let mut v = vec![
         // ---- sample: sizes
@@ -587,6 +613,222 @@ fn cases() -> Vec<Case> {
             "unknown operator",
             &["--out", "x.npy", "--operator", "smear", "--y", "y1.npy"],
             &["smear"],
+        ),
+        // ---- conditional sampling of a checkpoint (issue #12): ddpmpp-tiny draws [1, 8, 8]
+        err(
+            "checkpoint downsample factor not dividing the image",
+            &ck(&["--operator", "downsample", "--factor", "3", "--y", "y1.npy"]),
+            &["--factor 3", "divide", "8"],
+        ),
+        err(
+            "checkpoint measurement of the wrong length",
+            &ck(&[
+                "--operator",
+                "downsample",
+                "--factor",
+                "2",
+                "--noise-std",
+                "0.1",
+                "--y",
+                "y1.npy",
+                "--guidance",
+                "pigdm",
+            ]),
+            &["y1.npy", "2 entries", "16"],
+        ),
+        err(
+            "checkpoint NaN measurement",
+            &ck(&[
+                "--operator",
+                "mask",
+                "--observe",
+                "0,1",
+                "--y",
+                "ynan.npy",
+                "--guidance",
+                "pigdm",
+            ]),
+            &["ynan.npy", "NaN"],
+        ),
+        err(
+            "checkpoint exact posterior",
+            &ck(&["--operator", "mask", "--observe", "0,1", "--y", "y1.npy"]),
+            &["exact_posterior", "closed-form"],
+        ),
+        err(
+            "checkpoint mask file of the wrong size",
+            &ck(&[
+                "--operator",
+                "mask",
+                "--mask",
+                "lat2.npy",
+                "--y",
+                "y1.npy",
+                "--guidance",
+                "pigdm",
+            ]),
+            &["--mask", "lat2.npy", "64"],
+        ),
+        err(
+            "checkpoint negative measurement noise",
+            &ck(&[
+                "--operator",
+                "mask",
+                "--observe",
+                "0,1",
+                "--noise-std=-1",
+                "--y",
+                "y1.npy",
+                "--guidance",
+                "pigdm",
+            ]),
+            &["--noise-std -1"],
+        ),
+        err(
+            "checkpoint DPS without measurement noise",
+            &ck(&[
+                "--operator",
+                "mask",
+                "--observe",
+                "0,1",
+                "--y",
+                "y1.npy",
+                "--guidance",
+                "dps",
+            ]),
+            &["--guidance dps", "noise_std", "s > 0"],
+        ),
+        err(
+            "checkpoint PnP-DM with a deterministic sampler",
+            &ck(&[
+                "--operator",
+                "mask",
+                "--observe",
+                "0,1",
+                "--noise-std",
+                "0.1",
+                "--y",
+                "y1.npy",
+                "--guidance",
+                "pnpdm",
+                "--sampler",
+                "heun",
+            ]),
+            &["--guidance pnpdm", "stochastic sampler"],
+        ),
+        err(
+            "checkpoint truth of the wrong size",
+            &ck(&[
+                "--operator",
+                "mask",
+                "--observe",
+                "0,1",
+                "--y",
+                "y1.npy",
+                "--guidance",
+                "pigdm",
+                "--truth",
+                "lat2.npy",
+            ]),
+            &["--truth", "lat2.npy", "64"],
+        ),
+        ok(
+            "checkpoint inpainting with ΠGDM (autograd VJP)",
+            &ck(&[
+                "--operator",
+                "mask",
+                "--observe",
+                "0,1",
+                "--noise-std",
+                "0.1",
+                "--y",
+                "y1.npy",
+                "--guidance",
+                "pigdm",
+                "--out",
+                "cond.png",
+            ]),
+            |d, _| {
+                let x = read_rows(&d.join("cond.npy"))?;
+                if x.dim() != (2, 64) || x.iter().any(|v| !v.is_finite()) {
+                    return Err(format!(
+                        "samples {:?}, finite: {}",
+                        x.dim(),
+                        x.iter().all(|v| v.is_finite())
+                    ));
+                }
+                d.join("cond.png")
+                    .is_file()
+                    .then_some(())
+                    .ok_or("no cond.png".into())
+            },
+        ),
+        err(
+            "measure index beyond the held-out split",
+            &[
+                "measure",
+                "--data",
+                "fields8.toml",
+                "--index",
+                "4",
+                "--operator",
+                "mask",
+                "--observe",
+                "0",
+                "--out",
+                "ym.npy",
+            ],
+            &["--index 4", "4 samples"],
+        ),
+        err(
+            "measure without operator",
+            &["measure", "--data", "fields8.toml", "--out", "ym.npy"],
+            &["--operator"],
+        ),
+        err(
+            "measure unknown blur boundary",
+            &[
+                "measure",
+                "--data",
+                "fields8.toml",
+                "--operator",
+                "blur",
+                "--blur-boundary",
+                "mirror",
+                "--out",
+                "ym.npy",
+            ],
+            &["--blur-boundary mirror"],
+        ),
+        ok(
+            "measure block averages of a held-out field",
+            &[
+                "measure",
+                "--data",
+                "fields8.toml",
+                "--index",
+                "1",
+                "--operator",
+                "downsample",
+                "--factor",
+                "2",
+                "--noise-std",
+                "0.1",
+                "--out",
+                "ym.npy",
+                "--truth",
+                "xm.npy",
+            ],
+            |d, _| {
+                let y = tweedie::train::data::npy::read(&d.join("ym.npy"))
+                    .map_err(|e| e.to_string())?;
+                let x = tweedie::train::data::npy::read(&d.join("xm.npy"))
+                    .map_err(|e| e.to_string())?;
+                if y.shape() != [16] || x.shape() != [1, 8, 8] {
+                    return Err(format!("y {:?}, truth {:?}", y.shape(), x.shape()));
+                }
+                Ok(())
+            },
         ),
         // ---- sample: checkpoints
         err(

@@ -10,8 +10,10 @@ mod eval;
 mod info;
 mod launch;
 mod likelihood;
+mod measure;
 mod model;
 mod nets;
+mod operator;
 mod sample;
 mod schedule;
 mod train;
@@ -44,6 +46,8 @@ subcommands! {
     Nets => nets,
     /// Draw samples from an analytic mixture with any sampler, optionally given a measurement.
     Sample => sample,
+    /// Make a measurement y = A·x₀ + n of a held-out sample x₀ (for `sample --operator`).
+    Measure => measure,
     /// Print a timer's time grid (i, t, σ̃) as a sampler would use it.
     Schedule => schedule,
     /// Train a model from a TOML config (default configs/default.toml), sample, evaluate, write report.md.

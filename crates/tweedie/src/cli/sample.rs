@@ -16,8 +16,8 @@ use tweedie::core::space::TchTensor;
 use tweedie::core::{Process, ProcessKind, TimeGrid, Timer, TimerKind};
 use tweedie::nets::NetModel;
 use tweedie::samplers::{
-    Blur, Cfg, CondSampler, Downsample, ForwardModel, Guidance, Init, Mask, MatrixOp, Model,
-    Sampler, SamplerKind, SamplerParams, SamplerSpec, State,
+    Cfg, CondSampler, ForwardModel, Guidance, Init, Model, PosteriorSampler, Sampler, SamplerKind,
+    SamplerParams, SamplerSpec, State,
 };
 use tweedie::train::data::netcdf::{write_samples as write_nc_samples, META_KEY as NC_META_KEY};
 use tweedie::train::data::{npy, NetcdfMeta};
@@ -82,37 +82,21 @@ pub struct Args {
     /// Output .npy file ([n, D], f64).
     #[arg(long)]
     pub out: PathBuf,
-    /// Measurement operator for conditional sampling: matrix, mask, downsample, blur.
-    #[arg(long)]
-    pub operator: Option<String>,
+    /// The measurement operator (--operator and its parameters).
+    #[command(flatten)]
+    pub op: super::operator::OperatorArgs,
     /// Measurement y (.npy, 1-D f64).
     #[arg(long)]
     pub y: Option<PathBuf>,
-    /// Measurement noise standard deviation s (y = A·x₀ + n, n ~ N(0, s²I)).
-    #[arg(long, default_value_t = 0.0)]
-    pub noise_std: f64,
     /// Guidance: exact_posterior, dps, pigdm, tmp, replacement, fps, diffpir, daps, pnpdm
     /// (with a stochastic --sampler, e.g. euler_ancestral), enkg, dps_gsg; each with its paper's
     /// defaults (docs/conditional.md).
     #[arg(long, default_value = "exact_posterior")]
     pub guidance: String,
-    /// Matrix A (.npy, [m, D]) for --operator matrix.
+    /// With --operator on an image checkpoint: the true image (.npy of C·H·W values, e.g. from
+    /// `tweedie measure --truth`), drawn in the PNG beside the measurement and the samples.
     #[arg(long)]
-    pub matrix: Option<PathBuf>,
-    /// Observed coordinates for --operator mask, comma-separated (e.g. 0,2,5).
-    #[arg(long, value_delimiter = ',')]
-    pub observe: Vec<usize>,
-    /// Image shape C,H,W for --operator downsample/blur.
-    #[arg(long, value_delimiter = ',')]
-    pub image: Vec<usize>,
-    /// Pooling factor of --operator downsample.
-    #[arg(long, default_value_t = 2)]
-    pub factor: usize,
-    /// Kernel std (pixels) and radius of --operator blur.
-    #[arg(long, default_value_t = 1.0)]
-    pub blur_width: f64,
-    #[arg(long, default_value_t = 2)]
-    pub blur_radius: usize,
+    pub truth: Option<PathBuf>,
     /// Device for network checkpoints: auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
@@ -176,57 +160,7 @@ fn sampler_kind(args: &Args) -> Result<SamplerSpec> {
 }
 
 fn operator(args: &Args, dim: usize) -> Result<Option<Box<dyn ForwardModel>>> {
-    let Some(name) = args.operator.as_deref() else {
-        return Ok(None);
-    };
-    let s = args.noise_std;
-    let image = || -> Result<(usize, usize, usize)> {
-        match args.image.as_slice() {
-            [c, h, w]
-                if [*c, *h, *w]
-                    .iter()
-                    .try_fold(1usize, |a, &v| a.checked_mul(v))
-                    == Some(dim) =>
-            {
-                Ok((*c, *h, *w))
-            }
-            other => bail!("--image {other:?}: need C,H,W with C·H·W = {dim}"),
-        }
-    };
-    let op: Box<dyn ForwardModel> = match name {
-        "matrix" => {
-            let p = args
-                .matrix
-                .as_ref()
-                .context("--operator matrix needs --matrix A.npy")?;
-            let a = read_npy2(p)?;
-            if a.ncols() != dim {
-                bail!(
-                    "--matrix {}: shape {:?}, need [m, {dim}]",
-                    p.display(),
-                    a.shape()
-                );
-            }
-            Box::new(MatrixOp::new(a, s)?)
-        }
-        "mask" => {
-            if let Some(i) = args.observe.iter().find(|i| **i >= dim) {
-                bail!("--observe {i}: coordinate out of range 0..{dim}");
-            }
-            let keep: Vec<bool> = (0..dim).map(|i| args.observe.contains(&i)).collect();
-            Box::new(Mask::new(&keep, s)?)
-        }
-        "downsample" => {
-            let (c, h, w) = image()?;
-            Box::new(Downsample::new(c, h, w, args.factor, s)?)
-        }
-        "blur" => {
-            let (c, h, w) = image()?;
-            Box::new(Blur::new(c, h, w, args.blur_width, args.blur_radius, s)?)
-        }
-        other => bail!("--operator {other}: known operators: matrix, mask, downsample, blur"),
-    };
-    Ok(Some(op))
+    args.op.build(dim, None)
 }
 
 /// A 2-D .npy array as f64 (any accepted dtype, C or Fortran order), header checked first.
@@ -238,7 +172,7 @@ pub(super) fn read_npy2(p: &Path) -> Result<Array2<f64>> {
 }
 
 /// A 1-D .npy array as f64.
-fn read_npy1(p: &Path) -> Result<Array1<f64>> {
+pub(super) fn read_npy1(p: &Path) -> Result<Array1<f64>> {
     let a = tweedie::train::data::npy::read(p)?.to_f64();
     let shape = a.shape().to_vec();
     a.into_dimensionality::<ndarray::Ix1>()
@@ -331,6 +265,12 @@ pub fn run(args: Args) -> Result<()> {
     if args.class.is_some() || args.cfg.is_some() {
         bail!("--class and --cfg apply to class-conditional network checkpoints, not mixtures");
     }
+    if let Some(t) = &args.truth {
+        bail!(
+            "--truth {}: draws the true image in the PNG of an image checkpoint; a mixture has none",
+            t.display()
+        );
+    }
     if let Some(b) = args.batch {
         bail!(
             "--batch {b} applies to network checkpoints: a mixture's --n samples are drawn \
@@ -362,18 +302,7 @@ pub fn run(args: Args) -> Result<()> {
             .seed(args.seed)
             .run(init, None)?,
         (Some(op), Some(yp)) => {
-            let y = read_npy1(yp)?;
-            if y.iter().any(|v| !v.is_finite()) {
-                bail!("--y {}: has NaN or infinite values", yp.display());
-            }
-            if y.len() != op.out_dim() {
-                bail!(
-                    "--y {}: {} entries, the operator measures {}",
-                    yp.display(),
-                    y.len(),
-                    op.out_dim()
-                );
-            }
+            let y = super::operator::read_y(yp, op.as_ref())?;
             let guidance = Guidance::from_name(&args.guidance)?;
             CondSampler::new(
                 process.as_ref(),
@@ -462,16 +391,8 @@ fn is_nc(p: &Path) -> bool {
 }
 
 fn run_checkpoint(args: &Args) -> Result<()> {
-    for (set, flag) in [
-        (
-            args.operator.is_some() || args.y.is_some(),
-            "--operator/--y",
-        ),
-        (args.gaussian_start, "--gaussian-start"),
-    ] {
-        if set {
-            bail!("{flag} is not supported with a network checkpoint (mixtures only)");
-        }
+    if args.gaussian_start {
+        bail!("--gaussian-start is not supported with a network checkpoint (mixtures only)");
     }
     // Under torchrun / `tweedie launch` each rank samples on its own GPU (cuda:LOCAL_RANK), as
     // training does: NCCL refuses two ranks on one device.
@@ -512,10 +433,19 @@ fn run_checkpoint(args: &Args) -> Result<()> {
             path.display()
         );
     }
+    let image_shape = (shape.len() == 3).then_some(shape.as_slice());
+    let cond = conditioning(args, dim, image_shape)?;
     let batch = match args.batch {
         Some(0) => bail!("--batch 0: need at least one sample per batch"),
         Some(b) => b.min(args.n),
         None => tweedie::nets::budget::sampling_batch(&loaded.config.net, args.n),
+    };
+    // FPS's particle groups are consecutive rows: a batch holds whole groups.
+    let batch = match cond.as_ref().map(|c| &c.guidance) {
+        Some(Guidance::Posterior(PosteriorSampler::Fps(f))) if args.batch.is_none() => {
+            (batch / f.particles).max(1) * f.particles
+        }
+        _ => batch,
     };
     // One batch's state (f32 tensors, f64 rows) is what sampling holds at a time; the rows
     // go to disk, so --n is checked against the free space there.
@@ -551,6 +481,13 @@ fn run_checkpoint(args: &Args) -> Result<()> {
     };
     let spec = sampler_kind(args)?;
     let (process, grid) = process_and_grid(args, spec.steps)?;
+    if let Some(c) = &cond {
+        // Refused here, before any sampling: what the method needs of the sampler, the
+        // operator and the network (a VJP for DPS, ΠGDM, TMP; a mask for replacement; …).
+        c.guidance
+            .check(&spec.kind, c.op.as_ref(), model.as_ref())
+            .with_context(|| format!("--guidance {}", args.guidance))?;
+    }
     let latents = read_latents(args, dim, &format!("sample size {shape:?}"))?;
     // Under torchrun / `tweedie launch`: round k covers rows k·B·W .. (k+1)·B·W, rank r draws
     // its r-th block of B (sample i is keyed by (seed, i) alone), rank 0 gathers and appends
@@ -589,17 +526,34 @@ fn run_checkpoint(args: &Args) -> Result<()> {
                 (Kind::Float, device),
             ))),
         };
-        let out = tch::no_grad(|| -> Result<_> {
-            Ok(Sampler::new(
+        let out = match &cond {
+            None => tch::no_grad(|| -> Result<_> {
+                Ok(Sampler::new(
+                    process.as_ref(),
+                    grid.clone(),
+                    spec.kind.clone(),
+                    model.as_ref(),
+                )?
+                .seed(args.seed)
+                .first_index(lo as u64)
+                .run(init, None)?)
+            })?,
+            // Not under no_grad: DPS, ΠGDM and TMP take the network's VJP through autograd
+            // (plain evaluations are no-grad inside NetModel).
+            Some(c) => CondSampler::new(
                 process.as_ref(),
                 grid.clone(),
                 spec.kind.clone(),
                 model.as_ref(),
+                c.op.as_ref(),
+                c.y.clone(),
+                c.guidance.clone(),
             )?
             .seed(args.seed)
             .first_index(lo as u64)
-            .run(init, None)?)
-        })?;
+            .run(init, None)
+            .with_context(|| format!("--guidance {} (rows {lo}..{hi})", args.guidance))?,
+        };
         Ok((out.samples.to_rows(), out.nfe))
     };
     let mut sink = if rank == 0 {
@@ -641,7 +595,11 @@ fn run_checkpoint(args: &Args) -> Result<()> {
     let mut wrote = data_path(&args.out).display().to_string();
     if let [c, _, _] = shape.as_slice() {
         let png = png_path(&args.out);
-        let xf = Array2::from_shape_vec((grid_rows.len() / dim.max(1), dim), grid_rows)?;
+        let mut xf = Array2::from_shape_vec((grid_rows.len() / dim.max(1), dim), grid_rows)?;
+        if let Some(cond) = &cond {
+            // Measurement first, then the truth when given, then the samples.
+            xf = cond.picture_rows(&xf)?;
+        }
         if nc_meta.is_some() || !matches!(c, 1 | 3) {
             write_field_grid(&png, xf.view(), &shape)
         } else {
@@ -660,6 +618,87 @@ fn run_checkpoint(args: &Args) -> Result<()> {
         nfe,
     );
     Ok(())
+}
+
+/// What conditional sampling of a checkpoint is given: the operator, the measurement, the
+/// guidance, and optionally the true sample (for the PNG).
+struct Conditioning {
+    op: Box<dyn ForwardModel>,
+    y: Array1<f64>,
+    guidance: Guidance,
+    truth: Option<Array1<f64>>,
+}
+
+impl Conditioning {
+    /// The PNG's rows: the measurement as a picture, the truth when given, then `samples`.
+    fn picture_rows(&self, samples: &Array2<f32>) -> Result<Array2<f32>> {
+        let mut rows = vec![super::operator::measurement_picture(
+            self.op.as_ref(),
+            &self.y,
+        )?];
+        rows.extend(self.truth.clone());
+        let head = ndarray::stack(
+            ndarray::Axis(0),
+            &rows.iter().map(|r| r.view()).collect::<Vec<_>>(),
+        )?
+        .mapv(|v| v as f32);
+        Ok(ndarray::concatenate(
+            ndarray::Axis(0),
+            &[head.view(), samples.view()],
+        )?)
+    }
+}
+
+/// `--operator`, `--y`, `--guidance` and `--truth` for a checkpoint of `dim` values per sample
+/// (image shape `image` when it has one), checked; None for unconditional sampling.
+fn conditioning(args: &Args, dim: usize, image: Option<&[usize]>) -> Result<Option<Conditioning>> {
+    let op = args.op.build(dim, image)?;
+    let (op, y) = match (op, &args.y) {
+        (None, None) => {
+            if let Some(t) = &args.truth {
+                bail!("--truth {}: needs --operator and --y", t.display());
+            }
+            return Ok(None);
+        }
+        (Some(op), Some(yp)) => {
+            let y = super::operator::read_y(yp, op.as_ref())?;
+            (op, y)
+        }
+        (Some(_), None) => bail!("--operator needs a measurement --y FILE.npy"),
+        (None, Some(_)) => bail!("--y needs an --operator"),
+    };
+    if args.class.is_some() || args.cfg.is_some() {
+        bail!("--class/--cfg with --operator: conditional sampling of class-conditional networks is not supported; sample an unconditional checkpoint");
+    }
+    let guidance = Guidance::from_name(&args.guidance)?;
+    if guidance == Guidance::ExactPosterior {
+        bail!(
+            "--guidance exact_posterior: a trained network has no closed-form posterior; \
+             choose one of dps, pigdm, tmp, replacement, fps, diffpir, daps, pnpdm, enkg, \
+             dps_gsg (docs/conditional.md)"
+        );
+    }
+    let truth = match &args.truth {
+        None => None,
+        Some(p) => {
+            let t = tweedie::train::data::npy::read(p)?.to_f64();
+            if t.len() != dim {
+                bail!(
+                    "--truth {}: {} values (shape {:?}), the samples have {dim}",
+                    p.display(),
+                    t.len(),
+                    t.shape()
+                );
+            }
+            Some(Array1::from_iter(t.iter().copied()))
+        }
+    };
+    Ok(Some(Conditioning {
+        op,
+        y,
+        guidance,
+        truth,
+    }))
 }
 
 /// Where the rows of a checkpoint's samples go as batches end: streamed into the `.npy`, or
