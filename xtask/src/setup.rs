@@ -498,7 +498,10 @@ fn fetch_digits(root: &Path, venv: &Path, dest: &Path) -> Result<()> {
         );
         Ok(())
     })();
-    let _ = std::fs::remove_dir_all(&tmp);
+    // On failure the folder stays: the error points at its pip log.
+    if result.is_ok() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
     result
 }
 

@@ -77,4 +77,22 @@ mod tests {
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
     }
+
+    /// `tweedie sample --help` names every sampler the library accepts (the list was once
+    /// hand-kept and fell behind by seven).
+    #[test]
+    fn sample_help_lists_every_sampler() {
+        let mut cli = Cli::command();
+        let sample = cli
+            .find_subcommand_mut("sample")
+            .expect("sample subcommand");
+        let help = sample.render_long_help().to_string();
+        let missing: Vec<_> = tweedie_samplers::SAMPLER_NAMES
+            .iter()
+            .filter(|name| {
+                !help.contains(&format!(" {name},")) && !help.contains(&format!(" {name} "))
+            })
+            .collect();
+        assert!(missing.is_empty(), "--sampler help lacks {missing:?}");
+    }
 }

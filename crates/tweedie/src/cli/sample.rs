@@ -40,8 +40,9 @@ pub struct Args {
     /// (`.safetensors`, as written by `tweedie train`).
     #[arg(long)]
     pub model: String,
-    /// Sampler name (see --help of `SamplerKind`): euler, heun, edm_stochastic, euler_ancestral,
-    /// ddim, ddpm_ancestral, dpmpp_2s, dpmpp_2m, dpmpp_2m_sde, euler_maruyama, deis3, adaptive.
+    /// Sampler: euler, heun, edm_stochastic, euler_ancestral, ddim, ddpm_ancestral, ddpm_fixed,
+    /// dpmpp_2s, dpmpp_2m, dpmpp_2m_sde, euler_maruyama, deis3, lms, ipndm, dpmpp_3m,
+    /// dpmpp_3m_sde, dpmpp_3m_damped, deis_logrho, unipc, unipc_bh1, adaptive (docs/samplers.md).
     #[arg(long, default_value = "heun")]
     pub sampler: String,
     /// Number of steps (≥ 1).
