@@ -14,6 +14,7 @@ use crate::ops::ForwardModel;
 use crate::sampler::{Callback, Init, SampleOutput, Sampler, StepHook};
 use crate::state::State;
 
+pub mod classifier;
 mod common;
 pub mod daps;
 pub mod diffpir;
@@ -27,6 +28,7 @@ pub mod posterior;
 pub mod replacement;
 pub mod smc;
 
+pub use classifier::{ClassifierGradient, ClassifierGuided};
 pub use daps::Daps;
 pub use diffpir::Diffpir;
 pub use dps_gsg::DpsGsg;
@@ -41,7 +43,8 @@ pub use smc::Resampling;
 
 /// A conditional sampler: a [`Sampler`] + a guidance + a forward model, sampling x₀ ~ p(x₀ | y).
 ///
-/// Classifier-free guidance for class-conditional models is [`crate::model::Cfg`] run by a plain [`Sampler`].
+/// Classifier-free guidance for class-conditional models is [`crate::model::Cfg`], and
+/// classifier guidance [`ClassifierGuided`], each run by a plain [`Sampler`].
 pub struct CondSampler<'a, S: State> {
     pub process: &'a dyn Process,
     pub grid: TimeGrid,

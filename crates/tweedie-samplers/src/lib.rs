@@ -60,8 +60,9 @@ pub mod tch_state;
 
 pub use api::{sample, Method};
 pub use cond::{
-    cg_rows, CondSampler, Daps, Diffpir, DpsGsg, Enkg, Fps, FpsNoise, GradientGuidance, Guidance,
-    GuidedModel, Pnpdm, PosteriorSampler, Replacement, Resampling, GUIDANCE_NAMES,
+    cg_rows, ClassifierGradient, ClassifierGuided, CondSampler, Daps, Diffpir, DpsGsg, Enkg, Fps,
+    FpsNoise, GradientGuidance, Guidance, GuidedModel, Pnpdm, PosteriorSampler, Replacement,
+    Resampling, GUIDANCE_NAMES,
 };
 pub use error::{ModelError, Result, SamplerError};
 pub use kind::{Churn, SamplerKind, SamplerParams, SamplerSpec, SAMPLER_NAMES};

@@ -193,3 +193,56 @@ where
         Ok((TchTensor(d.detach()), TchTensor(jv)))
     }
 }
+
+/// ∇_x̃ log softmax(logits(x̃))_c through autograd, whatever the caller's grad mode (samplers
+/// run under `no_grad`): `logits` maps x̃ [B, …] to [B, C] with each row depending on its own
+/// sample only, so the gradient of the batch sum is the per-sample gradient. The softmax runs
+/// in f64; the gradient comes back in x̃'s kind and device.
+pub fn grad_log_softmax<F>(x: &Tensor, class: usize, classes: usize, logits: F) -> Result<Tensor>
+where
+    F: FnOnce(&Tensor) -> Result<Tensor>,
+{
+    tch::with_grad(|| {
+        let xg = x.detach().set_requires_grad(true);
+        let l = logits(&xg)?;
+        let b = x.size().first().copied().unwrap_or(1);
+        if l.size() != [b, classes as i64] {
+            return Err(SamplerError::Shape(format!(
+                "classifier logits of shape {:?} for a batch of {b} and {classes} classes",
+                l.size()
+            )));
+        }
+        let lp = l
+            .to_kind(Kind::Double)
+            .log_softmax(1, Kind::Double)
+            .select(1, class as i64)
+            .sum(Kind::Double);
+        let g = Tensor::f_run_backward(&[lp], &[&xg], false, false).map_err(tch_err)?;
+        g.into_iter()
+            .next()
+            .map(|g| g.to_kind(x.kind()))
+            .ok_or_else(|| SamplerError::Numerical("autograd returned no gradient".into()))
+    })
+}
+
+/// A tch classifier given as its logits (x̃ [B, …], σ̃) ↦ [B, C], its log-probability
+/// gradient through autograd ([`grad_log_softmax`]): classifier guidance with any
+/// differentiable classifier, analytic or learned.
+pub struct TchFnClassifier<F> {
+    /// x̃, σ̃ ↦ logits [B, C].
+    pub logits: F,
+    /// Number of classes C.
+    pub classes: usize,
+}
+
+impl<F> crate::cond::ClassifierGradient<TchTensor> for TchFnClassifier<F>
+where
+    F: Fn(&Tensor, f64) -> Tensor + Send + Sync,
+{
+    fn classes(&self) -> usize {
+        self.classes
+    }
+    fn grad_log_prob(&self, x: &TchTensor, sigma: f64, class: usize) -> Result<TchTensor> {
+        grad_log_softmax(x, class, self.classes, |xg| Ok((self.logits)(xg, sigma))).map(TchTensor)
+    }
+}
