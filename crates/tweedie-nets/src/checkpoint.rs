@@ -241,7 +241,10 @@ pub fn read_file(path: &Path) -> Result<Vec<u8>> {
     }
 }
 
-fn parse<'a>(path: &Path, bytes: &'a [u8]) -> Result<(SafeTensors<'a>, HashMap<String, String>)> {
+pub(crate) fn parse<'a>(
+    path: &Path,
+    bytes: &'a [u8],
+) -> Result<(SafeTensors<'a>, HashMap<String, String>)> {
     let corrupt = |e: safetensors::SafeTensorError| NetsError::CheckpointCorrupt {
         path: path.to_path_buf(),
         reason: e.to_string(),

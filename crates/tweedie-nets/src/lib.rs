@@ -33,6 +33,7 @@
 pub mod budget;
 pub mod builder;
 pub mod checkpoint;
+pub mod classifier;
 pub mod config;
 pub mod device;
 pub mod dhariwal;
@@ -52,6 +53,12 @@ pub use builder::{build_network, count_params, params_report};
 pub use checkpoint::{
     load_checkpoint, load_reference_state_dict, read_config, save_checkpoint, save_ema_checkpoint,
     trained_label_dropout, LoadedModel, ModelConfig, META_LABEL_DROPOUT,
+};
+#[cfg(feature = "samplers")]
+pub use classifier::NetClassifier;
+pub use classifier::{
+    load_classifier, save_classifier, ClassifierConfig, LoadedClassifier, NoisyClassifier,
+    META_CLASSIFIER,
 };
 pub use config::{
     DecoderType, DhariwalConfig, Embedding, EncoderType, MlpConfig, NetConfig, UnetConfig, PRESETS,

@@ -34,16 +34,39 @@ pub fn save_state(
     config_toml: &str,
     data_fingerprint: &str,
 ) -> Result<()> {
+    save_state_of(
+        path,
+        vs,
+        Some(ema),
+        adam,
+        step,
+        config_toml,
+        data_fingerprint,
+    )
+}
+
+/// [`save_state`] of a model trained with or without an EMA (the guidance classifier has none).
+pub fn save_state_of(
+    path: &Path,
+    vs: &VarStore,
+    ema: Option<&Ema>,
+    adam: &Adam,
+    step: u64,
+    config_toml: &str,
+    data_fingerprint: &str,
+) -> Result<()> {
     let mut named: Vec<(String, Tensor)> = vs
         .variables()
         .into_iter()
         .map(|(n, t)| (format!("model.{n}"), t.detach()))
         .collect();
-    named.extend(
-        ema.tensors()
-            .iter()
-            .map(|(n, t)| (format!("ema.{n}"), t.shallow_clone())),
-    );
+    if let Some(ema) = ema {
+        named.extend(
+            ema.tensors()
+                .iter()
+                .map(|(n, t)| (format!("ema.{n}"), t.shallow_clone())),
+        );
+    }
     named.extend(adam.state_tensors());
     named.sort_by(|a, b| a.0.cmp(&b.0));
     let mut meta = BTreeMap::new();
@@ -143,6 +166,17 @@ pub fn restore(
     ema: &mut Ema,
     adam: &mut Adam,
 ) -> Result<()> {
+    restore_of(path, state, vs, Some(ema), adam)
+}
+
+/// [`restore`] of a model trained with or without an EMA.
+pub fn restore_of(
+    path: &Path,
+    state: &LoadedState,
+    vs: &VarStore,
+    mut ema: Option<&mut Ema>,
+    adam: &mut Adam,
+) -> Result<()> {
     let bad = |reason: String| TrainError::Checkpoint {
         path: path.to_path_buf(),
         reason,
@@ -186,7 +220,7 @@ pub fn restore(
             .map(|(k, v)| (k.clone(), v.shallow_clone()))
             .collect(),
     );
-    for (name, t) in ema.tensors() {
+    for (name, t) in ema.as_deref().map_or(&[][..], |e| e.tensors()) {
         match ema_t.get(name) {
             Some(s) if s.size() == t.size() => {}
             _ => {
@@ -213,8 +247,10 @@ pub fn restore(
             }
         }
     });
-    ema.load(&ema_t, state.step)
-        .map_err(|e| bad(format!("EMA: {e}")))?;
+    if let Some(ema) = ema.as_deref_mut() {
+        ema.load(&ema_t, state.step)
+            .map_err(|e| bad(format!("EMA: {e}")))?;
+    }
     adam.load_state(&adam_t, state.step)?;
     Ok(())
 }

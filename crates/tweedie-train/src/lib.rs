@@ -31,6 +31,7 @@ pub mod error;
 pub mod eval;
 pub mod fft;
 pub mod formulation;
+pub mod guidance_classifier;
 mod interrupt;
 pub mod loss;
 pub mod optim;

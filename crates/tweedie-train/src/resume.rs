@@ -12,7 +12,6 @@ use std::collections::BTreeMap;
 use sha2::{Digest, Sha256};
 use tweedie_core::Invalid;
 
-use crate::config::TrainConfig;
 use crate::data::Dataset;
 use crate::error::{Result, TrainError};
 
@@ -73,7 +72,7 @@ pub fn fill_predated_keys(raw: &mut toml::Table) {
 }
 
 /// Every leaf of `cfg` as dotted key → TOML value text (arrays are one leaf).
-pub fn flatten(cfg: &TrainConfig) -> Result<BTreeMap<String, String>> {
+pub fn flatten<T: serde::Serialize>(cfg: &T) -> Result<BTreeMap<String, String>> {
     let v = toml::Value::try_from(cfg)
         .map_err(|e| TrainError::Config(format!("cannot compare configs: {e}")))?;
     let mut out = BTreeMap::new();
@@ -142,9 +141,9 @@ pub fn data_fingerprint(d: &Dataset) -> String {
 /// The differences (key, old, new) between a run's config and data and those of a resume,
 /// minus `training.steps` and what `allow` accepts. An allowed key that names nothing is an
 /// error (a typo would otherwise allow nothing, silently).
-pub fn differences(
-    old: &TrainConfig,
-    new: &TrainConfig,
+pub fn differences<T: serde::Serialize>(
+    old: &T,
+    new: &T,
     old_data: Option<&str>,
     new_data: &str,
     allow: &AllowChanges,
@@ -198,6 +197,7 @@ pub fn differences(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::TrainConfig;
 
     fn cfg(sets: &[&str]) -> TrainConfig {
         let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();

@@ -24,7 +24,7 @@ pub(super) fn write_config(run_dir: &Path, cfg: &TrainConfig) -> Result<String> 
 
 /// Keeps the metrics lines of steps ≤ `step` (a resumed run rewrites what came after its
 /// checkpoint).
-pub(super) fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
+pub(crate) fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
     let Ok(text) = std::fs::read_to_string(path) else {
         return Ok(());
     };

@@ -28,14 +28,16 @@ pub use crate::interrupt::{
 pub use batches::{BatchSampler, STREAM_PERM};
 pub use labels::{batch_labels, dropped_labels, STREAM_LABEL_DROP};
 pub use metrics::read_loss_history;
-use metrics::{truncate_metrics, write_config};
+pub(crate) use metrics::truncate_metrics;
+use metrics::write_config;
 pub use model::{fit_network_to_data, model_config};
 pub use options::{default_run_dir, TrainOptions, TrainOutcome};
 use sampling::sync_sampling_copy;
 pub use sampling::{grid_labels, write_samples, Sampling};
 use setup::{prepare, Loaded};
+pub(crate) use step::torch_step_seed;
 pub use step::STREAM_AUG;
-use step::{torch_step_seed, train_step, Live};
+use step::{train_step, Live};
 
 use crate::checkpoint::{restore, save_state, STATE_FILE};
 use crate::config::TrainConfig;

@@ -29,7 +29,7 @@ pub(super) struct Live {
 }
 
 /// Step seed of torch's generator (dropout) so step k is reproducible alone.
-pub(super) fn torch_step_seed(seed: u64, k: u64) -> i64 {
+pub(crate) fn torch_step_seed(seed: u64, k: u64) -> i64 {
     (seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ k.wrapping_mul(0xBF58_476D_1CE4_E5B9)) as i64
         & i64::MAX
 }
