@@ -254,6 +254,8 @@ fn fixtures(d: &Path) {
     .unwrap();
     netcdf_fixtures(d);
     conditional_checkpoint(d, "cond-no-dropout", None);
+    classifier_checkpoint(d, "clf8", "ddpmpp-tiny");
+    classifier_checkpoint(d, "clf32", "ddpmpp-small");
     conditional_checkpoint(d, "cond-bad-record", Some("often"));
 }
 
@@ -309,6 +311,203 @@ fn conditional_checkpoint(dir: &Path, name: &str, record: Option<&str>) {
         .collect();
     let path = dir.join(format!("{name}.safetensors"));
     save_checkpoint(&path, &vs, &cfg, &extra).unwrap();
+}
+
+/// An untrained guidance classifier with the encoder of the U-Net `preset` and 10 classes.
+fn classifier_checkpoint(dir: &Path, name: &str, preset: &str) {
+    use tweedie::nets::{save_classifier, ClassifierConfig, NetConfig};
+    let NetConfig::Unet(encoder) = NetConfig::preset(preset).unwrap() else {
+        panic!("{preset} is not a U-Net");
+    };
+    let cfg = ClassifierConfig {
+        encoder,
+        classes: 10,
+        sigma_data: 0.5,
+    };
+    let (vs, _) = cfg.build(tch::Device::Cpu).unwrap();
+    let path = dir.join(format!("{name}.safetensors"));
+    save_classifier(&path, &vs, &cfg, &Default::default()).unwrap();
+}
+
+/// Classifier guidance (`sample --classifier`) and `train-classifier`.
+fn classifier_cases() -> Vec<Case> {
+    let smp = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "sample",
+            "--model",
+            "ddpmpp-tiny.safetensors",
+            "--out",
+            "g.npy",
+            "--device",
+            "cpu",
+            "--n",
+            "2",
+            "--steps",
+            "2",
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .collect();
+        v.extend(extra.iter().map(|x| x.to_string()));
+        v
+    };
+    let e = |name: &str, extra: &[&str], needles: &[&'static str]| Case {
+        name: name.into(),
+        args: smp(extra),
+        expect: Expect::Err(needles.to_vec()),
+    };
+    let train = |name: &str, data: &str, extra: &str, needles: &[&'static str]| Case {
+        name: name.into(),
+        args: vec![
+            "train-classifier".into(),
+            "--config".into(),
+            format!("@{name}"),
+            "--out".into(),
+            "clfrun".into(),
+            format!("@@{data}@@{extra}"),
+        ],
+        expect: Expect::Err(needles.to_vec()),
+    };
+    vec![
+        e(
+            "classifier without a class",
+            &["--classifier", "clf8.safetensors"],
+            &["--classifier needs --class"],
+        ),
+        e(
+            "classifier class out of range",
+            &["--classifier", "clf8.safetensors", "--class", "10"],
+            &["--class 10", "clf8.safetensors", "0..10"],
+        ),
+        e(
+            "negative classifier scale",
+            &[
+                "--classifier",
+                "clf8.safetensors",
+                "--class",
+                "1",
+                "--classifier-scale=-1",
+            ],
+            &["--classifier-scale -1", "≥ 0"],
+        ),
+        e(
+            "NaN classifier scale",
+            &[
+                "--classifier",
+                "clf8.safetensors",
+                "--class",
+                "1",
+                "--classifier-scale",
+                "NaN",
+            ],
+            &["--classifier-scale NaN"],
+        ),
+        e(
+            "classifier of another data shape",
+            &["--classifier", "clf32.safetensors", "--class", "1"],
+            &["clf32.safetensors", "[3, 32, 32]", "[1, 8, 8]"],
+        ),
+        e(
+            "denoiser given as the classifier",
+            &["--classifier", "ddpmpp-tiny.safetensors", "--class", "1"],
+            &[
+                "ddpmpp-tiny.safetensors",
+                "denoiser checkpoint",
+                "train-classifier",
+            ],
+        ),
+        e(
+            "missing classifier",
+            &["--classifier", "nope-clf.safetensors", "--class", "1"],
+            &["nope-clf.safetensors", "not found"],
+        ),
+        e(
+            "classifier scale without a classifier",
+            &["--classifier-scale", "2"],
+            &["--classifier-scale needs --classifier"],
+        ),
+        e(
+            "classifier and cfg together",
+            &[
+                "--classifier",
+                "clf8.safetensors",
+                "--class",
+                "1",
+                "--cfg",
+                "1",
+            ],
+            &["--classifier and --cfg"],
+        ),
+        err(
+            "classifier given as the model",
+            &[
+                "sample",
+                "--model",
+                "clf8.safetensors",
+                "--out",
+                "g.npy",
+                "--device",
+                "cpu",
+            ],
+            &["clf8.safetensors", "classifier checkpoint", "--classifier"],
+        ),
+        err(
+            "classifier with a mixture",
+            &[
+                "sample",
+                "--model",
+                "gmm2d",
+                "--n",
+                "2",
+                "--out",
+                "g.npy",
+                "--classifier",
+                "clf8.safetensors",
+                "--class",
+                "1",
+            ],
+            &["--classifier", "not mixtures"],
+        ),
+        ok(
+            "classifier guidance samples",
+            &smp(&[
+                "--classifier",
+                "clf8.safetensors",
+                "--class",
+                "3",
+                "--classifier-scale",
+                "4",
+            ])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+            |d, _| {
+                let x = read_rows(&d.join("g.npy"))?;
+                if x.shape() != [2, 64] || !x.iter().all(|v| v.is_finite()) {
+                    return Err(format!("shape {:?} or non-finite values", x.shape()));
+                }
+                Ok(())
+            },
+        ),
+        train(
+            "classifier on an MLP preset",
+            "type = \"digits\"",
+            "",
+            &["network.preset", "mlp-small", "U-Net"],
+        ),
+        train(
+            "classifier on vector data",
+            "type = \"moons\"\nn = 64",
+            "[network]\npreset = \"ddpmpp-tiny\"",
+            &["image data"],
+        ),
+        train(
+            "classifier on unlabelled images",
+            "type = \"fields\"\nsize = 8\nn = 32\nheld_out = 8",
+            "[network]\npreset = \"ddpmpp-tiny\"",
+            &["no class labels"],
+        ),
+    ]
 }
 
 fn cases() -> Vec<Case> {
@@ -1553,6 +1752,7 @@ fn cases() -> Vec<Case> {
             Ok(())
         },
     ));
+    v.extend(classifier_cases());
     v
 }
 

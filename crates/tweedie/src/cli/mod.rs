@@ -17,6 +17,7 @@ mod operator;
 mod sample;
 mod schedule;
 mod train;
+mod train_classifier;
 
 /// Declares the `Command` enum (one variant per module) and its dispatch.
 macro_rules! subcommands {
@@ -52,6 +53,8 @@ subcommands! {
     Schedule => schedule,
     /// Train a model from a TOML config (default configs/default.toml), sample, evaluate, write report.md.
     Train => train,
+    /// Train a noise-conditional classifier p(c | x̃, σ̃) for classifier guidance (`sample --classifier`).
+    TrainClassifier => train_classifier,
     /// log p(x₀) of data points under a mixture or checkpoint by the probability-flow ODE (nats, bits/dim).
     Likelihood => likelihood,
     /// Evaluate a trained run against ground truth and (re)write its report.md.
