@@ -196,8 +196,8 @@ impl NoisyClassifier {
         self.cfg.classes
     }
 
-    /// Logits [B, C] of x̃ [B, C_in, H, W] at noise levels σ̃ ([B] or a scalar, each finite and
-    /// > 0); `train` enables dropout. Gradients follow the caller's grad mode, so
+    /// Logits [B, C] of x̃ [B, C_in, H, W] at noise levels σ̃ ([B] or a scalar, each positive
+    /// and finite); `train` enables dropout. Gradients follow the caller's grad mode, so
     /// ∇_x̃ log p(c | x̃, σ̃) is one backward pass away.
     pub fn logits(&self, x: &Tensor, sigma: &Tensor, train: bool) -> Result<Tensor> {
         let shape = self.cfg.sample_shape();

@@ -174,7 +174,7 @@ pub fn restore_of(
     path: &Path,
     state: &LoadedState,
     vs: &VarStore,
-    mut ema: Option<&mut Ema>,
+    ema: Option<&mut Ema>,
     adam: &mut Adam,
 ) -> Result<()> {
     let bad = |reason: String| TrainError::Checkpoint {
@@ -247,7 +247,7 @@ pub fn restore_of(
             }
         }
     });
-    if let Some(ema) = ema.as_deref_mut() {
+    if let Some(ema) = ema {
         ema.load(&ema_t, state.step)
             .map_err(|e| bad(format!("EMA: {e}")))?;
     }

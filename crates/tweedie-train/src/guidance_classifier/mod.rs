@@ -130,7 +130,7 @@ fn device_of(cfg: &ClassifierTrainConfig) -> Result<Device> {
 fn noised(loss: &Loss, seed: u64, first: u64, x0: &Tensor) -> (Tensor, Tensor) {
     let size = x0.size();
     let n = size[0] as usize;
-    let dim = (x0.numel() / n.max(1)) as usize;
+    let dim = x0.numel() / n.max(1);
     let levels = loss.draw_levels(seed, first, n);
     let s: Vec<f64> = levels.iter().map(|l| l.sigma_tilde).collect();
     let sigma = Tensor::from_slice(&s);
