@@ -272,9 +272,6 @@ pub fn run(args: Args) -> Result<()> {
             args.out.display()
         );
     }
-    if args.class.is_some() || args.cfg.is_some() {
-        bail!("--class and --cfg apply to class-conditional network checkpoints, not mixtures");
-    }
     if let Some(t) = &args.truth {
         bail!(
             "--truth {}: draws the true image in the PNG of an image checkpoint; a mixture has none",
@@ -286,6 +283,9 @@ pub fn run(args: Args) -> Result<()> {
             "--classifier and --classifier-scale apply to network checkpoints, not mixtures \
              (a mixture's classes are its components: sample one with --model on its TOML)"
         );
+    }
+    if args.class.is_some() || args.cfg.is_some() {
+        bail!("--class and --cfg apply to class-conditional network checkpoints, not mixtures");
     }
     if let Some(b) = args.batch {
         bail!(
