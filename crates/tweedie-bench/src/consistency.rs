@@ -296,6 +296,7 @@ fn train_checks(
     let cfg = ModelConfig {
         net,
         wrapper: loss.formulation().wrapper.clone(),
+        conditioning: None,
     };
     tch::manual_seed(args.seed as i64);
     let (init, _) = cfg.build(Device::Cpu)?;
@@ -501,6 +502,7 @@ mod tests {
         let cfg = ModelConfig {
             net: NetConfig::preset("ddpmpp-tiny").unwrap(),
             wrapper: loss.formulation().wrapper.clone(),
+            conditioning: None,
         };
         let (init, _) = cfg.build(Device::Cpu).unwrap();
         let out = train_step(&cfg, &loss, &init, Device::Cpu, 2, 5).unwrap();

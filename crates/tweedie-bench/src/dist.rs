@@ -149,6 +149,7 @@ pub fn rank(a: RankArgs) -> Result<()> {
     let mcfg = ModelConfig {
         net: NetConfig::preset(&a.preset)?,
         wrapper: loss.formulation().wrapper.clone(),
+        conditioning: None,
     };
     tch::manual_seed(0);
     let (vs, den) = mcfg.build(Device::Cpu)?;

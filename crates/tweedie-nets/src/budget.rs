@@ -89,6 +89,7 @@ fn check_unet(c: &UnetConfig) -> Result<()> {
         c.attn_resolutions.len(),
     )?;
     at_most("in_channels", c.in_channels, MAX_CHANNELS)?;
+    at_most("cond_channels", c.cond_channels, MAX_CHANNELS)?;
     at_most("label_dim", c.label_dim, MAX_LABELS)?;
     at_most("augment_dim", c.augment_dim, MAX_LABELS)?;
     at_most("channel_mult_emb", c.channel_mult_emb, 64)?;

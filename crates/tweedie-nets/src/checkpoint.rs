@@ -8,6 +8,7 @@ use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
+use crate::conditioning::Conditioning;
 use crate::config::NetConfig;
 use crate::error::{NetsError, Result};
 use crate::precond::{PrecondDenoiser, Wrapper};
@@ -53,13 +54,18 @@ pub struct ModelConfig {
     pub net: NetConfig,
     /// Preconditioning or parametrization adapter.
     pub wrapper: Wrapper,
+    /// The low-resolution input the network is conditioned on (image-conditioned models);
+    /// absent for every other model, so their configs read as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conditioning: Option<Conditioning>,
 }
 
 impl ModelConfig {
     /// Builds the denoiser on `device` with fresh weights; its variables live in the returned store.
     pub fn build(&self, device: Device) -> Result<(VarStore, PrecondDenoiser)> {
         let vs = VarStore::new(device);
-        let d = PrecondDenoiser::new(&vs.root(), &self.net, self.wrapper.clone())?;
+        let mut d = PrecondDenoiser::new(&vs.root(), &self.net, self.wrapper.clone())?;
+        d.set_conditioning(self.conditioning.clone())?;
         Ok((vs, d))
     }
 }
@@ -297,6 +303,12 @@ fn config_from_meta(
     // Untrusted sizes first: validate() and the builder assume them bounded.
     crate::budget::check_untrusted(&config.net, Some(stored)).map_err(|e| bad(e.to_string()))?;
     config.net.validate()?;
+    crate::conditioning::check_network(
+        config.conditioning.as_ref(),
+        &config.net.sample_shape(),
+        config.net.cond_channels(),
+    )
+    .map_err(|e| bad(e.to_string()))?;
     Ok((config, meta.into_iter().collect()))
 }
 

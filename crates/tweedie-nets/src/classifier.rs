@@ -462,6 +462,7 @@ mod tests {
         let mcfg = crate::ModelConfig {
             net: crate::NetConfig::preset("ddpmpp-tiny")?,
             wrapper: crate::Wrapper::Precond(Precond::edm()),
+            conditioning: None,
         };
         let (dvs, _) = mcfg.build(Device::Cpu)?;
         let dp = dir.join("d.safetensors");

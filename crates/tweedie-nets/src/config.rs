@@ -50,6 +50,11 @@ pub struct UnetConfig {
     pub width: Option<usize>,
     /// Input channels.
     pub in_channels: usize,
+    /// Extra input channels of a conditioning field concatenated to the input (image-
+    /// conditioned models, e.g. a low-resolution field upsampled: [`crate::Conditioning`]);
+    /// the first convolution sees `in_channels + cond_channels`, the output is unchanged.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub cond_channels: usize,
     /// Output channels (2× input for iDDPM's learned variance; the denoiser uses the first ones).
     pub out_channels: usize,
     /// Number of classes (one-hot labels); 0 = unconditional.
@@ -89,6 +94,7 @@ impl Default for UnetConfig {
             resolution: 32,
             width: None,
             in_channels: 3,
+            cond_channels: 0,
             out_channels: 3,
             label_dim: 0,
             augment_dim: 0,
@@ -334,6 +340,14 @@ impl NetConfig {
         }
     }
 
+    /// Extra input channels of a conditioning field (only SongUNet takes them; 0 otherwise).
+    pub fn cond_channels(&self) -> usize {
+        match self {
+            NetConfig::Unet(c) => c.cond_channels,
+            NetConfig::Mlp(_) | NetConfig::Dhariwal(_) => 0,
+        }
+    }
+
     /// The network's own in-forward label dropout (EDM's `label_dropout` network argument,
     /// drawn from torch's generator; tweedie's trainer draws its own, `training.label_dropout`).
     pub fn label_dropout(&self) -> f64 {
@@ -356,6 +370,10 @@ impl NetConfig {
             ],
         }
     }
+}
+
+fn is_zero(v: &usize) -> bool {
+    *v == 0
 }
 
 pub(crate) fn check_prob(key: &str, p: f64) -> Result<()> {

@@ -34,6 +34,7 @@ pub mod budget;
 pub mod builder;
 pub mod checkpoint;
 pub mod classifier;
+pub mod conditioning;
 pub mod config;
 pub mod device;
 pub mod dhariwal;
@@ -60,6 +61,7 @@ pub use classifier::{
     load_classifier, save_classifier, ClassifierConfig, LoadedClassifier, NoisyClassifier,
     META_CLASSIFIER,
 };
+pub use conditioning::{Conditioning, ConditioningKind};
 pub use config::{
     DecoderType, DhariwalConfig, Embedding, EncoderType, MlpConfig, NetConfig, UnetConfig, PRESETS,
 };

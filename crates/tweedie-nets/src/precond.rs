@@ -8,6 +8,7 @@ use tweedie_core::Invalid;
 use tweedie_core::{Param, Precond, PrecondCoeffs, ProcessKind};
 
 use crate::builder::build_network;
+use crate::conditioning::Conditioning;
 use crate::config::NetConfig;
 use crate::error::{NetsError, Result};
 use crate::network::Network;
@@ -74,8 +75,13 @@ pub struct PrecondDenoiser {
     label_dim: usize,
     /// [C, H, W] or [d] when built from a config: inputs are checked before libtorch sees them.
     sample_shape: Option<Vec<i64>>,
+    /// Extra input channels the network was built with (`cond_channels`).
+    net_cond_channels: usize,
     augment_dim: usize,
     autocast: bool,
+    /// The low-resolution field the network is conditioned on, when it is (checked against
+    /// the network's `cond_channels` by [`PrecondDenoiser::set_conditioning`]).
+    conditioning: Option<Conditioning>,
 }
 
 impl PrecondDenoiser {
@@ -84,6 +90,7 @@ impl PrecondDenoiser {
         let net = build_network(&(p / "model"), net_cfg)?;
         let mut d = Self::from_network(net, wrapper, net_cfg.label_dim())?;
         d.sample_shape = Some(net_cfg.sample_shape());
+        d.net_cond_channels = net_cfg.cond_channels();
         d.augment_dim = match net_cfg {
             NetConfig::Unet(u) => u.augment_dim,
             NetConfig::Dhariwal(u) => u.augment_dim,
@@ -117,8 +124,10 @@ impl PrecondDenoiser {
             u_grid,
             label_dim,
             sample_shape: None,
+            net_cond_channels: 0,
             augment_dim: 0,
             autocast: false,
+            conditioning: None,
         })
     }
 
@@ -130,6 +139,31 @@ impl PrecondDenoiser {
     /// The raw network F.
     pub fn network(&self) -> &dyn Network {
         self.net.as_ref()
+    }
+
+    /// Conditions the denoiser on a low-resolution field (or removes that): the network must
+    /// have been built with the condition's extra input channels (`cond_channels`) and a grid
+    /// the factor divides; `None` needs a network without them.
+    pub fn set_conditioning(&mut self, conditioning: Option<Conditioning>) -> Result<()> {
+        let have = self.net_cond_channels;
+        let Some(shape) = self.sample_shape.clone() else {
+            return match conditioning {
+                None => Ok(()),
+                Some(_) => Err(NetsError::invalid(
+                    "conditioning",
+                    "(set)",
+                    "needs a denoiser built from a network config (its sample shape)",
+                )),
+            };
+        };
+        crate::conditioning::check_network(conditioning.as_ref(), &shape, have)?;
+        self.conditioning = conditioning;
+        Ok(())
+    }
+
+    /// What the denoiser is conditioned on (`None`: nothing beyond labels).
+    pub fn conditioning(&self) -> Option<&Conditioning> {
+        self.conditioning.as_ref()
     }
 
     /// Runs F under bf16 autocast when on CUDA (no effect on CPU); D is still formed in x̃'s dtype.
@@ -277,6 +311,23 @@ impl PrecondDenoiser {
         augment_labels: Option<&Tensor>,
         train: bool,
     ) -> Result<(Tensor, Option<Tensor>)> {
+        self.forward_conditioned(x, sigma, class_labels, augment_labels, None, train)
+    }
+
+    /// As [`PrecondDenoiser::forward_with_variance`] given the condition of a conditioned
+    /// denoiser ([`PrecondDenoiser::set_conditioning`]): `condition` is the batch's
+    /// low-resolution fields [B, C, H/f, W/f]; the network sees them upsampled to [B, C, H, W]
+    /// as extra channels after c_in·x̃ (not scaled: they are clean data). A conditioned
+    /// denoiser refuses a missing or misshapen condition, an unconditioned one any condition.
+    pub fn forward_conditioned(
+        &self,
+        x: &Tensor,
+        sigma: &Tensor,
+        class_labels: Option<&Tensor>,
+        augment_labels: Option<&Tensor>,
+        condition: Option<&Tensor>,
+        train: bool,
+    ) -> Result<(Tensor, Option<Tensor>)> {
         let size = x.size();
         let Some(&batch) = size.first() else {
             return Err(NetsError::Shape("input must have a batch dimension".into()));
@@ -310,11 +361,39 @@ impl PrecondDenoiser {
                 )));
             }
         }
+        let extra = match (&self.conditioning, condition, &self.sample_shape) {
+            (None, None, _) if self.net_cond_channels > 0 => {
+                return Err(NetsError::Shape(format!(
+                    "the network takes {} conditioning channels but no conditioning is set",
+                    self.net_cond_channels
+                )))
+            }
+            (None, None, _) => None,
+            (Some(cd), Some(y), Some(shape)) => {
+                cd.check_condition(y, batch, shape)?;
+                Some(cd.upsample(&y.to_device(x.device())))
+            }
+            (Some(cd), None, _) => {
+                return Err(NetsError::Shape(format!(
+                    "the network is conditioned ({cd}): it needs the low-resolution field of \
+                     each sample"
+                )))
+            }
+            (None, Some(_), _) | (Some(_), Some(_), None) => {
+                return Err(NetsError::Shape(
+                    "a condition was given to a network that is not conditioned on one".into(),
+                ))
+            }
+        };
         let c = self.coeff_tensors(sigma, batch, size.len(), x.kind(), x.device())?;
         if c.all_skip {
             return Ok((x * &c.c_skip, None));
         }
         let x_in = (x * &c.c_in).to_kind(Kind::Float);
+        let x_in = match extra {
+            Some(e) => Tensor::cat(&[x_in, e], 1),
+            None => x_in,
+        };
         let f = tch::autocast(self.autocast, || {
             self.net
                 .forward(&x_in, &c.c_noise, class_labels, augment_labels, train)
@@ -366,9 +445,22 @@ impl PrecondDenoiser {
         class_labels: Option<&Tensor>,
         v: &Tensor,
     ) -> Result<(Tensor, Tensor)> {
+        self.vjp_conditioned(x, sigma, class_labels, None, v)
+    }
+
+    /// [`PrecondDenoiser::vjp`] of a conditioned denoiser (the condition is held fixed).
+    pub fn vjp_conditioned(
+        &self,
+        x: &Tensor,
+        sigma: &Tensor,
+        class_labels: Option<&Tensor>,
+        condition: Option<&Tensor>,
+        v: &Tensor,
+    ) -> Result<(Tensor, Tensor)> {
         tch::with_grad(|| {
             let xr = x.detach().set_requires_grad(true);
-            let d = self.forward(&xr, sigma, class_labels, None, false)?;
+            let (d, _) =
+                self.forward_conditioned(&xr, sigma, class_labels, None, condition, false)?;
             if d.size() != v.size() {
                 return Err(NetsError::Shape(format!(
                     "v {:?} does not match D {:?}",

@@ -35,6 +35,9 @@ pub struct NetModel {
     class: Option<usize>,
     /// One-hot labels of the next batch's rows; they override `class` while set.
     row_labels: Mutex<Option<Tensor>>,
+    /// Low-resolution fields of the next batch's rows [B, C, H/f, W/f], for a conditioned
+    /// network ([`NetModel::set_condition`]).
+    condition: Mutex<Option<Tensor>>,
     /// Where ndarray states are evaluated (tensor states stay on their own device).
     device: Device,
 }
@@ -78,6 +81,7 @@ impl NetModel {
             label_dim,
             class: None,
             row_labels: Mutex::new(None),
+            condition: Mutex::new(None),
             device: Device::Cpu,
         }
     }
@@ -100,6 +104,27 @@ impl NetModel {
         Ok(())
     }
 
+    /// Sets the conditions of the next batch's rows: low-resolution fields [B, C, H/f, W/f]
+    /// (checked by the denoiser against its conditioning at each call); `None` clears them.
+    pub fn set_condition(&self, condition: Option<Tensor>) {
+        *self.condition.lock().unwrap_or_else(|p| p.into_inner()) =
+            condition.map(|c| c.to_device(self.device));
+    }
+
+    /// What the network is conditioned on, if anything.
+    pub fn conditioning(&self) -> Option<crate::Conditioning> {
+        self.lock().conditioning().cloned()
+    }
+
+    /// The current condition (a shallow copy), on `x`'s device.
+    fn current_condition(&self, x: &Tensor) -> Option<Tensor> {
+        self.condition
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|c| c.to_device(x.device()))
+    }
+
     /// D(x̃; σ̃) on a tensor batch (σ̃ [B] or scalar) with the current labels, no gradients.
     pub fn denoise_tensor(&self, x: &Tensor, sigma: &Tensor) -> NetsResult<Tensor> {
         Ok(self.denoise_tensor_with_variance(x, sigma)?.0)
@@ -112,9 +137,10 @@ impl NetModel {
         sigma: &Tensor,
     ) -> NetsResult<(Tensor, Option<Tensor>)> {
         let y = self.current_labels(x, self.class)?;
+        let cond = self.current_condition(x);
         let (d, raw) = tch::no_grad(|| {
             self.lock()
-                .forward_with_variance(x, sigma, y.as_ref(), None, false)
+                .forward_conditioned(x, sigma, y.as_ref(), None, cond.as_ref(), false)
         })?;
         Ok((d, raw.map(|r| variance_fraction(&r))))
     }
@@ -237,9 +263,10 @@ impl LearnedVariance<TchTensor> for NetModel {
 impl Vjp<TchTensor> for NetModel {
     fn vjp(&self, x: &TchTensor, sigma: f64, v: &TchTensor) -> Result<(TchTensor, TchTensor)> {
         let y = self.current_labels(x, self.class).map_err(to_sampler)?;
+        let cond = self.current_condition(x);
         let (d, g) = self
             .lock()
-            .vjp(x, &Tensor::from(sigma), y.as_ref(), v)
+            .vjp_conditioned(x, &Tensor::from(sigma), y.as_ref(), cond.as_ref(), v)
             .map_err(to_sampler)?;
         Ok((TchTensor(d), TchTensor(g)))
     }
@@ -253,12 +280,7 @@ impl SigmaRounding for NetModel {
 
 impl ClassModel<TchTensor> for NetModel {
     fn denoise_class(&self, x: &TchTensor, sigma: f64, class: Option<usize>) -> Result<TchTensor> {
-        let y = self.labels(x, class).map_err(to_sampler)?;
-        let d = self
-            .lock()
-            .denoise_at(x, sigma, y.as_ref())
-            .map_err(to_sampler)?;
-        Ok(TchTensor(d))
+        Ok(self.denoise_class_variance(x, sigma, class)?.0)
     }
 
     fn class_capabilities(&self) -> ClassCapabilities<'_, TchTensor> {
@@ -277,9 +299,16 @@ impl ClassLearnedVariance<TchTensor> for NetModel {
         class: Option<usize>,
     ) -> Result<(TchTensor, Option<TchTensor>)> {
         let y = self.labels(x, class).map_err(to_sampler)?;
+        let cond = self.current_condition(x);
         let (d, raw) = tch::no_grad(|| {
-            self.lock()
-                .forward_with_variance(x, &Tensor::from(sigma), y.as_ref(), None, false)
+            self.lock().forward_conditioned(
+                x,
+                &Tensor::from(sigma),
+                y.as_ref(),
+                None,
+                cond.as_ref(),
+                false,
+            )
         })
         .map_err(to_sampler)?;
         Ok((TchTensor(d), raw.map(|r| TchTensor(variance_fraction(&r)))))

@@ -79,8 +79,9 @@ impl SongUnet {
         let pe = p / "enc";
         let mut enc = Vec::new();
         let mut skips = Vec::new();
-        let mut cout = cfg.in_channels;
-        let mut caux = cfg.in_channels;
+        // A conditioning field enters as extra input channels (the aux pyramid sees it too).
+        let mut cout = cfg.in_channels + cfg.cond_channels;
+        let mut caux = cout;
         for (level, &mult) in cfg.channel_mult.iter().enumerate() {
             let res = cfg.resolution >> level;
             let wres = cfg.width() >> level;

@@ -21,6 +21,7 @@ fn tiny() -> ModelConfig {
     ModelConfig {
         net: NetConfig::preset("ddpmpp-tiny").unwrap(),
         wrapper: Wrapper::Precond(Precond::edm()),
+        conditioning: None,
     }
 }
 
@@ -258,6 +259,7 @@ fn untrusted_metadata_is_refused_before_building() {
             ModelConfig {
                 net: NetConfig::preset("ddpmpp-cifar10").unwrap(),
                 wrapper: Wrapper::Precond(Precond::edm()),
+                conditioning: None,
             },
             vec!["at least", "holds only 1 values"],
         ),

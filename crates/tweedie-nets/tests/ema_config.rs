@@ -141,6 +141,7 @@ fn model_config_json_round_trip() {
     let m = ModelConfig {
         net: NetConfig::preset("ncsnpp-cifar10").unwrap(),
         wrapper: tweedie_nets::Wrapper::Precond(tweedie_core::Precond::vp()),
+        conditioning: None,
     };
     let s = serde_json::to_string(&m).unwrap();
     assert_eq!(serde_json::from_str::<ModelConfig>(&s).unwrap(), m);

@@ -32,6 +32,7 @@ fn check(case: &str) {
     let cfg = ModelConfig {
         net: NetConfig::Unet(ucfg),
         wrapper: Wrapper::Precond(Precond::edm()),
+        conditioning: None,
     };
     let m = load_reference_state_dict(
         &data(&format!("{case}.weights.safetensors")),

@@ -9,7 +9,7 @@ use std::path::Path;
 use tweedie_core::Invalid;
 
 use serde::{Deserialize, Serialize};
-use tweedie_nets::{EmaSchedule, NetConfig};
+use tweedie_nets::{Conditioning, EmaSchedule, NetConfig};
 use tweedie_samplers::{SamplerKind, SamplerParams, SamplerSpec};
 
 use crate::data::DataConfig;
@@ -281,15 +281,21 @@ pub struct TrainConfig {
     pub network: NetConfig,
     pub training: TrainingConfig,
     pub eval: EvalConfig,
+    /// `[conditioning]`: train a network conditioned on a low-resolution version of each
+    /// sample (`kind = "downscale"`, `factor = f`: the f×f block averages, upsampled and
+    /// concatenated to the network's input channels). Absent: unconditioned on images.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conditioning: Option<Conditioning>,
 }
 
-const SECTIONS: [&str; 6] = [
+const SECTIONS: [&str; 7] = [
     "diffusion",
     "sampling",
     "data",
     "network",
     "training",
     "eval",
+    "conditioning",
 ];
 
 /// Top-level key naming the config a file builds on (`extends = "base/toy.toml"`), resolved
@@ -557,6 +563,7 @@ impl TrainConfig {
                 .ok_or_else(|| TrainError::Config("missing [network]".into()))?,
             training: section(&mut raw, "training")?.unwrap_or_default(),
             eval: section(&mut raw, "eval")?.unwrap_or_default(),
+            conditioning: section(&mut raw, "conditioning")?,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -621,6 +628,24 @@ impl TrainConfig {
                 self.network.label_dropout(),
                 "the trainer drops labels itself, per sample from the keyed noise: set \
                  training.label_dropout instead and leave network.label_dropout at 0",
+            ));
+        }
+        if let Some(c) = &self.conditioning {
+            c.validate()?;
+            if !matches!(self.network, NetConfig::Unet(_)) {
+                return Err(TrainError::invalid(
+                    "conditioning",
+                    c,
+                    "needs the SongUNet (network.type = \"unet\", e.g. preset ddpmpp-tiny): \
+                     only it takes the condition's extra input channels",
+                ));
+            }
+        } else if self.network.cond_channels() > 0 {
+            return Err(TrainError::invalid(
+                "network.cond_channels",
+                self.network.cond_channels(),
+                "is set from [conditioning] by the trainer: add a [conditioning] section \
+                 (kind, factor) instead",
             ));
         }
         if t.checkpoint_every == 0 {

@@ -351,6 +351,7 @@ mod tests {
         let mcfg = ModelConfig {
             net: NetConfig::preset("mlp-2d").map_err(|e| TrainError::Other(e.to_string()))?,
             wrapper: Wrapper::Precond(tweedie_core::Precond::edm()),
+            conditioning: None,
         };
         let (_vs, den) = crate::trainer::with_torch_rng(|| mcfg.build(tch::Device::Cpu))
             .map_err(|e| TrainError::Other(e.to_string()))?;

@@ -24,14 +24,24 @@ pub struct SamplePlan<'a> {
 }
 
 /// Draws samples `first..first+n` as rows [n, D] (f32); sample i's class is `labels[i - first]`
-/// when given. Returns the rows and the NFE per batch.
+/// and its condition (the low-resolution field a conditioned network needs) row i − first of
+/// `conditions` [n, C, H/f, W/f], when given. Returns the rows and the NFE per batch.
 pub fn generate(
     model: &NetModel,
     plan: &SamplePlan,
     first: u64,
     n: usize,
     labels: Option<&[i64]>,
+    conditions: Option<&tch::Tensor>,
 ) -> Result<(Array2<f32>, usize)> {
+    if let Some(c) = conditions {
+        if c.size().first().copied() != Some(n as i64) {
+            return Err(TrainError::Other(format!(
+                "{:?} conditions for {n} samples",
+                c.size()
+            )));
+        }
+    }
     let d: usize = plan.shape.iter().product();
     let grid = plan.timer.grid(plan.process, plan.spec.steps)?;
     let mut out = Array2::<f32>::zeros((n, d));
@@ -43,6 +53,7 @@ pub fn generate(
         crate::interrupt::check_stop()?;
         let b = batch.min(n - start);
         model.set_labels(labels.map(|l| &l[start..start + b]))?;
+        model.set_condition(conditions.map(|c| c.narrow(0, start as i64, b as i64)));
         let mut shape = vec![b];
         shape.extend_from_slice(&plan.shape);
         let template = ArrayD::<f64>::zeros(IxDyn(&shape));
@@ -60,6 +71,7 @@ pub fn generate(
         start += b;
     }
     model.set_labels(None)?;
+    model.set_condition(None);
     Ok((out, nfe))
 }
 
@@ -110,7 +122,7 @@ mod tests {
             batch: 300,
             seed: 3,
         };
-        let (x, nfe) = generate(&model, &plan, 0, 1000, None)?;
+        let (x, nfe) = generate(&model, &plan, 0, 1000, None, None)?;
         assert_eq!(nfe, 63);
         let var = x.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / x.len() as f64;
         // 4000 values of variance 0.25: standard error of the variance ≈ 0.25·√(2/4000).
@@ -119,7 +131,7 @@ mod tests {
             "variance {var}"
         );
         // Chunking does not change samples: sample 500 drawn alone equals its row above.
-        let (one, _) = generate(&model, &plan, 500, 1, None)?;
+        let (one, _) = generate(&model, &plan, 500, 1, None, None)?;
         assert_eq!(one.row(0), x.row(500));
         Ok(())
     }

@@ -246,6 +246,103 @@ fn a_conditional_run_older_than_label_dropout_resumes_without_dropout() -> Resul
     Ok(())
 }
 
+/// Image-conditioned training (`[conditioning]`, downscale ×4) on 8×8 fields: the condition
+/// of each sample is its own 2×2 block averages, so training resumes bit for bit; the model
+/// records the conditioning and takes one extra input channel; its denoiser needs a condition
+/// of the right size; a factor that does not divide the grid or a network without the
+/// condition's channels is refused naming the key.
+#[test]
+fn downscale_conditioning_trains_resumes_bit_for_bit_and_is_recorded() -> Result<(), TrainError> {
+    let root = tempfile::tempdir().map_err(|e| TrainError::io("tmp", e))?;
+    let (a, b) = (root.path().join("a"), root.path().join("b"));
+    let data = "[data]\ntype = \"fields\"\nsize = 8\nn = 64\nheld_out = 16\n";
+    let cfg = |steps, extra: &[&str]| {
+        let mut sets = vec![
+            "network.preset=ddpmpp-tiny",
+            "network.model_channels=16",
+            "training.batch_size=8",
+            "sampling.grid=4",
+            "conditioning.kind=downscale",
+            "conditioning.factor=4",
+        ];
+        sets.extend_from_slice(extra);
+        config_data(steps, data, &sets)
+    };
+    train(&cfg(6, &[]), &opts(&a, false))?;
+    train(&cfg(3, &[]), &opts(&b, false))?;
+    train(&cfg(6, &[]), &opts(&b, true))?;
+    assert_bit_identical(&state(&a), &state(&b));
+    assert!(a.join(files::SAMPLES).is_file());
+
+    let model = a.join(files::MODEL);
+    let loaded = tweedie_nets::load_checkpoint(&model, tch::Device::Cpu)
+        .map_err(|e| TrainError::Other(e.to_string()))?;
+    let want = tweedie_nets::Conditioning {
+        kind: tweedie_nets::ConditioningKind::Downscale,
+        factor: 4,
+    };
+    assert_eq!(loaded.config.conditioning, Some(want.clone()));
+    assert_eq!(loaded.config.net.cond_channels(), 1);
+    assert_eq!(loaded.config.net.sample_shape(), vec![1, 8, 8]);
+    let den = &loaded.denoiser;
+    let x = Tensor::zeros([2, 1, 8, 8], (tch::Kind::Float, tch::Device::Cpu));
+    let sigma = Tensor::from(1.0);
+    let low = want
+        .low_res(&x)
+        .map_err(|e| TrainError::Other(e.to_string()))?;
+    assert_eq!(low.size(), vec![2, 1, 2, 2]);
+    let (d, _) = den
+        .forward_conditioned(&x, &sigma, None, None, Some(&low), false)
+        .map_err(|e| TrainError::Other(e.to_string()))?;
+    assert_eq!(d.size(), vec![2, 1, 8, 8]);
+    let missing = den
+        .forward(&x, &sigma, None, None, false)
+        .unwrap_err()
+        .to_string();
+    assert!(missing.contains("low-resolution"), "{missing}");
+    let wrong = Tensor::zeros([2, 1, 4, 4], (tch::Kind::Float, tch::Device::Cpu));
+    let e = den
+        .forward_conditioned(&x, &sigma, None, None, Some(&wrong), false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("[2, 1, 2, 2]") && e.contains("[2, 1, 4, 4]"),
+        "{e}"
+    );
+
+    // Refusals, before anything is written.
+    let c = root.path().join("c");
+    let e = train(&cfg(2, &["conditioning.factor=3"]), &opts(&c, false))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("conditioning.factor") && e.contains("8×8"),
+        "{e}"
+    );
+    assert!(!c.exists());
+    let e = TrainConfig::from_toml_str(
+        "[diffusion]\ntype = \"EDM\"\n[conditioning]\nkind = \"downscale\"\nfactor = 4\nfoo = 1\n",
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("[conditioning]") && e.contains("foo"), "{e}");
+    for (set, key) in [
+        ("conditioning.kind=upscale", "kind"),
+        ("conditioning.factor=1", "conditioning.factor"),
+        ("network.preset=mlp-small", "conditioning"),
+    ] {
+        let e = TrainConfig::from_toml_str(
+            "[diffusion]\ntype = \"EDM\"\n[conditioning]\nkind = \"downscale\"\nfactor = 4\n",
+            &[set.to_string()],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains(key), "{set}: {e}");
+    }
+    Ok(())
+}
+
 /// The saved model is the EMA copy; its fixed buffers (here random Fourier frequencies) must be
 /// the trained network's, not those of a separately initialised copy.
 #[test]

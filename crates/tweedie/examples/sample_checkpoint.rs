@@ -51,6 +51,7 @@ fn untrained_checkpoint() -> anyhow::Result<PathBuf> {
     let config = ModelConfig {
         net: NetConfig::preset("mlp-small")?,
         wrapper: Wrapper::Precond(Precond::edm()),
+        conditioning: None,
     };
     let (vs, _) = config.build(Device::Cpu)?;
     let path = std::env::temp_dir().join(format!(

@@ -123,6 +123,7 @@ fn checkpoint(dir: &Path, preset: &str) -> PathBuf {
     let cfg = ModelConfig {
         net: NetConfig::preset(preset).unwrap(),
         wrapper: Wrapper::Precond(Precond::edm()),
+        conditioning: None,
     };
     let (vs, _) = cfg.build(tch::Device::Cpu).unwrap();
     let path = dir.join(format!("{preset}.safetensors"));
@@ -303,6 +304,7 @@ fn conditional_checkpoint(dir: &Path, name: &str, record: Option<&str>) {
     let cfg = ModelConfig {
         net,
         wrapper: Wrapper::Precond(Precond::edm()),
+        conditioning: None,
     };
     let (vs, _) = cfg.build(tch::Device::Cpu).unwrap();
     let extra: BTreeMap<String, String> = record

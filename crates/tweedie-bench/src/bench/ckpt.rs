@@ -50,6 +50,7 @@ mod tests {
         let cfg = ModelConfig {
             net: NetConfig::preset("mlp-2d").unwrap(),
             wrapper: Wrapper::Precond(Precond::edm()),
+            conditioning: None,
         };
         tch::manual_seed(1);
         let (vs, den) = cfg.build(Device::Cpu).unwrap();

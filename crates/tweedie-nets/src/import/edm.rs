@@ -285,6 +285,7 @@ fn song_unet(k: &mut Kwargs<'_, '_>) -> Result<UnetConfig, ImportError> {
         // EDM's networks are square.
         width: None,
         in_channels: k.usize("in_channels", None)?,
+        cond_channels: 0,
         out_channels: k.usize("out_channels", None)?,
         label_dim: k.usize("label_dim", Some(0))?,
         augment_dim: k.usize("augment_dim", Some(0))?,
@@ -625,6 +626,7 @@ pub fn read_edm<'a>(bytes: &'a [u8], what: &str) -> Result<EdmImport<'a>, Import
         config: ModelConfig {
             net: net_cfg,
             wrapper: Wrapper::Precond(precond),
+            conditioning: None,
         },
         tensors,
         metadata,

@@ -33,7 +33,7 @@ use metrics::write_config;
 pub use model::{fit_network_to_data, model_config};
 pub use options::{default_run_dir, TrainOptions, TrainOutcome};
 use sampling::sync_sampling_copy;
-pub use sampling::{grid_labels, write_samples, Sampling};
+pub use sampling::{grid_labels, held_out_conditions, write_samples, Sampling};
 use setup::{prepare, Loaded};
 pub(crate) use step::torch_step_seed;
 pub use step::STREAM_AUG;
@@ -384,7 +384,9 @@ fn train_loop(
         // The grid's samples again (same seeds), in physical units with the data's names.
         let n = cfg.sampling.grid;
         let plan = sampling.plan(cfg, &data.train.shape, n.min(cfg.eval.batch_size))?;
-        let (x, _) = generate(&sampling.model, &plan, 0, n, None).map_err(&stopped)?;
+        let conditions = sampling::held_out_conditions(cfg, &data, n)?;
+        let (x, _) =
+            generate(&sampling.model, &plan, 0, n, None, conditions.as_ref()).map_err(&stopped)?;
         crate::data::netcdf::write_samples(&run_dir.join(files::SAMPLES_NC), x.view(), meta)?;
     }
     Ok(TrainOutcome {

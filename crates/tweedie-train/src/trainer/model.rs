@@ -2,7 +2,7 @@
 
 use tch::Device;
 use tweedie_core::Invalid;
-use tweedie_nets::{ModelConfig, NetConfig};
+use tweedie_nets::{Conditioning, ModelConfig, NetConfig};
 
 use crate::config::TrainConfig;
 use crate::data::{Data, Dataset};
@@ -37,8 +37,14 @@ fn image_shape(data: &Dataset, channel_mult: &[usize]) -> Result<(usize, usize, 
     Ok((c, h, w))
 }
 
-/// Sets the network's shape keys (resolution, channels, dim) and label_dim from the data.
-pub fn fit_network_to_data(net: &mut NetConfig, data: &Dataset, conditional: bool) -> Result<()> {
+/// Sets the network's shape keys (resolution, channels, dim) and label_dim from the data,
+/// and its conditioning channels from `conditioning` (whose factor must divide the grid).
+pub fn fit_network_to_data(
+    net: &mut NetConfig,
+    data: &Dataset,
+    conditional: bool,
+    conditioning: Option<&Conditioning>,
+) -> Result<()> {
     let label_dim = if conditional {
         data.num_classes.ok_or_else(|| {
             TrainError::invalid("training.conditional", true, "the data set has no labels")
@@ -54,6 +60,13 @@ pub fn fit_network_to_data(net: &mut NetConfig, data: &Dataset, conditional: boo
             u.in_channels = c;
             u.out_channels = c;
             u.label_dim = label_dim;
+            u.cond_channels = match conditioning {
+                Some(cd) => {
+                    cd.check_shape(&[c as i64, h as i64, w as i64])?;
+                    cd.channels(c)
+                }
+                None => 0,
+            };
         }
         NetConfig::Dhariwal(u) => {
             let (c, h, w) = image_shape(data, &u.channel_mult)?;
@@ -87,11 +100,17 @@ pub(super) fn device_of(cfg: &TrainConfig) -> Result<Device> {
 /// The denoiser config (network + wrapper) of a training config fitted to its data.
 pub fn model_config(cfg: &TrainConfig, data: &Data) -> Result<ModelConfig> {
     let mut net = cfg.network.clone();
-    fit_network_to_data(&mut net, &data.train, cfg.training.conditional)?;
+    fit_network_to_data(
+        &mut net,
+        &data.train,
+        cfg.training.conditional,
+        cfg.conditioning.as_ref(),
+    )?;
     let f = cfg.formulation()?;
     crate::formulation::widen_for_learned_variance(&f, &mut net);
     Ok(ModelConfig {
         net,
         wrapper: f.wrapper,
+        conditioning: cfg.conditioning.clone(),
     })
 }

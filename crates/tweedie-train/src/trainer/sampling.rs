@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use tch::{nn::VarStore, Device};
+use tch::{nn::VarStore, Device, Tensor};
 use tweedie_core::TimerKind;
 use tweedie_nets::ModelConfig;
 
@@ -76,14 +76,43 @@ pub fn grid_labels(cfg: &TrainConfig, data: &Dataset, n: usize) -> Option<Vec<i6
     }
 }
 
+/// Conditions of `n` samples of a conditioned model (`[conditioning]`): sample i is
+/// conditioned on the low-resolution version of held-out field i mod N, so that the samples
+/// are, together, draws from the data distribution (each from p(x | y) with y that of a data
+/// draw) and compare with it as an unconditioned model's would. `None` without conditioning.
+pub fn held_out_conditions(cfg: &TrainConfig, data: &Data, n: usize) -> Result<Option<Tensor>> {
+    let Some(c) = &cfg.conditioning else {
+        return Ok(None);
+    };
+    let m = data.held_out.len();
+    if m == 0 {
+        return Err(TrainError::Data(
+            "a conditioned model samples given held-out fields, and the held-out set is empty"
+                .into(),
+        ));
+    }
+    let idx: Vec<usize> = (0..n).map(|i| i % m).collect();
+    Ok(Some(
+        c.low_res(&data.held_out.batch_tensor(&idx, Device::Cpu))?,
+    ))
+}
+
 /// Writes a sample grid (images) or scatter plot (vectors) of `cfg.sampling.grid` EMA samples.
 pub fn write_samples(path: &Path, s: &Sampling, cfg: &TrainConfig, data: &Data) -> Result<()> {
     let n = cfg.sampling.grid;
     let labels = grid_labels(cfg, &data.train, n);
+    let conditions = held_out_conditions(cfg, data, n)?;
     // In batches of eval.batch_size, capped by the memory budget: a large grid of large
     // images stays in bounded memory.
     let plan = s.plan(cfg, &data.train.shape, n.min(cfg.eval.batch_size))?;
-    let (x, _) = generate(&s.model, &plan, 0, n, labels.as_deref())?;
+    let (x, _) = generate(
+        &s.model,
+        &plan,
+        0,
+        n,
+        labels.as_deref(),
+        conditions.as_ref(),
+    )?;
     let fields = matches!(data.truth, crate::data::GroundTruth::Fields(_)) || data.netcdf.is_some();
     if data.train.is_image() && (fields || !matches!(data.train.shape[0], 1 | 3)) {
         crate::plot::write_field_grid(path, x.view(), &data.train.shape)

@@ -80,6 +80,13 @@ pub(super) fn train_step(
         }
         _ => None,
     };
+    // The condition of each sample is its own low-resolution version (after augmentation),
+    // so it needs no draw and keeps the step keyed per sample.
+    let condition = cfg
+        .conditioning
+        .as_ref()
+        .map(|c| c.low_res(&x0))
+        .transpose()?;
     let levels = loss.draw_levels(t.seed, first, n);
     let eps = Loss::draw_noise(t.seed, first, n, data.dim()).to_device(device);
     live.adam.zero_grad();
@@ -89,7 +96,7 @@ pub(super) fn train_step(
         tch::manual_seed(torch_step_seed(t.seed, k));
         loss.per_sample_with_variance(
             |x, s| {
-                den.forward_with_variance(x, s, labels.as_ref(), None, true)
+                den.forward_conditioned(x, s, labels.as_ref(), None, condition.as_ref(), true)
                     .map_err(|e| TrainError::Other(e.to_string()))
             },
             &x0,

@@ -907,6 +907,7 @@ mod tests {
         let cfg = ModelConfig {
             net,
             wrapper: Wrapper::Precond(Precond::edm()),
+            conditioning: None,
         };
         let (vs, _) = cfg.build(tch::Device::Cpu).unwrap();
         let path = dir.join(format!("{preset}-{label_dim}.safetensors"));
@@ -1118,6 +1119,7 @@ mod tests {
         let cfg = ModelConfig {
             net: NetConfig::preset("ddpmpp-tiny").unwrap(),
             wrapper: Wrapper::Precond(Precond::edm()),
+            conditioning: None,
         };
         let (vs, _) = cfg.build(tch::Device::Cpu).unwrap();
         let meta = NetcdfMeta {
