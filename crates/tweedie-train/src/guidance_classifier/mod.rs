@@ -100,7 +100,7 @@ pub fn classifier_config(cfg: &ClassifierTrainConfig, data: &Data) -> Result<Cla
         }
     };
     let mut net = NetConfig::Unet(cfg.network.clone());
-    fit_network_to_data(&mut net, &data.train, false)?;
+    fit_network_to_data(&mut net, &data.train, false, None)?;
     let NetConfig::Unet(encoder) = net else {
         return Err(TrainError::Other(
             "the classifier's network is a U-Net".into(),
