@@ -537,6 +537,15 @@ fn every_preset_in_configs_parses_validates_and_fits_its_data() -> Result<(), Tr
         if p.extension().and_then(|e| e.to_str()) != Some("toml") {
             continue;
         }
+        // Classifier presets (`*-classifier.toml`) are the other config kind
+        // (`tweedie train-classifier`): they parse, validate and load their data as one.
+        let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+        if stem.ends_with("-classifier") {
+            let cfg =
+                tweedie_train::guidance_classifier::ClassifierTrainConfig::from_file(&p, &[])?;
+            cfg.data.load()?;
+            continue;
+        }
         let cfg = TrainConfig::from_file(&p, &[])?;
         let data = cfg.data.load()?;
         tweedie_train::trainer::model_config(&cfg, &data)
