@@ -23,6 +23,15 @@ pub trait ForwardModel: Send + Sync + std::fmt::Debug {
     fn is_selection(&self) -> bool {
         false
     }
+    /// The operator's kind and shape in a few words, for error messages (its `Debug` form can
+    /// hold a whole kernel or matrix).
+    fn describe(&self) -> String {
+        format!(
+            "an operator of {} inputs and {} outputs",
+            self.in_dim(),
+            self.out_dim()
+        )
+    }
     /// The dense matrix A [m, n] (by applying A to the identity).
     fn matrix(&self) -> Result<Array2<f64>> {
         Ok(self.apply(&Array2::eye(self.in_dim()))?.t().to_owned())
@@ -157,6 +166,9 @@ impl ForwardModel for MatrixOp {
     fn matrix(&self) -> Result<Array2<f64>> {
         Ok(self.a.clone())
     }
+    fn describe(&self) -> String {
+        format!("a {}×{} matrix", self.a.nrows(), self.a.ncols())
+    }
 }
 
 /// Inpainting: y = x[observed] + n (A selects the observed coordinates; Aᵀ scatters with zeros).
@@ -228,6 +240,9 @@ impl ForwardModel for Mask {
     }
     fn is_selection(&self) -> bool {
         true
+    }
+    fn describe(&self) -> String {
+        format!("a mask of {} of {} values", self.idx.len(), self.n)
     }
 }
 
@@ -308,6 +323,18 @@ impl ForwardModel for Downsample {
     #[cfg(feature = "tch")]
     fn tensor_op(&self) -> Option<&dyn crate::ops_tch::TensorOp> {
         Some(self)
+    }
+    fn describe(&self) -> String {
+        format!(
+            "a {f}× downsample of [{}, {}, {}] images to [{}, {}, {}]",
+            self.c,
+            self.h,
+            self.w,
+            self.c,
+            self.h / self.f,
+            self.w / self.f,
+            f = self.f
+        )
     }
 }
 
@@ -462,6 +489,19 @@ impl ForwardModel for Blur {
             width: self.w,
             kernel: &self.k,
         })
+    }
+    fn describe(&self) -> String {
+        let edge = match self.boundary {
+            Boundary::Zero => "zero",
+            Boundary::Periodic => "periodic",
+        };
+        format!(
+            "a {k}×{k} blur ({edge} boundary) of [{}, {}, {}] images",
+            self.c,
+            self.h,
+            self.w,
+            k = 2 * self.r + 1
+        )
     }
 }
 

@@ -30,7 +30,7 @@ fn check_operator(op: &dyn ForwardModel) -> Result<()> {
     if !op.is_selection() {
         return Err(SamplerError::invalid(
             "operator",
-            format!("{op:?}"),
+            op.describe(),
             "replacement needs a mask (selection) operator",
         ));
     }
@@ -71,5 +71,39 @@ impl<S: State> StepHook<S> for Replacement<'_> {
         let target = rows.host_like(&(&self.y + &(z * sigma_next)))?;
         let keep = rows.lincomb(1.0, &rows.apply(self.op)?.adjoint(self.op)?, -1.0);
         x.with_device_rows(&keep.lincomb(1.0, &target.adjoint(self.op)?, 1.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::{Blur, Boundary, Downsample, MatrixOp};
+
+    /// The refusal names the operator's kind and shape, not its `Debug` form (a blur's kernel,
+    /// a matrix's entries).
+    #[test]
+    fn refusal_names_the_operator_kind_and_shape() {
+        let blur = Blur::new(1, 16, 16, 1.5, 4, 0.05)
+            .unwrap()
+            .with_boundary(Boundary::Periodic);
+        let down = Downsample::new(1, 16, 16, 4, 0.02).unwrap();
+        let matrix = MatrixOp::new(ndarray::Array2::eye(3), 0.1).unwrap();
+        let cases: [(&dyn ForwardModel, &str); 3] = [
+            (
+                &blur,
+                "a 9×9 blur (periodic boundary) of [1, 16, 16] images",
+            ),
+            (&down, "a 4× downsample of [1, 16, 16] images to [1, 4, 4]"),
+            (&matrix, "a 3×3 matrix"),
+        ];
+        for (op, name) in cases {
+            let e = check(op, &SamplerKind::Heun).unwrap_err().to_string();
+            assert_eq!(
+                e,
+                format!(
+                    "invalid value for `operator`: {name} (replacement needs a mask (selection) operator)"
+                )
+            );
+        }
     }
 }
