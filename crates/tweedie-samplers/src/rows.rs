@@ -3,6 +3,8 @@
 //! space ([`Rows::apply`], [`Rows::adjoint`]), so guidance on a GPU state never copies the
 //! batch to the host per step; per-row scalars (CG's inner products) are the only reads back.
 
+use std::sync::Mutex;
+
 use ndarray::{Array1, Array2, Axis, Zip};
 use tweedie_core::LinearSpace;
 
@@ -27,6 +29,52 @@ pub trait Rows: LinearSpace + Clone + Send + std::fmt::Debug {
     fn apply(&self, op: &dyn ForwardModel) -> Result<Self>;
     /// Aᵀ·y for every row y.
     fn adjoint(&self, op: &dyn ForwardModel) -> Result<Self>;
+    /// Row idx[i] of self as row i (resampling, spreading one row per group over its members).
+    fn select_rows(&self, idx: &[usize]) -> Result<Self>;
+    /// The matrix product self·other ([B, n]·[n, m] = [B, m]).
+    fn matmul(&self, other: &Self) -> Result<Self>;
+    /// selfᵀ·other ([B, n]ᵀ·[B, m] = [n, m]).
+    fn t_matmul(&self, other: &Self) -> Result<Self>;
+    /// Every row minus the mean row.
+    fn centered(&self) -> Self;
+}
+
+/// `row` (one host row [1, m]) repeated `b` times where `like` lives: a measurement y next
+/// to a batch (copied to the device once, not per step).
+pub fn repeat_row<R: Rows>(like: &R, row: &Array2<f64>, b: usize) -> Result<R> {
+    let rep = row.broadcast((b, row.ncols())).ok_or_else(|| {
+        SamplerError::Shape(format!("a row of shape {:?} repeated {b} times", row.dim()))
+    })?;
+    like.host_like(&rep.to_owned())
+}
+
+/// `row` repeated over a batch's rows where they live, made once per batch size and kept
+/// (the measurement y of guided denoisers, which see one batch after another).
+pub struct RepeatedRow<R> {
+    row: Array2<f64>,
+    cached: Mutex<Option<R>>,
+}
+
+impl<R: Rows> RepeatedRow<R> {
+    /// Repeats `row` ([1, m]).
+    pub fn new(row: Array2<f64>) -> Self {
+        RepeatedRow {
+            row,
+            cached: Mutex::new(None),
+        }
+    }
+    /// The row repeated over `like`'s rows, where `like` lives.
+    pub fn like(&self, like: &R) -> Result<R> {
+        let mut slot = self.cached.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(y) = slot.as_ref() {
+            if y.nrows() == like.nrows() {
+                return Ok(y.clone());
+            }
+        }
+        let y = repeat_row(like, &self.row, like.nrows())?;
+        *slot = Some(y.clone());
+        Ok(y)
+    }
 }
 
 impl Rows for Array2<f64> {
@@ -67,6 +115,41 @@ impl Rows for Array2<f64> {
     }
     fn adjoint(&self, op: &dyn ForwardModel) -> Result<Self> {
         op.adjoint(self)
+    }
+    fn select_rows(&self, idx: &[usize]) -> Result<Self> {
+        if let Some(i) = idx.iter().find(|&&i| i >= Array2::nrows(self)) {
+            return Err(SamplerError::Shape(format!(
+                "row {i} of {} rows",
+                Array2::nrows(self)
+            )));
+        }
+        Ok(self.select(Axis(0), idx))
+    }
+    fn matmul(&self, other: &Self) -> Result<Self> {
+        if Array2::ncols(self) != Array2::nrows(other) {
+            return Err(SamplerError::Shape(format!(
+                "matrix product of {:?} and {:?}",
+                self.dim(),
+                other.dim()
+            )));
+        }
+        Ok(self.dot(other))
+    }
+    fn t_matmul(&self, other: &Self) -> Result<Self> {
+        if Array2::nrows(self) != Array2::nrows(other) {
+            return Err(SamplerError::Shape(format!(
+                "transposed product of {:?} and {:?}",
+                self.dim(),
+                other.dim()
+            )));
+        }
+        Ok(self.t().dot(other))
+    }
+    fn centered(&self) -> Self {
+        match self.mean_axis(Axis(0)) {
+            Some(m) => self - &m,
+            None => self.clone(),
+        }
     }
 }
 

@@ -153,6 +153,41 @@ impl Rows for TchTensor {
             None => self.host_like(&op.adjoint(&self.to_host())?),
         }
     }
+    fn select_rows(&self, idx: &[usize]) -> Result<Self> {
+        let b = Rows::nrows(self);
+        if let Some(i) = idx.iter().find(|&&i| i >= b) {
+            return Err(SamplerError::Shape(format!("row {i} of {b} rows")));
+        }
+        let v: Vec<i64> = idx.iter().map(|&i| i as i64).collect();
+        Tensor::f_from_slice(&v)
+            .and_then(|t| t.f_to_device(self.device()))
+            .and_then(|t| self.f_index_select(0, &t))
+            .map(TchTensor)
+            .map_err(tch_err)
+    }
+    fn matmul(&self, other: &Self) -> Result<Self> {
+        if Rows::ncols(self) != Rows::nrows(other) {
+            return Err(SamplerError::Shape(format!(
+                "matrix product of {:?} and {:?}",
+                self.size(),
+                other.size()
+            )));
+        }
+        self.f_matmul(other).map(TchTensor).map_err(tch_err)
+    }
+    fn t_matmul(&self, other: &Self) -> Result<Self> {
+        if Rows::nrows(self) != Rows::nrows(other) {
+            return Err(SamplerError::Shape(format!(
+                "transposed product of {:?} and {:?}",
+                self.size(),
+                other.size()
+            )));
+        }
+        self.tr().f_matmul(other).map(TchTensor).map_err(tch_err)
+    }
+    fn centered(&self) -> Self {
+        TchTensor(&**self - self.mean_dim([0i64].as_slice(), true, self.kind()))
+    }
 }
 
 /// A tch denoiser D(x̃; σ̃) given as a function of tensors, with the VJP Jᵀv = ∇_x̃⟨D(x̃; σ̃), v⟩

@@ -1,17 +1,22 @@
 //! What the posterior samplers with loops of their own share: checked inputs, the start state,
 //! row-wise denoising, keyed noise, sub-grids, and exact draws of a Gaussian prior N(μ, vI)
 //! conditioned on y = A·x + n (Matheron's rule), which FPS and PnP-DM use for linear operators.
+//!
+//! Everything works on the state's rows where they live ([`State::device_rows`]): a tensor
+//! state stays on its device; per step only keyed noise goes there (made on the host, as every
+//! sampler's noise is) and per-row scalars (CG's inner products, FPS's weights) come back.
 
 use ndarray::{Array1, Array2, Axis};
 use tweedie_core::rng::{normal_rows, streams};
 use tweedie_core::Invalid;
 use tweedie_core::{Process, TimeGrid};
 
-use super::{cg_rows, CondSampler};
+use super::CondSampler;
 use crate::error::{Result, SamplerError};
 use crate::kind::SamplerKind;
 use crate::model::Model;
 use crate::ops::ForwardModel;
+use crate::rows::{cg, repeat_row, Rows};
 use crate::sampler::{Init, SampleOutput, Sampler, SIGMA_TILDE_CAP};
 use crate::state::State;
 
@@ -94,13 +99,20 @@ pub(crate) fn start<S: State>(c: &CondSampler<S>, init: Init<S>, sigma0: f64) ->
     Ok(x)
 }
 
-/// What every posterior sampler starts from: the checked measurement y, the σ̃ grid, the
-/// starting state (kept as the template of the output) and its rows.
+/// What every posterior sampler starts from: the checked measurement y (one host row), the σ̃
+/// grid, the starting state (kept as the template of the output) and its rows.
 pub(crate) struct Begin<S: State> {
     pub y: Array2<f64>,
     pub sig: Vec<f64>,
     pub like: S,
-    pub x: Array2<f64>,
+    pub x: S::Rows,
+}
+
+impl<S: State> Begin<S> {
+    /// y repeated over `b` rows where the state lives.
+    pub fn y_rows(&self, b: usize) -> Result<S::Rows> {
+        repeat_row(&self.x, &self.y, b)
+    }
 }
 
 /// [`checked_y`], [`sigmas`] and [`start`] in the order every method needs them.
@@ -108,7 +120,7 @@ pub(crate) fn begin<S: State>(c: &CondSampler<S>, init: Init<S>) -> Result<Begin
     let y = checked_y(c.op, &c.y)?;
     let sig = sigmas(c)?;
     let like = start(c, init, sig[0])?;
-    let x = like.to_rows();
+    let x = like.device_rows();
     Ok(Begin { y, sig, like, x })
 }
 
@@ -116,7 +128,7 @@ pub(crate) fn begin<S: State>(c: &CondSampler<S>, init: Init<S>) -> Result<Begin
 pub(crate) fn finish<S: State>(
     c: &CondSampler<S>,
     like: &S,
-    x: &Array2<f64>,
+    x: &S::Rows,
     nfe: usize,
 ) -> Result<SampleOutput<S>> {
     let t_end = *c.grid.t.last().unwrap_or(&0.0);
@@ -126,7 +138,7 @@ pub(crate) fn finish<S: State>(
         c.process.alpha(t_end)
     };
     Ok(SampleOutput {
-        samples: like.with_rows(x)?.scale(alpha),
+        samples: like.with_device_rows(x)?.scale(alpha),
         nfe,
         trajectory: vec![],
         sigmas: vec![],
@@ -137,16 +149,16 @@ pub(crate) fn finish<S: State>(
 pub(crate) fn denoise_rows<S: State>(
     model: &dyn Model<S>,
     like: &S,
-    x: &Array2<f64>,
+    x: &S::Rows,
     sigma: f64,
-) -> Result<Array2<f64>> {
-    let d = model.denoise(&like.with_rows(x)?, sigma)?.to_rows();
-    if d.iter().any(|v| !v.is_finite()) {
+) -> Result<S::Rows> {
+    let d = model.denoise(&like.with_device_rows(x)?, sigma)?;
+    if !d.all_finite() {
         return Err(SamplerError::Numerical(format!(
             "the denoiser returned non-finite values at σ̃ = {sigma}"
         )));
     }
-    Ok(d)
+    Ok(d.device_rows())
 }
 
 /// The time grid of the σ̃ values `sigmas` under `process` (t = 0 at σ̃ = 0).
@@ -171,11 +183,11 @@ pub(crate) fn reverse_to_zero<S: State>(
     c: &CondSampler<S>,
     kind: &SamplerKind,
     like: &S,
-    x: &Array2<f64>,
+    x: &S::Rows,
     sigma: f64,
     n: usize,
     seed: u64,
-) -> Result<(Array2<f64>, usize)> {
+) -> Result<(S::Rows, usize)> {
     if n == 1 && !kind.is_stochastic() {
         return Ok((denoise_rows(c.model, like, x, sigma)?, 1));
     }
@@ -183,19 +195,14 @@ pub(crate) fn reverse_to_zero<S: State>(
     let out = Sampler::new(c.process, grid, kind.clone(), c.model)?
         .seed(seed)
         .first_index(c.first_index)
-        .run(Init::Edm(like.with_rows(x)?), None)?;
-    Ok((out.samples.to_rows(), out.nfe))
+        .run(Init::Edm(like.with_device_rows(x)?), None)?;
+    Ok((out.samples.device_rows(), out.nfe))
 }
 
 /// Per-row solve of (v·AAᵀ + s²I)u = r by conjugate gradients (exact up to `CG_TOL`).
-pub(crate) fn solve_cov(
-    op: &dyn ForwardModel,
-    v: f64,
-    s2: f64,
-    r: &Array2<f64>,
-) -> Result<Array2<f64>> {
-    cg_rows(
-        |u| Ok(op.apply(&op.adjoint(u)?)? * v + u * s2),
+pub(crate) fn solve_cov<R: Rows>(op: &dyn ForwardModel, v: f64, s2: f64, r: &R) -> Result<R> {
+    cg(
+        |u: &R| Ok(u.adjoint(op)?.apply(op)?.lincomb(v, u, s2)),
         r,
         CG_ITERS,
         CG_TOL,
@@ -205,36 +212,38 @@ pub(crate) fn solve_cov(
 /// A draw of x ~ N(μ, vI) conditioned on y = A·x + n, n ~ N(0, s²I), by Matheron's rule
 /// (Journel & Huijbregts 1978; Wilson et al. 2020): x = x_p + v·Aᵀ(vAAᵀ + s²I)⁻¹(y − A·x_p − s·w),
 /// x_p = μ + √v·z, z and w standard normal (`z`, `w` = None gives the conditional mean).
-pub(crate) fn condition_gaussian(
+pub(crate) fn condition_gaussian<R: Rows>(
     op: &dyn ForwardModel,
-    mu: &Array2<f64>,
+    mu: &R,
     v: f64,
-    y: &Array2<f64>,
-    z: Option<&Array2<f64>>,
-    w: Option<&Array2<f64>>,
-) -> Result<Array2<f64>> {
+    y: &R,
+    z: Option<&R>,
+    w: Option<&R>,
+) -> Result<R> {
     if v <= 0.0 {
         return Ok(mu.clone());
     }
     let s = op.noise_std();
     let xp = match z {
-        Some(z) => mu + &(z * v.sqrt()),
+        Some(z) => mu.lincomb(1.0, z, v.sqrt()),
         None => mu.clone(),
     };
-    let mut r = y - &op.apply(&xp)?;
+    let mut r = y.lincomb(1.0, &xp.apply(op)?, -1.0);
     if let Some(w) = w {
-        r = r - w * s;
+        r = r.lincomb(1.0, w, -s);
     }
     let u = solve_cov(op, v, s * s, &r)?;
-    Ok(xp + op.adjoint(&u)? * v)
+    Ok(xp.lincomb(1.0, &u.adjoint(op)?, v))
 }
 
-/// Standard normals for the rows of a batch (row i keyed by (seed, first_index + i)).
-pub(crate) fn normals<S: State>(
+/// Standard normals for `rows` rows where `like` lives (row i keyed by (seed, first_index + i),
+/// drawn on the host).
+pub(crate) fn normals<S: State, R: Rows>(
     c: &CondSampler<S>,
+    like: &R,
     rows: usize,
     stream: u64,
     len: usize,
-) -> Array2<f64> {
-    normal_rows(c.seed, c.first_index, rows, stream, len)
+) -> Result<R> {
+    like.host_like(&normal_rows(c.seed, c.first_index, rows, stream, len))
 }

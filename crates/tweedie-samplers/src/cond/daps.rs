@@ -3,13 +3,14 @@
 
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};
-use tweedie_core::Invalid;
+use tweedie_core::{Invalid, LinearSpace};
 
 use super::common::{self, stream};
 use super::CondSampler;
 use crate::error::{Result, SamplerError};
 use crate::kind::SamplerKind;
 use crate::ops::ForwardModel;
+use crate::rows::Rows;
 use crate::sampler::{Init, SampleOutput};
 use crate::state::State;
 
@@ -118,13 +119,12 @@ impl Daps {
                 ))
             }
         };
+        let begin = common::begin(c, init)?;
+        let (b, d) = (begin.x.nrows(), begin.x.ncols());
+        let y = begin.y_rows(b)?;
         let common::Begin {
-            y,
-            sig,
-            like,
-            mut x,
-        } = common::begin(c, init)?;
-        let (b, d) = (x.nrows(), x.ncols());
+            sig, like, mut x, ..
+        } = begin;
         let a2 = op_norm2(c.op)?;
         let n = sig.len() - 1;
         let mut nfe = 0;
@@ -137,12 +137,19 @@ impl Daps {
             let h = self.eta / (1.0 / r2 + a2 / t2);
             let mut x0 = x0hat.clone();
             for j in 0..self.langevin_steps {
-                let grad = (&x0 - &x0hat) / r2 + c.op.adjoint(&(c.op.apply(&x0)? - &y))? / t2;
-                let z = common::normals(c, b, stream(k, 1 + j as u64), d);
-                x0 = x0 - grad * h + z * (2.0 * h).sqrt();
+                // ∇U = (x₀ − x̂₀)/r² + Aᵀ(Ax₀ − y)/τ².
+                let misfit = x0.apply(c.op)?.lincomb(1.0, &y, -1.0).adjoint(c.op)?;
+                let grad = x0
+                    .lincomb(1.0, &x0hat, -1.0)
+                    .lincomb(1.0 / r2, &misfit, 1.0 / t2);
+                let z = common::normals(c, &x0, b, stream(k, 1 + j as u64), d)?;
+                x0 = x0
+                    .lincomb(1.0, &grad, -h)
+                    .lincomb(1.0, &z, (2.0 * h).sqrt());
             }
             x = if sn > 0.0 {
-                x0 + common::normals(c, b, stream(k, 0), d) * sn
+                let z = common::normals(c, &x0, b, stream(k, 0), d)?;
+                x0.lincomb(1.0, &z, sn)
             } else {
                 x0
             };

@@ -1,11 +1,12 @@
 //! DiffPIR: denoising diffusion models for plug-and-play image restoration (Zhu et al. 2023, CVPR).
 
 use serde::{Deserialize, Serialize};
-use tweedie_core::Invalid;
+use tweedie_core::{Invalid, LinearSpace};
 
 use super::common::{self, stream};
 use super::CondSampler;
 use crate::error::{Result, SamplerError};
+use crate::rows::Rows;
 use crate::sampler::{Init, SampleOutput};
 use crate::state::State;
 
@@ -63,29 +64,29 @@ impl Diffpir {
     /// Runs DiffPIR for `c` from `init`.
     pub fn run<S: State>(&self, c: &CondSampler<S>, init: Init<S>) -> Result<SampleOutput<S>> {
         self.validate()?;
+        let begin = common::begin(c, init)?;
+        let (b, d) = (begin.x.nrows(), begin.x.ncols());
+        let y = begin.y_rows(b)?;
         let common::Begin {
-            y,
-            sig,
-            like,
-            mut x,
-        } = common::begin(c, init)?;
-        let (b, d) = (x.nrows(), x.ncols());
+            sig, like, mut x, ..
+        } = begin;
         let s2 = c.op.noise_std().powi(2);
         let n = sig.len() - 1;
         for k in 0..n {
             let (sg, sn) = (sig[k], sig[k + 1]);
             let den = common::denoise_rows(c.model, &like, &x, sg)?;
             let rho = self.lambda * s2 / (sg * sg);
-            let r = &y - &c.op.apply(&den)?;
+            let r = y.lincomb(1.0, &den.apply(c.op)?, -1.0);
             let u = common::solve_cov(c.op, 1.0, rho, &r)?;
-            let z = den + c.op.adjoint(&u)?;
+            let z = den.lincomb(1.0, &u.adjoint(c.op)?, 1.0);
             if sn == 0.0 {
                 x = z;
                 continue;
             }
-            let eps_hat = (&x - &z) / sg;
-            let eps = common::normals(c, b, stream(k, 0), d);
-            x = z + &((eps_hat * (1.0 - self.zeta).sqrt() + eps * self.zeta.sqrt()) * sn);
+            let eps_hat = x.lincomb(1.0, &z, -1.0).scale(1.0 / sg);
+            let eps = common::normals(c, &x, b, stream(k, 0), d)?;
+            let noise = eps_hat.lincomb((1.0 - self.zeta).sqrt(), &eps, self.zeta.sqrt());
+            x = z.lincomb(1.0, &noise, sn);
         }
         common::finish(c, &like, &x, n)
     }

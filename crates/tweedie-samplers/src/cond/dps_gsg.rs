@@ -3,16 +3,17 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use ndarray::{Array1, Array2, Axis};
+use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 use tweedie_core::rng::normal_rows;
-use tweedie_core::Invalid;
+use tweedie_core::{Invalid, LinearSpace};
 
 use super::common::{self, stream};
 use super::CondSampler;
 use crate::error::{Result, SamplerError};
 use crate::model::{Capabilities, Counted, Model};
 use crate::ops::ForwardModel;
+use crate::rows::{RepeatedRow, Rows};
 use crate::sampler::{Init, SampleOutput, Sampler};
 use crate::state::State;
 
@@ -63,26 +64,42 @@ impl Default for DpsGsg {
 }
 
 /// The Gaussian-smoothed gradient of L(x) = ‖y − A·x‖² per row: (1/Q)Σ_q u_q[L(x + μu_q) −
-/// L(x − μu_q)]/(2μ) with u_q = the rows of `normal_rows(seed, first_index, B, stream_q, D)`.
-pub fn gsg_gradient(
+/// L(x − μu_q)]/(2μ) with u_q = `noise(q)` (host rows [B, D], e.g. `normal_rows(seed,
+/// first_index, B, stream_q, D)`, sent where `x` lives). `y` has B rows or one, repeated.
+/// On a device only the 2Q·B losses come back to the host.
+pub fn gsg_gradient<R: Rows>(
     op: &dyn ForwardModel,
-    y: &Array2<f64>,
-    x: &Array2<f64>,
+    y: &R,
+    x: &R,
     queries: usize,
     mu: f64,
     mut noise: impl FnMut(usize) -> Array2<f64>,
-) -> Result<Array2<f64>> {
-    let loss = |z: &Array2<f64>| -> Result<Array1<f64>> {
-        let r = y - &op.apply(z)?;
-        Ok((&r * &r).sum_axis(Axis(1)))
+) -> Result<R> {
+    let b = x.nrows();
+    let y = match y.nrows() {
+        n if n == b => y.clone(),
+        1 => y.select_rows(&vec![0; b])?,
+        n => {
+            return Err(SamplerError::Shape(format!(
+                "a measurement of {n} rows for {b} samples"
+            )))
+        }
     };
-    let mut g = Array2::<f64>::zeros(x.raw_dim());
+    let loss = |z: &R| -> Result<Vec<f64>> {
+        let r = y.lincomb(1.0, &z.apply(op)?, -1.0);
+        r.row_dots(&r)
+    };
+    let mut g = x.zeros_like();
     for q in 0..queries {
-        let u = noise(q);
-        let lp = loss(&(x + &(&u * mu)))?;
-        let lm = loss(&(x - &(&u * mu)))?;
-        let c = (lp - lm) / (2.0 * mu * queries as f64);
-        g = g + u * &c.insert_axis(Axis(1));
+        let u = x.host_like(&noise(q))?;
+        let lp = loss(&x.lincomb(1.0, &u, mu))?;
+        let lm = loss(&x.lincomb(1.0, &u, -mu))?;
+        let c: Vec<f64> = lp
+            .iter()
+            .zip(&lm)
+            .map(|(p, m)| (p - m) / (2.0 * mu * queries as f64))
+            .collect();
+        g = g.lincomb(1.0, &u.scale_rows(&c)?, 1.0);
     }
     Ok(g)
 }
@@ -142,7 +159,7 @@ impl DpsGsg {
         let gm = GsgModel {
             inner: &inner,
             op: c.op,
-            y,
+            y: RepeatedRow::new(y),
             p: self.clone(),
             seed: c.seed,
             first_index: c.first_index,
@@ -171,7 +188,8 @@ impl DpsGsg {
 struct GsgModel<'a, S: State> {
     inner: &'a dyn Model<S>,
     op: &'a dyn ForwardModel,
-    y: Array2<f64>,
+    /// y repeated over the batch's rows, where they live.
+    y: RepeatedRow<S::Rows>,
     p: DpsGsg,
     seed: u64,
     first_index: u64,
@@ -181,16 +199,17 @@ struct GsgModel<'a, S: State> {
 impl<S: State> Model<S> for GsgModel<'_, S> {
     fn denoise(&self, x: &S, sigma: f64) -> Result<S> {
         let den = self.inner.denoise(x, sigma)?;
-        let d = den.to_rows();
+        let d = den.device_rows();
         let call = self.calls.fetch_add(1, Ordering::Relaxed);
         let (b, n) = (d.nrows(), d.ncols());
-        let g = gsg_gradient(self.op, &self.y, &d, self.p.queries, self.p.mu, |q| {
+        let y = self.y.like(&d)?;
+        let g = gsg_gradient(self.op, &y, &d, self.p.queries, self.p.mu, |q| {
             normal_rows(self.seed, self.first_index, b, stream(call, q as u64), n)
         })?;
         let sd2 = self.p.sigma_data * self.p.sigma_data;
         let rt2 = sigma * sigma * sd2 / (sigma * sigma + sd2);
         let s2 = self.op.noise_std().powi(2);
-        x.with_rows(&(d - g * (self.p.scale * rt2 / (2.0 * s2))))
+        x.with_device_rows(&d.lincomb(1.0, &g, -(self.p.scale * rt2 / (2.0 * s2))))
     }
     fn capabilities(&self) -> Capabilities<'_, S> {
         // The start is drawn from the prior's p_T and σ̃ rounded as the prior does, as for DPS;

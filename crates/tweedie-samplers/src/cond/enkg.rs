@@ -1,14 +1,14 @@
 //! EnKG: ensemble Kalman diffusion guidance, derivative-free (Zheng et al. 2024, "Ensemble
 //! Kalman diffusion guidance: a derivative-free method for inverse problems").
 
-use ndarray::{Array2, Axis};
 use serde::{Deserialize, Serialize};
-use tweedie_core::Invalid;
+use tweedie_core::{Invalid, LinearSpace};
 
 use super::common::{self, sub_seed};
 use super::CondSampler;
 use crate::error::{Result, SamplerError};
 use crate::kind::SamplerKind;
+use crate::rows::Rows;
 use crate::sampler::{Init, SampleOutput, Sampler};
 use crate::state::State;
 
@@ -94,13 +94,8 @@ impl Enkg {
     /// Runs EnKG for `c` from `init`; `c.kind` must be a one-step integrator on a fixed grid.
     pub fn run<S: State>(&self, c: &CondSampler<S>, init: Init<S>) -> Result<SampleOutput<S>> {
         self.check(&c.kind)?;
-        let common::Begin {
-            y,
-            sig,
-            like,
-            mut x,
-        } = common::begin(c, init)?;
-        let b = x.nrows();
+        let begin = common::begin(c, init)?;
+        let b = begin.x.nrows();
         if b < 2 {
             return Err(SamplerError::invalid(
                 "n",
@@ -108,6 +103,10 @@ impl Enkg {
                 "EnKG needs an ensemble of at least 2",
             ));
         }
+        let y = begin.y_rows(b)?;
+        let common::Begin {
+            sig, like, mut x, ..
+        } = begin;
         let n = sig.len() - 1;
         let mut nfe = 0;
         for k in 0..n {
@@ -121,10 +120,10 @@ impl Enkg {
                 0,
             )?;
             nfe += e;
-            let yh = c.op.apply(&x0)?;
+            let yh = x0.apply(c.op)?;
             let gamma = self.scale
                 * ((1.0 - self.lr_min_ratio) * (n - k) as f64 / n as f64 + self.lr_min_ratio);
-            x = &x - &(kalman_step(&x, &yh, &y) * gamma);
+            x = x.lincomb(1.0, &kalman_step(&x, &yh, &y)?, -gamma);
             // One step of the integrator on this grid interval (multistep ones restart each step).
             let grid = tweedie_core::TimeGrid {
                 t: c.grid.t[k..=k + 1].to_vec(),
@@ -133,32 +132,30 @@ impl Enkg {
             let out = Sampler::new(c.process, grid, c.kind.clone(), c.model)?
                 .seed(sub_seed(c.seed, k))
                 .first_index(c.first_index)
-                .run(Init::Edm(like.with_rows(&x)?), None)?;
+                .run(Init::Edm(like.with_device_rows(&x)?), None)?;
             nfe += out.nfe;
             // The sub-run returns process coordinates at t_{k+1}; back to x̃.
             let t1 = c.grid.t[k + 1];
             let alpha = if t1 == 0.0 { 1.0 } else { c.process.alpha(t1) };
-            x = out.samples.to_rows() / alpha;
+            x = out.samples.device_rows().scale(1.0 / alpha);
         }
         common::finish(c, &like, &x, nfe)
     }
 }
 
 /// The normalised ensemble Kalman direction C·(X − x̄)/‖C‖_F, C = (Ŷ − y)(Ŷ − ȳ)ᵀ/J, computed
-/// as (Ŷ − y)·[(Ŷ − ȳ)ᵀ(X − x̄)]/J and ‖C‖_F² = tr[(EᵀE)(ΔᵀΔ)]/J² so nothing is J×J.
-pub fn kalman_step(x: &Array2<f64>, yh: &Array2<f64>, y: &Array2<f64>) -> Array2<f64> {
+/// as (Ŷ − y)·[(Ŷ − ȳ)ᵀ(X − x̄)]/J and ‖C‖_F² = tr[(EᵀE)(ΔᵀΔ)]/J² so nothing is J×J; on the
+/// rows' device (`y` repeated over the J rows), only ‖C‖_F comes back.
+pub fn kalman_step<R: Rows>(x: &R, yh: &R, y: &R) -> Result<R> {
     let j = x.nrows() as f64;
-    let (xm, ym) = match (x.mean_axis(Axis(0)), yh.mean_axis(Axis(0))) {
-        (Some(a), Some(b)) => (a, b),
-        _ => return Array2::zeros(x.raw_dim()),
-    };
-    let dx = x - &xm;
-    let dy = yh - &ym;
-    let e = yh - y;
-    let dir = e.dot(&dy.t().dot(&dx)) / j;
-    let fro2 = (e.t().dot(&e) * dy.t().dot(&dy).t()).sum() / (j * j);
+    let dx = x.centered();
+    let dy = yh.centered();
+    let e = yh.lincomb(1.0, y, -1.0);
+    let dir = e.matmul(&dy.t_matmul(&dx)?)?;
+    // EᵀE and ΔᵀΔ are symmetric: tr[(EᵀE)(ΔᵀΔ)] is their elementwise inner product.
+    let fro2 = e.t_matmul(&e)?.dot(&dy.t_matmul(&dy)?) / (j * j);
     if fro2 <= 0.0 || !fro2.is_finite() {
-        return Array2::zeros(x.raw_dim());
+        return Ok(x.zeros_like());
     }
-    dir / (fro2.sqrt() + 1e-8)
+    Ok(dir.scale(1.0 / (j * (fro2.sqrt() + 1e-8))))
 }

@@ -1,15 +1,15 @@
 //! FPS-SMC: filtering posterior sampling with sequential Monte Carlo (Dou & Song 2024, ICLR,
 //! "Diffusion posterior sampling for linear inverse problem solving: a filtering perspective").
 
-use ndarray::{Array2, Axis};
 use serde::{Deserialize, Serialize};
 use tweedie_core::rng::uniform;
-use tweedie_core::Invalid;
+use tweedie_core::{Invalid, LinearSpace};
 
 use super::common::{self, stream};
 use super::smc::{self, Resampling};
 use super::CondSampler;
 use crate::error::{Result, SamplerError};
+use crate::rows::Rows;
 use crate::sampler::{Init, SampleOutput};
 use crate::state::State;
 
@@ -100,13 +100,8 @@ impl Fps {
     /// Runs FPS-SMC for `c` from `init`.
     pub fn run<S: State>(&self, c: &CondSampler<S>, init: Init<S>) -> Result<SampleOutput<S>> {
         self.validate()?;
-        let common::Begin {
-            y,
-            sig,
-            like,
-            mut x,
-        } = common::begin(c, init)?;
-        let (b, d, mm) = (x.nrows(), x.ncols(), self.particles);
+        let begin = common::begin(c, init)?;
+        let (b, d, mm) = (begin.x.nrows(), begin.x.ncols(), self.particles);
         if !b.is_multiple_of(mm) || !c.first_index.is_multiple_of(mm as u64) {
             return Err(SamplerError::invalid(
                 "particles",
@@ -119,22 +114,35 @@ impl Fps {
         }
         let groups = b / mm;
         let g0 = c.first_index / mm as u64;
+        let m = begin.y.ncols();
+        let y = begin.y_rows(groups)?;
+        let common::Begin {
+            sig, like, mut x, ..
+        } = begin;
         let n = sig.len() - 1;
         let s = c.op.noise_std();
         // ỹ at every grid point, per group, built upwards from ỹ = y (+ A·σ̃_N·z if σ̃_N > 0).
-        let mut ys: Vec<Array2<f64>> = vec![Array2::zeros((groups, y.ncols())); n + 1];
-        let path_noise =
-            |k: usize| tweedie_core::rng::normal_rows(c.seed, g0, groups, stream(k, 0), d);
-        ys[n] = &y + &(c.op.apply(&path_noise(n))? * sig[n]);
-        for k in (0..n).rev() {
-            let dz =
-                c.op.apply(&path_noise(k))? * (sig[k] * sig[k] - sig[k + 1] * sig[k + 1]).sqrt();
-            ys[k] = &ys[k + 1] + &dz;
-        }
-        let expand = |g: &Array2<f64>| -> Array2<f64> {
-            let idx: Vec<usize> = (0..b).map(|i| i / mm).collect();
-            g.select(Axis(0), &idx)
+        let path_noise = |k: usize| {
+            x.host_like(&tweedie_core::rng::normal_rows(
+                c.seed,
+                g0,
+                groups,
+                stream(k, 0),
+                d,
+            ))?
+            .apply(c.op)
         };
+        let mut ys: Vec<S::Rows> = Vec::with_capacity(n + 1);
+        ys.push(y.lincomb(1.0, &path_noise(n)?, sig[n]));
+        for k in (0..n).rev() {
+            let dz = path_noise(k)?.scale((sig[k] * sig[k] - sig[k + 1] * sig[k + 1]).sqrt());
+            let next = ys.last().unwrap_or(&y).lincomb(1.0, &dz, 1.0);
+            ys.push(next);
+        }
+        ys.reverse();
+        // Row i of the batch belongs to group i / M.
+        let group_of: Vec<usize> = (0..b).map(|i| i / mm).collect();
+        let expand = |g: &S::Rows| g.select_rows(&group_of);
         let mut logw = vec![0.0; b];
         let mut nfe = 0;
         let shared = self.noise == FpsNoise::Shared;
@@ -143,13 +151,13 @@ impl Fps {
             // scale the evidence N(ỹ_T; A·x₀, σ̃_T²AAᵀ + s²I) hardly depends on x₀.
             let den = common::denoise_rows(c.model, &like, &x, sig[0])?;
             nfe += 1;
-            let z = common::normals(c, b, stream(n + 1, 1), d);
-            let w = common::normals(c, b, stream(n + 1, 2), y.ncols());
+            let z = common::normals(c, &x, b, stream(n + 1, 1), d)?;
+            let w = common::normals(c, &x, b, stream(n + 1, 2), m)?;
             x = common::condition_gaussian(
                 c.op,
                 &den,
                 sig[0] * sig[0],
-                &expand(&ys[0]),
+                &expand(&ys[0])?,
                 Some(&z),
                 Some(&w),
             )?;
@@ -159,42 +167,42 @@ impl Fps {
             let den = common::denoise_rows(c.model, &like, &x, sg)?;
             nfe += 1;
             let ratio = (sn * sn) / (sg * sg);
-            let mu = &den + &((&x - &den) * ratio);
+            let mu = den.lincomb(1.0, &x.lincomb(1.0, &den, -1.0), ratio);
             let v = sn * sn * (1.0 - ratio);
             // The value A·x̃′ should take (shared) or the next measurement (fresh).
             let target = if shared {
-                &expand(&(&ys[k + 1] - &ys[k])) + &c.op.apply(&x)?
+                expand(&ys[k + 1].lincomb(1.0, &ys[k], -1.0))?.lincomb(1.0, &x.apply(c.op)?, 1.0)
             } else {
-                expand(&ys[k + 1])
+                expand(&ys[k + 1])?
             };
-            let r = &target - &c.op.apply(&mu)?;
+            let r = target.lincomb(1.0, &mu.apply(c.op)?, -1.0);
             // Predictive log-weight −½rᵀ(vAAᵀ + s_eff²I)⁻¹r (its normaliser is common to all particles).
             let s2 = if shared { 0.0 } else { s * s };
             if v > 0.0 || s2 > 0.0 {
                 let u = common::solve_cov(c.op, v, s2, &r)?;
-                let q = (&r * &u).sum_axis(Axis(1));
-                for (l, qi) in logw.iter_mut().zip(q.iter()) {
+                for (l, qi) in logw.iter_mut().zip(r.row_dots(&u)?) {
                     *l -= 0.5 * qi;
                 }
             }
             // Resampling before the move (the weights depend on x̃ only: fully adapted).
             let (mu, target) = match self.resample_index(c, k, &mut logw, false) {
-                Some(idx) => (mu.select(Axis(0), &idx), target.select(Axis(0), &idx)),
+                Some(idx) => (mu.select_rows(&idx)?, target.select_rows(&idx)?),
                 None => (mu, target),
             };
-            let z = common::normals(c, b, stream(k, 1), d);
+            let z = common::normals(c, &x, b, stream(k, 1), d)?;
             x = if shared {
                 // Matheron with an exact observation: x̃′ = x_p + Aᵀ(AAᵀ)⁻¹(target − A·x_p).
-                let xp = &mu + &(z * v.sqrt());
-                let u = common::solve_cov(c.op, 1.0, 0.0, &(&target - &c.op.apply(&xp)?))?;
-                xp + c.op.adjoint(&u)?
+                let xp = mu.lincomb(1.0, &z, v.sqrt());
+                let r = target.lincomb(1.0, &xp.apply(c.op)?, -1.0);
+                let u = common::solve_cov(c.op, 1.0, 0.0, &r)?;
+                xp.lincomb(1.0, &u.adjoint(c.op)?, 1.0)
             } else {
-                let w = common::normals(c, b, stream(k, 2), y.ncols());
+                let w = common::normals(c, &x, b, stream(k, 2), m)?;
                 common::condition_gaussian(c.op, &mu, v, &target, Some(&z), Some(&w))?
             };
         }
         if let Some(idx) = self.resample_index(c, n, &mut logw, true) {
-            x = x.select(Axis(0), &idx);
+            x = x.select_rows(&idx)?;
         }
         common::finish(c, &like, &x, nfe)
     }

@@ -1,8 +1,6 @@
 //! Gradient guidance: an estimate ĝ ≈ ∇log p(y | x̃) added to the model, so that any sampler
 //! runs the guided denoiser D(x̃; σ̃ | y) = D(x̃; σ̃) + σ̃²·ĝ(x̃) (Tweedie's formula).
 
-use std::sync::Mutex;
-
 use ndarray::{Array1, Array2, Axis};
 use serde::{Deserialize, Serialize};
 use tweedie_core::Invalid;
@@ -11,7 +9,7 @@ use tweedie_core::LinearSpace;
 use crate::error::{Result, SamplerError};
 use crate::model::{Capabilities, Model, ModelExt};
 use crate::ops::ForwardModel;
-use crate::rows::{cg, Rows};
+use crate::rows::{cg, RepeatedRow, Rows};
 use crate::state::State;
 
 /// An estimate of ∇log p(y|x̃) from r = y − A·D(x̃; σ̃), J = ∂D/∂x̃ (a vector-Jacobian product)
@@ -132,10 +130,9 @@ where
 pub struct GuidedModel<'a, S: State> {
     model: &'a dyn Model<S>,
     op: &'a dyn ForwardModel,
-    y: Array2<f64>,
     guidance: GradientGuidance,
-    /// y repeated over the last batch's rows, where they live (made once per batch size).
-    y_rows: Mutex<Option<S::Rows>>,
+    /// y repeated over the batch's rows, where they live.
+    y: RepeatedRow<S::Rows>,
 }
 
 impl<'a, S: State> GuidedModel<'a, S> {
@@ -157,29 +154,9 @@ impl<'a, S: State> GuidedModel<'a, S> {
         Ok(GuidedModel {
             model,
             op,
-            y: y.clone().insert_axis(Axis(0)),
             guidance,
-            y_rows: Mutex::new(None),
+            y: RepeatedRow::new(y.clone().insert_axis(Axis(0))),
         })
-    }
-
-    /// y as B rows where `like` lives.
-    fn y_like(&self, like: &S::Rows) -> Result<S::Rows> {
-        let mut slot = self.y_rows.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(y) = slot.as_ref() {
-            if y.nrows() == like.nrows() {
-                return Ok(y.clone());
-            }
-        }
-        let b = like.nrows();
-        let y = like.host_like(
-            &self
-                .y
-                .broadcast((b, self.y.ncols()))
-                .map_or_else(|| Array2::zeros((b, self.y.ncols())), |v| v.to_owned()),
-        )?;
-        *slot = Some(y.clone());
-        Ok(y)
     }
 }
 
@@ -195,7 +172,7 @@ impl<S: State> Model<S> for GuidedModel<'_, S> {
         let op = self.op;
         let den = self.model.denoise(x, sigma)?;
         let d = den.device_rows();
-        let r = self.y_like(&d)?.lincomb(1.0, &d.apply(op)?, -1.0);
+        let r = self.y.like(&d)?.lincomb(1.0, &d.apply(op)?, -1.0);
         let s2 = op.noise_std().powi(2);
         let weighted = match &self.guidance {
             GradientGuidance::Dps { scale } => r.scale(*scale / s2),

@@ -8,6 +8,7 @@ use super::common::{self, stream, sub_seed};
 use super::CondSampler;
 use crate::error::{Result, SamplerError};
 use crate::kind::SamplerKind;
+use crate::rows::Rows;
 use crate::sampler::{Init, SampleOutput};
 use crate::state::State;
 
@@ -121,21 +122,19 @@ impl Pnpdm {
     /// Runs PnP-DM for `c` from `init`; `c.kind` must be stochastic (see [`Pnpdm::check`]).
     pub fn run<S: State>(&self, c: &CondSampler<S>, init: Init<S>) -> Result<SampleOutput<S>> {
         self.check(&c.kind)?;
+        let begin = common::begin(c, init)?;
+        let (b, d) = (begin.x.nrows(), begin.x.ncols());
+        let y = begin.y_rows(b)?;
+        let m = begin.y.ncols();
         let common::Begin {
-            y,
-            sig,
-            like,
-            x: x_t,
-        } = common::begin(c, init)?;
-        let (b, d) = (x_t.nrows(), x_t.ncols());
+            sig, like, x: x_t, ..
+        } = begin;
         let mut x = common::denoise_rows(c.model, &like, &x_t, sig[0])?;
         let mut nfe = 1;
-        let y = y.broadcast((b, y.ncols())).map(|v| v.to_owned());
-        let y = y.ok_or_else(|| SamplerError::Shape("measurement broadcast".into()))?;
         for k in 0..self.iterations {
             let rho = self.rho(k);
-            let zx = common::normals(c, b, stream(k, 0), d);
-            let zy = common::normals(c, b, stream(k, 1), y.ncols());
+            let zx = common::normals(c, &x, b, stream(k, 0), d)?;
+            let zy = common::normals(c, &x, b, stream(k, 1), m)?;
             let z = common::condition_gaussian(c.op, &x, rho * rho, &y, Some(&zx), Some(&zy))?;
             let (xn, e) = common::reverse_to_zero(
                 c,
