@@ -91,9 +91,12 @@ pub fn cuda_available() -> bool {
     tch::Cuda::is_available()
 }
 
-/// Sets libtorch's intra-op threads to `n`, or to the available cores when `None`; returns it.
+/// Sets libtorch's intra-op threads to `n`; when `None`, to `OMP_NUM_THREADS` if that is a
+/// positive integer (the variable PyTorch and launchers use), else to the available cores.
+/// Returns the count set.
 pub fn set_threads(n: Option<usize>) -> usize {
     let n = n
+        .or_else(omp_num_threads)
         .unwrap_or_else(|| {
             std::thread::available_parallelism()
                 .map(|n| n.get())
@@ -102,6 +105,21 @@ pub fn set_threads(n: Option<usize>) -> usize {
         .max(1);
     tch::set_num_threads(n as i32);
     n
+}
+
+/// `OMP_NUM_THREADS` as a positive count; a value that is not one is named on stderr and
+/// ignored (as PyTorch does), rather than failing a run over an environment variable.
+fn omp_num_threads() -> Option<usize> {
+    let raw = std::env::var("OMP_NUM_THREADS").ok()?;
+    match raw.trim().parse::<usize>() {
+        Ok(n) if n > 0 => Some(n),
+        _ => {
+            eprintln!(
+                "warning: OMP_NUM_THREADS={raw:?} is not a positive integer; using every core"
+            );
+            None
+        }
+    }
 }
 
 /// Runs `f` for inference: no gradients, and bf16 autocast when `bf16` and on CUDA.

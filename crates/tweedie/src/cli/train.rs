@@ -112,14 +112,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             )
         }
     };
-    // Launched as one rank of several: honour the launcher's OMP_NUM_THREADS (torchrun and
-    // `tweedie launch` set 1) instead of taking every core in every rank.
-    let launched = std::env::var_os("WORLD_SIZE").is_some();
-    let omp = std::env::var("OMP_NUM_THREADS")
-        .ok()
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .filter(|&n| launched && n > 0);
-    let threads = tweedie_nets::set_threads(omp);
+    // OMP_NUM_THREADS when set (torchrun and `tweedie launch` set 1 per rank), else every core.
+    let threads = tweedie_nets::set_threads(None);
     install_ctrlc_handler();
     let dp = join(&args, &cfg)?;
     let rank = dp.as_ref().map_or(0, DataParallel::rank);
