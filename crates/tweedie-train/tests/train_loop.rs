@@ -98,6 +98,11 @@ fn resume_and_ctrl_c_are_bit_identical_to_one_go() -> Result<(), TrainError> {
     train(&config(6, &[]), &opts(&b, false))?;
     train(&full, &opts(&b, true))?;
     assert_bit_identical(&state(&a), &state(&b));
+    assert!(out.last_loss.is_some_and(f64::is_finite));
+    // Resuming a finished run trains nothing and says so (no loss), leaving the state alone.
+    let again = train(&full, &opts(&b, true))?;
+    assert_eq!((again.steps, again.last_loss), (12, None));
+    assert_bit_identical(&state(&a), &state(&b));
     // Ctrl-C after 7 steps (checkpoint at 7), then resume.
     let mut o = opts(&c, false);
     o.interrupt_at = Some(7);

@@ -53,7 +53,9 @@ grid = 64
     )?;
     println!(
         "{} steps in {:.1} s, last loss {:.4}",
-        out.steps, out.train_seconds, out.last_loss
+        out.steps,
+        out.train_seconds,
+        out.last_loss.unwrap_or(f64::NAN)
     );
     println!("checkpoint: {}", run_dir.join(files::MODEL).display());
     Ok(())

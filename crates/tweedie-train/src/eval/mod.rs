@@ -256,7 +256,7 @@ fn evaluate(
         "network_parameters": params,
         "training": {
             "steps": outcome.map(|o| o.steps).or(steps.last().copied()),
-            "last_loss": outcome.map(|o| o.last_loss).or(losses.last().copied()),
+            "last_loss": outcome.and_then(|o| o.last_loss).or(losses.last().copied()),
             "seconds": outcome.map(|o| o.train_seconds).or(elapsed),
             "steps_per_second": outcome.map(|o| o.steps_per_second),
         },

@@ -237,7 +237,7 @@ fn train_loop(
         save(&live, 0)?;
     }
     let began = Instant::now();
-    let (mut acc, mut acc_n, mut last_loss) = (0.0f64, 0u64, f64::NAN);
+    let (mut acc, mut acc_n, mut last_loss) = (0.0f64, 0u64, None);
     let mut last_log = Instant::now();
     let die_at = crate::parallel::fault_injection(dp);
     for k in start..t.steps {
@@ -285,11 +285,12 @@ fn train_loop(
         acc_n += 1;
         let step = k + 1;
         if step % t.log_every == 0 || step == t.steps {
-            last_loss = acc / acc_n as f64;
+            let mean_loss = acc / acc_n as f64;
+            last_loss = Some(mean_loss);
             let dt = last_log.elapsed().as_secs_f64();
             let line = serde_json::json!({
                 "step": step,
-                "loss": last_loss,
+                "loss": mean_loss,
                 "lr": AdamConfig { lr: t.lr, beta1: 0.0, beta2: 0.0, eps: 0.0, warmup_steps: t.warmup_steps, grad_clip: None }.lr_at(k),
                 "grad_norm": gn,
                 "steps_per_s": acc_n as f64 / dt.max(1e-9),
@@ -299,7 +300,7 @@ fn train_loop(
                 writeln!(m, "{line}")
                     .map_err(|e| TrainError::io(run_dir.join(files::METRICS), e))?;
             }
-            pb.set_message(format!("loss {last_loss:.4}"));
+            pb.set_message(format!("loss {mean_loss:.4}"));
             acc = 0.0;
             acc_n = 0;
             last_log = Instant::now();

@@ -33,8 +33,9 @@ pub struct TrainOutcome {
     pub lock: Option<std::sync::Arc<RunLock>>,
     /// Steps done in total.
     pub steps: u64,
-    /// Mean loss over the last logging interval.
-    pub last_loss: f64,
+    /// Mean loss over the last logging interval; `None` when this invocation trained no step
+    /// (a resume of a finished run).
+    pub last_loss: Option<f64>,
     /// Seconds spent in this invocation's training steps.
     pub train_seconds: f64,
     /// Steps per second in this invocation.

@@ -158,10 +158,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     let run_dir = out.run_dir.clone();
-    eprintln!(
-        "trained {} steps in {:.1} s ({:.2} steps/s), last loss {:.4}",
-        out.steps, out.train_seconds, out.steps_per_second, out.last_loss
-    );
+    match out.last_loss {
+        Some(loss) => eprintln!(
+            "trained {} steps in {:.1} s ({:.2} steps/s), last loss {loss:.4}",
+            out.steps, out.train_seconds, out.steps_per_second
+        ),
+        None => eprintln!(
+            "nothing to train: the run has its {} steps already (raise training.steps to go on)",
+            out.steps
+        ),
+    }
     // Ctrl-C while the final model and samples were written: stop before the evaluation.
     if take_interrupt() {
         return Err(tweedie_train::TrainError::Interrupted {
