@@ -9,7 +9,7 @@
 //! Per method: ‖x̄ − μ‖ in posterior standard deviations √(tr P/D) (N exact draws score ≈
 //! 1/√N: the sampling floor), and the radially averaged per-mode variance of the samples over
 //! the exact one (the largest |log ratio| over |k| = 1…8, and the ratio at |k| = 1 and 8).
-//! Prints one Markdown table per operator (for docs/results.md; not yet run on a trained model).
+//! Prints one Markdown table per operator (docs/results.md has its run on a trained fields model).
 
 use std::time::Instant;
 
