@@ -13,8 +13,9 @@ use tweedie_nets::{Conditioning, EmaSchedule, NetConfig};
 use tweedie_samplers::{SamplerKind, SamplerParams, SamplerSpec};
 
 use crate::data::DataConfig;
-use crate::error::{section_value, Result, TrainError};
+use crate::error::{at_least_one, positive, section_value, Result, TrainError};
 use crate::formulation::{DiffusionConfig, Formulation};
+use crate::optim::AdamConfig;
 
 mod d {
     pub fn steps_sampling() -> usize {
@@ -243,6 +244,49 @@ impl Default for TrainingConfig {
     }
 }
 
+/// Adam's keys, which the denoiser's and the classifier's `[training]` sections name alike
+/// (serde cannot flatten one shared struct into sections that deny unknown keys): one mapping
+/// onto [`AdamConfig`] for both, and one check ([`check_adam`]).
+macro_rules! adam_keys {
+    ($($section:ty),+) => {$(
+        impl $section {
+            /// The optimiser that the section's Adam keys describe.
+            pub fn adam(&self) -> AdamConfig {
+                AdamConfig {
+                    lr: self.lr,
+                    beta1: self.adam_beta1,
+                    beta2: self.adam_beta2,
+                    eps: self.adam_eps,
+                    warmup_steps: self.warmup_steps,
+                    grad_clip: self.grad_clip,
+                }
+            }
+        }
+    )+};
+}
+adam_keys!(
+    TrainingConfig,
+    crate::guidance_classifier::ClassifierTraining
+);
+
+/// Checks a `[training]` section's Adam keys; errors name the key and value.
+pub(crate) fn check_adam(a: &AdamConfig) -> Result<()> {
+    positive("training.lr", a.lr)?;
+    if let Some(c) = a.grad_clip {
+        positive("training.grad_clip", c)?;
+    }
+    for (k, v) in [
+        ("training.adam_beta1", a.beta1),
+        ("training.adam_beta2", a.beta2),
+    ] {
+        if !(0.0..1.0).contains(&v) {
+            return Err(TrainError::invalid(k, v, "must be in [0, 1)"));
+        }
+    }
+    positive("training.adam_eps", a.eps)?;
+    Ok(())
+}
+
 /// `[eval]`: what the report measures.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -418,10 +462,57 @@ pub fn apply_set(table: &mut toml::Table, assignment: &str) -> Result<()> {
     Ok(())
 }
 
-fn section<T: serde::de::DeserializeOwned>(raw: &mut toml::Table, name: &str) -> Result<Option<T>> {
+/// Takes the section `name` out of a config table and deserialises it (`None` when absent).
+pub(crate) fn section<T: serde::de::DeserializeOwned>(
+    raw: &mut toml::Table,
+    name: &str,
+) -> Result<Option<T>> {
     raw.remove(name)
         .map(|v| section_value(&format!("[{name}]"), v))
         .transpose()
+}
+
+/// A config's TOML text as a table.
+pub(crate) fn parse_table(text: &str) -> Result<toml::Table> {
+    toml::from_str(text).map_err(|e| TrainError::Config(e.to_string()))
+}
+
+/// Applies every `--set key=value` override in order.
+pub(crate) fn apply_sets(raw: &mut toml::Table, sets: &[String]) -> Result<()> {
+    sets.iter().try_for_each(|s| apply_set(raw, s))
+}
+
+/// Names the file in a config error (`path: message`); other errors pass unchanged.
+pub(crate) fn in_file(path: &Path) -> impl FnOnce(TrainError) -> TrainError + '_ {
+    move |e| match e {
+        TrainError::Config(m) => TrainError::Config(format!("{}: {m}", path.display())),
+        other => other,
+    }
+}
+
+/// Refuses what the top level of a config table may not hold: `extends`, which only a file
+/// read by `<reader>::from_file` can resolve, and keys outside `sections` (the message says
+/// `unknown section or key `k`{of} (sections: …)`).
+pub(crate) fn check_top_level(
+    raw: &toml::Table,
+    sections: &[&str],
+    reader: &str,
+    of: &str,
+) -> Result<()> {
+    if raw.contains_key(EXTENDS) {
+        return Err(TrainError::Config(format!(
+            "`{EXTENDS}` names a file relative to the config that holds it: read the config with \
+             {reader}::from_file"
+        )));
+    }
+    if let Some(k) = raw.keys().find(|k| !sections.contains(&k.as_str())) {
+        let names: Vec<String> = sections.iter().map(|s| format!("[{s}]")).collect();
+        return Err(TrainError::Config(format!(
+            "unknown section or key `{k}`{of} (sections: {})",
+            names.join(", ")
+        )));
+    }
+    Ok(())
 }
 
 /// The network preset used when `[network]` names none: an MLP for 2-D toys, the tiny U-Net otherwise.
@@ -492,11 +583,8 @@ fn expand_network(raw: &toml::Table) -> Result<toml::Table> {
 impl TrainConfig {
     /// Parses TOML text with overrides, expands the network preset and validates.
     pub fn from_toml_str(text: &str, sets: &[String]) -> Result<Self> {
-        let mut raw: toml::Table =
-            toml::from_str(text).map_err(|e| TrainError::Config(e.to_string()))?;
-        for s in sets {
-            apply_set(&mut raw, s)?;
-        }
+        let mut raw = parse_table(text)?;
+        apply_sets(&mut raw, sets)?;
         Self::from_table(raw)
     }
 
@@ -504,50 +592,28 @@ impl TrainConfig {
     /// overrides. A key the run predates reads as the value the run trained with, not today's
     /// default ([`crate::resume::fill_predated_keys`]), so a resume continues the run unchanged.
     pub fn from_run_toml_str(text: &str, sets: &[String]) -> Result<Self> {
-        let mut raw: toml::Table =
-            toml::from_str(text).map_err(|e| TrainError::Config(e.to_string()))?;
+        let mut raw = parse_table(text)?;
         crate::resume::fill_predated_keys(&mut raw);
-        for s in sets {
-            apply_set(&mut raw, s)?;
-        }
+        apply_sets(&mut raw, sets)?;
         Self::from_table(raw)
     }
 
     /// [`Self::from_run_toml_str`] of a run directory's `config.toml`.
     pub fn from_run_file(path: &Path, sets: &[String]) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
-        Self::from_run_toml_str(&text, sets).map_err(|e| match e {
-            TrainError::Config(m) => TrainError::Config(format!("{}: {m}", path.display())),
-            other => other,
-        })
+        Self::from_run_toml_str(&text, sets).map_err(in_file(path))
     }
 
     /// Reads a config file (and the files it `extends`) with overrides.
     pub fn from_file(path: &Path, sets: &[String]) -> Result<Self> {
         let mut raw = read_table(path)?;
-        for s in sets {
-            apply_set(&mut raw, s)?;
-        }
-        Self::from_table(raw).map_err(|e| match e {
-            TrainError::Config(m) => TrainError::Config(format!("{}: {m}", path.display())),
-            other => other,
-        })
+        apply_sets(&mut raw, sets)?;
+        Self::from_table(raw).map_err(in_file(path))
     }
 
     /// Builds from a parsed TOML table (after overrides).
     pub fn from_table(mut raw: toml::Table) -> Result<Self> {
-        if raw.contains_key(EXTENDS) {
-            return Err(TrainError::Config(format!(
-                "`{EXTENDS}` names a file relative to the config that holds it: read the config with \
-                 TrainConfig::from_file"
-            )));
-        }
-        if let Some(k) = raw.keys().find(|k| !SECTIONS.contains(&k.as_str())) {
-            return Err(TrainError::Config(format!(
-                "unknown section or key `{k}` (sections: {})",
-                SECTIONS.map(|s| format!("[{s}]")).join(", ")
-            )));
-        }
+        check_top_level(&raw, &SECTIONS, "TrainConfig", "")?;
         let net = expand_network(&raw)?;
         raw.insert("network".into(), toml::Value::Table(net));
         let diffusion = raw
@@ -588,32 +654,9 @@ impl TrainConfig {
             .validate()
             .map_err(|e| TrainError::invalid("network", "(config)", e.to_string()))?;
         let t = &self.training;
-        let pos = |k: &str, v: f64| {
-            if v.is_finite() && v > 0.0 {
-                Ok(())
-            } else {
-                Err(TrainError::invalid(k, v, "must be finite and > 0"))
-            }
-        };
-        if t.batch_size == 0 {
-            return Err(TrainError::invalid("training.batch_size", 0, "must be ≥ 1"));
-        }
-        if t.steps == 0 {
-            return Err(TrainError::invalid("training.steps", 0, "must be ≥ 1"));
-        }
-        pos("training.lr", t.lr)?;
-        if let Some(c) = t.grad_clip {
-            pos("training.grad_clip", c)?;
-        }
-        for (k, v) in [
-            ("training.adam_beta1", t.adam_beta1),
-            ("training.adam_beta2", t.adam_beta2),
-        ] {
-            if !(0.0..1.0).contains(&v) {
-                return Err(TrainError::invalid(k, v, "must be in [0, 1)"));
-            }
-        }
-        pos("training.adam_eps", t.adam_eps)?;
+        at_least_one("training.batch_size", t.batch_size as u64)?;
+        at_least_one("training.steps", t.steps)?;
+        check_adam(&t.adam())?;
         if !(0.0..1.0).contains(&t.label_dropout) {
             return Err(TrainError::invalid(
                 "training.label_dropout",
@@ -648,25 +691,15 @@ impl TrainConfig {
                  (kind, factor) instead",
             ));
         }
-        if t.checkpoint_every == 0 {
-            return Err(TrainError::invalid(
-                "training.checkpoint_every",
-                0,
-                "must be ≥ 1",
-            ));
-        }
-        if t.log_every == 0 {
-            return Err(TrainError::invalid("training.log_every", 0, "must be ≥ 1"));
-        }
+        at_least_one("training.checkpoint_every", t.checkpoint_every)?;
+        at_least_one("training.log_every", t.log_every)?;
         t.ema
             .validate()
             .map_err(|e| TrainError::invalid("training.ema", "(schedule)", e.to_string()))?;
         t.device
             .parse::<tweedie_nets::DeviceSpec>()
             .map_err(|e| TrainError::invalid("training.device", &t.device, e.to_string()))?;
-        if self.sampling.grid == 0 {
-            return Err(TrainError::invalid("sampling.grid", 0, "must be ≥ 1"));
-        }
+        at_least_one("sampling.grid", self.sampling.grid as u64)?;
         if self.eval.n_samples == 0 || self.eval.batch_size == 0 {
             return Err(TrainError::invalid(
                 "eval.n_samples",
@@ -681,17 +714,8 @@ impl TrainConfig {
                 "needs at least one noise level σ (e.g. [0.1, 0.5, 1.0])",
             ));
         }
-        if let Some(s) = self
-            .eval
-            .denoiser_sigmas
-            .iter()
-            .find(|s| !(s.is_finite() && **s > 0.0))
-        {
-            return Err(TrainError::invalid(
-                "eval.denoiser_sigmas",
-                s,
-                "must be finite and > 0",
-            ));
+        for &s in &self.eval.denoiser_sigmas {
+            positive("eval.denoiser_sigmas", s)?;
         }
         Ok(())
     }

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use tweedie_core::Invalid;
+
 /// Errors of tweedie-train.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
@@ -108,6 +110,23 @@ pub(crate) fn section_value<T: serde::de::DeserializeOwned>(
             format!("{label} {path}: {msg}")
         })
     })
+}
+
+/// `v` itself when finite and > 0, else an error naming `key` and `v`.
+pub(crate) fn positive(key: &str, v: f64) -> Result<f64> {
+    if v.is_finite() && v > 0.0 {
+        Ok(v)
+    } else {
+        Err(TrainError::invalid(key, v, "must be finite and > 0"))
+    }
+}
+
+/// A count that must be ≥ 1, else an error naming `key`.
+pub(crate) fn at_least_one(key: &str, v: u64) -> Result<()> {
+    if v == 0 {
+        return Err(TrainError::invalid(key, 0, "must be ≥ 1"));
+    }
+    Ok(())
 }
 
 impl TrainError {

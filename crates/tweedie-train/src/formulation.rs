@@ -23,7 +23,7 @@ use tweedie_core::Invalid;
 use tweedie_core::{Param, Precond, ProcessKind};
 use tweedie_nets::{ParamAdapter, Wrapper};
 
-use crate::error::{section_value, Result, TrainError};
+use crate::error::{positive, section_value, Result, TrainError};
 
 /// The training formulation (TOML `type = "EDM" | "VP" | "VE" | "iDDPM" | "flow" | "eps" | "v"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -388,21 +388,13 @@ impl Weight {
 /// timestep inputs, which suits the positional embedding of the networks.
 pub const PARAM_TIME_SCALE: f64 = 999.0;
 
-fn pos(key: &str, v: f64) -> Result<f64> {
-    if v.is_finite() && v > 0.0 {
-        Ok(v)
-    } else {
-        Err(TrainError::invalid(key, v, "must be finite and > 0"))
-    }
-}
-
 impl DiffusionConfig {
     /// Validates and resolves the section, absent keys taking the published defaults of
     /// `tweedie_core::defaults`; errors name the key and value.
     pub fn resolve(&self) -> Result<Formulation> {
         let kind = self.kind();
         let common = self.common();
-        let sigma_data = pos(
+        let sigma_data = positive(
             "diffusion.sigma_data",
             common.sigma_data.unwrap_or(df::SIGMA_DATA),
         )?;
@@ -412,8 +404,8 @@ impl DiffusionConfig {
             FormulationKind::Eps => (0.01, df::EDM_SIGMA_MAX),
             _ => (df::EDM_SIGMA_MIN, df::EDM_SIGMA_MAX),
         };
-        let sigma_min = pos("diffusion.sigma_min", common.sigma_min.unwrap_or(def_min))?;
-        let sigma_max = pos("diffusion.sigma_max", common.sigma_max.unwrap_or(def_max))?;
+        let sigma_min = positive("diffusion.sigma_min", common.sigma_min.unwrap_or(def_min))?;
+        let sigma_max = positive("diffusion.sigma_max", common.sigma_max.unwrap_or(def_max))?;
         if sigma_min >= sigma_max {
             return Err(TrainError::invalid(
                 "diffusion.sigma_min",
@@ -421,7 +413,7 @@ impl DiffusionConfig {
                 format!("must be < diffusion.sigma_max = {sigma_max}"),
             ));
         }
-        let rho = pos("diffusion.rho", common.rho.unwrap_or(df::EDM_RHO))?;
+        let rho = positive("diffusion.rho", common.rho.unwrap_or(df::EDM_RHO))?;
         let steps = |n: Option<usize>| {
             let n = n.unwrap_or(df::DDPM_STEPS);
             if n < 2 {
@@ -508,7 +500,7 @@ impl DiffusionConfig {
                 match (c.learned_variance, c.vlb_weight) {
                     (Some(true), w) => {
                         learned_variance = Some(LearnedVariance {
-                            vlb_weight: pos(
+                            vlb_weight: positive(
                                 "diffusion.vlb_weight",
                                 w.unwrap_or(df::IDDPM_VLB_WEIGHT),
                             )?,
@@ -571,7 +563,7 @@ impl DiffusionConfig {
         let weighting = common.weighting.unwrap_or(WeightingKind::Default);
         let gamma = match (weighting, common.gamma) {
             (WeightingKind::MinSnr | WeightingKind::SoftMinSnr, g) => {
-                pos("diffusion.gamma", g.unwrap_or(df::MIN_SNR_GAMMA))?
+                positive("diffusion.gamma", g.unwrap_or(df::MIN_SNR_GAMMA))?
             }
             (_, Some(g)) => {
                 return Err(TrainError::invalid(

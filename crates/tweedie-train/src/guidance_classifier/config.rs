@@ -8,9 +8,11 @@ use serde::{Deserialize, Serialize};
 use tweedie_core::Invalid;
 use tweedie_nets::{NetConfig, UnetConfig};
 
-use crate::config::{apply_set, read_table, EXTENDS};
+use crate::config::{
+    apply_sets, check_adam, check_top_level, in_file, parse_table, read_table, section,
+};
 use crate::data::DataConfig;
-use crate::error::{section_value, Result, TrainError};
+use crate::error::{at_least_one, positive, section_value, Result, TrainError};
 use crate::formulation::{DiffusionConfig, Formulation};
 
 mod d {
@@ -196,40 +198,26 @@ fn expand_network(raw: &toml::Table) -> Result<toml::Value> {
 impl ClassifierTrainConfig {
     /// Parses TOML text with `--set` overrides and validates.
     pub fn from_toml_str(text: &str, sets: &[String]) -> Result<Self> {
-        let mut raw: toml::Table =
-            toml::from_str(text).map_err(|e| TrainError::Config(e.to_string()))?;
-        for s in sets {
-            apply_set(&mut raw, s)?;
-        }
+        let mut raw = parse_table(text)?;
+        apply_sets(&mut raw, sets)?;
         Self::from_table(raw)
     }
 
     /// Reads a config file (and the files it `extends`) with overrides.
     pub fn from_file(path: &Path, sets: &[String]) -> Result<Self> {
         let mut raw = read_table(path)?;
-        for s in sets {
-            apply_set(&mut raw, s)?;
-        }
-        Self::from_table(raw).map_err(|e| match e {
-            TrainError::Config(m) => TrainError::Config(format!("{}: {m}", path.display())),
-            other => other,
-        })
+        apply_sets(&mut raw, sets)?;
+        Self::from_table(raw).map_err(in_file(path))
     }
 
     /// Builds from a parsed TOML table (after overrides).
     pub fn from_table(mut raw: toml::Table) -> Result<Self> {
-        if raw.contains_key(EXTENDS) {
-            return Err(TrainError::Config(format!(
-                "`{EXTENDS}` names a file relative to the config that holds it: read the config \
-                 with ClassifierTrainConfig::from_file"
-            )));
-        }
-        if let Some(k) = raw.keys().find(|k| !SECTIONS.contains(&k.as_str())) {
-            return Err(TrainError::Config(format!(
-                "unknown section or key `{k}` of a classifier config (sections: {})",
-                SECTIONS.map(|s| format!("[{s}]")).join(", ")
-            )));
-        }
+        check_top_level(
+            &raw,
+            &SECTIONS,
+            "ClassifierTrainConfig",
+            " of a classifier config",
+        )?;
         let network = section_value("[network]", expand_network(&raw)?)?;
         let diffusion = raw
             .remove("diffusion")
@@ -242,22 +230,12 @@ impl ClassifierTrainConfig {
                         .into(),
                 )
             })?;
-        let mut section = |name: &str| raw.remove(name);
         let cfg = ClassifierTrainConfig {
             diffusion,
-            data: section("data")
-                .map(|v| section_value("[data]", v))
-                .transpose()?
-                .unwrap_or_default(),
+            data: section(&mut raw, "data")?.unwrap_or_default(),
             network,
-            training: section("training")
-                .map(|v| section_value("[training]", v))
-                .transpose()?
-                .unwrap_or_default(),
-            eval: section("eval")
-                .map(|v| section_value("[eval]", v))
-                .transpose()?
-                .unwrap_or_default(),
+            training: section(&mut raw, "training")?.unwrap_or_default(),
+            eval: section(&mut raw, "eval")?.unwrap_or_default(),
         };
         cfg.validate()?;
         Ok(cfg)
@@ -281,50 +259,16 @@ impl ClassifierTrainConfig {
             .validate()
             .map_err(|e| TrainError::invalid("network", "(config)", e.to_string()))?;
         let t = &self.training;
-        let pos = |k: &str, v: f64| {
-            if v.is_finite() && v > 0.0 {
-                Ok(())
-            } else {
-                Err(TrainError::invalid(k, v, "must be finite and > 0"))
-            }
-        };
-        for (k, v) in [
-            ("training.batch_size", t.batch_size as u64),
-            ("training.steps", t.steps),
-            ("training.checkpoint_every", t.checkpoint_every),
-            ("training.log_every", t.log_every),
-        ] {
-            if v == 0 {
-                return Err(TrainError::invalid(k, 0, "must be ≥ 1"));
-            }
-        }
-        pos("training.lr", t.lr)?;
-        if let Some(c) = t.grad_clip {
-            pos("training.grad_clip", c)?;
-        }
-        for (k, v) in [
-            ("training.adam_beta1", t.adam_beta1),
-            ("training.adam_beta2", t.adam_beta2),
-        ] {
-            if !(0.0..1.0).contains(&v) {
-                return Err(TrainError::invalid(k, v, "must be in [0, 1)"));
-            }
-        }
-        pos("training.adam_eps", t.adam_eps)?;
+        at_least_one("training.batch_size", t.batch_size as u64)?;
+        at_least_one("training.steps", t.steps)?;
+        at_least_one("training.checkpoint_every", t.checkpoint_every)?;
+        at_least_one("training.log_every", t.log_every)?;
+        check_adam(&t.adam())?;
         t.device
             .parse::<tweedie_nets::DeviceSpec>()
             .map_err(|e| TrainError::invalid("training.device", &t.device, e.to_string()))?;
-        if let Some(s) = self
-            .eval
-            .sigmas
-            .iter()
-            .find(|s| !(s.is_finite() && **s > 0.0))
-        {
-            return Err(TrainError::invalid(
-                "eval.sigmas",
-                s,
-                "must be finite and > 0",
-            ));
+        for &s in &self.eval.sigmas {
+            positive("eval.sigmas", s)?;
         }
         Ok(())
     }

@@ -29,7 +29,7 @@ use crate::checkpoint::{read_state, restore_of, save_state_of, STATE_FILE};
 use crate::data::{Data, Dataset};
 use crate::error::{Result, TrainError};
 use crate::loss::Loss;
-use crate::optim::{Adam, AdamConfig};
+use crate::optim::Adam;
 use crate::resume::{data_fingerprint, differences, AllowChanges};
 use crate::rundir::{create_fresh, RunLock};
 use crate::trainer::{
@@ -39,10 +39,9 @@ use crate::trainer::{
 
 /// File names inside a classifier run directory.
 pub mod files {
-    pub const CONFIG: &str = "config.toml";
+    /// Named as in a denoiser's run directory.
+    pub use crate::rundir::files::{CONFIG, EVAL, METRICS};
     pub const CLASSIFIER: &str = "classifier.safetensors";
-    pub const METRICS: &str = "metrics.jsonl";
-    pub const EVAL: &str = "eval.json";
 }
 
 /// Metadata key of the data set's name in a classifier checkpoint (as the denoiser's).
@@ -209,17 +208,7 @@ pub fn train_classifier(
         tch::manual_seed(torch_step_seed(t.seed, u64::MAX));
         ccfg.build(device)
     })?;
-    let mut adam = Adam::new(
-        &vs,
-        AdamConfig {
-            lr: t.lr,
-            beta1: t.adam_beta1,
-            beta2: t.adam_beta2,
-            eps: t.adam_eps,
-            warmup_steps: t.warmup_steps,
-            grad_clip: t.grad_clip,
-        },
-    );
+    let mut adam = Adam::new(&vs, t.adam());
     let start = match &resumed {
         Some(st) => {
             restore_of(&state_path, st, &vs, None, &mut adam)?;

@@ -42,7 +42,7 @@ use step::{train_step, Live};
 use crate::checkpoint::{restore, save_state, STATE_FILE};
 use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
-use crate::optim::{Adam, AdamConfig};
+use crate::optim::Adam;
 use crate::parallel::{code_version, dist_err, DataParallel, Sync};
 use crate::sample::generate;
 
@@ -146,17 +146,7 @@ fn train_loop(
     let ema = Ema::new(&vs, cfg.training.ema.clone())
         .map_err(|e| TrainError::Other(format!("EMA: {e}")))?;
     let t = &cfg.training;
-    let adam = Adam::new(
-        &vs,
-        AdamConfig {
-            lr: t.lr,
-            beta1: t.adam_beta1,
-            beta2: t.adam_beta2,
-            eps: t.adam_eps,
-            warmup_steps: t.warmup_steps,
-            grad_clip: t.grad_clip,
-        },
-    );
+    let adam = Adam::new(&vs, t.adam());
     let params = vs.trainable_variables();
     let mut live = Live {
         params,
@@ -291,7 +281,7 @@ fn train_loop(
             let line = serde_json::json!({
                 "step": step,
                 "loss": mean_loss,
-                "lr": AdamConfig { lr: t.lr, beta1: 0.0, beta2: 0.0, eps: 0.0, warmup_steps: t.warmup_steps, grad_clip: None }.lr_at(k),
+                "lr": t.adam().lr_at(k),
                 "grad_norm": gn,
                 "steps_per_s": acc_n as f64 / dt.max(1e-9),
                 "elapsed_s": began.elapsed().as_secs_f64(),
