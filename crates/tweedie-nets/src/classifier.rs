@@ -21,6 +21,7 @@ use crate::error::{NetsError, Result};
 use crate::layers::{
     BlockOpts, Conv2d, ConvOpts, GroupNorm, Linear, NoiseEmbedding, Resample, UNetBlock,
 };
+use crate::precond::sigma_per_sample;
 
 /// Metadata key of a classifier checkpoint's [`ClassifierConfig`] JSON.
 pub const META_CLASSIFIER: &str = "tweedie.classifier";
@@ -209,21 +210,7 @@ impl NoisyClassifier {
             )));
         }
         let b = size[0];
-        let s: Vec<f64> = Vec::<f64>::try_from(
-            sigma
-                .to_kind(Kind::Double)
-                .to_device(Device::Cpu)
-                .flatten(0, -1),
-        )?;
-        let s = match s.len() {
-            1 => vec![s[0]; b as usize],
-            n if n as i64 == b => s,
-            n => {
-                return Err(NetsError::Shape(format!(
-                    "sigma has {n} entries for a batch of {b}"
-                )))
-            }
-        };
+        let s = sigma_per_sample(sigma, b)?;
         if let Some(bad) = s.iter().find(|v| !(v.is_finite() && **v > 0.0)) {
             return Err(NetsError::invalid(
                 "sigma",

@@ -13,6 +13,24 @@ use crate::config::NetConfig;
 use crate::error::{NetsError, Result};
 use crate::network::Network;
 
+/// σ̃ of a batch on the host, one value per sample: `sigma` holds B values or one that all
+/// B samples share (a host read of σ̃, not of the batch).
+pub(crate) fn sigma_per_sample(sigma: &Tensor, batch: i64) -> Result<Vec<f64>> {
+    let s: Vec<f64> = Vec::<f64>::try_from(
+        sigma
+            .to_kind(Kind::Double)
+            .to_device(Device::Cpu)
+            .flatten(0, -1),
+    )?;
+    match s.len() {
+        1 => Ok(vec![s[0]; batch as usize]),
+        n if n as i64 == batch => Ok(s),
+        n => Err(NetsError::Shape(format!(
+            "sigma has {n} entries for a batch of {batch}"
+        ))),
+    }
+}
+
 /// A network trained on another parametrization P ∈ {ε, v, velocity, score, x₀} of process
 /// `process`, taking x_t and c_noise = time_scale·t. As a denoiser (Tweedie's formula):
 /// t = t(σ̃), x_t = α(t)·x̃, D = a·x_t + b·F(x_t; time_scale·t) with (a, b) = convert(P → x₀).
@@ -244,21 +262,7 @@ impl PrecondDenoiser {
         kind: Kind,
         device: Device,
     ) -> Result<CoeffTensors> {
-        let s: Vec<f64> = Vec::<f64>::try_from(
-            sigma
-                .to_kind(Kind::Double)
-                .to_device(Device::Cpu)
-                .flatten(0, -1),
-        )?;
-        let s = match s.len() {
-            1 => vec![s[0]; batch as usize],
-            n if n as i64 == batch => s,
-            n => {
-                return Err(NetsError::Shape(format!(
-                    "sigma has {n} entries for a batch of {batch}"
-                )))
-            }
-        };
+        let s = sigma_per_sample(sigma, batch)?;
         let cs = s
             .iter()
             .map(|&v| self.coeffs(v))
