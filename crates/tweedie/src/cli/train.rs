@@ -1,7 +1,7 @@
 //! `tweedie train`: train a model from a TOML config (default `configs/default.toml`), then
 //! sample, evaluate and write `report.md` in the run directory.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use tweedie_train::trainer::{default_run_dir, files, install_ctrlc_handler, take_interrupt};
@@ -80,38 +80,56 @@ fn join(args: &Args, cfg: &TrainConfig) -> anyhow::Result<Option<DataParallel>> 
     Ok(Some(dp))
 }
 
+/// The config, run directory and resume flag of a training command (`train`,
+/// `train-classifier`). With `--resume RUN`: RUN and its saved config, read by
+/// `read(RUN/config.toml, true)`, or `read(--config, false)`, which the trainer compares with
+/// the run's. Else `read(--config or default_config, false)` and `--out` or
+/// runs/<config name>-<UTC time> (`unnamed` for a config path without a file name).
+pub(super) fn run_setup<C>(
+    config: &Option<PathBuf>,
+    out: &Option<PathBuf>,
+    resume: &Option<PathBuf>,
+    (default_config, unnamed): (&str, &str),
+    read: impl Fn(&Path, bool) -> tweedie_train::Result<C>,
+) -> anyhow::Result<(C, PathBuf, bool)> {
+    if let Some(dir) = resume {
+        let cfg = match config {
+            Some(path) => read(path, false),
+            None => read(&dir.join(files::CONFIG), true),
+        }
+        .with_context(|| format!("cannot resume {}", dir.display()))?;
+        return Ok((cfg, dir.clone(), true));
+    }
+    let config = config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(default_config));
+    let cfg = read(&config, false)?;
+    let stem = config
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| unnamed.into());
+    let run_dir = out.clone().unwrap_or_else(|| default_run_dir(&stem));
+    Ok((cfg, run_dir, false))
+}
+
 /// The config of `tweedie train` when none is given.
 pub const DEFAULT_CONFIG: &str = "configs/default.toml";
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let (cfg, run_dir, resume) = match &args.resume {
-        Some(dir) => {
-            // The run's own config (read as the run trained, keys it predates included), or
-            // the one given, which train() compares with the run's.
-            let cfg = match &args.config {
-                Some(path) => TrainConfig::from_file(path, &args.set),
-                None => TrainConfig::from_run_file(&dir.join(files::CONFIG), &args.set),
+    let (cfg, run_dir, resume) = run_setup(
+        &args.config,
+        &args.out,
+        &args.resume,
+        (DEFAULT_CONFIG, "run"),
+        |path, saved| {
+            if saved {
+                // A run's own config reads as the run trained, keys it predates included.
+                TrainConfig::from_run_file(path, &args.set)
+            } else {
+                TrainConfig::from_file(path, &args.set)
             }
-            .with_context(|| format!("cannot resume {}", dir.display()))?;
-            (cfg, dir.clone(), true)
-        }
-        None => {
-            let config = args
-                .config
-                .clone()
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
-            let cfg = TrainConfig::from_file(&config, &args.set)?;
-            let stem = config
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "run".into());
-            (
-                cfg,
-                args.out.clone().unwrap_or_else(|| default_run_dir(&stem)),
-                false,
-            )
-        }
-    };
+        },
+    )?;
     // OMP_NUM_THREADS when set (torchrun and `tweedie launch` set 1 per rank), else every core.
     let threads = tweedie_nets::set_threads(None);
     install_ctrlc_handler();

@@ -3,11 +3,12 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use tweedie_train::guidance_classifier::{
     files, train_classifier, ClassifierOptions, ClassifierTrainConfig,
 };
-use tweedie_train::trainer::{default_run_dir, install_ctrlc_handler};
+use tweedie_train::trainer::install_ctrlc_handler;
+
+use super::train::run_setup;
 
 /// Options of `tweedie train-classifier`.
 #[derive(Debug, clap::Args)]
@@ -39,33 +40,13 @@ pub struct Args {
 pub const DEFAULT_CONFIG: &str = "configs/digits-classifier.toml";
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let (cfg, run_dir, resume) = match &args.resume {
-        Some(dir) => {
-            let path = args
-                .config
-                .clone()
-                .unwrap_or_else(|| dir.join(files::CONFIG));
-            let cfg = ClassifierTrainConfig::from_file(&path, &args.set)
-                .with_context(|| format!("cannot resume {}", dir.display()))?;
-            (cfg, dir.clone(), true)
-        }
-        None => {
-            let config = args
-                .config
-                .clone()
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
-            let cfg = ClassifierTrainConfig::from_file(&config, &args.set)?;
-            let stem = config
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "classifier".into());
-            (
-                cfg,
-                args.out.clone().unwrap_or_else(|| default_run_dir(&stem)),
-                false,
-            )
-        }
-    };
+    let (cfg, run_dir, resume) = run_setup(
+        &args.config,
+        &args.out,
+        &args.resume,
+        (DEFAULT_CONFIG, "classifier"),
+        |path, _| ClassifierTrainConfig::from_file(path, &args.set),
+    )?;
     let threads = tweedie_nets::set_threads(None);
     install_ctrlc_handler();
     eprintln!(
