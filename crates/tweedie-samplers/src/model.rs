@@ -60,6 +60,25 @@ impl<S: State> Capabilities<'_, S> {
     }
 }
 
+impl<'a, S: State> Capabilities<'a, S> {
+    /// What a guidance wrapper keeps (classifier-free and classifier guidance, whose D is built
+    /// from the inner model's evaluations at the same σ̃): the inner model's σ̃ rounding, and,
+    /// when the inner model has a learned variance, the wrapper's own (`wrapper`: the guided D
+    /// with the inner v). A VJP, posterior or exact draws of the inner D are not the guided
+    /// D's, so they go.
+    pub fn guided(
+        wrapper: &'a dyn LearnedVariance<S>,
+        inner_has_variance: bool,
+        sigma_rounding: Option<&'a dyn SigmaRounding>,
+    ) -> Self {
+        Capabilities {
+            learned_variance: inner_has_variance.then_some(wrapper),
+            sigma_rounding,
+            ..Capabilities::none()
+        }
+    }
+}
+
 /// (D(x̃; σ̃), J(x̃)ᵀ·v) with J = ∂D/∂x̃; for an exact denoiser J = Cov[x₀ | x̃]/σ̃² (symmetric).
 pub trait Vjp<S: State>: Send + Sync {
     /// (D, Jᵀv) in one evaluation.
@@ -276,13 +295,7 @@ impl<S: State, M: ClassModel<S>> Model<S> for Cfg<M> {
     }
     fn capabilities(&self) -> Capabilities<'_, S> {
         let inner = self.model.class_capabilities();
-        Capabilities {
-            learned_variance: inner
-                .learned_variance
-                .map(|_| self as &dyn LearnedVariance<S>),
-            sigma_rounding: inner.sigma_rounding,
-            ..Capabilities::none()
-        }
+        Capabilities::guided(self, inner.learned_variance.is_some(), inner.sigma_rounding)
     }
 }
 

@@ -116,13 +116,7 @@ impl<S: State, M: Model<S>, C: ClassifierGradient<S>> Model<S> for ClassifierGui
     }
     fn capabilities(&self) -> Capabilities<'_, S> {
         let inner = self.model.capabilities();
-        Capabilities {
-            learned_variance: inner
-                .learned_variance
-                .map(|_| self as &dyn LearnedVariance<S>),
-            sigma_rounding: inner.sigma_rounding,
-            ..Capabilities::none()
-        }
+        Capabilities::guided(self, inner.learned_variance.is_some(), inner.sigma_rounding)
     }
 }
 
