@@ -10,7 +10,7 @@ mod cases;
 mod ckpt;
 mod overhead;
 mod plot;
-mod python;
+pub(crate) mod python;
 mod stats;
 
 use std::collections::HashMap;

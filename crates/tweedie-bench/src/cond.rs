@@ -357,29 +357,7 @@ fn diffuse_python(args: &Args) -> Result<(PathBuf, Versions)> {
         ),
         Err(_) => {}
     }
-    eprintln!(
-        "[bench-conditional] pip install -r bench-diffuse.txt (hash-checked) into {}",
-        venv.display()
-    );
-    checked(
-        Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-            ])
-            .args([
-                "--require-hashes",
-                "--no-deps",
-                "--only-binary",
-                ":all:",
-                "-r",
-            ])
-            .arg(&req),
-        "pip install -r bench-diffuse.txt",
-    )?;
+    crate::bench::python::pip_install_lock(&python, &req)?;
     let v = check(&python, &script)?;
     Ok((python, v))
 }

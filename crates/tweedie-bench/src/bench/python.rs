@@ -94,12 +94,17 @@ fn check(python: &Path, script: &Path) -> Result<CheckOut> {
     serde_json::from_slice(&out.stdout).context("parsing the harness's check output")
 }
 
-/// `pip install --require-hashes --no-deps --only-binary=:all: -r <lock>` in `python`'s
-/// environment, the lock written into `work` first.
+/// [`pip_install_lock`] of a lock compiled into the binary, written into `work` first.
 fn pip(python: &Path, lock: &Lock, work: &Path) -> Result<()> {
     let path = work.join(lock.file);
     std::fs::write(&path, lock.text).with_context(|| format!("writing {}", path.display()))?;
-    let path = path.to_string_lossy().into_owned();
+    pip_install_lock(python, &path)
+}
+
+/// `pip install --require-hashes --no-deps --only-binary=:all: -r <lock>` in `python`'s
+/// environment (every benchmark's one pip call); fails with the last lines of pip's stderr.
+pub(crate) fn pip_install_lock(python: &Path, lock: &Path) -> Result<()> {
+    let path = lock.to_string_lossy().into_owned();
     let mut args: Vec<&str> = PIP_LOCKED.to_vec();
     args.extend(["-r", &path]);
     eprintln!(
