@@ -30,22 +30,23 @@ struct Case {
     expect: Expect,
 }
 
-fn err(name: &str, args: &[&str], needles: &[&'static str]) -> Case {
+/// A case's arguments, written as one line (no argument holds a space).
+fn words(args: &str) -> Vec<String> {
+    args.split_whitespace().map(String::from).collect()
+}
+
+fn err(name: &str, args: &str, needles: &[&'static str]) -> Case {
     Case {
         name: name.into(),
-        args: args.iter().map(|s| s.to_string()).collect(),
+        args: words(args),
         expect: Expect::Err(needles.to_vec()),
     }
 }
 
-fn ok(
-    name: &str,
-    args: &[&str],
-    check: impl Fn(&Path, &str) -> Result<(), String> + 'static,
-) -> Case {
+fn ok(name: &str, args: &str, check: impl Fn(&Path, &str) -> Result<(), String> + 'static) -> Case {
     Case {
         name: name.into(),
-        args: args.iter().map(|s| s.to_string()).collect(),
+        args: words(args),
         expect: Expect::Ok(Box::new(check)),
     }
 }
@@ -331,33 +332,13 @@ fn classifier_checkpoint(dir: &Path, name: &str, preset: &str) {
     save_classifier(&path, &vs, &cfg, &Default::default()).unwrap();
 }
 
+/// `sample` of the ddpmpp-tiny checkpoint: 2 samples, 2 steps, on the CPU.
+const TINY: &str = "sample --model ddpmpp-tiny.safetensors --device cpu --n 2 --steps 2";
+
 /// Classifier guidance (`sample --classifier`) and `train-classifier`.
 fn classifier_cases() -> Vec<Case> {
-    let smp = |extra: &[&str]| -> Vec<String> {
-        let mut v: Vec<String> = [
-            "sample",
-            "--model",
-            "ddpmpp-tiny.safetensors",
-            "--out",
-            "g.npy",
-            "--device",
-            "cpu",
-            "--n",
-            "2",
-            "--steps",
-            "2",
-        ]
-        .iter()
-        .map(|x| x.to_string())
-        .collect();
-        v.extend(extra.iter().map(|x| x.to_string()));
-        v
-    };
-    let e = |name: &str, extra: &[&str], needles: &[&'static str]| Case {
-        name: name.into(),
-        args: smp(extra),
-        expect: Expect::Err(needles.to_vec()),
-    };
+    let smp = |extra: &str| format!("{TINY} --out g.npy {extra}");
+    let e = |name: &str, extra: &str, needles: &[&'static str]| err(name, &smp(extra), needles);
     let train = |name: &str, data: &str, extra: &str, needles: &[&'static str]| Case {
         name: name.into(),
         args: vec![
@@ -373,45 +354,32 @@ fn classifier_cases() -> Vec<Case> {
     vec![
         e(
             "classifier without a class",
-            &["--classifier", "clf8.safetensors"],
+            "--classifier clf8.safetensors",
             &["--classifier needs --class"],
         ),
         e(
             "classifier class out of range",
-            &["--classifier", "clf8.safetensors", "--class", "10"],
+            "--classifier clf8.safetensors --class 10",
             &["--class 10", "clf8.safetensors", "0..10"],
         ),
         e(
             "negative classifier scale",
-            &[
-                "--classifier",
-                "clf8.safetensors",
-                "--class",
-                "1",
-                "--classifier-scale=-1",
-            ],
+            "--classifier clf8.safetensors --class 1 --classifier-scale=-1",
             &["--classifier-scale -1", "≥ 0"],
         ),
         e(
             "NaN classifier scale",
-            &[
-                "--classifier",
-                "clf8.safetensors",
-                "--class",
-                "1",
-                "--classifier-scale",
-                "NaN",
-            ],
+            "--classifier clf8.safetensors --class 1 --classifier-scale NaN",
             &["--classifier-scale NaN"],
         ),
         e(
             "classifier of another data shape",
-            &["--classifier", "clf32.safetensors", "--class", "1"],
+            "--classifier clf32.safetensors --class 1",
             &["clf32.safetensors", "[3, 32, 32]", "[1, 8, 8]"],
         ),
         e(
             "denoiser given as the classifier",
-            &["--classifier", "ddpmpp-tiny.safetensors", "--class", "1"],
+            "--classifier ddpmpp-tiny.safetensors --class 1",
             &[
                 "ddpmpp-tiny.safetensors",
                 "denoiser checkpoint",
@@ -420,69 +388,32 @@ fn classifier_cases() -> Vec<Case> {
         ),
         e(
             "missing classifier",
-            &["--classifier", "nope-clf.safetensors", "--class", "1"],
+            "--classifier nope-clf.safetensors --class 1",
             &["nope-clf.safetensors", "not found"],
         ),
         e(
             "classifier scale without a classifier",
-            &["--classifier-scale", "2"],
+            "--classifier-scale 2",
             &["--classifier-scale needs --classifier"],
         ),
         e(
             "classifier and cfg together",
-            &[
-                "--classifier",
-                "clf8.safetensors",
-                "--class",
-                "1",
-                "--cfg",
-                "1",
-            ],
+            "--classifier clf8.safetensors --class 1 --cfg 1",
             &["--classifier and --cfg"],
         ),
         err(
             "classifier given as the model",
-            &[
-                "sample",
-                "--model",
-                "clf8.safetensors",
-                "--out",
-                "g.npy",
-                "--device",
-                "cpu",
-            ],
+            "sample --model clf8.safetensors --out g.npy --device cpu",
             &["clf8.safetensors", "classifier checkpoint", "--classifier"],
         ),
         err(
             "classifier with a mixture",
-            &[
-                "sample",
-                "--model",
-                "gmm2d",
-                "--n",
-                "2",
-                "--out",
-                "g.npy",
-                "--classifier",
-                "clf8.safetensors",
-                "--class",
-                "1",
-            ],
+            "sample --model gmm2d --n 2 --out g.npy --classifier clf8.safetensors --class 1",
             &["--classifier", "not mixtures"],
         ),
         ok(
             "classifier guidance samples",
-            &smp(&[
-                "--classifier",
-                "clf8.safetensors",
-                "--class",
-                "3",
-                "--classifier-scale",
-                "4",
-            ])
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
+            &smp("--classifier clf8.safetensors --class 3 --classifier-scale 4"),
             |d, _| {
                 let x = read_rows(&d.join("g.npy"))?;
                 if x.shape() != [2, 64] || !x.iter().all(|v| v.is_finite()) {
@@ -519,436 +450,258 @@ fn cases() -> Vec<Case> {
             .collect()
     };
     // `sample` with defaults for what `extra` does not set.
-    let smp = |extra: &[&str]| -> Vec<String> {
-        let mut v = vec!["sample".to_string()];
+    let smp = |extra: &str| {
+        let mut v = String::from("sample");
         for (flag, value) in [("--model", "gmm2d"), ("--n", "4"), ("--steps", "4")] {
-            if !extra.contains(&flag) {
-                v.extend([flag.to_string(), value.to_string()]);
+            if !extra.split_whitespace().any(|w| w == flag) {
+                v += &format!(" {flag} {value}");
             }
         }
-        v.extend(extra.iter().map(|x| x.to_string()));
-        v
+        format!("{v} {extra}")
     };
-    let sample_err = |name: &str, extra: &[&str], needles: &[&str]| Case {
-        name: name.into(),
-        args: smp(extra),
-        expect: Expect::Err(s(needles)),
-    };
-    // `sample` of the ddpmpp-tiny checkpoint (2 samples, 2 steps, CPU) with `extra`.
-    let ck = |extra: &[&'static str]| -> Vec<&'static str> {
-        let mut a = vec![
-            "sample",
-            "--model",
-            "ddpmpp-tiny.safetensors",
-            "--device",
-            "cpu",
-            "--n",
-            "2",
-            "--steps",
-            "2",
-        ];
-        if !extra.contains(&"--out") {
-            a.extend(["--out", "c.npy"]);
-        }
-        a.extend_from_slice(extra);
-        a
+    let sample_err =
+        |name: &str, extra: &str, needles: &[&'static str]| err(name, &smp(extra), needles);
+    // `sample` of the ddpmpp-tiny checkpoint with `extra` (and `--out c.npy` unless it has one).
+    let ck = |extra: &str| {
+        let named = extra.split_whitespace().any(|w| w == "--out");
+        let out = if named { "" } else { " --out c.npy" };
+        format!("{TINY}{out} {extra}")
     };
     let mut v = vec![
         // ---- sample: sizes
         err(
             "n near 2^64",
-            &[
-                "sample",
-                "--model",
-                "gmm2d",
-                "--n",
-                "18446744073709551615",
-                "--out",
-                "x.npy",
-            ],
+            "sample --model gmm2d --n 18446744073709551615 --out x.npy",
             &["--n", "would need"],
         ),
         err(
             "steps near 2^64",
-            &[
-                "sample",
-                "--model",
-                "gmm2d",
-                "--n",
-                "4",
-                "--steps",
-                "18446744073709551615",
-                "--out",
-                "x.npy",
-            ],
+            "sample --model gmm2d --n 4 --steps 18446744073709551615 --out x.npy",
             &["steps", "would need"],
         ),
         sample_err(
             "blur radius huge",
-            &[
-                "--out",
-                "x.npy",
-                "--operator",
-                "blur",
-                "--image",
-                "2,1,1",
-                "--blur-radius",
-                "18446744073709551615",
-                "--y",
-                "y1.npy",
-            ],
+            "--out x.npy --operator blur --image 2,1,1 --blur-radius 18446744073709551615 --y y1.npy",
             &["blur_radius"],
         ),
         sample_err(
             "image product overflows",
-            &[
-                "--out",
-                "x.npy",
-                "--operator",
-                "blur",
-                "--image",
-                "4294967296,4294967296,1",
-                "--y",
-                "y1.npy",
-            ],
+            "--out x.npy --operator blur --image 4294967296,4294967296,1 --y y1.npy",
             &["--image", "C·H·W"],
         ),
         sample_err(
             "downsample image overflow",
-            &[
-                "--out",
-                "x.npy",
-                "--operator",
-                "downsample",
-                "--image",
-                "18446744073709551615,2,1",
-                "--y",
-                "y1.npy",
-            ],
+            "--out x.npy --operator downsample --image 18446744073709551615,2,1 --y y1.npy",
             &["--image"],
         ),
         err(
             "n zero",
-            &["sample", "--model", "gmm2d", "--n", "0", "--out", "x.npy"],
+            "sample --model gmm2d --n 0 --out x.npy",
             &["--n 0"],
         ),
         err(
             "steps zero",
-            &[
-                "sample", "--model", "gmm2d", "--steps", "0", "--out", "x.npy",
-            ],
+            "sample --model gmm2d --steps 0 --out x.npy",
             &["steps", "0"],
         ),
         // ---- sample: sampler and timer
         sample_err(
             "adaptive with one step",
-            &["--out", "x.npy", "--sampler", "adaptive", "--steps", "1"],
+            "--out x.npy --sampler adaptive --steps 1",
             &["steps ≥ 2"],
         ),
         sample_err(
             "unknown sampler",
-            &["--out", "x.npy", "--sampler", "eulr"],
+            "--out x.npy --sampler eulr",
             &["eulr", "heun"],
         ),
         sample_err(
             "unknown process",
-            &["--out", "x.npy", "--process", "vpp"],
+            "--out x.npy --process vpp",
             &["vpp"],
         ),
         sample_err(
             "unknown timer",
-            &["--out", "x.npy", "--timer", "edmm"],
+            "--out x.npy --timer edmm",
             &["edmm"],
         ),
         sample_err(
             "ddim timer on edm process",
-            &["--out", "x.npy", "--timer", "ddim"],
+            "--out x.npy --timer ddim",
             &["ddim", "ddpm"],
         ),
         sample_err(
             "vp_linear timer on edm process",
-            &["--out", "x.npy", "--timer", "vp_linear"],
+            "--out x.npy --timer vp_linear",
             &["vp_linear", "edm"],
         ),
         sample_err(
             "ve grid beyond the edm range",
-            &["--out", "x.npy", "--timer", "ve_geometric"],
+            "--out x.npy --timer ve_geometric",
             &["t_max", "beyond"],
         ),
         sample_err(
             "eta out of range",
-            &["--out", "x.npy", "--sampler", "ddim", "--eta", "2"],
+            "--out x.npy --sampler ddim --eta 2",
             &["eta"],
         ),
         sample_err(
             // (heun with churn is EDM's stochastic sampler; a sampler without churn refuses it)
             "churn on dpmpp_2m",
-            &["--out", "x.npy", "--sampler", "dpmpp_2m", "--churn", "5"],
+            "--out x.npy --sampler dpmpp_2m --churn 5",
             &["s_churn", "dpmpp_2m"],
         ),
         sample_err(
             "class with a mixture",
-            &["--out", "x.npy", "--class", "1"],
+            "--out x.npy --class 1",
             &["--class"],
         ),
         // ---- sample: output paths
         sample_err(
             "out is a directory",
-            &["--out", "adir"],
+            "--out adir",
             &["adir", "is a directory"],
         ),
         sample_err(
             "out in a missing folder",
-            &["--out", "nowhere/x.npy"],
+            "--out nowhere/x.npy",
             &["nowhere", "does not exist"],
         ),
         sample_err(
             "png out for a mixture",
-            &["--out", "x.png"],
+            "--out x.png",
             &["x.png", "vectors"],
         ),
         sample_err(
             "netcdf out for a mixture",
-            &["--out", "x.nc"],
+            "--out x.nc",
             &["x.nc", "NetCDF"],
         ),
         // ---- sample: input files
         sample_err(
             "NaN latents",
-            &["--out", "x.npy", "--latents", "nan.npy"],
+            "--out x.npy --latents nan.npy",
             &["nan.npy", "NaN"],
         ),
         sample_err(
             "latents header claims 10^12 rows",
-            &["--out", "x.npy", "--latents", "huge.npy"],
+            "--out x.npy --latents huge.npy",
             &["huge.npy", "1000000000000"],
         ),
         sample_err(
             "latents truncated",
-            &["--out", "x.npy", "--latents", "trunc.npy"],
+            "--out x.npy --latents trunc.npy",
             &["trunc.npy", "holds"],
         ),
         sample_err(
             "latents complex dtype",
-            &["--out", "x.npy", "--latents", "cplx.npy"],
+            "--out x.npy --latents cplx.npy",
             &["cplx.npy", "c16"],
         ),
         sample_err(
             "latents garbage",
-            &["--out", "x.npy", "--latents", "garbage.npy"],
+            "--out x.npy --latents garbage.npy",
             &["garbage.npy"],
         ),
         sample_err(
             "latents missing",
-            &["--out", "x.npy", "--latents", "missing.npy"],
+            "--out x.npy --latents missing.npy",
             &["missing.npy"],
         ),
         sample_err(
             "latents wrong shape",
-            &["--out", "x.npy", "--n", "5", "--latents", "lat2.npy"],
+            "--out x.npy --n 5 --latents lat2.npy",
             &["lat2.npy", "[5, 2]"],
         ),
         sample_err(
             "mixture toml missing key",
-            &["--out", "x.npy", "--model", "bad_mix.toml"],
+            "--out x.npy --model bad_mix.toml",
             &["bad_mix.toml"],
         ),
         err(
             "unknown model",
-            &["sample", "--model", "gmm3d", "--out", "x.npy"],
+            "sample --model gmm3d --out x.npy",
             &["gmm3d", "gmm2d"],
         ),
         sample_err(
             "mask coordinate out of range",
-            &[
-                "--out",
-                "x.npy",
-                "--operator",
-                "mask",
-                "--observe",
-                "7",
-                "--y",
-                "y1.npy",
-            ],
+            "--out x.npy --operator mask --observe 7 --y y1.npy",
             &["observe 7"],
         ),
         sample_err(
             "matrix operator without matrix",
-            &["--out", "x.npy", "--operator", "matrix", "--y", "y1.npy"],
+            "--out x.npy --operator matrix --y y1.npy",
             &["--matrix"],
         ),
         sample_err(
             "measurement of the wrong length",
-            &[
-                "--out",
-                "x.npy",
-                "--operator",
-                "mask",
-                "--observe",
-                "0,1",
-                "--y",
-                "y3.npy",
-            ],
+            "--out x.npy --operator mask --observe 0,1 --y y3.npy",
             &["y3.npy", "3 entries"],
         ),
         sample_err(
             "NaN measurement",
-            &[
-                "--out",
-                "x.npy",
-                "--operator",
-                "mask",
-                "--observe",
-                "0,1",
-                "--y",
-                "ynan.npy",
-            ],
+            "--out x.npy --operator mask --observe 0,1 --y ynan.npy",
             &["ynan.npy", "NaN"],
         ),
         sample_err(
             "measurement without operator",
-            &["--out", "x.npy", "--y", "y1.npy"],
+            "--out x.npy --y y1.npy",
             &["--y needs"],
         ),
         sample_err(
             "unknown operator",
-            &["--out", "x.npy", "--operator", "smear", "--y", "y1.npy"],
+            "--out x.npy --operator smear --y y1.npy",
             &["smear"],
         ),
         // ---- conditional sampling of a checkpoint (issue #12): ddpmpp-tiny draws [1, 8, 8]
         err(
             "checkpoint downsample factor not dividing the image",
-            &ck(&["--operator", "downsample", "--factor", "3", "--y", "y1.npy"]),
+            &ck("--operator downsample --factor 3 --y y1.npy"),
             &["--factor 3", "divide", "8"],
         ),
         err(
             "checkpoint measurement of the wrong length",
-            &ck(&[
-                "--operator",
-                "downsample",
-                "--factor",
-                "2",
-                "--noise-std",
-                "0.1",
-                "--y",
-                "y1.npy",
-                "--guidance",
-                "pigdm",
-            ]),
+            &ck("--operator downsample --factor 2 --noise-std 0.1 --y y1.npy --guidance pigdm"),
             &["y1.npy", "2 entries", "16"],
         ),
         err(
             "checkpoint NaN measurement",
-            &ck(&[
-                "--operator",
-                "mask",
-                "--observe",
-                "0,1",
-                "--y",
-                "ynan.npy",
-                "--guidance",
-                "pigdm",
-            ]),
+            &ck("--operator mask --observe 0,1 --y ynan.npy --guidance pigdm"),
             &["ynan.npy", "NaN"],
         ),
         err(
             "checkpoint exact posterior",
-            &ck(&["--operator", "mask", "--observe", "0,1", "--y", "y1.npy"]),
+            &ck("--operator mask --observe 0,1 --y y1.npy"),
             &["exact_posterior", "closed-form"],
         ),
         err(
             "checkpoint mask file of the wrong size",
-            &ck(&[
-                "--operator",
-                "mask",
-                "--mask",
-                "lat2.npy",
-                "--y",
-                "y1.npy",
-                "--guidance",
-                "pigdm",
-            ]),
+            &ck("--operator mask --mask lat2.npy --y y1.npy --guidance pigdm"),
             &["--mask", "lat2.npy", "64"],
         ),
         err(
             "checkpoint negative measurement noise",
-            &ck(&[
-                "--operator",
-                "mask",
-                "--observe",
-                "0,1",
-                "--noise-std=-1",
-                "--y",
-                "y1.npy",
-                "--guidance",
-                "pigdm",
-            ]),
+            &ck("--operator mask --observe 0,1 --noise-std=-1 --y y1.npy --guidance pigdm"),
             &["--noise-std -1"],
         ),
         err(
             "checkpoint DPS without measurement noise",
-            &ck(&[
-                "--operator",
-                "mask",
-                "--observe",
-                "0,1",
-                "--y",
-                "y1.npy",
-                "--guidance",
-                "dps",
-            ]),
+            &ck("--operator mask --observe 0,1 --y y1.npy --guidance dps"),
             &["--guidance dps", "noise_std", "s > 0"],
         ),
         err(
             "checkpoint PnP-DM with a deterministic sampler",
-            &ck(&[
-                "--operator",
-                "mask",
-                "--observe",
-                "0,1",
-                "--noise-std",
-                "0.1",
-                "--y",
-                "y1.npy",
-                "--guidance",
-                "pnpdm",
-                "--sampler",
-                "heun",
-            ]),
+            &ck("--operator mask --observe 0,1 --noise-std 0.1 --y y1.npy --guidance pnpdm --sampler heun"),
             &["--guidance pnpdm", "stochastic sampler"],
         ),
         err(
             "checkpoint truth of the wrong size",
-            &ck(&[
-                "--operator",
-                "mask",
-                "--observe",
-                "0,1",
-                "--y",
-                "y1.npy",
-                "--guidance",
-                "pigdm",
-                "--truth",
-                "lat2.npy",
-            ]),
+            &ck("--operator mask --observe 0,1 --y y1.npy --guidance pigdm --truth lat2.npy"),
             &["--truth", "lat2.npy", "64"],
         ),
         ok(
             "checkpoint inpainting with ΠGDM (autograd VJP)",
-            &ck(&[
-                "--operator",
-                "mask",
-                "--observe",
-                "0,1",
-                "--noise-std",
-                "0.1",
-                "--y",
-                "y1.npy",
-                "--guidance",
-                "pigdm",
-                "--out",
-                "cond.png",
-            ]),
+            &ck("--operator mask --observe 0,1 --noise-std 0.1 --y y1.npy --guidance pigdm --out cond.png"),
             |d, _| {
                 let x = read_rows(&d.join("cond.npy"))?;
                 if x.dim() != (2, 64) || x.iter().any(|v| !v.is_finite()) {
@@ -966,60 +719,22 @@ fn cases() -> Vec<Case> {
         ),
         err(
             "measure index beyond the held-out split",
-            &[
-                "measure",
-                "--data",
-                "fields8.toml",
-                "--index",
-                "4",
-                "--operator",
-                "mask",
-                "--observe",
-                "0",
-                "--out",
-                "ym.npy",
-            ],
+            "measure --data fields8.toml --index 4 --operator mask --observe 0 --out ym.npy",
             &["--index 4", "4 samples"],
         ),
         err(
             "measure without operator",
-            &["measure", "--data", "fields8.toml", "--out", "ym.npy"],
+            "measure --data fields8.toml --out ym.npy",
             &["--operator"],
         ),
         err(
             "measure unknown blur boundary",
-            &[
-                "measure",
-                "--data",
-                "fields8.toml",
-                "--operator",
-                "blur",
-                "--blur-boundary",
-                "mirror",
-                "--out",
-                "ym.npy",
-            ],
+            "measure --data fields8.toml --operator blur --blur-boundary mirror --out ym.npy",
             &["--blur-boundary mirror"],
         ),
         ok(
             "measure block averages of a held-out field",
-            &[
-                "measure",
-                "--data",
-                "fields8.toml",
-                "--index",
-                "1",
-                "--operator",
-                "downsample",
-                "--factor",
-                "2",
-                "--noise-std",
-                "0.1",
-                "--out",
-                "ym.npy",
-                "--truth",
-                "xm.npy",
-            ],
+            "measure --data fields8.toml --index 1 --operator downsample --factor 2 --noise-std 0.1 --out ym.npy --truth xm.npy",
             |d, _| {
                 let y = tweedie::train::data::npy::read(&d.join("ym.npy"))
                     .map_err(|e| e.to_string())?;
@@ -1034,76 +749,22 @@ fn cases() -> Vec<Case> {
         // ---- sample: checkpoints
         err(
             "out equal to model",
-            &[
-                "sample",
-                "--model",
-                "ddpmpp-tiny.safetensors",
-                "--out",
-                "ddpmpp-tiny.safetensors",
-                "--device",
-                "cpu",
-                "--n",
-                "2",
-                "--steps",
-                "2",
-            ],
+            "sample --model ddpmpp-tiny.safetensors --out ddpmpp-tiny.safetensors --device cpu --n 2 --steps 2",
             &["would overwrite the model"],
         ),
         err(
             "png out of a vector checkpoint",
-            &[
-                "sample",
-                "--model",
-                "mlp-2d.safetensors",
-                "--out",
-                "v.png",
-                "--device",
-                "cpu",
-                "--n",
-                "2",
-                "--steps",
-                "2",
-            ],
+            "sample --model mlp-2d.safetensors --out v.png --device cpu --n 2 --steps 2",
             &["v.png", "vectors"],
         ),
         err(
             "class on an unconditional checkpoint",
-            &[
-                "sample",
-                "--model",
-                "ddpmpp-tiny.safetensors",
-                "--out",
-                "c.npy",
-                "--device",
-                "cpu",
-                "--n",
-                "2",
-                "--steps",
-                "2",
-                "--class",
-                "3",
-            ],
+            "sample --model ddpmpp-tiny.safetensors --out c.npy --device cpu --n 2 --steps 2 --class 3",
             &["unconditional"],
         ),
         err(
             "cfg on a checkpoint trained without label dropout",
-            &[
-                "sample",
-                "--model",
-                "cond-no-dropout.safetensors",
-                "--out",
-                "c.npy",
-                "--device",
-                "cpu",
-                "--n",
-                "2",
-                "--steps",
-                "2",
-                "--class",
-                "1",
-                "--cfg",
-                "2",
-            ],
+            "sample --model cond-no-dropout.safetensors --out c.npy --device cpu --n 2 --steps 2 --class 1 --cfg 2",
             &[
                 "--cfg 2",
                 "cond-no-dropout.safetensors",
@@ -1116,19 +777,7 @@ fn cases() -> Vec<Case> {
         ),
         err(
             "label-dropout record that is not a probability",
-            &[
-                "sample",
-                "--model",
-                "cond-bad-record.safetensors",
-                "--out",
-                "c.npy",
-                "--device",
-                "cpu",
-                "--class",
-                "1",
-                "--cfg",
-                "2",
-            ],
+            "sample --model cond-bad-record.safetensors --out c.npy --device cpu --class 1 --cfg 2",
             &[
                 "cond-bad-record.safetensors",
                 "tweedie.train.label_dropout",
@@ -1137,256 +786,108 @@ fn cases() -> Vec<Case> {
         ),
         err(
             "corrupt checkpoint",
-            &[
-                "sample",
-                "--model",
-                "corrupt.safetensors",
-                "--out",
-                "c.npy",
-                "--device",
-                "cpu",
-            ],
+            "sample --model corrupt.safetensors --out c.npy --device cpu",
             &["corrupt.safetensors"],
         ),
         err(
             "missing checkpoint",
-            &[
-                "sample",
-                "--model",
-                "gone.safetensors",
-                "--out",
-                "c.npy",
-                "--device",
-                "cpu",
-            ],
+            "sample --model gone.safetensors --out c.npy --device cpu",
             &["gone.safetensors", "not found"],
         ),
         err(
             "unknown device",
-            &[
-                "sample",
-                "--model",
-                "ddpmpp-tiny.safetensors",
-                "--out",
-                "c.npy",
-                "--device",
-                "tpu",
-            ],
+            "sample --model ddpmpp-tiny.safetensors --out c.npy --device tpu",
             &["tpu"],
         ),
         err(
             "checkpoint n near 2^64",
-            &[
-                "sample",
-                "--model",
-                "ddpmpp-tiny.safetensors",
-                "--out",
-                "c.npy",
-                "--device",
-                "cpu",
-                "--n",
-                "18446744073709551615",
-            ],
+            "sample --model ddpmpp-tiny.safetensors --out c.npy --device cpu --n 18446744073709551615",
             &["--n", "would need"],
         ),
         err(
             "checkpoint n beyond the free disk",
-            &[
-                "sample",
-                "--model",
-                "ddpmpp-tiny.safetensors",
-                "--out",
-                "c.npy",
-                "--device",
-                "cpu",
-                "--n",
-                "1000000000000000",
-            ],
+            "sample --model ddpmpp-tiny.safetensors --out c.npy --device cpu --n 1000000000000000",
             &["--n", "would need", "on disk", "c.npy"],
         ),
         err(
             "batch 0",
-            &[
-                "sample",
-                "--model",
-                "ddpmpp-tiny.safetensors",
-                "--out",
-                "c.npy",
-                "--device",
-                "cpu",
-                "--batch",
-                "0",
-            ],
+            "sample --model ddpmpp-tiny.safetensors --out c.npy --device cpu --batch 0",
             &["--batch 0"],
         ),
         err(
             "batch near 2^64",
-            &[
-                "sample",
-                "--model",
-                "ddpmpp-tiny.safetensors",
-                "--out",
-                "c.npy",
-                "--device",
-                "cpu",
-                "--n",
-                "18446744073709551615",
-                "--batch",
-                "18446744073709551615",
-            ],
+            "sample --model ddpmpp-tiny.safetensors --out c.npy --device cpu --n 18446744073709551615 --batch 18446744073709551615",
             &["--batch", "would need"],
         ),
         err(
             "batch with a mixture",
-            &[
-                "sample", "--model", "gmm2d", "--n", "4", "--out", "c.npy", "--batch", "2",
-            ],
+            "sample --model gmm2d --n 4 --out c.npy --batch 2",
             &["--batch 2", "mixture"],
         ),
         err(
             "npy descr with a multi-byte character",
-            &[
-                "sample",
-                "--model",
-                "gmm2d",
-                "--n",
-                "4",
-                "--out",
-                "c.npy",
-                "--latents",
-                "utf8descr.npy",
-            ],
+            "sample --model gmm2d --n 4 --out c.npy --latents utf8descr.npy",
             &["utf8descr.npy", "byte order"],
         ),
         err(
             "checkpoint NaN latents",
-            &[
-                "sample",
-                "--model",
-                "mlp-2d.safetensors",
-                "--out",
-                "c.npy",
-                "--device",
-                "cpu",
-                "--n",
-                "4",
-                "--latents",
-                "nan.npy",
-            ],
+            "sample --model mlp-2d.safetensors --out c.npy --device cpu --n 4 --latents nan.npy",
             &["nan.npy", "NaN"],
         ),
         // ---- schedule
         err(
             "sigma_max inf",
-            &[
-                "schedule",
-                "--timer",
-                "edm",
-                "--steps",
-                "3",
-                "sigma_max=inf",
-            ],
+            "schedule --timer edm --steps 3 sigma_max=inf",
             &["sigma_max", "inf"],
         ),
         err(
             "rho tiny",
-            &["schedule", "--timer", "edm", "--steps", "3", "rho=0.001"],
+            "schedule --timer edm --steps 3 rho=0.001",
             &["`rho`", "0.001"],
         ),
         err(
             "negative grid",
-            &[
-                "schedule",
-                "--timer",
-                "uniform_time",
-                "--steps",
-                "3",
-                "t_max=2",
-            ],
+            "schedule --timer uniform_time --steps 3 t_max=2",
             &["negative"],
         ),
         err(
             "iddpm table of 10^12",
-            &[
-                "schedule",
-                "--timer",
-                "iddpm",
-                "--steps",
-                "3",
-                "m=1000000000000",
-            ],
+            "schedule --timer iddpm --steps 3 m=1000000000000",
             &["`m`", "would need"],
         ),
         err(
             "ddpm table of 10^12",
-            &[
-                "schedule",
-                "--timer",
-                "edm",
-                "--steps",
-                "3",
-                "--process",
-                "ddpm",
-                "--process-param",
-                "num_steps=1000000000000",
-            ],
+            "schedule --timer edm --steps 3 --process ddpm --process-param num_steps=1000000000000",
             &["num_steps", "would need"],
         ),
         err(
             "ddim table of 10^12",
-            &[
-                "schedule",
-                "--timer",
-                "ddim",
-                "--steps",
-                "3",
-                "num_train_steps=1000000000000",
-            ],
+            "schedule --timer ddim --steps 3 num_train_steps=1000000000000",
             &["num_train_steps", "would need"],
         ),
         err(
             "schedule steps near 2^64",
-            &[
-                "schedule",
-                "--timer",
-                "edm",
-                "--steps",
-                "18446744073709551615",
-            ],
+            "schedule --timer edm --steps 18446744073709551615",
             &["steps", "would need"],
         ),
         err(
             "schedule unknown key",
-            &["schedule", "--timer", "edm", "--steps", "3", "rhoo=7"],
+            "schedule --timer edm --steps 3 rhoo=7",
             &["rhoo"],
         ),
         err(
             "schedule not key=value",
-            &["schedule", "--timer", "edm", "--steps", "3", "rho"],
+            "schedule --timer edm --steps 3 rho",
             &["KEY=VALUE"],
         ),
         err(
             "sigma_min above sigma_max",
-            &[
-                "schedule",
-                "--timer",
-                "edm",
-                "--steps",
-                "3",
-                "sigma_min=100",
-            ],
+            "schedule --timer edm --steps 3 sigma_min=100",
             &["sigma_max"],
         ),
         ok(
             "schedule json writes inf as a string",
-            &[
-                "schedule",
-                "--timer",
-                "uniform_time",
-                "--steps",
-                "3",
-                "--json",
-            ],
+            "schedule --timer uniform_time --steps 3 --json",
             |_, out| {
                 let j: serde_json::Value =
                     serde_json::from_str(&out[out.find('{').ok_or("no JSON")?..])
@@ -1402,7 +903,7 @@ fn cases() -> Vec<Case> {
         ),
         ok(
             "schedule edm published grid",
-            &["schedule", "--timer", "edm", "--steps", "18", "--json"],
+            "schedule --timer edm --steps 18 --json",
             |_, out| {
                 let j: serde_json::Value =
                     serde_json::from_str(&out[out.find('{').ok_or("no JSON")?..])
@@ -1619,60 +1120,39 @@ fn cases() -> Vec<Case> {
         ),
     ];
     for (name, data, extra, needles) in train_cases {
-        let mut c = err(&name, &[], &[]);
-        c.args = vec![
-            "train".into(),
-            "--config".into(),
-            format!("@{name}"),
-            "--out".into(),
-            format!("runs/{}", name.replace(' ', "_")),
-        ];
-        c.args.push(format!("@@{data}@@{extra}"));
-        c.expect = Expect::Err(needles);
-        v.push(c);
+        v.push(Case {
+            args: vec![
+                "train".into(),
+                "--config".into(),
+                format!("@{name}"),
+                "--out".into(),
+                format!("runs/{}", name.replace(' ', "_")),
+                format!("@@{data}@@{extra}"),
+            ],
+            name,
+            expect: Expect::Err(needles),
+        });
     }
     v.push(err(
         "missing config file",
-        &["train", "--config", "nope.toml", "--out", "runs/nope"],
+        "train --config nope.toml --out runs/nope",
         &["nope.toml"],
     ));
     // ---- eval and likelihood
     v.push(err(
         "eval of a missing run",
-        &["eval", "no_run_here"],
+        "eval no_run_here",
         &["no_run_here"],
     ));
     v.push(err(
         "likelihood of a lying header",
-        &[
-            "likelihood",
-            "--model",
-            "gmm2d",
-            "--data",
-            "huge.npy",
-            "--out",
-            "l.npy",
-        ],
+        "likelihood --model gmm2d --data huge.npy --out l.npy",
         &["huge.npy"],
     ));
     // ---- valid input gives the right result
     v.push(ok(
         "fortran-order latents are read in logical order",
-        &[
-            "sample",
-            "--model",
-            "gmm2d",
-            "--n",
-            "4",
-            "--steps",
-            "4",
-            "--out",
-            "f.npy",
-            "--latents",
-            "fortran.npy",
-            "--sampler",
-            "euler",
-        ],
+        "sample --model gmm2d --n 4 --steps 4 --out f.npy --latents fortran.npy --sampler euler",
         |d, _| {
             let x = read_rows(&d.join("f.npy"))?;
             if x.shape() != [4, 2] || x.iter().any(|v| !v.is_finite()) {
@@ -1683,19 +1163,7 @@ fn cases() -> Vec<Case> {
     ));
     v.push(ok(
         "adaptive reports its true NFE",
-        &[
-            "sample",
-            "--model",
-            "gmm2d",
-            "--n",
-            "64",
-            "--steps",
-            "2",
-            "--sampler",
-            "adaptive",
-            "--out",
-            "a.npy",
-        ],
+        "sample --model gmm2d --n 64 --steps 2 --sampler adaptive --out a.npy",
         |d, out| {
             let nfe: usize = out
                 .split("NFE ")
@@ -1717,21 +1185,7 @@ fn cases() -> Vec<Case> {
     ));
     v.push(ok(
         "png out writes the npy too",
-        &[
-            "sample",
-            "--model",
-            "ddpmpp-tiny.safetensors",
-            "--out",
-            "g.png",
-            "--device",
-            "cpu",
-            "--n",
-            "4",
-            "--steps",
-            "2",
-            "--sampler",
-            "euler",
-        ],
+        "sample --model ddpmpp-tiny.safetensors --out g.png --device cpu --n 4 --steps 2 --sampler euler",
         |d, _| {
             let x = read_rows(&d.join("g.npy"))?;
             let img = image::open(d.join("g.png")).map_err(|e| e.to_string())?;
@@ -1743,9 +1197,7 @@ fn cases() -> Vec<Case> {
     ));
     v.push(ok(
         "mixture samples to npy",
-        &[
-            "sample", "--model", "gmm2d", "--n", "10", "--steps", "8", "--out", "m.npy",
-        ],
+        "sample --model gmm2d --n 10 --steps 8 --out m.npy",
         |d, _| {
             let x = read_rows(&d.join("m.npy"))?;
             if x.shape() != [10, 2] {
