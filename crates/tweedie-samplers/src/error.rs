@@ -68,3 +68,9 @@ impl PartialEq for ModelError {
 
 /// Result alias of this crate.
 pub type Result<T> = std::result::Result<T, SamplerError>;
+
+/// A libtorch error as the samplers report it.
+#[cfg(feature = "tch")]
+pub(crate) fn tch_err(e: tch::TchError) -> SamplerError {
+    SamplerError::Numerical(format!("libtorch: {e}"))
+}

@@ -48,8 +48,11 @@ pub mod likelihood;
 mod mixture;
 pub mod model;
 pub mod ops;
+/// The tensor forms of the operators ([`ops::TensorOp`]), at their former path.
 #[cfg(feature = "tch")]
-pub mod ops_tch;
+pub mod ops_tch {
+    pub use crate::ops::{DeviceCopy, TensorOp};
+}
 pub mod problems;
 pub mod rows;
 pub mod sampler;

@@ -6,14 +6,10 @@ use ndarray::Array2;
 use tch::{Device, Kind, Tensor};
 use tweedie_core::space::TchTensor;
 
-use crate::error::{Result, SamplerError};
+use crate::error::{tch_err, Result, SamplerError};
 use crate::ops::ForwardModel;
 use crate::rows::Rows;
 use crate::state::State;
-
-fn tch_err(e: tch::TchError) -> SamplerError {
-    SamplerError::Numerical(format!("libtorch: {e}"))
-}
 
 impl State for TchTensor {
     type Rows = TchTensor;

@@ -1,9 +1,13 @@
-//! Linear forward models y = A·x + n, n ~ N(0, s²I), acting on rows `[B, n]` in f64.
+//! Linear forward models y = A·x + n, n ~ N(0, s²I), acting on rows `[B, n]` in f64; with the
+//! `tch` feature also on tensor rows on their device ([`TensorOp`], implemented in `tensor.rs`).
 
 use ndarray::{Array1, Array2, Axis};
 use tweedie_core::Invalid;
 
 use crate::error::{Result, SamplerError};
+
+#[cfg(feature = "tch")]
+mod tensor;
 
 /// A linear measurement operator with Gaussian noise: y = A·x₀ + n, n ~ N(0, s²I).
 ///
@@ -44,8 +48,61 @@ pub trait ForwardModel: Send + Sync + std::fmt::Debug {
     /// The operator as tensor ops on the rows' device, where it has that form (every built-in
     /// operator does); `None` sends tensor rows through the host.
     #[cfg(feature = "tch")]
-    fn tensor_op(&self) -> Option<&dyn crate::ops_tch::TensorOp> {
+    fn tensor_op(&self) -> Option<&dyn TensorOp> {
         None
+    }
+}
+
+/// A linear operator on f64 row tensors [B, n] → [B, m] and its adjoint, on their device.
+#[cfg(feature = "tch")]
+pub trait TensorOp: Send + Sync {
+    /// A·x for every row of `x` [B, n].
+    fn apply_tensor(&self, x: &tch::Tensor) -> Result<tch::Tensor>;
+    /// Aᵀ·y for every row of `y` [B, m].
+    fn adjoint_tensor(&self, y: &tch::Tensor) -> Result<tch::Tensor>;
+}
+
+/// One device copy of a host constant, made on first use on that device and kind.
+#[cfg(feature = "tch")]
+#[derive(Default)]
+pub struct DeviceCopy(std::sync::Mutex<Option<tch::Tensor>>);
+
+#[cfg(feature = "tch")]
+impl std::fmt::Debug for DeviceCopy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DeviceCopy")
+    }
+}
+
+#[cfg(feature = "tch")]
+impl Clone for DeviceCopy {
+    /// A clone makes its own copy when first used.
+    fn clone(&self) -> Self {
+        DeviceCopy::default()
+    }
+}
+
+#[cfg(feature = "tch")]
+impl DeviceCopy {
+    /// The constant on `device` as `kind`, from `make` (a CPU tensor) the first time.
+    fn get(
+        &self,
+        device: tch::Device,
+        kind: tch::Kind,
+        make: impl FnOnce() -> Result<tch::Tensor>,
+    ) -> Result<tch::Tensor> {
+        let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = slot.as_ref() {
+            if t.device() == device && t.kind() == kind {
+                return Ok(t.shallow_clone());
+            }
+        }
+        let t = make()?
+            .f_to_kind(kind)
+            .and_then(|t| t.f_to_device(device))
+            .map_err(crate::error::tch_err)?;
+        *slot = Some(t.shallow_clone());
+        Ok(t)
     }
 }
 
@@ -118,7 +175,7 @@ pub struct MatrixOp {
     pub(crate) a: Array2<f64>,
     noise_std: f64,
     #[cfg(feature = "tch")]
-    pub(crate) on_device: crate::ops_tch::DeviceCopy,
+    pub(crate) on_device: DeviceCopy,
 }
 
 impl MatrixOp {
@@ -160,7 +217,7 @@ impl ForwardModel for MatrixOp {
         self.noise_std
     }
     #[cfg(feature = "tch")]
-    fn tensor_op(&self) -> Option<&dyn crate::ops_tch::TensorOp> {
+    fn tensor_op(&self) -> Option<&dyn TensorOp> {
         Some(self)
     }
     fn matrix(&self) -> Result<Array2<f64>> {
@@ -178,7 +235,7 @@ pub struct Mask {
     idx: Vec<usize>,
     noise_std: f64,
     #[cfg(feature = "tch")]
-    pub(crate) on_device: crate::ops_tch::DeviceCopy,
+    pub(crate) on_device: DeviceCopy,
 }
 
 impl Mask {
@@ -235,7 +292,7 @@ impl ForwardModel for Mask {
         self.noise_std
     }
     #[cfg(feature = "tch")]
-    fn tensor_op(&self) -> Option<&dyn crate::ops_tch::TensorOp> {
+    fn tensor_op(&self) -> Option<&dyn TensorOp> {
         Some(self)
     }
     fn is_selection(&self) -> bool {
@@ -321,7 +378,7 @@ impl ForwardModel for Downsample {
         self.noise_std
     }
     #[cfg(feature = "tch")]
-    fn tensor_op(&self) -> Option<&dyn crate::ops_tch::TensorOp> {
+    fn tensor_op(&self) -> Option<&dyn TensorOp> {
         Some(self)
     }
     fn describe(&self) -> String {
@@ -361,7 +418,7 @@ pub struct Blur {
     noise_std: f64,
     pub(crate) boundary: Boundary,
     #[cfg(feature = "tch")]
-    pub(crate) on_device: crate::ops_tch::DeviceCopy,
+    pub(crate) on_device: DeviceCopy,
 }
 
 impl Blur {
@@ -478,9 +535,8 @@ impl ForwardModel for Blur {
         self.noise_std
     }
     #[cfg(feature = "tch")]
-    fn tensor_op(&self) -> Option<&dyn crate::ops_tch::TensorOp> {
-        self.has_tensor_form()
-            .then_some(self as &dyn crate::ops_tch::TensorOp)
+    fn tensor_op(&self) -> Option<&dyn TensorOp> {
+        self.has_tensor_form().then_some(self as &dyn TensorOp)
     }
     fn circulant(&self) -> Option<Circulant<'_>> {
         (self.boundary == Boundary::Periodic).then_some(Circulant {

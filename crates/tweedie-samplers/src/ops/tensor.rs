@@ -4,64 +4,10 @@
 //! product for matrices. Constants (indices, kernels, matrices) are copied to a device once and
 //! kept. Each equals its host form to f64 rounding (tested in `tests/tch_agreement.rs`).
 
-use std::sync::Mutex;
+use tch::{Kind, Tensor};
 
-use tch::{Device, Kind, Tensor};
-
-use crate::error::{Result, SamplerError};
-use crate::ops::{Blur, Boundary, Downsample, Mask, MatrixOp};
-
-fn tch_err(e: tch::TchError) -> SamplerError {
-    SamplerError::Numerical(format!("libtorch: {e}"))
-}
-
-/// A linear operator on f64 row tensors [B, n] → [B, m] and its adjoint, on their device.
-pub trait TensorOp: Send + Sync {
-    /// A·x for every row of `x` [B, n].
-    fn apply_tensor(&self, x: &Tensor) -> Result<Tensor>;
-    /// Aᵀ·y for every row of `y` [B, m].
-    fn adjoint_tensor(&self, y: &Tensor) -> Result<Tensor>;
-}
-
-/// One device copy of a host constant, made on first use on that device and kind.
-#[derive(Default)]
-pub struct DeviceCopy(Mutex<Option<Tensor>>);
-
-impl std::fmt::Debug for DeviceCopy {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("DeviceCopy")
-    }
-}
-
-impl Clone for DeviceCopy {
-    /// A clone makes its own copy when first used.
-    fn clone(&self) -> Self {
-        DeviceCopy::default()
-    }
-}
-
-impl DeviceCopy {
-    /// The constant on `device` as `kind`, from `make` (a CPU tensor) the first time.
-    fn get(
-        &self,
-        device: Device,
-        kind: Kind,
-        make: impl FnOnce() -> Result<Tensor>,
-    ) -> Result<Tensor> {
-        let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(t) = slot.as_ref() {
-            if t.device() == device && t.kind() == kind {
-                return Ok(t.shallow_clone());
-            }
-        }
-        let t = make()?
-            .f_to_kind(kind)
-            .and_then(|t| t.f_to_device(device))
-            .map_err(tch_err)?;
-        *slot = Some(t.shallow_clone());
-        Ok(t)
-    }
-}
+use super::{Blur, Boundary, Downsample, Mask, MatrixOp, TensorOp};
+use crate::error::{tch_err, Result, SamplerError};
 
 /// Checks a row tensor's width.
 fn check_width(t: &Tensor, n: usize, what: &str) -> Result<i64> {
