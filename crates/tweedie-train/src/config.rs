@@ -17,7 +17,8 @@ use crate::error::{at_least_one, positive, section_value, Result, TrainError};
 use crate::formulation::{DiffusionConfig, Formulation};
 use crate::optim::AdamConfig;
 
-mod d {
+/// Defaults of the train config (the classifier's `[training]` shares its optimiser's).
+pub(crate) mod d {
     pub fn steps_sampling() -> usize {
         18
     }

@@ -16,39 +16,11 @@ use crate::error::{at_least_one, positive, section_value, Result, TrainError};
 use crate::formulation::{DiffusionConfig, Formulation};
 
 mod d {
-    pub fn batch_size() -> usize {
-        128
-    }
-    pub fn lr() -> f64 {
-        1e-3
-    }
-    pub fn warmup() -> u64 {
-        100
-    }
-    pub fn grad_clip() -> Option<f64> {
-        Some(1.0)
-    }
-    pub fn beta1() -> f64 {
-        0.9
-    }
-    pub fn beta2() -> f64 {
-        0.999
-    }
-    pub fn adam_eps() -> f64 {
-        1e-8
-    }
-    pub fn steps() -> u64 {
-        2000
-    }
-    pub fn ckpt_every() -> u64 {
-        500
-    }
-    pub fn log_every() -> u64 {
-        25
-    }
-    pub fn device() -> String {
-        "auto".into()
-    }
+    /// Batch, Adam, intervals and device as the denoiser's trainer has them.
+    pub use crate::config::d::{
+        adam_eps, batch_size, beta1, beta2, ckpt_every, device, grad_clip, log_every, lr,
+        train_steps as steps, warmup,
+    };
     pub fn eval_sigmas() -> Vec<f64> {
         vec![0.1, 0.5, 1.0, 2.0, 5.0]
     }
