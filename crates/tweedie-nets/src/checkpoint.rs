@@ -276,6 +276,19 @@ fn stored_values(st: &SafeTensors<'_>) -> u128 {
         .sum()
 }
 
+/// Takes the format version out of a checkpoint's metadata (a denoiser's or a classifier's):
+/// the reason to refuse the file unless it is this build's.
+pub(crate) fn take_format_version(
+    meta: &mut HashMap<String, String>,
+) -> std::result::Result<(), String> {
+    match meta.remove(META_FORMAT).as_deref() {
+        Some(FORMAT_VERSION) => Ok(()),
+        other => Err(format!(
+            "format version {other:?}, this build reads {FORMAT_VERSION}"
+        )),
+    }
+}
+
 fn config_from_meta(
     path: &Path,
     mut meta: HashMap<String, String>,
@@ -290,14 +303,7 @@ fn config_from_meta(
             "no `{META_MODEL}` entry (not a tweedie checkpoint?)"
         ))
     })?;
-    match meta.remove(META_FORMAT).as_deref() {
-        Some(FORMAT_VERSION) => {}
-        other => {
-            return Err(bad(format!(
-                "format version {other:?}, this build reads {FORMAT_VERSION}"
-            )))
-        }
-    }
+    take_format_version(&mut meta).map_err(bad)?;
     let config: ModelConfig =
         serde_json::from_str(&json).map_err(|e| bad(format!("model config: {e}")))?;
     // Untrusted sizes first: validate() and the builder assume them bounded.

@@ -309,14 +309,7 @@ pub fn load_classifier(path: &Path, device: Device) -> Result<LoadedClassifier> 
             format!("no `{META_CLASSIFIER}` entry (not a tweedie classifier checkpoint)")
         }));
     };
-    match meta.remove(META_FORMAT).as_deref() {
-        Some(FORMAT_VERSION) => {}
-        other => {
-            return Err(bad(format!(
-                "format version {other:?}, this build reads {FORMAT_VERSION}"
-            )))
-        }
-    }
+    checkpoint::take_format_version(&mut meta).map_err(bad)?;
     let config: ClassifierConfig =
         serde_json::from_str(&json).map_err(|e| bad(format!("classifier config: {e}")))?;
     config.validate().map_err(|e| bad(e.to_string()))?;
