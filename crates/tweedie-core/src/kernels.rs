@@ -65,6 +65,166 @@ macro_rules! kernels {
     };
 }
 
+/// An element type of a state buffer: values are combined in f64 and rounded to the type.
+pub trait Elem: Copy + Send + Sync {
+    fn to_f64(self) -> f64;
+    fn from_f64(v: f64) -> Self;
+}
+
+impl Elem for f64 {
+    #[inline(always)]
+    fn to_f64(self) -> f64 {
+        self
+    }
+    #[inline(always)]
+    fn from_f64(v: f64) -> Self {
+        v
+    }
+}
+
+impl Elem for f32 {
+    #[inline(always)]
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+    #[inline(always)]
+    fn from_f64(v: f64) -> Self {
+        v as f32
+    }
+}
+
+/// One element of a combination: `start` (a·x or c₀·y₀, exact in f64 registers) plus the
+/// terms in order, rounded to the element type after each term, so that the result is bit for
+/// bit that of the same terms applied by one `axpby` pass each.
+#[inline(always)]
+pub fn combine_element<T: Elem, const N: usize>(
+    start: f64,
+    cs: &[f64; N],
+    ys: &[&[T]; N],
+    i: usize,
+) -> T {
+    if N == 0 {
+        return T::from_f64(start);
+    }
+    let mut t = start;
+    for j in 0..N {
+        t = T::from_f64(t + cs[j] * ys[j][i].to_f64()).to_f64();
+    }
+    T::from_f64(t)
+}
+
+/// x ← a·x + Σⱼ cⱼ·yⱼ for N terms, split across rayon threads for large buffers.
+#[inline(always)]
+fn combine_assign_n<T: Elem, const N: usize>(a: f64, x: &mut [T], cs: [f64; N], ys: [&[T]; N]) {
+    let n = x.len();
+    for y in &ys {
+        assert_eq!(y.len(), n, "combine: lengths differ");
+    }
+    let f = |x: &mut [T], off: usize| {
+        let ys: [&[T]; N] = std::array::from_fn(|j| &ys[j][off..off + x.len()]);
+        for (i, x) in x.iter_mut().enumerate() {
+            *x = combine_element(a * x.to_f64(), &cs, &ys, i);
+        }
+    };
+    if n <= PAR_CHUNK {
+        return f(x, 0);
+    }
+    x.par_chunks_mut(PAR_CHUNK)
+        .enumerate()
+        .for_each(|(k, x)| f(x, k * PAR_CHUNK));
+}
+
+/// out ← c₀·y₀ + Σ_{j≥1} cⱼ·yⱼ for 1 + N terms.
+#[inline(always)]
+fn combine_into_n<T: Elem, const N: usize>(
+    out: &mut [T],
+    c0: f64,
+    y0: &[T],
+    cs: [f64; N],
+    ys: [&[T]; N],
+) {
+    let n = out.len();
+    assert_eq!(y0.len(), n, "combine: lengths differ");
+    for y in &ys {
+        assert_eq!(y.len(), n, "combine: lengths differ");
+    }
+    let f = |out: &mut [T], off: usize| {
+        let y0 = &y0[off..off + out.len()];
+        let ys: [&[T]; N] = std::array::from_fn(|j| &ys[j][off..off + out.len()]);
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = combine_element(c0 * y0[i].to_f64(), &cs, &ys, i);
+        }
+    };
+    if n <= PAR_CHUNK {
+        return f(out, 0);
+    }
+    out.par_chunks_mut(PAR_CHUNK)
+        .enumerate()
+        .for_each(|(k, o)| f(o, k * PAR_CHUNK));
+}
+
+/// Terms per fused pass: longer combinations take several passes (same values).
+const MAX_FUSED: usize = 4;
+
+/// x ← a·x + Σⱼ cⱼ·yⱼ in one pass (up to four terms per pass), each element combined in f64
+/// and rounded to T after every term: the values of `axpby_assign(a, x, c₀, y₀)` followed by
+/// `axpby_assign(1, x, cⱼ, yⱼ)`, without their separate passes over x.
+#[inline(always)]
+fn combine_assign<T: Elem>(a: f64, x: &mut [T], terms: &[(f64, &[T])]) {
+    let (head, rest) = terms.split_at(terms.len().min(MAX_FUSED));
+    let c = |k: usize| head[k].0;
+    let y = |k: usize| head[k].1;
+    match head.len() {
+        0 => combine_assign_n::<T, 0>(a, x, [], []),
+        1 => combine_assign_n(a, x, [c(0)], [y(0)]),
+        2 => combine_assign_n(a, x, [c(0), c(1)], [y(0), y(1)]),
+        3 => combine_assign_n(a, x, [c(0), c(1), c(2)], [y(0), y(1), y(2)]),
+        _ => combine_assign_n(a, x, [c(0), c(1), c(2), c(3)], [y(0), y(1), y(2), y(3)]),
+    }
+    if !rest.is_empty() {
+        combine_assign(1.0, x, rest);
+    }
+}
+
+/// out ← Σⱼ cⱼ·yⱼ (at least one term) in one pass (up to four terms), the values of
+/// `axpby(c₀, y₀, c₁, y₁)` followed by `axpby_assign(1, out, cⱼ, yⱼ)` (one term: c₀·y₀).
+#[inline(always)]
+fn combine_into<T: Elem>(out: &mut [T], terms: &[(f64, &[T])]) {
+    let Some(((c0, y0), more)) = terms.split_first() else {
+        panic!("combine_into: no terms");
+    };
+    let (head, rest) = more.split_at(more.len().min(MAX_FUSED - 1));
+    let c = |k: usize| head[k].0;
+    let y = |k: usize| head[k].1;
+    match head.len() {
+        0 => combine_into_n::<T, 0>(out, *c0, y0, [], []),
+        1 => combine_into_n(out, *c0, y0, [c(0)], [y(0)]),
+        2 => combine_into_n(out, *c0, y0, [c(0), c(1)], [y(0), y(1)]),
+        _ => combine_into_n(out, *c0, y0, [c(0), c(1), c(2)], [y(0), y(1), y(2)]),
+    }
+    if !rest.is_empty() {
+        combine_assign(1.0, out, rest);
+    }
+}
+
+macro_rules! combine_kernels {
+    ($t:ty, $assign:ident, $into:ident) => {
+        /// x ← a·x + Σⱼ cⱼ·yⱼ in one pass (see [`combine_element`] for the rounding).
+        #[inline(never)]
+        pub fn $assign(a: f64, x: &mut [$t], terms: &[(f64, &[$t])]) {
+            combine_assign(a, x, terms)
+        }
+        /// out ← Σⱼ cⱼ·yⱼ (at least one term) in one pass, nothing allocated.
+        #[inline(never)]
+        pub fn $into(out: &mut [$t], terms: &[(f64, &[$t])]) {
+            combine_into(out, terms)
+        }
+    };
+}
+
+combine_kernels!(f64, combine_assign_f64, combine_into_f64);
+combine_kernels!(f32, combine_assign_f32, combine_into_f32);
+
 kernels!(
     f64,
     u64,
@@ -105,6 +265,47 @@ mod tests {
                 .collect();
             assert_eq!(axpby_f32(0.3, &xf, -1.7, &yf), wf);
             assert!(all_finite_f64(&x) && all_finite_f32(&xf));
+            // Fused combinations: the values of one axpby pass per term, in both types.
+            let w: Vec<f64> = (0..n).map(|i| (i % 7) as f64 * 0.3 + 0.1).collect();
+            let v: Vec<f64> = (0..n).map(|i| (i % 5) as f64 - 2.2).collect();
+            let mut seq = x.clone();
+            axpby_assign_f64(0.7, &mut seq, 0.3, &y);
+            axpby_assign_f64(1.0, &mut seq, -1.1, &w);
+            axpby_assign_f64(1.0, &mut seq, 2.5, &v);
+            axpby_assign_f64(1.0, &mut seq, 0.01, &y);
+            axpby_assign_f64(1.0, &mut seq, -0.2, &w);
+            let mut fused = x.clone();
+            combine_assign_f64(
+                0.7,
+                &mut fused,
+                &[(0.3, &y), (-1.1, &w), (2.5, &v), (0.01, &y), (-0.2, &w)],
+            );
+            assert_eq!(fused, seq);
+            let mut into = vec![9.0; n];
+            combine_into_f64(
+                &mut into,
+                &[
+                    (0.7, &x),
+                    (0.3, &y),
+                    (-1.1, &w),
+                    (2.5, &v),
+                    (0.01, &y),
+                    (-0.2, &w),
+                ],
+            );
+            assert_eq!(into, seq);
+            combine_into_f64(&mut into, &[(0.7, &x)]);
+            assert_eq!(into, x.iter().map(|x| 0.7 * x).collect::<Vec<_>>());
+            let wf: Vec<f32> = w.iter().map(|v| *v as f32).collect();
+            let mut seqf = xf.clone();
+            axpby_assign_f32(0.7, &mut seqf, 0.3, &yf);
+            axpby_assign_f32(1.0, &mut seqf, -1.1, &wf);
+            let mut fusedf = xf.clone();
+            combine_assign_f32(0.7, &mut fusedf, &[(0.3, &yf), (-1.1, &wf)]);
+            assert_eq!(fusedf, seqf);
+            let mut intof = vec![0.0f32; n];
+            combine_into_f32(&mut intof, &[(0.7, &xf), (0.3, &yf), (-1.1, &wf)]);
+            assert_eq!(intof, seqf);
             if n > 0 {
                 let mut bad = x.clone();
                 bad[n - 1] = f64::NAN;

@@ -123,7 +123,7 @@ pub fn fill_uniforms(seed: u64, index: u64, stream: u64, out: &mut [f64]) {
 /// `first_index + i`, so it equals `normal_vec(seed, first_index + i, stream, len)` whatever
 /// the batch split. Nothing is allocated; large batches are split across rayon threads.
 pub fn normal_rows_into(seed: u64, first_index: u64, stream: u64, len: usize, out: &mut [f64]) {
-    normal::rows(seed, first_index, stream, len, out, |x, z| *x = z);
+    normal::rows(seed, first_index, stream, len, out, |x, _, z| *x = z);
 }
 
 /// out ← out + c·ε in place, ε the rows of [`normal_rows_into`] (the stochastic samplers'
@@ -136,7 +136,7 @@ pub fn add_normal_rows(
     len: usize,
     out: &mut [f64],
 ) {
-    normal::rows(seed, first_index, stream, len, out, |x, z| *x += c * z);
+    normal::rows(seed, first_index, stream, len, out, |x, _, z| *x += c * z);
 }
 
 /// [`add_normal_rows`] for an f32 buffer: each element is combined in f64 and rounded once.
@@ -148,8 +148,58 @@ pub fn add_normal_rows_f32(
     len: usize,
     out: &mut [f32],
 ) {
-    normal::rows(seed, first_index, stream, len, out, |x, z| {
+    normal::rows(seed, first_index, stream, len, out, |x, _, z| {
         *x = (*x as f64 + c * z) as f32
+    });
+}
+
+/// x ← a·x + Σⱼ cⱼ·yⱼ + c·ε in one pass over x (ε the rows of [`normal_rows_into`]): a
+/// stochastic sampler's whole update with its noise. The values are those of
+/// `kernels::combine_assign_f64(a, x, terms)` followed by [`add_normal_rows`].
+pub fn combine_add_normal_rows(
+    seed: u64,
+    first_index: u64,
+    stream: u64,
+    len: usize,
+    update: (f64, &[(f64, &[f64])], f64),
+    x: &mut [f64],
+) {
+    combine_add_normals(seed, first_index, stream, len, update, x)
+}
+
+/// [`combine_add_normal_rows`] for an f32 buffer (rounded to f32 after every term, as there).
+pub fn combine_add_normal_rows_f32(
+    seed: u64,
+    first_index: u64,
+    stream: u64,
+    len: usize,
+    update: (f64, &[(f64, &[f32])], f64),
+    x: &mut [f32],
+) {
+    combine_add_normals(seed, first_index, stream, len, update, x)
+}
+
+#[inline(always)]
+fn combine_add_normals<T: crate::kernels::Elem>(
+    seed: u64,
+    first_index: u64,
+    stream: u64,
+    len: usize,
+    (a, terms, c): (f64, &[(f64, &[T])], f64),
+    x: &mut [T],
+) {
+    for (_, y) in terms {
+        assert_eq!(y.len(), x.len(), "combine_add_normal_rows: lengths differ");
+    }
+    normal::rows(seed, first_index, stream, len, x, |x, k, z| {
+        let mut t = a * x.to_f64();
+        if terms.is_empty() {
+            t = T::from_f64(t).to_f64();
+        }
+        for (cj, yj) in terms {
+            t = T::from_f64(t + cj * yj[k].to_f64()).to_f64();
+        }
+        *x = T::from_f64(t + c * z);
     });
 }
 
@@ -312,15 +362,24 @@ mod normal {
         z
     }
 
-    /// put(out[j], z_j) for the normals j = 0 .. out.len() of sample `index`.
+    /// put(out[j], at + j, z_j) for the normals j = 0 .. out.len() of sample `index` (`at`:
+    /// the row's offset in the caller's buffer, so updates can read other buffers alongside).
     #[inline(always)]
-    fn row<T>(key: [u32; 2], index: u64, out: &mut [T], put: &impl Fn(&mut T, f64)) {
+    fn row<T>(
+        key: [u32; 2],
+        index: u64,
+        out: &mut [T],
+        at: usize,
+        put: &impl Fn(&mut T, usize, f64),
+    ) {
         let mut chunks = out.chunks_exact_mut(2 * LANES);
         let mut block = 0u64;
+        let mut k = at;
         for chunk in &mut chunks {
             let z = normal_lanes(key, index, block);
             for (x, z) in chunk.iter_mut().zip(z) {
-                put(x, z);
+                put(x, k, z);
+                k += 1;
             }
             block += LANES as u64;
         }
@@ -328,7 +387,8 @@ mod normal {
         if !rest.is_empty() {
             let z = normal_lanes(key, index, block);
             for (x, z) in rest.iter_mut().zip(z) {
-                put(x, z);
+                put(x, k, z);
+                k += 1;
             }
         }
     }
@@ -339,10 +399,11 @@ mod normal {
         first: u64,
         len: usize,
         out: &mut [T],
-        put: &impl Fn(&mut T, f64),
+        at: usize,
+        put: &impl Fn(&mut T, usize, f64),
     ) {
         for (i, r) in out.chunks_mut(len).enumerate() {
-            row(key, first + i as u64, r, put);
+            row(key, first + i as u64, r, at + i * len, put);
         }
     }
 
@@ -354,9 +415,10 @@ mod normal {
         first: u64,
         len: usize,
         out: &mut [T],
-        put: &impl Fn(&mut T, f64),
+        at: usize,
+        put: &impl Fn(&mut T, usize, f64),
     ) {
-        rows_portable(key, first, len, out, put)
+        rows_portable(key, first, len, out, at, put)
     }
 
     pub(super) fn rows_here<T>(
@@ -364,25 +426,26 @@ mod normal {
         first: u64,
         len: usize,
         out: &mut [T],
-        put: &impl Fn(&mut T, f64),
+        at: usize,
+        put: &impl Fn(&mut T, usize, f64),
     ) {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU has AVX2 (checked just above).
-            return unsafe { rows_avx2(key, first, len, out, put) };
+            return unsafe { rows_avx2(key, first, len, out, at, put) };
         }
-        rows_portable(key, first, len, out, put)
+        rows_portable(key, first, len, out, at, put)
     }
 
-    /// put(out[i·len + j], z_ij) for rows i of samples `first_index + i`; whole rows per rayon
-    /// task once the batch is large enough to pay for the threads.
+    /// put(out[k], k, z_ij), k = i·len + j, for rows i of samples `first_index + i`; whole rows
+    /// per rayon task once the batch is large enough to pay for the threads.
     pub(super) fn rows<T: Send>(
         seed: u64,
         first_index: u64,
         stream: u64,
         len: usize,
         out: &mut [T],
-        put: impl Fn(&mut T, f64) + Sync,
+        put: impl Fn(&mut T, usize, f64) + Sync,
     ) {
         if len == 0 || out.is_empty() {
             return;
@@ -390,12 +453,13 @@ mod normal {
         let key = philox_key(seed, stream);
         let per_task = (PAR_CHUNK / len).max(1);
         if out.len() <= PAR_CHUNK || rayon::current_num_threads() == 1 {
-            return rows_here(key, first_index, len, out, &put);
+            return rows_here(key, first_index, len, out, 0, &put);
         }
         out.par_chunks_mut(per_task * len)
             .enumerate()
             .for_each(|(t, part)| {
-                rows_here(key, first_index + (t * per_task) as u64, len, part, &put)
+                let first = first_index + (t * per_task) as u64;
+                rows_here(key, first, len, part, t * per_task * len, &put)
             });
     }
 }
@@ -527,8 +591,8 @@ mod tests {
         let (len, rows) = (37, 1000);
         let mut a = vec![0.0; len * rows];
         let mut b = vec![0.0; len * rows];
-        normal::rows_portable(key, 11, len, &mut a, &|x: &mut f64, z| *x = z);
-        normal::rows_here(key, 11, len, &mut b, &|x: &mut f64, z| *x = z);
+        normal::rows_portable(key, 11, len, &mut a, 0, &|x: &mut f64, _, z| *x = z);
+        normal::rows_here(key, 11, len, &mut b, 0, &|x: &mut f64, _, z| *x = z);
         assert_eq!(a, b);
         let all = normal_rows(3, 11, rows, 5, len);
         assert_eq!(all.as_slice().unwrap(), &a[..]);
@@ -539,6 +603,42 @@ mod tests {
         let mut f = vec![1.5f32; len * rows];
         add_normal_rows_f32(3, 11, 5, -2.0, len, &mut f);
         assert!(f.iter().zip(&a).all(|(f, z)| *f == (1.5 - 2.0 * z) as f32));
+        // The fused update: one pass, the values of the combination and then the noise, with the
+        // other buffers read at the element's own position across the thread split.
+        let d: Vec<f64> = (0..len * rows)
+            .map(|k| (k % 11) as f64 * 0.5 - 2.0)
+            .collect();
+        let e: Vec<f64> = (0..len * rows).map(|k| (k % 3) as f64 + 0.25).collect();
+        let mut want = vec![1.5f64; len * rows];
+        crate::kernels::combine_assign_f64(0.9, &mut want, &[(0.1, &d), (-0.3, &e)]);
+        add_normal_rows(3, 11, 5, -2.0, len, &mut want);
+        let mut got = vec![1.5f64; len * rows];
+        combine_add_normal_rows(
+            3,
+            11,
+            5,
+            len,
+            (0.9, &[(0.1, &d), (-0.3, &e)], -2.0),
+            &mut got,
+        );
+        assert_eq!(got, want);
+        let (df, ef): (Vec<f32>, Vec<f32>) = (
+            d.iter().map(|v| *v as f32).collect(),
+            e.iter().map(|v| *v as f32).collect(),
+        );
+        let mut wantf = vec![1.5f32; len * rows];
+        crate::kernels::combine_assign_f32(0.9, &mut wantf, &[(0.1, &df), (-0.3, &ef)]);
+        add_normal_rows_f32(3, 11, 5, -2.0, len, &mut wantf);
+        let mut gotf = vec![1.5f32; len * rows];
+        combine_add_normal_rows_f32(
+            3,
+            11,
+            5,
+            len,
+            (0.9, &[(0.1, &df), (-0.3, &ef)], -2.0),
+            &mut gotf,
+        );
+        assert_eq!(gotf, wantf);
     }
 
     /// Row i is a function of (seed, stream, first_index + i) only, and of the prefix length never:

@@ -20,6 +20,57 @@ pub trait LinearSpace: Clone {
     fn lincomb_assign(&mut self, a: f64, other: &Self, b: f64) {
         *self = self.lincomb(a, other, b);
     }
+    /// self ← a·self + Σⱼ cⱼ·yⱼ: the values of `lincomb_assign(a, y₀, c₀)` followed by
+    /// `lincomb_assign(1, yⱼ, cⱼ)`, in one pass over self where the type allows.
+    fn combine_assign(&mut self, a: f64, terms: &[(f64, &Self)]) {
+        match terms.split_first() {
+            None => *self = self.scale(a),
+            Some(((c0, y0), rest)) => {
+                self.lincomb_assign(a, y0, *c0);
+                for (c, y) in rest {
+                    self.lincomb_assign(1.0, y, *c);
+                }
+            }
+        }
+    }
+    /// self ← Σⱼ cⱼ·yⱼ over at least one term (self only gives the storage): the values of
+    /// `y₀.lincomb(c₀, y₁, c₁)` (one term: `y₀.scale(c₀)`) followed by `lincomb_assign(1, yⱼ, cⱼ)`,
+    /// written into self's buffer without allocating where the type allows. No terms: unchanged.
+    fn assign_combination(&mut self, terms: &[(f64, &Self)]) {
+        let Some(((c0, y0), rest)) = terms.split_first() else {
+            return;
+        };
+        let rest = match rest.split_first() {
+            None => {
+                *self = y0.scale(*c0);
+                return;
+            }
+            Some(((c1, y1), rest)) => {
+                *self = y0.lincomb(*c0, y1, *c1);
+                rest
+            }
+        };
+        for (c, y) in rest {
+            self.lincomb_assign(1.0, y, *c);
+        }
+    }
+}
+
+/// The contiguous buffers of `terms` when they all have `shape` and standard layout: what the
+/// fused kernels take (else the trait's pass-per-term fallback runs).
+fn term_slices<'a, T, D: Dimension>(
+    shape: &[usize],
+    terms: &[(f64, &'a Array<T, D>)],
+) -> Option<Vec<(f64, &'a [T])>> {
+    terms
+        .iter()
+        .map(|(c, y)| {
+            (y.shape() == shape)
+                .then_some(())
+                .and(y.as_slice())
+                .map(|y| (*c, y))
+        })
+        .collect()
 }
 
 impl LinearSpace for f64 {
@@ -73,6 +124,38 @@ impl<D: Dimension> LinearSpace for Array<f64, D> {
             .and(other)
             .for_each(|x, &y| *x = a * *x + b * y);
     }
+    fn combine_assign(&mut self, a: f64, terms: &[(f64, &Self)]) {
+        if let Some(ys) = term_slices(self.shape(), terms) {
+            if let Some(x) = self.as_slice_mut() {
+                return kernels::combine_assign_f64(a, x, &ys);
+            }
+        }
+        let Some(((c0, y0), rest)) = terms.split_first() else {
+            return *self = self.scale(a);
+        };
+        self.lincomb_assign(a, y0, *c0);
+        for (c, y) in rest {
+            self.lincomb_assign(1.0, y, *c);
+        }
+    }
+    fn assign_combination(&mut self, terms: &[(f64, &Self)]) {
+        if let (false, Some(ys)) = (terms.is_empty(), term_slices(self.shape(), terms)) {
+            if let Some(out) = self.as_slice_mut() {
+                return kernels::combine_into_f64(out, &ys);
+            }
+        }
+        let Some(((c0, y0), rest)) = terms.split_first() else {
+            return;
+        };
+        let mut out = match rest.split_first() {
+            None => y0.scale(*c0),
+            Some(((c1, y1), _)) => y0.lincomb(*c0, y1, *c1),
+        };
+        for (c, y) in rest.iter().skip(1) {
+            out.lincomb_assign(1.0, y, *c);
+        }
+        *self = out;
+    }
 }
 
 /// f32 states: each element is combined in f64 and rounded once.
@@ -111,6 +194,38 @@ impl<D: Dimension> LinearSpace for Array<f32, D> {
         Zip::from(self)
             .and(other)
             .for_each(|x, &y| *x = (a * *x as f64 + b * y as f64) as f32);
+    }
+    fn combine_assign(&mut self, a: f64, terms: &[(f64, &Self)]) {
+        if let Some(ys) = term_slices(self.shape(), terms) {
+            if let Some(x) = self.as_slice_mut() {
+                return kernels::combine_assign_f32(a, x, &ys);
+            }
+        }
+        let Some(((c0, y0), rest)) = terms.split_first() else {
+            return *self = self.scale(a);
+        };
+        self.lincomb_assign(a, y0, *c0);
+        for (c, y) in rest {
+            self.lincomb_assign(1.0, y, *c);
+        }
+    }
+    fn assign_combination(&mut self, terms: &[(f64, &Self)]) {
+        if let (false, Some(ys)) = (terms.is_empty(), term_slices(self.shape(), terms)) {
+            if let Some(out) = self.as_slice_mut() {
+                return kernels::combine_into_f32(out, &ys);
+            }
+        }
+        let Some(((c0, y0), rest)) = terms.split_first() else {
+            return;
+        };
+        let mut out = match rest.split_first() {
+            None => y0.scale(*c0),
+            Some(((c1, y1), _)) => y0.lincomb(*c0, y1, *c1),
+        };
+        for (c, y) in rest.iter().skip(1) {
+            out.lincomb_assign(1.0, y, *c);
+        }
+        *self = out;
     }
 }
 
@@ -185,6 +300,33 @@ mod tests {
             arr1(&[(0.3_f64) as f32, (0.6_f64) as f32])
         );
         assert_eq!(LinearSpace::dot(&xf, &xf), 5.0);
+        // Fused combinations equal the pass-per-term sequence, for standard and transposed layouts.
+        let w = arr2(&[[0.25, -3.0], [1.0, 0.125]]);
+        let mut seq = x.clone();
+        seq.lincomb_assign(0.3, &y, -1.7);
+        seq.lincomb_assign(1.0, &w, 0.9);
+        for (a, b, c) in [
+            (x.clone(), y.clone(), w.clone()),
+            (x.t().to_owned(), y.t().to_owned(), w.t().to_owned()),
+        ] {
+            let mut z = a.clone();
+            z.combine_assign(0.3, &[(-1.7, &b), (0.9, &c)]);
+            let mut into = Array::zeros(a.raw_dim());
+            into.assign_combination(&[(0.3, &a), (-1.7, &b), (0.9, &c)]);
+            let want = if a == x {
+                seq.clone()
+            } else {
+                seq.t().to_owned()
+            };
+            assert_eq!(z, want);
+            assert_eq!(into, want);
+        }
+        let mut z = x.clone();
+        z.combine_assign(0.5, &[]);
+        assert_eq!(z, x.scale(0.5));
+        let mut into = arr2(&[[0.0]]);
+        into.assign_combination(&[(2.0, &x)]);
+        assert_eq!(into, x.scale(2.0));
         assert_eq!(3.0_f64.lincomb(2.0, &1.0, 4.0), 10.0);
     }
 

@@ -48,10 +48,19 @@ impl<S: State> Init<S> {
                 .ok_or_else(|| {
                     SamplerError::Unsupported("exact marginal sampling (Init::Exact)".into())
                 })??,
-            Init::Latents(x) => x.scale(1.0 / alpha0),
+            Init::Latents(x) => scaled(x, 1.0 / alpha0),
             Init::Edm(x) => x,
         })
     }
+}
+
+/// a·x in x's own buffer (`x.scale(a)`'s values), and x itself when a = 1: a run on a process
+/// with α = 1 (EDM, VE) copies its latents and samples nowhere.
+fn scaled<S: State>(mut x: S, a: f64) -> S {
+    if a != 1.0 {
+        x.combine_assign(a, &[]);
+    }
+    x
 }
 
 /// What a sampling run returns.
@@ -214,7 +223,7 @@ impl<'a, S: State> Sampler<'a, S> {
         };
         let rec = run.into_recorded();
         Ok(SampleOutput {
-            samples: x.scale(alpha_end),
+            samples: scaled(x, alpha_end),
             nfe: counted.nfe(),
             trajectory: rec.trajectory,
             sigmas: rec.sigmas,

@@ -47,6 +47,19 @@ pub trait State: LinearSpace + Send + std::fmt::Debug {
         self.lincomb_assign(1.0, &eps, c);
         Ok(())
     }
+    /// self ← a·self + Σⱼ cⱼ·yⱼ + c·ε, ε = `randn_like(seed, first_index, stream)`: a
+    /// stochastic step's update and noise, the values of `combine_assign` then `add_randn`, in one
+    /// pass over self where the type allows.
+    fn combine_add_randn(
+        &mut self,
+        (a, terms, c): (f64, &[(f64, &Self)], f64),
+        seed: u64,
+        first_index: u64,
+        stream: u64,
+    ) -> Result<()> {
+        self.combine_assign(a, terms);
+        self.add_randn(c, seed, first_index, stream)
+    }
     /// a·self + b·u + c·v.
     fn lincomb3(&self, a: f64, u: &Self, b: f64, v: &Self, c: f64) -> Self {
         self.lincomb(a, u, b).lincomb(1.0, v, c)
@@ -94,7 +107,7 @@ pub trait State: LinearSpace + Send + std::fmt::Debug {
 }
 
 macro_rules! impl_state_ndarray {
-    ($t:ty, $add_normals:path, $all_finite:path) => {
+    ($t:ty, $add_normals:path, $combine_add_normals:path, $all_finite:path) => {
         impl<D: Dimension> State for Array<$t, D> {
             type Rows = Array2<f64>;
             fn device_rows(&self) -> Array2<f64> {
@@ -151,6 +164,31 @@ macro_rules! impl_state_ndarray {
                 *self = self.with_rows(&rows)?;
                 Ok(())
             }
+            fn combine_add_randn(
+                &mut self,
+                (a, terms, c): (f64, &[(f64, &Self)], f64),
+                seed: u64,
+                first_index: u64,
+                stream: u64,
+            ) -> Result<()> {
+                let n = self.sample_len();
+                let shape = self.shape().to_vec();
+                let ys: Option<Vec<(f64, &[$t])>> = terms
+                    .iter()
+                    .map(|(c, y)| {
+                        (y.shape() == &shape[..])
+                            .then_some(())
+                            .and(y.as_slice())
+                            .map(|y| (*c, y))
+                    })
+                    .collect();
+                if let (Some(ys), Some(x)) = (ys, self.as_slice_mut()) {
+                    $combine_add_normals(seed, first_index, stream, n, (a, &ys, c), x);
+                    return Ok(());
+                }
+                self.combine_assign(a, terms);
+                self.add_randn(c, seed, first_index, stream)
+            }
             fn with_rows(&self, rows: &Array2<f64>) -> Result<Self> {
                 if rows.nrows() != self.batch() || rows.ncols() != self.sample_len() {
                     return Err(SamplerError::Shape(format!(
@@ -168,8 +206,18 @@ macro_rules! impl_state_ndarray {
     };
 }
 
-impl_state_ndarray!(f64, rng::add_normal_rows, kernels::all_finite_f64);
-impl_state_ndarray!(f32, rng::add_normal_rows_f32, kernels::all_finite_f32);
+impl_state_ndarray!(
+    f64,
+    rng::add_normal_rows,
+    rng::combine_add_normal_rows,
+    kernels::all_finite_f64
+);
+impl_state_ndarray!(
+    f32,
+    rng::add_normal_rows_f32,
+    rng::combine_add_normal_rows_f32,
+    kernels::all_finite_f32
+);
 
 #[cfg(test)]
 mod tests {
@@ -209,6 +257,24 @@ mod tests {
         t.add_randn(0.5, 7, 0, 3).unwrap();
         let et = x.clone().reversed_axes().randn_like(7, 0, 3).unwrap();
         assert_eq!(t, x.clone().reversed_axes().lincomb(1.0, &et, 0.5));
+        // The fused update with noise: the combination, then the noise, bit for bit.
+        let d = x.mapv(|v| 0.5 - v);
+        let mut want = x.clone();
+        want.combine_assign(0.8, &[(0.2, &d), (-0.1, &x)]);
+        want.add_randn(0.5, 7, 0, 3).unwrap();
+        let mut got = x.clone();
+        got.combine_add_randn((0.8, &[(0.2, &d), (-0.1, &x)], 0.5), 7, 0, 3)
+            .unwrap();
+        assert_eq!(got, want);
+        let mut got_t = x.clone().reversed_axes();
+        let (dt, xt) = (d.clone().reversed_axes(), x.clone().reversed_axes());
+        got_t
+            .combine_add_randn((0.8, &[(0.2, &dt), (-0.1, &xt)], 0.5), 7, 0, 3)
+            .unwrap();
+        let mut want_t = x.clone().reversed_axes();
+        want_t.combine_assign(0.8, &[(0.2, &dt), (-0.1, &xt)]);
+        want_t.add_randn(0.5, 7, 0, 3).unwrap();
+        assert_eq!(got_t, want_t);
     }
 
     #[test]

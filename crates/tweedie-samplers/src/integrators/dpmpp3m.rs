@@ -1,9 +1,8 @@
 //! DPM-Solver++(3M) and its SDE form (Lu et al. 2022b; the SDE variant as k-diffusion's
 //! `dpmpp_3m_sde`): third-order multistep exponential integrators in λ = −ln σ̃.
 
-use std::collections::VecDeque;
-
 use crate::error::Result;
+use crate::integrators::history::History;
 use crate::integrators::weights::{dpm_solver_damping, exp_lagrange_weights};
 use crate::integrators::Run;
 use crate::state::State;
@@ -17,36 +16,37 @@ impl<S: State> Run<'_, '_, S> {
     /// `damped` (η = 0 only) adds `dpm_solver_damping` on three-point steps: the update of
     /// DPM-Solver's reference code, second order (`SamplerKind::DpmSolverPp3mDamped`).
     pub(super) fn dpmpp_3m(&mut self, x: S, eta: f64, damped: bool) -> Result<S> {
-        let mut hist: VecDeque<(f64, S)> = VecDeque::with_capacity(4);
+        // Copies of the last three D in buffers reused across steps.
+        let mut hist = History::new(3);
         self.steps(x, |run, i, s, s1, x, den| {
             let h = (s / s1).ln();
             let k = 1.0 + eta;
-            hist.push_front((s, den.clone()));
-            hist.truncate(3);
+            hist.push(s, &[(1.0, den)]);
             let nodes: Vec<f64> = hist.iter().map(|(sj, _)| k * (s1 / sj).ln()).collect();
             let mut c = exp_lagrange_weights(&nodes, k * h);
-            if damped && hist.len() == 3 {
-                let h0 = (hist[1].0 / s).ln();
-                let h1 = (hist[2].0 / hist[1].0).ln();
+            if let (true, Some((s_1, _)), Some((s_2, _))) = (damped, hist.get(1), hist.get(2)) {
+                let h0 = (s_1 / s).ln();
+                let h1 = (s_2 / s_1).ln();
                 for (cj, dj) in c.iter_mut().zip(dpm_solver_damping(h, h0, h1)) {
                     *cj += dj;
                 }
             }
+            // x̃ scaled by e^{−(1+η)h} and the terms added in one pass, in place (with the noise).
+            let terms: Vec<(f64, &S)> = hist.iter().zip(c).map(|((_, dj), cj)| (cj, dj)).collect();
             let mut xn = x;
-            let mut first = true;
-            for ((_, dj), cj) in hist.iter().zip(c) {
-                // The first term also scales x̃ by e^{−(1+η)h}, in place.
-                let a = if first { (-k * h).exp() } else { 1.0 };
-                first = false;
-                xn.lincomb_assign(a, dj, cj);
-            }
             if eta > 0.0 {
-                xn.add_randn(
-                    s1 * (-(-2.0 * eta * h).exp_m1()).sqrt(),
+                xn.combine_add_randn(
+                    (
+                        (-k * h).exp(),
+                        &terms,
+                        s1 * (-(-2.0 * eta * h).exp_m1()).sqrt(),
+                    ),
                     run.seed,
                     run.first_index,
                     stream(i, 0),
                 )?;
+            } else {
+                xn.combine_assign((-k * h).exp(), &terms);
             }
             Ok(xn)
         })

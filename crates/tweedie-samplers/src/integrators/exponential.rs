@@ -3,12 +3,15 @@
 //! 2M's extrapolation from the previous step) over the step.
 
 use crate::error::Result;
+use crate::integrators::history::History;
 use crate::integrators::Run;
 use crate::state::State;
 use crate::step::stream;
 
 impl<S: State> Run<'_, '_, S> {
     pub(super) fn dpmpp_2s(&mut self, mut x: S) -> Result<S> {
+        // The midpoint state's buffer, allocated once per run.
+        let mut u: Option<S> = None;
         for i in 0..self.n() {
             let (xc, s) = self.churn(x, i, self.s[i])?;
             x = xc;
@@ -19,8 +22,9 @@ impl<S: State> Run<'_, '_, S> {
             } else {
                 let h = (s / s1).ln();
                 let sm = (s * s1).sqrt();
-                let u = x.lincomb(sm / s, &den, -(-0.5 * h).exp_m1());
-                let den2 = self.den(&u, sm)?;
+                let u = u.get_or_insert_with(|| x.zeros_like());
+                u.assign_combination(&[(sm / s, &x), (-(-0.5 * h).exp_m1(), &den)]);
+                let den2 = self.den(u, sm)?;
                 x.lincomb_assign(s1 / s, &den2, -(-h).exp_m1());
                 (x, den2)
             };
@@ -30,49 +34,46 @@ impl<S: State> Run<'_, '_, S> {
     }
 
     pub(super) fn dpmpp_2m(&mut self, x: S) -> Result<S> {
-        let mut prev: Option<(S, f64)> = None;
-        self.steps(x, |_, _, s, s1, x, den| {
-            let h = (s / s1).ln();
-            let c = -(-h).exp_m1();
-            // x̃′ = (σ̃′/σ̃)x̃ + c·D_d, D_d = (1 + 1/2r)D − (1/2r)D_{i−1}, formed in place.
-            let mut xn = x;
-            match &prev {
-                Some((old, h_last)) => {
-                    let r = h_last / h;
-                    xn.lincomb_assign(s1 / s, den, c * (1.0 + 0.5 / r));
-                    xn.lincomb_assign(1.0, old, -c * 0.5 / r);
-                }
-                None => xn.lincomb_assign(s1 / s, den, c),
-            }
-            prev = Some((den.clone(), h));
-            Ok(xn)
-        })
+        self.dpmpp_2m_any(x, 0.0)
     }
 
     pub(super) fn dpmpp_2m_sde(&mut self, x: S, eta: f64) -> Result<S> {
-        let mut prev: Option<(S, f64)> = None;
+        self.dpmpp_2m_any(x, eta)
+    }
+
+    /// x̃′ = (σ̃′/σ̃)e^{−ηh}x̃ + c·D_d (+ σ̃′√(1 − e^{−2ηh})·ε when η > 0), c = 1 − e^{−(1+η)h},
+    /// D_d = (1 + 1/2r)D − (1/2r)D_{i−1}, r = h_{i−1}/h (D on the first step); η = 0 is 2M.
+    fn dpmpp_2m_any(&mut self, x: S, eta: f64) -> Result<S> {
+        // D_{i−1} (a copy in a buffer reused across steps) and h_{i−1}.
+        let mut prev = History::new(1);
         self.steps(x, |run, i, s, s1, x, den| {
             let h = (s / s1).ln();
             let eh = eta * h;
             let c = -(-h - eh).exp_m1();
             let mut xn = x;
-            match &prev {
-                Some((old, h_last)) => {
+            let a = if eta == 0.0 {
+                s1 / s
+            } else {
+                s1 / s * (-eh).exp()
+            };
+            let terms: Vec<(f64, &S)> = match prev.get(0) {
+                Some((h_last, old)) => {
                     let r = h_last / h;
-                    xn.lincomb_assign(s1 / s * (-eh).exp(), den, c * (1.0 + 0.5 / r));
-                    xn.lincomb_assign(1.0, old, -0.5 * c / r);
+                    vec![(c * (1.0 + 0.5 / r), den), (-0.5 * c / r, old)]
                 }
-                None => xn.lincomb_assign(s1 / s * (-eh).exp(), den, c),
-            }
+                None => vec![(c, den)],
+            };
             if eta > 0.0 {
-                xn.add_randn(
-                    s1 * (-(-2.0 * eh).exp_m1()).sqrt(),
+                xn.combine_add_randn(
+                    (a, &terms, s1 * (-(-2.0 * eh).exp_m1()).sqrt()),
                     run.seed,
                     run.first_index,
                     stream(i, 0),
                 )?;
+            } else {
+                xn.combine_assign(a, &terms);
             }
-            prev = Some((den.clone(), h));
+            prev.push(h, &[(1.0, den)]);
             Ok(xn)
         })
     }

@@ -1,9 +1,8 @@
 //! DEIS in log σ̃ (Zhang & Chen 2023; diffusers' `DEISMultistepScheduler` with
 //! `deis_type = "logrho"`): Adams–Bashforth on dx̃/dσ̃ = ε with ε interpolated in log σ̃.
 
-use std::collections::VecDeque;
-
 use crate::error::Result;
+use crate::integrators::history::History;
 use crate::integrators::weights::exp_lagrange_weights;
 use crate::integrators::Run;
 use crate::state::State;
@@ -14,12 +13,11 @@ impl<S: State> Run<'_, '_, S> {
     /// on the nodes v_j = ln(σ̃_j/σ̃), h = ln(σ̃/σ̃′). The step to σ̃′ = 0 has h = ∞ and is a step
     /// like the others (the integral converges), not D: hence its own loop, not `Run::steps`.
     pub(super) fn deis_logrho(&mut self, mut x: S, order: usize) -> Result<S> {
-        let mut hist: VecDeque<(f64, S)> = VecDeque::with_capacity(order + 1);
+        let mut hist = History::new(order);
         for i in 0..self.n() {
             let (s, s1) = (self.s[i], self.s[i + 1]);
             let den = self.den(&x, s)?;
-            hist.push_front((s, x.lincomb(1.0 / s, &den, -1.0 / s)));
-            hist.truncate(order);
+            hist.push(s, &[(1.0 / s, &x), (-1.0 / s, &den)]);
             let nodes: Vec<f64> = hist.iter().map(|(sj, _)| (sj / s).ln()).collect();
             let h = if s1 == 0.0 {
                 f64::INFINITY
@@ -27,10 +25,13 @@ impl<S: State> Run<'_, '_, S> {
                 (s / s1).ln()
             };
             let c = exp_lagrange_weights(&nodes, h);
+            let terms: Vec<(f64, &S)> = hist
+                .iter()
+                .zip(c)
+                .map(|((_, ej), cj)| (-s * cj, ej))
+                .collect();
             let mut xn = x;
-            for ((_, ej), cj) in hist.iter().zip(c) {
-                xn.lincomb_assign(1.0, ej, -s * cj);
-            }
+            xn.combine_assign(1.0, &terms);
             x = self.end_step(i, xn, &den)?;
         }
         Ok(x)

@@ -21,6 +21,7 @@ pub mod adaptive;
 pub mod churn;
 pub mod dpmpp3m;
 pub mod exponential;
+pub mod history;
 pub mod lms;
 pub mod logrho;
 pub mod multistep;

@@ -6,12 +6,6 @@ use crate::integrators::Run;
 use crate::state::State;
 
 impl<S: State> Run<'_, '_, S> {
-    /// x̃ + (σ′ − σ)(x̃ − D)/σ = (σ′/σ)x̃ + (1 − σ′/σ)D, exact at σ′ = 0.
-    pub(super) fn euler_to(x: &S, den: &S, s: f64, s_next: f64) -> S {
-        let r = s_next / s;
-        x.lincomb(r, den, 1.0 - r)
-    }
-
     pub(super) fn euler(&mut self, mut x: S) -> Result<S> {
         for i in 0..self.n() {
             let (mut xn, s) = self.churn(x, i, self.s[i])?;
@@ -27,25 +21,26 @@ impl<S: State> Run<'_, '_, S> {
 
     pub(super) fn heun(&mut self, mut x: S) -> Result<S> {
         let n = self.n();
+        // The Euler predictor's buffer, allocated once per run.
+        let mut xe: Option<S> = None;
         for i in 0..n {
             // Karras et al. 2022 Alg. 2 churns before the Heun step (when the run has churn).
             let (xc, s) = self.churn(x, i, self.s[i])?;
             x = xc;
             let s1 = self.s[i + 1];
             let den = self.den(&x, s)?;
-            // Euler predictor x̃_e = x̃ + (σ′ − σ)·d, d = (x̃ − D)/σ.
-            let xe = Self::euler_to(&x, &den, s, s1);
+            // Euler predictor x̃_e = x̃ + (σ′ − σ)·d = (σ′/σ)x̃ + (1 − σ′/σ)D, d = (x̃ − D)/σ.
+            let r = s1 / s;
             let last_den = if s1 > 0.0 {
-                // Trapezoid x̃ + (σ′ − σ)(d + d′)/2 with d′ = (x̃_e − D′)/σ′, formed in place in x̃:
-                // one state (x̃_e) allocated per step besides the model's outputs.
-                let den2 = self.den(&xe, s1)?;
+                let e = xe.get_or_insert_with(|| x.zeros_like());
+                e.assign_combination(&[(r, &x), (1.0 - r, &den)]);
+                // Trapezoid x̃ + (σ′ − σ)(d + d′)/2 with d′ = (x̃_e − D′)/σ′, one pass over x̃.
+                let den2 = self.den(e, s1)?;
                 let (a, b) = (0.5 * (s1 - s) / s, 0.5 * (s1 - s) / s1);
-                x.lincomb_assign(1.0 + a, &den, -a);
-                x.lincomb_assign(1.0, &xe, b);
-                x.lincomb_assign(1.0, &den2, -b);
+                x.combine_assign(1.0 + a, &[(-a, &den), (b, e), (-b, &den2)]);
                 den2
             } else {
-                x = xe;
+                x.lincomb_assign(r, &den, 1.0 - r);
                 den
             };
             x = self.end_step(i, x, &last_den)?;

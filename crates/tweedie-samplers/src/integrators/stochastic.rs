@@ -17,9 +17,15 @@ impl<S: State> Run<'_, '_, S> {
             let down = (s1 * s1 - up * up).max(0.0).sqrt();
             // In place: x̃ ← (σ_down/σ̃)x̃ + (1 − σ_down/σ̃)D + S_noise·σ_up·ε.
             let r = down / s;
-            x.lincomb_assign(r, &den, 1.0 - r);
             if up > 0.0 {
-                x.add_randn(s_noise * up, self.seed, self.first_index, stream(i, 0))?;
+                x.combine_add_randn(
+                    (r, &[(1.0 - r, &den)], s_noise * up),
+                    self.seed,
+                    self.first_index,
+                    stream(i, 0),
+                )?;
+            } else {
+                x.lincomb_assign(r, &den, 1.0 - r);
             }
             x = self.end_step(i, x, &den)?;
         }
@@ -30,18 +36,24 @@ impl<S: State> Run<'_, '_, S> {
         for i in 0..self.n() {
             let ((a, sg), (a1, sg1)) = (self.alpha_sigma(i), self.alpha_sigma(i + 1));
             let den = self.den(&x, self.s[i])?;
-            // Process coordinates: x_t = a·x̃; ε̂ = (x_t − a·D)/σ.
-            let xt = x.scale(a);
-            let eps_hat = xt.lincomb(1.0 / sg, &den, -a / sg);
+            // Process coordinates x_t = a·x̃: x_t′ = a′·D + k·ε̂ + s_d·ε with ε̂ = (x_t − a·D)/σ,
+            // k = √(σ′² − s_d²); in x̃′ = x_t′/a′ one pass, x̃′ = c·x̃ + (1 − c)·D + (s_d/a′)·ε
+            // with c = k·a/(σ·a′).
             let ratio = (a * sg1) / (a1 * sg);
             let sd = eta * sg1 * (1.0 - ratio * ratio).max(0.0).sqrt();
-            let mut xn = den.lincomb(a1, &eps_hat, (sg1 * sg1 - sd * sd).max(0.0).sqrt());
+            let k = (sg1 * sg1 - sd * sd).max(0.0).sqrt();
+            let c = k * a / (sg * a1);
             if sd > 0.0 {
-                let eps = self.noise(&x, i, 0)?;
-                xn = xn.lincomb(1.0, &eps, sd);
+                x.combine_add_randn(
+                    (c, &[(1.0 - c, &den)], sd / a1),
+                    self.seed,
+                    self.first_index,
+                    stream(i, 0),
+                )?;
+            } else {
+                x.lincomb_assign(c, &den, 1.0 - c);
             }
-            let xn = xn.scale(1.0 / a1);
-            x = self.end_step(i, xn, &den)?;
+            x = self.end_step(i, x, &den)?;
         }
         Ok(x)
     }
@@ -56,21 +68,28 @@ impl<S: State> Run<'_, '_, S> {
             } else {
                 (self.den(&x, self.s[i])?, None)
             };
-            let xt = x.scale(a);
+            // Posterior mean and noise in process coordinates x_t = a·x̃, taken to x̃′ = x_t′/a′
+            // in one pass: x̃′ = (c_xt·a/a′)·x̃ + (c_x0/a′)·D + (√β̃/a′)·ε.
             let step = tweedie_core::DdpmStep::new(a, sg, a1, sg1);
             let var = step.beta_tilde;
-            let mut xn = xt.lincomb(step.coef_xt, &den, step.coef_x0);
-            if var > 0.0 {
-                let eps = self.noise(&x, i, 0)?;
-                let eps = match &v {
-                    // std = √β̃·exp(½·v·(log β − log β̃)).
-                    Some(v) => eps.mul_exp(v, 0.5 * step.learned_log_variance(var.ln()).1)?,
-                    None => eps,
-                };
-                xn = xn.lincomb(1.0, &eps, var.sqrt());
+            let (cx, cd, ce) = (step.coef_xt * a / a1, step.coef_x0 / a1, var.sqrt() / a1);
+            match &v {
+                _ if !(var > 0.0) => x.lincomb_assign(cx, &den, cd),
+                None => x.combine_add_randn(
+                    (cx, &[(cd, &den)], ce),
+                    self.seed,
+                    self.first_index,
+                    stream(i, 0),
+                )?,
+                Some(v) => {
+                    // std = √β̃·exp(½·v·(log β − log β̃)), per element.
+                    let eps = self
+                        .noise(&x, i, 0)?
+                        .mul_exp(v, 0.5 * step.learned_log_variance(var.ln()).1)?;
+                    x.combine_assign(cx, &[(cd, &den), (ce, &eps)]);
+                }
             }
-            let xn = xn.scale(1.0 / a1);
-            x = self.end_step(i, xn, &den)?;
+            x = self.end_step(i, x, &den)?;
         }
         Ok(x)
     }
@@ -85,9 +104,8 @@ impl<S: State> Run<'_, '_, S> {
             let cx = a / a1 * (1.0 + f * dt + g2 * dt / (sg * sg));
             let cd = -a / a1 * g2 * dt / (sg * sg);
             let mut xn = x;
-            xn.lincomb_assign(cx, den, cd);
-            xn.add_randn(
-                (g2 * dt.abs()).sqrt() / a1,
+            xn.combine_add_randn(
+                (cx, &[(cd, den)], (g2 * dt.abs()).sqrt() / a1),
                 run.seed,
                 run.first_index,
                 stream(i, 0),

@@ -1,12 +1,11 @@
 //! UniPC (Zhao et al. 2023): the unified predictor UniP-p and corrector UniC-p with data
 //! prediction, weights from `tweedie_core::multistep::unipc_weights`.
 
-use std::collections::VecDeque;
-
 use tweedie_core::multistep::{unipc_weights, UniPcVariant};
 use tweedie_core::Invalid;
 
 use crate::error::Result;
+use crate::integrators::history::History;
 use crate::integrators::Run;
 use crate::state::State;
 
@@ -32,9 +31,12 @@ impl<S: State> Run<'_, '_, S> {
                 "UniPC's corrector does not combine with step hooks; set corrector = false",
             ));
         }
-        let mut hist: VecDeque<(f64, S)> = VecDeque::with_capacity(order + 1);
-        // x̃ before the last predictor step and the order it used.
+        // Copies of the last D (newest first), in buffers reused across steps.
+        let mut hist = History::new(order);
+        // x̃ before the last predictor step and the order it used; `spare` is the buffer the
+        // corrector frees, reused for the next copy.
         let mut prev: Option<(S, usize)> = None;
+        let mut spare: Option<S> = None;
         for i in 0..n {
             let (s, s1) = (self.s[i], self.s[i + 1]);
             let den = self.den(&x, s)?;
@@ -42,17 +44,15 @@ impl<S: State> Run<'_, '_, S> {
             if let Some((mut xc, p)) = prev.take().filter(|_| s1 > 0.0) {
                 let sig: Vec<f64> = hist.iter().take(p).map(|(sj, _)| *sj).collect();
                 let w = unipc_weights(&sig, s, variant, true)?;
-                xc.lincomb_assign(w.x, &den, w.new);
-                for ((_, dj), wj) in hist.iter().zip(&w.d) {
-                    xc.lincomb_assign(1.0, dj, *wj);
-                }
-                x = xc;
+                let mut terms = vec![(w.new, &den)];
+                terms.extend(hist.iter().zip(&w.d).map(|((_, dj), wj)| (*wj, dj)));
+                xc.combine_assign(w.x, &terms);
+                spare = Some(std::mem::replace(&mut x, xc));
             }
             let xn = if s1 == 0.0 {
                 den.clone()
             } else {
-                hist.push_front((s, den.clone()));
-                hist.truncate(order);
+                hist.push(s, &[(1.0, &den)]);
                 let mut p = order.min(i + 1).min(hist.len());
                 if n < 15 {
                     p = p.min(n - i);
@@ -60,14 +60,18 @@ impl<S: State> Run<'_, '_, S> {
                 let sig: Vec<f64> = hist.iter().take(p).map(|(sj, _)| *sj).collect();
                 let w = unipc_weights(&sig, s1, variant, false)?;
                 if corrector {
-                    prev = Some((x.clone(), p));
+                    let mut copy = spare.take().unwrap_or_else(|| x.zeros_like());
+                    copy.assign_combination(&[(1.0, &x)]);
+                    prev = Some((copy, p));
                 }
+                let terms: Vec<(f64, &S)> = hist
+                    .iter()
+                    .zip(&w.d)
+                    .map(|((_, dj), wj)| (*wj, dj))
+                    .collect();
                 let mut xn = x;
-                let mut first = true;
-                for ((_, dj), wj) in hist.iter().zip(&w.d) {
-                    let a = if first { w.x } else { 1.0 };
-                    first = false;
-                    xn.lincomb_assign(a, dj, *wj);
+                if !terms.is_empty() {
+                    xn.combine_assign(w.x, &terms);
                 }
                 xn
             };
