@@ -1,5 +1,6 @@
-//! Criterion micro-benchmarks: a Tweedie conversion, a timer, and one step of every integrator
-//! on a fixed state (`cargo bench -p tweedie-bench --bench samplers`).
+//! Criterion micro-benchmarks: a Tweedie conversion, a timer, and a 10-step run of every
+//! sampler on the two states of `bench-samplers`' overhead table
+//! (`cargo bench --profile dev -p tweedie-bench --bench samplers -- --quick`).
 //!
 //! The model in the integrator benches is the exact denoiser of N(0, I), D(x; σ) = x/(1 + σ²):
 //! one cheap elementwise pass, so a step's time is dominated by the integrator's own arithmetic
@@ -11,7 +12,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use ndarray::Array2;
 use tweedie_core::param::{convert, convert_coeffs};
 use tweedie_core::process::{Edm, ProcessKind};
-use tweedie_core::{Param, TimeGrid, Timer, TimerKind};
+use tweedie_core::{Param, Timer, TimerKind};
 use tweedie_samplers::{Capabilities, Init, Model, Sampler, SamplerKind, SAMPLER_NAMES};
 
 /// Exact denoiser of a standard normal prior: E[x₀ | x₀ + σε] = x/(1 + σ²).
@@ -81,28 +82,50 @@ fn timers(c: &mut Criterion) {
     g.finish();
 }
 
+/// The two states of `bench-samplers`' overhead table: gmm64d's [500, 64] and a batch of 64
+/// images 3×32×32.
+const STATES: [(usize, usize); 2] = [(500, 64), (64, 3072)];
+/// Steps of a timed run (the Karras ρ = 7 grid from σ = 80 to 0.002, then 0).
+const STEPS: usize = 10;
+
 fn integrator_steps(c: &mut Criterion) {
     let edm = Edm {
         sigma_min: 0.002,
         sigma_max: 80.0,
     };
-    let x = state(256, 64);
-    let mut g = c.benchmark_group("one step, [256, 64], σ 1.0 → 0.5");
-    for name in SAMPLER_NAMES {
-        let Ok(kind) = SamplerKind::from_name(name) else {
-            continue;
-        };
-        let Ok(grid) = TimeGrid::from_sigma_tilde(&edm, vec![1.0, 0.5]) else {
-            continue;
-        };
-        let Ok(d) = Sampler::new(&edm, grid, kind, &StdNormal) else {
-            continue;
-        };
-        g.bench_with_input(BenchmarkId::from_parameter(name), &x, |b, x| {
-            b.iter(|| d.run(Init::Latents(x.clone()), None))
+    let Ok(grid) = TimerKind::edm().grid(&edm, STEPS) else {
+        return;
+    };
+    for (rows, cols) in STATES {
+        let x = state(rows, cols).mapv(|v| 80.0 * v);
+        let mut g = c.benchmark_group(format!("{STEPS} steps, [{rows}, {cols}]"));
+        // The model alone, once per evaluation of a one-evaluation-per-step sampler: a run's
+        // time minus this (× the sampler's evaluations per step) is the sampler's own.
+        g.bench_with_input(BenchmarkId::from_parameter("model only"), &x, |b, x| {
+            b.iter(|| {
+                for i in 0..STEPS {
+                    black_box(StdNormal.denoise(x, 1.0 + i as f64).ok());
+                }
+            })
         });
+        for name in SAMPLER_NAMES {
+            let Ok(kind) = SamplerKind::from_name(name) else {
+                continue;
+            };
+            let Ok(d) = Sampler::new(&edm, grid.clone(), kind, &StdNormal) else {
+                continue;
+            };
+            // The latents' copy is made outside the timed routine.
+            g.bench_with_input(BenchmarkId::from_parameter(name), &x, |b, x| {
+                b.iter_batched(
+                    || x.clone(),
+                    |x| d.run(Init::Latents(x), None),
+                    criterion::BatchSize::LargeInput,
+                )
+            });
+        }
+        g.finish();
     }
-    g.finish();
 }
 
 criterion_group!(benches, conversions, timers, integrator_steps);

@@ -701,9 +701,11 @@ fn run_case(
     let mut best: Option<(f64, f64, usize, Array2<f64>)> = None;
     for _ in 0..repeats.max(1) {
         let timed = Timed::new(model);
+        // The latents' copy is the harness's, not the sampler's: made before the clock starts.
+        let x = xt.clone();
         let t0 = Instant::now();
         let x0 = case
-            .run(&timed, xt, steps, tol)
+            .run(&timed, x, steps, tol)
             .with_context(|| format!("{} at {budget}", case.name))?;
         let wall = t0.elapsed().as_secs_f64();
         if best.as_ref().is_none_or(|b| wall < b.0) {

@@ -140,7 +140,7 @@ impl Case {
     pub fn run(
         &self,
         model: &dyn Model<Array2<f64>>,
-        xt: &Array2<f64>,
+        xt: Array2<f64>,
         steps: usize,
         tol: Option<f64>,
     ) -> Result<Array2<f64>> {
@@ -155,7 +155,7 @@ impl Case {
             .grid(&p, steps)
             .context("EDM timer grid")?;
         let d = Sampler::new(&p, grid, sampler, model)?.seed(self.seed);
-        let out = d.run(Init::Latents(xt.clone()), None)?;
+        let out = d.run(Init::Latents(xt), None)?;
         Ok(out.samples)
     }
 
