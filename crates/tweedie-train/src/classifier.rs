@@ -86,8 +86,14 @@ impl Classifier {
         Self::cached_with(train, cache, 2000)
     }
 
-    /// [`Classifier::cached`] with a given number of training steps.
+    /// [`Classifier::cached`] with a given number of training steps. Under the torch generator
+    /// lock: building the layers to load the cache into draws their initial weights, which
+    /// must not get between another thread's seed and its draws (dropout in a training step).
     pub fn cached_with(train: &Dataset, cache: &Path, steps: usize) -> Result<Self> {
+        crate::trainer::with_torch_rng(|| Self::cached_locked(train, cache, steps))
+    }
+
+    fn cached_locked(train: &Dataset, cache: &Path, steps: usize) -> Result<Self> {
         if cache.is_file() {
             let vs = nn::VarStore::new(Device::Cpu);
             let (body, head) = build(&vs);
@@ -257,6 +263,41 @@ mod tests {
         );
         assert_eq!(fa, fb);
         assert!(a.accuracy(&d.held_out)? > 0.85);
+        Ok(())
+    }
+
+    /// Loading the cache from another thread while a seeded section holds the generator lock
+    /// leaves the section's draws as they are alone: the load waits for the lock. (Unlocked,
+    /// its layer initialisation drew between a training step's seed and its dropout masks, and
+    /// the downscale resume test of train_loop.rs failed when digits evaluation ran beside it.)
+    #[test]
+    fn loading_the_cache_does_not_draw_inside_another_threads_seeded_section() -> Result<()> {
+        use std::sync::mpsc::channel;
+        let dir = tempfile::tempdir().map_err(|e| TrainError::io("tmp", e))?;
+        let p = dir.path().join("c.safetensors");
+        let d = crate::data::DataConfig::Digits { path: None }.load()?;
+        Classifier::cached_with(&d.train, &p, 5)?;
+        let seeded = || {
+            tch::manual_seed(7);
+            Tensor::rand([64], (Kind::Float, Device::Cpu))
+        };
+        let alone = crate::trainer::with_torch_rng(seeded);
+        let (go_tx, go_rx) = channel::<()>();
+        let loader = std::thread::spawn(move || -> Result<()> {
+            go_rx.recv().map_err(|e| TrainError::Other(e.to_string()))?;
+            Classifier::cached_with(&d.train, &p, 5).map(|_| ())
+        });
+        let beside = crate::trainer::with_torch_rng(|| {
+            tch::manual_seed(7);
+            let _ = go_tx.send(());
+            // Time for the loader to build its layers, were it not waiting for the lock.
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            Tensor::rand([64], (Kind::Float, Device::Cpu))
+        });
+        loader
+            .join()
+            .map_err(|_| TrainError::Other("loader panicked".into()))??;
+        assert!(beside.equal(&alone));
         Ok(())
     }
 

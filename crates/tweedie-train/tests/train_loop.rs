@@ -257,8 +257,6 @@ fn a_conditional_run_older_than_label_dropout_resumes_without_dropout() -> Resul
 /// of the right size; a factor that does not divide the grid or a network without the
 /// condition's channels is refused naming the key.
 #[test]
-#[ignore = "flaky: 1 of 13 runs of this binary under load (4 at once) had one U-Net tensor differ \
-            after resume; passes alone and in 17 other runs. Run with --ignored; cause open (#12)"]
 fn downscale_conditioning_trains_resumes_bit_for_bit_and_is_recorded() -> Result<(), TrainError> {
     let root = tempfile::tempdir().map_err(|e| TrainError::io("tmp", e))?;
     let (a, b) = (root.path().join("a"), root.path().join("b"));
