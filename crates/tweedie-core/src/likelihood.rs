@@ -80,6 +80,105 @@ pub fn bits_per_dim(log_p_nats: f64, dim: usize) -> f64 {
     -log_p_nats / (dim as f64 * std::f64::consts::LN_2)
 }
 
+impl Dequantizer {
+    /// The level x of a bin centre y = x/c − 1 (the model-space value of integer data), or an
+    /// error naming y when it is no centre.
+    pub fn level_of_centre(&self, y: f64) -> Result<u32> {
+        let x = (y + 1.0) * self.scale();
+        let level = x.round();
+        // Centres are computed as x/c − 1 in f64: allow that rounding, nothing more.
+        if (x - level).abs() <= 1e-9 * self.scale() && level >= 0.0 && level < self.levels as f64 {
+            Ok(level as u32)
+        } else {
+            Err(CoreError::invalid(
+                "data",
+                y,
+                format!(
+                    "is not a level centre x/{} − 1 of {} levels",
+                    self.scale(),
+                    self.levels
+                ),
+            ))
+        }
+    }
+
+    /// The model-space bin [y − 1/(2c), y + 1/(2c)] of level x, y = x/c − 1, with the outer
+    /// edges open (−∞ below level 0, +∞ above level L − 1): the discretised decoder's bins
+    /// (Ho et al. 2020, eq. 13).
+    pub fn bin(&self, level: u32) -> (f64, f64) {
+        let (y, h) = (self.dequantize(level as f64, 0.5), 0.5 / self.scale());
+        let lo = if level == 0 { f64::NEG_INFINITY } else { y - h };
+        let hi = if level + 1 >= self.levels {
+            f64::INFINITY
+        } else {
+            y + h
+        };
+        (lo, hi)
+    }
+}
+
+/// KL(N(μ₁, e^{l₁}) ‖ N(μ₂, e^{l₂})) in nats, one element: ½(l₂ − l₁ − 1 + e^{l₁ − l₂} +
+/// (μ₁ − μ₂)²·e^{−l₂}). (tweedie-train's `loss::gaussian_kl` is the same formula on tensors.)
+pub fn gaussian_kl(mean1: f64, log_var1: f64, mean2: f64, log_var2: f64) -> f64 {
+    0.5 * (log_var2 - log_var1 - 1.0
+        + (log_var1 - log_var2).exp()
+        + (mean1 - mean2).powi(2) * (-log_var2).exp())
+}
+
+/// −log N(x; μ, e^{l}) in nats, one element: ½(ln 2π + l + (x − μ)²·e^{−l}).
+pub fn gaussian_nll(x: f64, mean: f64, log_var: f64) -> f64 {
+    0.5 * (std::f64::consts::TAU.ln() + log_var + (x - mean).powi(2) * (-log_var).exp())
+}
+
+/// −log P(lo < X < hi) for X ~ N(μ, e^{l}): the discretised Gaussian decoder of one element
+/// (Ho et al. 2020, eq. 13), with `lo`/`hi` from [`Dequantizer::bin`].
+pub fn discretized_gaussian_nll(lo: f64, hi: f64, mean: f64, log_var: f64) -> f64 {
+    let s = (0.5 * log_var).exp();
+    -log_normal_interval((lo - mean) / s, (hi - mean) / s)
+}
+
+/// ln(Φ(b) − Φ(a)) for a < b (either may be infinite), accurate in both tails: the difference
+/// is taken between upper-tail probabilities Q = 1 − Φ on the side where both are small.
+pub fn log_normal_interval(a: f64, b: f64) -> f64 {
+    let upper_tails = |a: f64, b: f64| {
+        let (la, lb) = (log_normal_tail(a), log_normal_tail(b));
+        la + ln_one_minus_exp(lb - la)
+    };
+    if a >= 0.0 {
+        upper_tails(a, b)
+    } else if b <= 0.0 {
+        upper_tails(-b, -a)
+    } else {
+        // Both tails at most ½: 1 − Q(−a) − Q(b) has no cancellation.
+        (-(log_normal_tail(-a).exp() + log_normal_tail(b).exp())).ln_1p()
+    }
+}
+
+/// ln Q(z), Q(z) = 1 − Φ(z) = ½·erfc(z/√2), for every z: erfc while it is a normal f64
+/// (z/√2 < 26), else the asymptotic series Q(z) = φ(z)/z·(1 − z⁻² + 3z⁻⁴ − 15z⁻⁶ + 105z⁻⁸)
+/// (Abramowitz & Stegun 26.2.12), whose next term is below 1e-12 relative there.
+fn log_normal_tail(z: f64) -> f64 {
+    if z == f64::INFINITY {
+        return f64::NEG_INFINITY;
+    }
+    let x = z / std::f64::consts::SQRT_2;
+    if x < 26.0 {
+        return (0.5 * libm::erfc(x)).ln();
+    }
+    let r = 1.0 / (z * z);
+    let series = 1.0 - r * (1.0 - r * (3.0 - r * (15.0 - 105.0 * r)));
+    -0.5 * z * z - (z * (std::f64::consts::TAU).sqrt()).ln() + series.ln()
+}
+
+/// ln(1 − e^d) for d ≤ 0 (Mächler 2012: expm1 near 0, log1p further out).
+fn ln_one_minus_exp(d: f64) -> f64 {
+    if d > -std::f64::consts::LN_2 {
+        (-d.exp_m1()).ln()
+    } else {
+        (-d.exp()).ln_1p()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,6 +194,68 @@ mod tests {
         assert!((v3 - (one(1.0) + one(2.0) + one(0.5))).abs() < 1e-12);
         assert!((bits_per_dim(-2.0 * 10.0 * std::f64::consts::LN_2, 10) - 2.0).abs() < 1e-15);
         assert_eq!(velocity_divergence(4, 1.5), 2.5);
+    }
+
+    /// Hand values: KL and NLL from their definitions; normal interval probabilities against
+    /// published values of Φ (Abramowitz & Stegun Table 26.1; Q(10) and Q(40) from the series
+    /// of 26.2.12 to 20 digits, cross-checked with mpmath).
+    #[test]
+    fn gaussian_kl_nll_and_intervals_match_known_values() {
+        assert!(gaussian_kl(0.3, -1.2, 0.3, -1.2).abs() < 1e-15);
+        // KL(N(1, 1) ‖ N(0, 4)) = ln 2 + (1 + 1)/8 − ½ = ln 2 − ¼.
+        let kl = gaussian_kl(1.0, 0.0, 0.0, 4f64.ln());
+        assert!((kl - (std::f64::consts::LN_2 - 0.25)).abs() < 1e-15, "{kl}");
+        // −log N(2; 0, 4) = ½ ln(8π) + ½.
+        let nll = gaussian_nll(2.0, 0.0, 4f64.ln());
+        assert!((nll - (0.5 * (8.0 * std::f64::consts::PI).ln() + 0.5)).abs() < 1e-15);
+        // Φ(1) − Φ(−1) = erf(1/√2) = 0.682689492137085897…
+        let p = log_normal_interval(-1.0, 1.0).exp();
+        assert!((p - 0.682_689_492_137_085_9).abs() < 1e-15, "{p}");
+        // Φ(∞) − Φ(2) = Q(2) = 0.022750131948179207…; Φ(−2) − Φ(−∞) the same.
+        for p in [
+            log_normal_interval(2.0, f64::INFINITY),
+            log_normal_interval(f64::NEG_INFINITY, -2.0),
+        ] {
+            assert!(
+                (p.exp() / 0.022_750_131_948_179_21 - 1.0).abs() < 1e-14,
+                "{p}"
+            );
+        }
+        // Deep tails: ln Q(10) = ln 7.6198530241605260e-24, ln Q(40) = −804.6084420137538.
+        let q10 = log_normal_interval(10.0, f64::INFINITY);
+        assert!(
+            (q10 - 7.619_853_024_160_525e-24f64.ln()).abs() < 1e-12,
+            "{q10}"
+        );
+        let q40 = log_normal_interval(40.0, f64::INFINITY);
+        assert!((q40 + 804.608_442_013_753_8).abs() < 1e-9, "{q40}");
+        // A bin far in the tail: Q(40) − Q(41) = Q(40)·(1 − Q(41)/Q(40)).
+        let bin = log_normal_interval(40.0, 41.0);
+        let ratio = (log_normal_tail(41.0) - log_normal_tail(40.0)).exp();
+        assert!((bin - (q40 + (-ratio).ln_1p())).abs() < 1e-9, "{bin}");
+        assert_eq!(log_normal_interval(f64::NEG_INFINITY, f64::INFINITY), 0.0);
+        // The decoder of one element: N(0, 1) on the bin [−1, 1].
+        let d = discretized_gaussian_nll(-1.0, 1.0, 0.0, 0.0);
+        assert!((d + 0.682_689_492_137_085_9f64.ln()).abs() < 1e-14, "{d}");
+    }
+
+    #[test]
+    fn level_bins_cover_the_line() {
+        let q = Dequantizer::new(17).unwrap();
+        assert_eq!(q.level_of_centre(-1.0).unwrap(), 0);
+        assert_eq!(q.level_of_centre(5.0 / 8.0 - 1.0).unwrap(), 5);
+        assert_eq!(q.level_of_centre(1.0).unwrap(), 16);
+        let e = q.level_of_centre(0.01).unwrap_err().to_string();
+        assert!(e.contains("0.01") && e.contains("17 levels"), "{e}");
+        assert!(q.level_of_centre(1.125).is_err());
+        assert_eq!(q.bin(0), (f64::NEG_INFINITY, -1.0 + 1.0 / 16.0));
+        assert_eq!(
+            q.bin(5),
+            (5.0 / 8.0 - 1.0 - 1.0 / 16.0, 5.0 / 8.0 - 1.0 + 1.0 / 16.0)
+        );
+        assert_eq!(q.bin(16), (1.0 - 1.0 / 16.0, f64::INFINITY));
+        let q = Dequantizer::new(256).unwrap();
+        assert_eq!(q.level_of_centre(200.0 / 127.5 - 1.0).unwrap(), 200);
     }
 
     #[test]

@@ -38,6 +38,8 @@ pub mod streams {
     /// Posterior samplers with loops of their own (FPS, DiffPIR, DAPS, PnP-DM, EnKG, DPS-GSG):
     /// outer step i, draw j uses `COND + (i << 20) + j`.
     pub const COND: u64 = 5 << 32;
+    /// Variational bound: the draw x̃ = x₀ + u_j·ε of chain step j uses `VLB + j`.
+    pub const VLB: u64 = 6 << 32;
 }
 
 /// The generator of sample `index` in stream `stream` under `seed`.

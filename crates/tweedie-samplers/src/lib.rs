@@ -60,6 +60,7 @@ pub mod state;
 pub mod step;
 #[cfg(feature = "tch")]
 pub mod tch_state;
+pub mod variational_bound;
 
 pub use api::{sample, Method};
 pub use cond::{
