@@ -541,6 +541,31 @@ fn cases() -> Vec<Case> {
             &["t_max", "beyond"],
         ),
         sample_err(
+            "timer param unknown key",
+            "--out x.npy --timer-param rhoo=7",
+            &["--timer edm", "rhoo"],
+        ),
+        sample_err(
+            "timer param not key=value",
+            "--out x.npy --timer-param rho",
+            &["--timer edm", "KEY=VALUE"],
+        ),
+        sample_err(
+            "timer param negative rho",
+            "--out x.npy --timer-param rho=-1",
+            &["rho", "-1"],
+        ),
+        sample_err(
+            "timer param not a number",
+            "--out x.npy --timer-param rho=seven",
+            &["--timer edm", "seven"],
+        ),
+        sample_err(
+            "process param unknown key",
+            "--out x.npy --process vp --process-param beta=1",
+            &["--process vp", "beta"],
+        ),
+        sample_err(
             "eta out of range",
             "--out x.npy --sampler ddim --eta 2",
             &["eta"],

@@ -1,10 +1,12 @@
 //! `tweedie likelihood`: log p(x₀) of every data point under a model, by the probability-flow
 //! ODE (`tweedie::samplers::likelihood`): exact divergence for small dimensions, Hutchinson's
 //! estimator (Rademacher or Gaussian probes, standard error reported) otherwise; uniform
-//! dequantisation and bits/dim for integer data (`--levels 256` for 8-bit images).
+//! dequantisation and bits/dim for integer data (`--levels 256` for 8-bit images). With
+//! `--method vlb`, the variational bound of an iDDPM checkpoint's chain instead (`super::vlb`).
 //!
 //! Writes `--out` as a 1-D f64 .npy of log-densities in nats (of the dequantised levels with
-//! `--levels`) and, next to it, `<out>_bpd.npy` with bits/dim. Point i depends on (seed, i) only.
+//! `--levels`; −L, the bound, with `--method vlb`) and, next to it, `<out>_bpd.npy` with
+//! bits/dim. Point i depends on (seed, i) only.
 
 use std::path::{Path, PathBuf};
 
@@ -24,7 +26,8 @@ use tweedie::samplers::Model;
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  \
     tweedie sample --model gmm2d --n 200 --out x.npy && tweedie likelihood --model gmm2d --data x.npy --out logp.npy\n  \
-    tweedie likelihood --model runs/digits/model.safetensors --data test.npy --levels 17 --divergence rademacher --probes 4 --out logp.npy")]
+    tweedie likelihood --model runs/digits/model.safetensors --data test.npy --levels 17 --divergence rademacher --probes 4 --out logp.npy\n  \
+    tweedie likelihood --method vlb --model runs/digits-iddpm/model.safetensors --data test.npy --levels 17 --out vlb.npy")]
 pub struct Args {
     /// Model: a built-in mixture preset (gmm2d, gmm64d), a mixture TOML file or a network
     /// checkpoint (`.safetensors`).
@@ -41,21 +44,28 @@ pub struct Args {
     /// y = (x + u − ½)/((L−1)/2) − 1 with u ~ U[0, 1) and report the density of x + u.
     #[arg(long)]
     pub levels: Option<u32>,
-    /// Divergence: auto (exact up to 64 dimensions, else rademacher), exact, rademacher, gaussian.
-    #[arg(long, default_value = "auto")]
-    pub divergence: String,
-    /// Hutchinson probes per point (≥ 2 gives a standard error).
-    #[arg(long, default_value_t = 4)]
-    pub probes: usize,
-    /// RK4 steps in ln σ̃ from --sigma-min to --sigma-max (4 model evaluations each).
-    #[arg(long, default_value_t = 64)]
-    pub steps: usize,
-    /// σ̃ where the data enter; the result is log p_{σ̃_min}(x₀).
-    #[arg(long, default_value_t = tweedie_core::defaults::EDM_SIGMA_MIN)]
-    pub sigma_min: f64,
-    /// σ̃ of the prior N(0, σ̃_max²I).
-    #[arg(long, default_value_t = tweedie_core::defaults::EDM_SIGMA_MAX)]
-    pub sigma_max: f64,
+    /// ode: the probability-flow ODE (any model); vlb: the variational bound of a discrete
+    /// iDDPM chain (an iDDPM checkpoint; its learned variance if it has one), docs/samplers.md.
+    #[arg(long, default_value = "ode")]
+    pub method: String,
+    /// ODE: divergence auto (exact up to 64 dimensions, else rademacher), exact, rademacher,
+    /// gaussian [default: auto].
+    #[arg(long)]
+    pub divergence: Option<String>,
+    /// ODE: Hutchinson probes per point (≥ 2 gives a standard error) [default: 4].
+    #[arg(long)]
+    pub probes: Option<usize>,
+    /// ODE: RK4 steps in ln σ̃ from --sigma-min to --sigma-max (4 model evaluations each)
+    /// [default: 64]. VLB: steps K of the chain, a sub-grid of the model's M-step u-grid
+    /// (1 evaluation each) [default: M].
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// ODE: σ̃ where the data enter; the result is log p_{σ̃_min}(x₀) [default: 0.002].
+    #[arg(long)]
+    pub sigma_min: Option<f64>,
+    /// ODE: σ̃ of the prior N(0, σ̃_max²I) [default: 80].
+    #[arg(long)]
+    pub sigma_max: Option<f64>,
     /// Seed of probes and dequantisation noise.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -70,9 +80,9 @@ pub struct Args {
 fn divergence(args: &Args, dim: usize) -> Result<Divergence> {
     let hutch = |probe| Divergence::Hutchinson {
         probe,
-        probes: args.probes,
+        probes: args.probes.unwrap_or(4),
     };
-    Ok(match args.divergence.as_str() {
+    Ok(match args.divergence.as_deref().unwrap_or("auto") {
         "auto" if dim <= 64 => Divergence::Exact,
         "auto" | "rademacher" => hutch(Probe::Rademacher),
         "exact" => Divergence::Exact,
@@ -82,7 +92,10 @@ fn divergence(args: &Args, dim: usize) -> Result<Divergence> {
 }
 
 /// The data in model space (dequantised with --levels), point i's noise keyed by (seed, i).
-fn model_space(args: &Args, x: Array2<f64>) -> Result<(Array2<f64>, Option<Dequantizer>)> {
+pub(super) fn model_space(
+    args: &Args,
+    x: Array2<f64>,
+) -> Result<(Array2<f64>, Option<Dequantizer>)> {
     let Some(levels) = args.levels else {
         if x.iter().any(|v| !v.is_finite()) {
             bail!("{}: non-finite values", args.data.display());
@@ -111,12 +124,24 @@ pub fn run(args: Args) -> Result<()> {
     if x.nrows() == 0 {
         bail!("{}: no data points", args.data.display());
     }
+    match args.method.as_str() {
+        "ode" => {}
+        "vlb" => return super::vlb::run(&args, x),
+        other => bail!("--method {other}: expected ode or vlb"),
+    }
     let (y, deq) = model_space(&args, x)?;
     let dim = y.ncols();
+    let (sigma_min, sigma_max) = (
+        args.sigma_min
+            .unwrap_or(tweedie_core::defaults::EDM_SIGMA_MIN),
+        args.sigma_max
+            .unwrap_or(tweedie_core::defaults::EDM_SIGMA_MAX),
+    );
+    let steps = args.steps.unwrap_or(64);
     let spec = Likelihood {
-        sigma_min: args.sigma_min,
-        sigma_max: args.sigma_max,
-        steps: args.steps,
+        sigma_min,
+        sigma_max,
+        steps,
         divergence: divergence(&args, dim)?,
         seed: args.seed,
         first_index: 0,
@@ -138,10 +163,10 @@ pub fn run(args: Args) -> Result<()> {
         let (l, s, n) = batched(&args, &spec, &y, |spec, rows| spec.run(&model, rows, None))?;
         // The mixture's exact log p_{σ̃_min} as a check of the solve (EDM: σ = σ̃, α = 1).
         let edm = Edm {
-            sigma_min: args.sigma_min,
-            sigma_max: args.sigma_max,
+            sigma_min,
+            sigma_max,
         };
-        let exact = mix.log_prob_t(y.view(), &edm, args.sigma_min)?;
+        let exact = mix.log_prob_t(y.view(), &edm, sigma_min)?;
         (l, s, n, Some(exact))
     };
     let logp = match deq {
@@ -149,21 +174,19 @@ pub fn run(args: Args) -> Result<()> {
         None => logp,
     };
     let bpd = logp.mapv(|l| bits_per_dim(l, dim));
-    write_npy(&args.out, &logp)?;
-    let bpd_path = bpd_path(&args.out);
-    write_npy(&bpd_path, &bpd)?;
+    let bpd_path = write_outputs(&args.out, &logp, &bpd)?;
     let n = logp.len() as f64;
     println!(
-        "{} points, D = {dim}, {:?}, {} RK4 steps, {nfe} VJPs, {:.1} s",
+        "{} points, D = {dim}, {:?}, {steps} RK4 steps, {nfe} VJPs, {:.1} s",
         logp.len(),
         spec.divergence,
-        args.steps,
         started.elapsed().as_secs_f64()
     );
     println!(
-        "mean log p = {:.4} nats, {:.4} bits/dim{}",
+        "mean log p = {:.4} nats, {:.4} ± {:.4} bits/dim (± standard error over points){}",
         logp.sum() / n,
         bpd.sum() / n,
+        std_error(&bpd),
         if deq.is_some() {
             " (dequantised levels)"
         } else {
@@ -222,17 +245,48 @@ fn run_checkpoint(
     spec: &Likelihood,
     y: &Array2<f64>,
 ) -> Result<(Array1<f64>, Option<Array1<f64>>, usize)> {
+    let net = load_net(args, y.ncols())?;
+    batched(args, spec, y, |spec, rows| {
+        let m: &dyn Model<TchTensor> = &net.model;
+        spec.run(m, &net.rows_to_state(rows), None)
+    })
+}
+
+/// A loaded denoiser checkpoint with the sample shape and device its rows go to.
+pub(super) struct LoadedNet {
+    pub model: NetModel,
+    pub config: tweedie::nets::ModelConfig,
+    shape: Vec<i64>,
+    device: tch::Device,
+}
+
+impl LoadedNet {
+    /// Rows [B, D] as an f32 tensor [B, sample shape…] on the model's device.
+    pub fn rows_to_state(&self, rows: &Array2<f64>) -> TchTensor {
+        let mut full = vec![rows.nrows() as i64];
+        full.extend(&self.shape);
+        let v: Vec<f32> = rows.iter().map(|&v| v as f32).collect();
+        TchTensor(
+            Tensor::from_slice(&v)
+                .reshape(full.as_slice())
+                .to_kind(Kind::Float)
+                .to_device(self.device),
+        )
+    }
+}
+
+/// Loads --model on --device and checks that its samples have `dim` values.
+pub(super) fn load_net(args: &Args, dim: usize) -> Result<LoadedNet> {
     let device = super::model::device(&args.device)?;
     let path = Path::new(&args.model);
     let loaded = super::model::load(path, device)?;
     let label_dim = loaded.config.net.label_dim();
     let shape: Vec<i64> = loaded.config.net.sample_shape().to_vec();
     let numel: i64 = shape.iter().product();
-    if y.ncols() as i64 != numel {
+    if dim as i64 != numel {
         bail!(
-            "{}: points have {} values, the model's samples {shape:?} have {numel}",
+            "{}: points have {dim} values, the model's samples {shape:?} have {numel}",
             args.data.display(),
-            y.ncols()
         );
     }
     if label_dim > 0 {
@@ -240,18 +294,30 @@ fn run_checkpoint(
             "note: class-conditional model, likelihood of the unconditional model (no class)"
         );
     }
-    let model = NetModel::new(loaded.denoiser, label_dim);
-    batched(args, spec, y, |spec, rows| {
-        let mut full = vec![rows.nrows() as i64];
-        full.extend(&shape);
-        let v: Vec<f32> = rows.iter().map(|&v| v as f32).collect();
-        let t = Tensor::from_slice(&v)
-            .reshape(full.as_slice())
-            .to_kind(Kind::Float)
-            .to_device(device);
-        let m: &dyn Model<TchTensor> = &model;
-        spec.run(m, &TchTensor(t), None)
+    Ok(LoadedNet {
+        model: NetModel::new(loaded.denoiser, label_dim),
+        config: loaded.config,
+        shape,
+        device,
     })
+}
+
+/// Standard error of the mean of `v` (0 for fewer than two values).
+pub(super) fn std_error(v: &Array1<f64>) -> f64 {
+    let n = v.len();
+    if n < 2 {
+        return 0.0;
+    }
+    let m = v.sum() / n as f64;
+    (v.mapv(|x| (x - m).powi(2)).sum() / ((n - 1) * n) as f64).sqrt()
+}
+
+/// Writes log p (nats) to `out` and bits/dim next to it; returns the bits/dim path.
+pub(super) fn write_outputs(out: &Path, logp: &Array1<f64>, bpd: &Array1<f64>) -> Result<PathBuf> {
+    write_npy(out, logp)?;
+    let path = bpd_path(out);
+    write_npy(&path, bpd)?;
+    Ok(path)
 }
 
 fn bpd_path(out: &Path) -> PathBuf {

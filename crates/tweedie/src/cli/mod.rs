@@ -18,6 +18,7 @@ mod sample;
 mod schedule;
 mod train;
 mod train_classifier;
+mod vlb;
 
 /// Declares the `Command` enum (one variant per module) and its dispatch.
 macro_rules! subcommands {

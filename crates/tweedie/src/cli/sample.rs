@@ -14,6 +14,8 @@ use tch::{Kind, Tensor};
 use tweedie::core::mixture::{preset, GaussianMixture, PRESETS};
 use tweedie::core::space::TchTensor;
 use tweedie::core::{Process, ProcessKind, TimeGrid, Timer, TimerKind};
+
+use super::schedule::from_key_values;
 use tweedie::nets::NetModel;
 use tweedie::samplers::{
     Cfg, ClassifierGuided, CondSampler, ForwardModel, Guidance, Init, Model, PosteriorSampler,
@@ -70,6 +72,14 @@ pub struct Args {
     /// Timer (TOML `type`): edm, vp_linear, ve_geometric, exponential, uniform_logsnr, uniform_time, …
     #[arg(long, default_value = "edm")]
     pub timer: String,
+    /// A timer parameter as KEY=VALUE, VALUE in TOML syntax (repeatable; the keys of the timer's
+    /// TOML config, as `tweedie schedule` takes them), e.g. `--timer-param rho=10
+    /// --timer-param sigma_min=0.01` (the bench's tuned Karras grid).
+    #[arg(long = "timer-param", value_name = "KEY=VALUE")]
+    pub timer_params: Vec<String>,
+    /// A process parameter as KEY=VALUE (repeatable), e.g. `--process vp --process-param beta_d=19.9`.
+    #[arg(long = "process-param", value_name = "KEY=VALUE")]
+    pub process_params: Vec<String>,
     /// Number of samples.
     #[arg(long, default_value_t = 1000)]
     pub n: usize,
@@ -145,10 +155,6 @@ pub(super) fn load_mixture(spec: &str) -> Result<GaussianMixture> {
             PRESETS.join(", ")
         )
     })
-}
-
-fn from_type<T: serde::de::DeserializeOwned>(what: &str, name: &str) -> Result<T> {
-    toml::from_str(&format!("type = \"{name}\"")).with_context(|| format!("--{what} {name}"))
 }
 
 fn sampler_kind(args: &Args) -> Result<SamplerSpec> {
@@ -358,11 +364,13 @@ fn png_path(out: &Path) -> PathBuf {
 
 /// The `--process` and its `--timer` grid of `steps` steps.
 fn process_and_grid(args: &Args, steps: usize) -> Result<(Box<dyn Process>, TimeGrid)> {
-    let pk: ProcessKind = from_type("process", &args.process)?;
+    let pk: ProcessKind = from_key_values(&args.process, &args.process_params)
+        .with_context(|| format!("--process {}", args.process))?;
     pk.validate()
         .with_context(|| format!("--process {}", args.process))?;
     let process = pk.try_build()?;
-    let timer: TimerKind = from_type("timer", &args.timer)?;
+    let timer: TimerKind = from_key_values(&args.timer, &args.timer_params)
+        .with_context(|| format!("--timer {}", args.timer))?;
     timer
         .check_process(&pk)
         .with_context(|| format!("--timer {} --process {}", args.timer, args.process))?;
@@ -880,6 +888,50 @@ mod tests {
             operator(&args(&["--operator", "blur", "--image", "1,3,3"]), 2).unwrap_err()
         );
         assert!(e.contains("C·H·W"), "{e}");
+    }
+
+    /// The bench's tuned grids from the CLI: the same levels as the timers built in code.
+    #[test]
+    fn timer_and_process_parameters_set_the_grid() {
+        let (p, g) = process_and_grid(
+            &args(&["--timer-param", "rho=10", "--timer-param", "sigma_min=0.01"]),
+            10,
+        )
+        .unwrap();
+        let want = TimerKind::Edm {
+            sigma_min: 0.01,
+            sigma_max: 80.0,
+            rho: 10.0,
+        }
+        .grid(p.as_ref(), 10)
+        .unwrap();
+        assert_eq!(g.sigma_tilde, want.sigma_tilde);
+        assert_eq!(g.sigma_tilde[9], 0.01);
+        let (_, g) = process_and_grid(
+            &args(&[
+                "--process",
+                "ve",
+                "--process-param",
+                "sigma_max=50",
+                "--timer",
+                "ve_geometric",
+                "--timer-param",
+                "sigma_max=50",
+            ]),
+            4,
+        )
+        .unwrap();
+        // (σ̃ = 50 through VE's t = σ² and back: one rounding)
+        assert!(
+            (g.sigma_tilde[0] - 50.0).abs() < 1e-12,
+            "{}",
+            g.sigma_tilde[0]
+        );
+        let e = format!(
+            "{:#}",
+            process_and_grid(&args(&["--timer-param", "rho=0"]), 4).unwrap_err()
+        );
+        assert!(e.contains("--timer edm") && e.contains("rho"), "{e}");
     }
 
     #[test]

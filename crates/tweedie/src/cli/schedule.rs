@@ -123,8 +123,12 @@ fn default_process(timer: &str) -> &'static str {
     }
 }
 
-/// Reads a serde `type`-tagged config from `type = name` plus `KEY=VALUE` pairs.
-fn from_key_values<T: serde::de::DeserializeOwned>(name: &str, pairs: &[String]) -> Result<T> {
+/// Reads a serde `type`-tagged config from `type = name` plus `KEY=VALUE` pairs (`tweedie
+/// schedule`'s parameters, `tweedie sample --timer-param / --process-param`).
+pub(super) fn from_key_values<T: serde::de::DeserializeOwned>(
+    name: &str,
+    pairs: &[String],
+) -> Result<T> {
     let mut table = toml::Table::new();
     table.insert("type".into(), toml::Value::String(name.to_string()));
     for pair in pairs {
