@@ -23,36 +23,48 @@ pub trait LinearSpace: Clone {
     /// self ← a·self + Σⱼ cⱼ·yⱼ: the values of `lincomb_assign(a, y₀, c₀)` followed by
     /// `lincomb_assign(1, yⱼ, cⱼ)`, in one pass over self where the type allows.
     fn combine_assign(&mut self, a: f64, terms: &[(f64, &Self)]) {
-        match terms.split_first() {
-            None => *self = self.scale(a),
-            Some(((c0, y0), rest)) => {
-                self.lincomb_assign(a, y0, *c0);
-                for (c, y) in rest {
-                    self.lincomb_assign(1.0, y, *c);
-                }
-            }
-        }
+        combine_assign_per_term(self, a, terms);
     }
     /// self ← Σⱼ cⱼ·yⱼ over at least one term (self only gives the storage): the values of
     /// `y₀.lincomb(c₀, y₁, c₁)` (one term: `y₀.scale(c₀)`) followed by `lincomb_assign(1, yⱼ, cⱼ)`,
     /// written into self's buffer without allocating where the type allows. No terms: unchanged.
     fn assign_combination(&mut self, terms: &[(f64, &Self)]) {
-        let Some(((c0, y0), rest)) = terms.split_first() else {
-            return;
-        };
-        let rest = match rest.split_first() {
-            None => {
-                *self = y0.scale(*c0);
-                return;
+        assign_combination_per_term(self, terms);
+    }
+}
+
+/// [`LinearSpace::combine_assign`] one term at a time: the trait's default, and the arrays'
+/// path when a term is not contiguous.
+fn combine_assign_per_term<S: LinearSpace>(x: &mut S, a: f64, terms: &[(f64, &S)]) {
+    match terms.split_first() {
+        None => *x = x.scale(a),
+        Some(((c0, y0), rest)) => {
+            x.lincomb_assign(a, y0, *c0);
+            for (c, y) in rest {
+                x.lincomb_assign(1.0, y, *c);
             }
-            Some(((c1, y1), rest)) => {
-                *self = y0.lincomb(*c0, y1, *c1);
-                rest
-            }
-        };
-        for (c, y) in rest {
-            self.lincomb_assign(1.0, y, *c);
         }
+    }
+}
+
+/// [`LinearSpace::assign_combination`] one term at a time: the trait's default, and the arrays'
+/// path when a term is not contiguous.
+fn assign_combination_per_term<S: LinearSpace>(x: &mut S, terms: &[(f64, &S)]) {
+    let Some(((c0, y0), rest)) = terms.split_first() else {
+        return;
+    };
+    let rest = match rest.split_first() {
+        None => {
+            *x = y0.scale(*c0);
+            return;
+        }
+        Some(((c1, y1), rest)) => {
+            *x = y0.lincomb(*c0, y1, *c1);
+            rest
+        }
+    };
+    for (c, y) in rest {
+        x.lincomb_assign(1.0, y, *c);
     }
 }
 
@@ -130,13 +142,7 @@ impl<D: Dimension> LinearSpace for Array<f64, D> {
                 return kernels::combine_assign_f64(a, x, &ys);
             }
         }
-        let Some(((c0, y0), rest)) = terms.split_first() else {
-            return *self = self.scale(a);
-        };
-        self.lincomb_assign(a, y0, *c0);
-        for (c, y) in rest {
-            self.lincomb_assign(1.0, y, *c);
-        }
+        combine_assign_per_term(self, a, terms);
     }
     fn assign_combination(&mut self, terms: &[(f64, &Self)]) {
         if let (false, Some(ys)) = (terms.is_empty(), term_slices(self.shape(), terms)) {
@@ -144,17 +150,7 @@ impl<D: Dimension> LinearSpace for Array<f64, D> {
                 return kernels::combine_into_f64(out, &ys);
             }
         }
-        let Some(((c0, y0), rest)) = terms.split_first() else {
-            return;
-        };
-        let mut out = match rest.split_first() {
-            None => y0.scale(*c0),
-            Some(((c1, y1), _)) => y0.lincomb(*c0, y1, *c1),
-        };
-        for (c, y) in rest.iter().skip(1) {
-            out.lincomb_assign(1.0, y, *c);
-        }
-        *self = out;
+        assign_combination_per_term(self, terms);
     }
 }
 
@@ -201,13 +197,7 @@ impl<D: Dimension> LinearSpace for Array<f32, D> {
                 return kernels::combine_assign_f32(a, x, &ys);
             }
         }
-        let Some(((c0, y0), rest)) = terms.split_first() else {
-            return *self = self.scale(a);
-        };
-        self.lincomb_assign(a, y0, *c0);
-        for (c, y) in rest {
-            self.lincomb_assign(1.0, y, *c);
-        }
+        combine_assign_per_term(self, a, terms);
     }
     fn assign_combination(&mut self, terms: &[(f64, &Self)]) {
         if let (false, Some(ys)) = (terms.is_empty(), term_slices(self.shape(), terms)) {
@@ -215,17 +205,7 @@ impl<D: Dimension> LinearSpace for Array<f32, D> {
                 return kernels::combine_into_f32(out, &ys);
             }
         }
-        let Some(((c0, y0), rest)) = terms.split_first() else {
-            return;
-        };
-        let mut out = match rest.split_first() {
-            None => y0.scale(*c0),
-            Some(((c1, y1), _)) => y0.lincomb(*c0, y1, *c1),
-        };
-        for (c, y) in rest.iter().skip(1) {
-            out.lincomb_assign(1.0, y, *c);
-        }
-        *self = out;
+        assign_combination_per_term(self, terms);
     }
 }
 
