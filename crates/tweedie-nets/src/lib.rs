@@ -73,7 +73,7 @@ pub use mlp::Mlp;
 pub use network::{Network, ParamCount};
 pub use precond::{variance_fraction, CoeffTensors, ParamAdapter, PrecondDenoiser, Wrapper};
 #[cfg(feature = "samplers")]
-pub use sampler_model::{one_hot, NetModel};
+pub use sampler_model::{one_hot, ConditionSlot, NetModel};
 pub use tch;
 pub use torch_rng::with_torch_rng;
 pub use unet::SongUnet;

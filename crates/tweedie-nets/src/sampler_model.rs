@@ -2,7 +2,7 @@
 //! checkpoint samples with every tweedie-samplers integrator and guidance method, on tensor
 //! states (the CLI) or f64 ndarray states (training evaluation).
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use tweedie_core::Invalid;
 
 use ndarray::{Array2, ArrayD, ArrayViewD, IxDyn};
@@ -36,10 +36,26 @@ pub struct NetModel {
     /// One-hot labels of the next batch's rows; they override `class` while set.
     row_labels: Mutex<Option<Tensor>>,
     /// Low-resolution fields of the next batch's rows [B, C, H/f, W/f], for a conditioned
-    /// network ([`NetModel::set_condition`]).
-    condition: Mutex<Option<Tensor>>,
+    /// network ([`NetModel::set_condition`]); shared with its [`ConditionSlot`]s.
+    condition: Arc<Mutex<Option<Tensor>>>,
     /// Where ndarray states are evaluated (tensor states stay on their own device).
     device: Device,
+}
+
+/// Sets the per-batch conditions of the [`NetModel`] it came from
+/// ([`NetModel::condition_slot`]), moved to that model's device.
+#[derive(Debug, Clone)]
+pub struct ConditionSlot {
+    slot: Arc<Mutex<Option<Tensor>>>,
+    device: Device,
+}
+
+impl ConditionSlot {
+    /// Low-resolution fields [B, C, H/f, W/f] of the next batch's rows; `None` clears them.
+    pub fn set(&self, condition: Option<Tensor>) {
+        *self.slot.lock().unwrap_or_else(|p| p.into_inner()) =
+            condition.map(|c| c.to_device(self.device));
+    }
 }
 
 /// One-hot float labels [B, C] on `device`; a label outside 0..C is an error.
@@ -81,7 +97,7 @@ impl NetModel {
             label_dim,
             class: None,
             row_labels: Mutex::new(None),
-            condition: Mutex::new(None),
+            condition: Arc::new(Mutex::new(None)),
             device: Device::Cpu,
         }
     }
@@ -107,8 +123,16 @@ impl NetModel {
     /// Sets the conditions of the next batch's rows: low-resolution fields [B, C, H/f, W/f]
     /// (checked by the denoiser against its conditioning at each call); `None` clears them.
     pub fn set_condition(&self, condition: Option<Tensor>) {
-        *self.condition.lock().unwrap_or_else(|p| p.into_inner()) =
-            condition.map(|c| c.to_device(self.device));
+        self.condition_slot().set(condition);
+    }
+
+    /// A handle that sets this model's conditions ([`NetModel::set_condition`]) after the
+    /// model itself has been moved into a wrapper (CFG, classifier guidance, a boxed model).
+    pub fn condition_slot(&self) -> ConditionSlot {
+        ConditionSlot {
+            slot: Arc::clone(&self.condition),
+            device: self.device,
+        }
     }
 
     /// What the network is conditioned on, if anything.

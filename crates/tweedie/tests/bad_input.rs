@@ -259,6 +259,43 @@ fn fixtures(d: &Path) {
     classifier_checkpoint(d, "clf8", "ddpmpp-tiny");
     classifier_checkpoint(d, "clf32", "ddpmpp-small");
     conditional_checkpoint(d, "cond-bad-record", Some("often"));
+    downscale_fixtures(d);
+}
+
+/// `down.safetensors`: an 8×8 one-channel U-Net conditioned on its 4×4 block averages
+/// (downscale ×2), and conditions for it: `low.npy` (two, [2, 1, 4, 4]), `low_wrong.npy` (the
+/// wrong grid, [2, 1, 2, 2]) and `low_nan.npy` (a NaN in the second).
+fn downscale_fixtures(d: &Path) {
+    use std::collections::BTreeMap;
+    use tweedie::core::Precond;
+    use tweedie::nets::{
+        save_checkpoint, Conditioning, ConditioningKind, ModelConfig, NetConfig, Wrapper,
+    };
+    let mut net = NetConfig::preset("ddpmpp-tiny").unwrap();
+    if let NetConfig::Unet(u) = &mut net {
+        u.cond_channels = 1;
+    }
+    let cfg = ModelConfig {
+        net,
+        wrapper: Wrapper::Precond(Precond::edm()),
+        conditioning: Some(Conditioning {
+            kind: ConditioningKind::Downscale,
+            factor: 2,
+        }),
+    };
+    let (vs, _) = cfg.build(tch::Device::Cpu).unwrap();
+    save_checkpoint(&d.join("down.safetensors"), &vs, &cfg, &BTreeMap::new()).unwrap();
+    write_npy2(&d.join("low.npy"), &Array2::from_elem((2, 16), 0.25));
+    let mut nan = Array2::<f64>::zeros((2, 16));
+    nan[[1, 5]] = f64::NAN;
+    write_npy2(&d.join("low_nan.npy"), &nan);
+    raw_npy(
+        &d.join("low_wrong.npy"),
+        "<f8",
+        false,
+        "(2, 1, 2, 2)",
+        &[0; 64],
+    );
 }
 
 /// NetCDF files of 20 samples: `f.nc` (6×10 grid; `t`, and `gone`, NaN everywhere) and
@@ -1138,6 +1175,24 @@ fn cases() -> Vec<Case> {
             &["network.label_dropout", "0.2", "training.label_dropout"],
         ),
         t(
+            "conditioning factor that does not divide the grid",
+            "type = \"fields\"\nsize = 8\nn = 16\nheld_out = 4",
+            "[network]\npreset = \"ddpmpp-tiny\"\n[conditioning]\nkind = \"downscale\"\nfactor = 3",
+            &["conditioning.factor", "8×8"],
+        ),
+        t(
+            "conditioning with an unknown key",
+            "type = \"fields\"\nsize = 8\nn = 16\nheld_out = 4",
+            "[network]\npreset = \"ddpmpp-tiny\"\n[conditioning]\nkind = \"downscale\"\nfactor = 2\nfactr = 2",
+            &["[conditioning]", "factr"],
+        ),
+        t(
+            "conditioning on an MLP",
+            "type = \"moons\"",
+            "[conditioning]\nkind = \"downscale\"\nfactor = 2",
+            &["conditioning", "unet"],
+        ),
+        t(
             "training steps wrong type",
             "type = \"moons\"",
             "[sampling]\nsteps = \"many\"",
@@ -1220,6 +1275,53 @@ fn cases() -> Vec<Case> {
             Ok(())
         },
     ));
+    // ---- image conditioning (downscaling)
+    let down = |extra: &str| {
+        format!("sample --model down.safetensors --device cpu --steps 2 --sampler euler {extra}")
+    };
+    v.extend([
+        err(
+            "conditioned checkpoint without a condition",
+            &down("--n 2 --out d.npy"),
+            &["down.safetensors", "downscale ×2", "--condition"],
+        ),
+        err(
+            "condition of the wrong size",
+            &down("--n 2 --out d.npy --condition low_wrong.npy"),
+            &["low_wrong.npy", "[2, 1, 2, 2]", "[M, 1, 4, 4]"],
+        ),
+        err(
+            "condition with NaN",
+            &down("--n 2 --out d.npy --condition low_nan.npy"),
+            &["low_nan.npy", "NaN", "field 1"],
+        ),
+        err(
+            "n not a multiple of the conditions",
+            &down("--n 3 --out d.npy --condition low.npy"),
+            &["--n 3", "multiple", "2 conditions"],
+        ),
+        err(
+            "condition for an unconditioned checkpoint",
+            "sample --model ddpmpp-tiny.safetensors --device cpu --n 2 --out d.npy --condition low.npy",
+            &["low.npy", "not conditioned"],
+        ),
+        err(
+            "condition for a mixture",
+            "sample --model gmm2d --n 2 --out d.npy --condition low.npy",
+            &["--condition", "mixtures"],
+        ),
+        ok(
+            "downscaling samples given two conditions",
+            &down("--n 4 --out d.npy --condition low.npy"),
+            |d, _| {
+                let x = read_rows(&d.join("d.npy"))?;
+                if x.shape() != [4, 64] || x.iter().any(|v| !v.is_finite()) {
+                    return Err(format!("shape {:?}", x.shape()));
+                }
+                Ok(())
+            },
+        ),
+    ]);
     v.push(ok(
         "mixture samples to npy",
         "sample --model gmm2d --n 10 --steps 8 --out m.npy",

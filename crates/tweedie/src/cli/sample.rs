@@ -137,6 +137,12 @@ pub struct Args {
     /// outside it, or to measure what an untrained null label does).
     #[arg(long)]
     pub cfg_untrained_null: bool,
+    /// Low-resolution fields for a checkpoint trained with `[conditioning]` (downscaling):
+    /// a .npy of M conditions, [M, C, H/f, W/f] (or [M, C·(H/f)·(W/f)], or one condition
+    /// without the M axis); `--n` must be a multiple of M, and samples k·n/M … (k+1)·n/M − 1
+    /// are drawn given condition k. `tweedie downscale` makes one from held-out fields.
+    #[arg(long)]
+    pub condition: Option<PathBuf>,
 }
 
 /// Rows drawn into the PNG grid next to the samples: the first 256 (a 16×16 grid), so a
@@ -292,6 +298,13 @@ pub fn run(args: Args) -> Result<()> {
     }
     if args.class.is_some() || args.cfg.is_some() {
         bail!("--class and --cfg apply to class-conditional network checkpoints, not mixtures");
+    }
+    if let Some(c) = &args.condition {
+        bail!(
+            "--condition {}: applies to network checkpoints trained with [conditioning], not \
+             mixtures (condition a mixture on a measurement with --operator and --y)",
+            c.display()
+        );
     }
     if let Some(b) = args.batch {
         bail!(
@@ -507,7 +520,10 @@ fn run_checkpoint(args: &Args) -> Result<()> {
         Some(_) if label_dim == 0 => None,
         _ => args.class,
     };
-    let net = NetModel::new(loaded.denoiser, label_dim);
+    let conditions = read_conditions(args, path, &loaded.config, &shape)?;
+    let net = NetModel::new(loaded.denoiser, label_dim).on_device(device);
+    // Kept past the wrapping below (CFG, classifier guidance): each batch's conditions.
+    let condition_slot = net.condition_slot();
     let model: Box<dyn Model<TchTensor>> = match (net_class, args.cfg) {
         (Some(c), _) if label_dim == 0 => {
             bail!("--class {c}: {} is unconditional", path.display())
@@ -584,6 +600,9 @@ fn run_checkpoint(args: &Args) -> Result<()> {
                 (Kind::Float, device),
             ))),
         };
+        if let Some(c) = &conditions {
+            condition_slot.set(Some(c.rows(lo, hi)?));
+        }
         let out = match &cond {
             None => tch::no_grad(|| -> Result<_> {
                 Ok(Sampler::new(
@@ -756,6 +775,97 @@ fn conditioning(args: &Args, dim: usize, image: Option<&[usize]>) -> Result<Opti
         y,
         guidance,
         truth,
+    }))
+}
+
+/// The `--condition` fields of a conditioned checkpoint, [M, C, H/f, W/f] f32 on the CPU, and
+/// how many consecutive samples each one gets.
+struct Conditions {
+    fields: Tensor,
+    per: usize,
+}
+
+impl Conditions {
+    /// The conditions of samples lo..hi (sample i gets field ⌊i/per⌋).
+    fn rows(&self, lo: usize, hi: usize) -> Result<Tensor> {
+        let idx: Vec<i64> = (lo..hi).map(|i| (i / self.per) as i64).collect();
+        Ok(self.fields.f_index_select(0, &Tensor::from_slice(&idx))?)
+    }
+}
+
+/// Reads and checks `--condition` against the checkpoint's recorded conditioning: a
+/// conditioned checkpoint needs it, an unconditioned one refuses it; the file must hold M
+/// finite fields of the low-resolution shape, and M must divide `--n`.
+fn read_conditions(
+    args: &Args,
+    model: &Path,
+    config: &tweedie::nets::ModelConfig,
+    shape: &[usize],
+) -> Result<Option<Conditions>> {
+    let (cond, path) = match (&config.conditioning, &args.condition) {
+        (None, None) => return Ok(None),
+        (None, Some(p)) => bail!(
+            "--condition {}: {} is not conditioned on a low-resolution field (it was trained \
+             without [conditioning])",
+            p.display(),
+            model.display()
+        ),
+        (Some(c), None) => bail!(
+            "{} is conditioned ({c}): give the low-resolution fields to sample from with \
+             --condition LOW.npy (`tweedie downscale` makes one from held-out fields)",
+            model.display()
+        ),
+        (Some(c), Some(p)) => (c, p),
+    };
+    let sample: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+    let low = cond.low_shape(&sample)?;
+    let dlow: usize = low.iter().map(|&d| d as usize).product();
+    let a = npy::read(path)?.to_f64();
+    let s = a.shape().to_vec();
+    let m = if s.iter().map(|&d| d as i64).eq(low.iter().copied()) || s == [dlow] {
+        1
+    } else if s.len() >= 2
+        && s[1..].iter().product::<usize>() == dlow
+        && (s.len() == 2 || s[1..].iter().map(|&d| d as i64).eq(low.iter().copied()))
+    {
+        s[0]
+    } else {
+        bail!(
+            "--condition {}: shape {s:?}, but {} is conditioned on the {f}×{f} block averages \
+             of its {}×{} fields: need [M, {}, {}, {}] (or [M, {dlow}])",
+            path.display(),
+            model.display(),
+            shape[1],
+            shape[2],
+            low[0],
+            low[1],
+            low[2],
+            f = cond.factor,
+        )
+    };
+    if m == 0 {
+        bail!("--condition {}: holds no fields", path.display());
+    }
+    if let Some(i) = a.iter().position(|v| !v.is_finite()) {
+        bail!(
+            "--condition {}: value {i} (field {}) is NaN or infinite; conditions must be finite",
+            path.display(),
+            i / dlow
+        );
+    }
+    if !args.n.is_multiple_of(m) {
+        bail!(
+            "--n {}: must be a multiple of the {m} conditions in {} (each gets --n/M samples)",
+            args.n,
+            path.display()
+        );
+    }
+    let v: Vec<f32> = a.iter().map(|&x| x as f32).collect();
+    let mut dims = vec![m as i64];
+    dims.extend(&low);
+    Ok(Some(Conditions {
+        fields: Tensor::f_from_slice(&v)?.f_reshape(dims.as_slice())?,
+        per: args.n / m,
     }))
 }
 
