@@ -808,6 +808,35 @@ fn cases() -> Vec<Case> {
                 Ok(())
             },
         ),
+        ok(
+            "measure the conditions of a downscaling model: several held-out fields",
+            "measure --data fields8.toml --index 0,2 --operator downsample --factor 4 --out yl.npy --truth xl.npy",
+            |d, _| {
+                let y = tweedie::train::data::npy::read(&d.join("yl.npy"))
+                    .map_err(|e| e.to_string())?
+                    .to_f64();
+                let x = tweedie::train::data::npy::read(&d.join("xl.npy"))
+                    .map_err(|e| e.to_string())?
+                    .to_f64();
+                if y.shape() != [2, 4] || x.shape() != [2, 1, 8, 8] {
+                    return Err(format!("y {:?}, truth {:?}", y.shape(), x.shape()));
+                }
+                // Noise 0: each row is its field's 4×4 block averages.
+                for m in 0..2 {
+                    for (b, yv) in y.iter().skip(4 * m).take(4).enumerate() {
+                        let (bi, bj) = (b / 2, b % 2);
+                        let mean = (0..16)
+                            .map(|p| x[[m, 0, 4 * bi + p / 4, 4 * bj + p % 4]])
+                            .sum::<f64>()
+                            / 16.0;
+                        if (yv - mean).abs() > 1e-12 {
+                            return Err(format!("field {m} block {b}: {yv} vs {mean}"));
+                        }
+                    }
+                }
+                Ok(())
+            },
+        ),
         // ---- sample: checkpoints
         err(
             "out equal to model",

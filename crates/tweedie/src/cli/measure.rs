@@ -1,6 +1,10 @@
 //! `tweedie measure`: a measurement y = A·x₀ + s·z of held-out sample x₀ of a training
 //! config's data set, for `tweedie sample --operator … --y y.npy` (and `--truth x.npy`).
 //! z is keyed standard normal noise: y depends on (seed, index) only.
+//!
+//! Several indices give one row per sample: with `--operator downsample --factor f
+//! --noise-std 0` those rows are the low-resolution fields a model trained with
+//! `[conditioning] kind = "downscale"` samples from (`tweedie sample --condition y.npy`).
 
 use std::path::PathBuf;
 
@@ -18,14 +22,17 @@ use tweedie::train::TrainConfig;
     tweedie measure --data configs/fields-edm.toml --index 0 --operator downsample --factor 4 \\\n      \
     --noise-std 0.05 --out y.npy --truth x.npy\n  \
     tweedie measure --data runs/digits/config.toml --index 7 --operator mask --mask m.npy \\\n      \
-    --noise-std 0.05 --out y.npy --truth x.npy")]
+    --noise-std 0.05 --out y.npy --truth x.npy\n  \
+    tweedie measure --data runs/fields-down --index 0,1,2,3 --operator downsample --factor 4 \\\n      \
+    --out low.npy --truth truth.npy   # conditions for `tweedie sample --condition low.npy`")]
 pub struct Args {
     /// The data set: a training config (TOML) or a run directory (its config.toml).
     #[arg(long)]
     pub data: PathBuf,
-    /// Which held-out sample x₀ to measure (0-based).
-    #[arg(long, default_value_t = 0)]
-    pub index: usize,
+    /// Which held-out samples x₀ to measure (0-based, comma-separated): one gives y as one
+    /// row [m], M give [M, m] (and the truth [M, …]).
+    #[arg(long, value_delimiter = ',', default_value = "0")]
+    pub index: Vec<usize>,
     /// The measurement operator.
     #[command(flatten)]
     pub op: super::operator::OperatorArgs,
@@ -53,10 +60,9 @@ pub fn run(args: Args) -> Result<()> {
         .with_context(|| format!("--data {}", args.data.display()))?;
     let data = cfg.data.load()?;
     let held = &data.held_out;
-    if args.index >= held.len() {
+    if let Some(i) = args.index.iter().find(|&&i| i >= held.len()) {
         bail!(
-            "--index {}: the held-out split of {} has {} samples (0..{})",
-            args.index,
+            "--index {i}: the held-out split of {} has {} samples (0..{})",
             config.display(),
             held.len(),
             held.len()
@@ -68,23 +74,32 @@ pub fn run(args: Args) -> Result<()> {
         .op
         .build(dim, image)?
         .context("--operator is needed: matrix, mask, downsample or blur")?;
-    let x0: Array1<f64> = held.x.row(args.index).mapv(f64::from);
-    let z = normal_rows(args.seed, args.index as u64, 1, STREAM, op.out_dim());
-    let y = measure(op.as_ref(), &x0, &z.row(0).to_owned())?;
-    let yv = y.as_slice().context("y is not contiguous")?;
-    npy::write(&args.out, &[y.len()], yv)?;
-    let mut wrote = format!("y ({} values) → {}", y.len(), args.out.display());
-    if let Some(t) = &args.truth {
-        npy::write(
-            t,
-            &held.shape,
-            x0.as_slice().context("x₀ is not contiguous")?,
-        )?;
-        wrote = format!("{wrote}, x₀ {:?} → {}", held.shape, t.display());
+    let (mut ys, mut xs) = (Vec::new(), Vec::new());
+    for &i in &args.index {
+        let x0: Array1<f64> = held.x.row(i).mapv(f64::from);
+        let z = normal_rows(args.seed, i as u64, 1, STREAM, op.out_dim());
+        ys.extend(measure(op.as_ref(), &x0, &z.row(0).to_owned())?);
+        xs.extend(x0);
     }
+    // One index keeps the single-measurement shapes that `sample --y` reads.
+    let m = args.index.len();
+    let lead: &[usize] = if m == 1 { &[] } else { &[m] };
+    let y_shape = [lead, &[op.out_dim()]].concat();
+    npy::write(&args.out, &y_shape, &ys)?;
+    let mut wrote = format!("y {y_shape:?} → {}", args.out.display());
+    if let Some(t) = &args.truth {
+        let x_shape = [lead, held.shape.as_slice()].concat();
+        npy::write(t, &x_shape, &xs)?;
+        wrote = format!("{wrote}, x₀ {x_shape:?} → {}", t.display());
+    }
+    let which = args
+        .index
+        .iter()
+        .map(usize::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
     eprintln!(
-        "held-out sample {} of {} measured by --operator {} (s = {}): {wrote}",
-        args.index,
+        "held-out sample(s) {which} of {} measured by --operator {} (s = {}): {wrote}",
         data.name,
         args.op.operator.as_deref().unwrap_or(""),
         op.noise_std()

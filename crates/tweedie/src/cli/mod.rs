@@ -6,7 +6,6 @@
 
 use clap::{Parser, Subcommand};
 
-mod downscale;
 mod eval;
 mod info;
 mod launch;
@@ -61,8 +60,6 @@ subcommands! {
     Likelihood => likelihood,
     /// Evaluate a trained run against ground truth and (re)write its report.md.
     Eval => eval,
-    /// Write the low-resolution version of held-out fields (for `sample --condition`).
-    Downscale => downscale,
     /// Start N local ranks of a tweedie command on 127.0.0.1 (as `torchrun --no-python` would).
     Launch => launch,
 }

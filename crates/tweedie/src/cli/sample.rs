@@ -140,7 +140,8 @@ pub struct Args {
     /// Low-resolution fields for a checkpoint trained with `[conditioning]` (downscaling):
     /// a .npy of M conditions, [M, C, H/f, W/f] (or [M, C·(H/f)·(W/f)], or one condition
     /// without the M axis); `--n` must be a multiple of M, and samples k·n/M … (k+1)·n/M − 1
-    /// are drawn given condition k. `tweedie downscale` makes one from held-out fields.
+    /// are drawn given condition k. `tweedie measure --index I,J,… --operator downsample
+    /// --factor f` makes one from held-out fields.
     #[arg(long)]
     pub condition: Option<PathBuf>,
 }
@@ -812,8 +813,10 @@ fn read_conditions(
         ),
         (Some(c), None) => bail!(
             "{} is conditioned ({c}): give the low-resolution fields to sample from with \
-             --condition LOW.npy (`tweedie downscale` makes one from held-out fields)",
-            model.display()
+             --condition LOW.npy (`tweedie measure --index 0,1 --operator downsample --factor {f}` \
+             makes one from held-out fields)",
+            model.display(),
+            f = c.factor
         ),
         (Some(c), Some(p)) => (c, p),
     };
