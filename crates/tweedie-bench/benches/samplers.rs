@@ -108,6 +108,16 @@ fn integrator_steps(c: &mut Criterion) {
                 }
             })
         });
+        // One read and one write of the state (a copy between two buffers, as bench-samplers'
+        // ÷ rw): the unit of the overhead target, a step within 3× of it.
+        let src = vec![1.0f64; rows * cols];
+        let mut dst = vec![0.0f64; rows * cols];
+        g.bench_function("copy (read + write)", |b| {
+            b.iter(|| {
+                dst.copy_from_slice(black_box(&src));
+                black_box(&mut dst);
+            })
+        });
         for name in SAMPLER_NAMES {
             let Ok(kind) = SamplerKind::from_name(name) else {
                 continue;
