@@ -19,6 +19,8 @@
 //! generator keyed the same way: key = (seed, stream) as 2×8 little-endian bytes, stream id
 //! (nonce) = sample index.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use ndarray::Array2;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha12Rng;
@@ -157,7 +159,8 @@ pub fn add_normal_rows_f32(
 
 /// x ← a·x + Σⱼ cⱼ·yⱼ + c·ε in one pass over x (ε the rows of [`normal_rows_into`]): a
 /// stochastic sampler's whole update with its noise. The values are those of
-/// `kernels::combine_assign_f64(a, x, terms)` followed by [`add_normal_rows`].
+/// `kernels::combine_assign_f64(a, x, terms)` followed by [`add_normal_rows`]. True when every
+/// new value is finite (checked in the same pass).
 pub fn combine_add_normal_rows(
     seed: u64,
     first_index: u64,
@@ -165,7 +168,7 @@ pub fn combine_add_normal_rows(
     len: usize,
     update: (f64, &[(f64, &[f64])], f64),
     x: &mut [f64],
-) {
+) -> bool {
     combine_add_normals(seed, first_index, stream, len, update, x)
 }
 
@@ -177,7 +180,7 @@ pub fn combine_add_normal_rows_f32(
     len: usize,
     update: (f64, &[(f64, &[f32])], f64),
     x: &mut [f32],
-) {
+) -> bool {
     combine_add_normals(seed, first_index, stream, len, update, x)
 }
 
@@ -189,10 +192,12 @@ fn combine_add_normals<T: crate::kernels::Elem>(
     len: usize,
     (a, terms, c): (f64, &[(f64, &[T])], f64),
     x: &mut [T],
-) {
+) -> bool {
     for (_, y) in terms {
         assert_eq!(y.len(), x.len(), "combine_add_normal_rows: lengths differ");
     }
+    // Set (rarely, so the store costs nothing) by whichever thread writes a non-finite value.
+    let bad = AtomicBool::new(false);
     normal::rows(seed, first_index, stream, len, x, |x, k, z| {
         let mut t = a * x.to_f64();
         if terms.is_empty() {
@@ -201,8 +206,13 @@ fn combine_add_normals<T: crate::kernels::Elem>(
         for (cj, yj) in terms {
             t = T::from_f64(t + cj * yj[k].to_f64()).to_f64();
         }
-        *x = T::from_f64(t + c * z);
+        let v = T::from_f64(t + c * z);
+        if v.non_finite() {
+            bad.store(true, Ordering::Relaxed);
+        }
+        *x = v;
     });
+    !bad.into_inner()
 }
 
 /// The normal generator behind every public draw: Philox4x32-10 blocks, two 52-bit open
@@ -776,6 +786,62 @@ mod tests {
             &mut gotf,
         );
         assert_eq!(gotf, wantf);
+    }
+
+    /// The fused noisy update reports whether what it wrote is finite, across the thread split
+    /// and for f32 overflow of a finite f64 value.
+    #[test]
+    fn noisy_update_reports_non_finite_values() {
+        let (len, rows) = (37, 1000);
+        let n = len * rows;
+        let d: Vec<f64> = (0..n).map(|k| (k % 11) as f64 * 0.5 - 2.0).collect();
+        let mut x = vec![1.5f64; n];
+        assert!(combine_add_normal_rows(
+            3,
+            11,
+            5,
+            len,
+            (0.9, &[(0.1, &d)], -2.0),
+            &mut x
+        ));
+        for (at, bad) in [
+            (0, f64::NAN),
+            (n / 2, f64::INFINITY),
+            (n - 1, f64::NEG_INFINITY),
+        ] {
+            let mut d = d.clone();
+            d[at] = bad;
+            let mut x = vec![1.5f64; n];
+            assert!(!combine_add_normal_rows(
+                3,
+                11,
+                5,
+                len,
+                (0.9, &[(0.1, &d)], -2.0),
+                &mut x
+            ));
+            let mut x = vec![1.5f32; n];
+            let df: Vec<f32> = d.iter().map(|v| *v as f32).collect();
+            assert!(!combine_add_normal_rows_f32(
+                3,
+                11,
+                5,
+                len,
+                (0.9, &[(0.1, &df)], -2.0),
+                &mut x
+            ));
+        }
+        // 1e39 is finite in f64 and ∞ once rounded to f32.
+        let mut x = vec![1.5f32; n];
+        assert!(!combine_add_normal_rows_f32(
+            3,
+            11,
+            5,
+            len,
+            (1e39, &[], 0.0),
+            &mut x
+        ));
+        assert!(x.iter().all(|v| *v == f32::INFINITY));
     }
 
     /// Row i is a function of (seed, stream, first_index + i) only, and of the prefix length never:

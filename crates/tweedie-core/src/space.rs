@@ -22,20 +22,24 @@ pub trait LinearSpace: Clone {
     }
     /// self ← a·self + Σⱼ cⱼ·yⱼ: the values of `lincomb_assign(a, y₀, c₀)` followed by
     /// `lincomb_assign(1, yⱼ, cⱼ)`, in one pass over self where the type allows.
-    fn combine_assign(&mut self, a: f64, terms: &[(f64, &Self)]) {
-        combine_assign_per_term(self, a, terms);
+    ///
+    /// Returns whether every element of the result is finite when that pass could tell at no
+    /// cost (contiguous arrays), else `None`: a caller that must check then checks itself.
+    fn combine_assign(&mut self, a: f64, terms: &[(f64, &Self)]) -> Option<bool> {
+        combine_assign_per_term(self, a, terms)
     }
     /// self ← Σⱼ cⱼ·yⱼ over at least one term (self only gives the storage): the values of
     /// `y₀.lincomb(c₀, y₁, c₁)` (one term: `y₀.scale(c₀)`) followed by `lincomb_assign(1, yⱼ, cⱼ)`,
     /// written into self's buffer without allocating where the type allows. No terms: unchanged.
-    fn assign_combination(&mut self, terms: &[(f64, &Self)]) {
-        assign_combination_per_term(self, terms);
+    /// Returns what [`LinearSpace::combine_assign`] does.
+    fn assign_combination(&mut self, terms: &[(f64, &Self)]) -> Option<bool> {
+        assign_combination_per_term(self, terms)
     }
 }
 
 /// [`LinearSpace::combine_assign`] one term at a time: the trait's default, and the arrays'
 /// path when a term is not contiguous.
-fn combine_assign_per_term<S: LinearSpace>(x: &mut S, a: f64, terms: &[(f64, &S)]) {
+fn combine_assign_per_term<S: LinearSpace>(x: &mut S, a: f64, terms: &[(f64, &S)]) -> Option<bool> {
     match terms.split_first() {
         None => *x = x.scale(a),
         Some(((c0, y0), rest)) => {
@@ -45,18 +49,17 @@ fn combine_assign_per_term<S: LinearSpace>(x: &mut S, a: f64, terms: &[(f64, &S)
             }
         }
     }
+    None
 }
 
 /// [`LinearSpace::assign_combination`] one term at a time: the trait's default, and the arrays'
 /// path when a term is not contiguous.
-fn assign_combination_per_term<S: LinearSpace>(x: &mut S, terms: &[(f64, &S)]) {
-    let Some(((c0, y0), rest)) = terms.split_first() else {
-        return;
-    };
+fn assign_combination_per_term<S: LinearSpace>(x: &mut S, terms: &[(f64, &S)]) -> Option<bool> {
+    let ((c0, y0), rest) = terms.split_first()?;
     let rest = match rest.split_first() {
         None => {
             *x = y0.scale(*c0);
-            return;
+            return None;
         }
         Some(((c1, y1), rest)) => {
             *x = y0.lincomb(*c0, y1, *c1);
@@ -66,6 +69,7 @@ fn assign_combination_per_term<S: LinearSpace>(x: &mut S, terms: &[(f64, &S)]) {
     for (c, y) in rest {
         x.lincomb_assign(1.0, y, *c);
     }
+    None
 }
 
 /// The contiguous buffers of `terms` when they all have `shape` and standard layout: what the
@@ -136,21 +140,21 @@ impl<D: Dimension> LinearSpace for Array<f64, D> {
             .and(other)
             .for_each(|x, &y| *x = a * *x + b * y);
     }
-    fn combine_assign(&mut self, a: f64, terms: &[(f64, &Self)]) {
+    fn combine_assign(&mut self, a: f64, terms: &[(f64, &Self)]) -> Option<bool> {
         if let Some(ys) = term_slices(self.shape(), terms) {
             if let Some(x) = self.as_slice_mut() {
-                return kernels::combine_assign_f64(a, x, &ys);
+                return Some(kernels::combine_assign_f64(a, x, &ys));
             }
         }
-        combine_assign_per_term(self, a, terms);
+        combine_assign_per_term(self, a, terms)
     }
-    fn assign_combination(&mut self, terms: &[(f64, &Self)]) {
+    fn assign_combination(&mut self, terms: &[(f64, &Self)]) -> Option<bool> {
         if let (false, Some(ys)) = (terms.is_empty(), term_slices(self.shape(), terms)) {
             if let Some(out) = self.as_slice_mut() {
-                return kernels::combine_into_f64(out, &ys);
+                return Some(kernels::combine_into_f64(out, &ys));
             }
         }
-        assign_combination_per_term(self, terms);
+        assign_combination_per_term(self, terms)
     }
 }
 
@@ -191,21 +195,21 @@ impl<D: Dimension> LinearSpace for Array<f32, D> {
             .and(other)
             .for_each(|x, &y| *x = (a * *x as f64 + b * y as f64) as f32);
     }
-    fn combine_assign(&mut self, a: f64, terms: &[(f64, &Self)]) {
+    fn combine_assign(&mut self, a: f64, terms: &[(f64, &Self)]) -> Option<bool> {
         if let Some(ys) = term_slices(self.shape(), terms) {
             if let Some(x) = self.as_slice_mut() {
-                return kernels::combine_assign_f32(a, x, &ys);
+                return Some(kernels::combine_assign_f32(a, x, &ys));
             }
         }
-        combine_assign_per_term(self, a, terms);
+        combine_assign_per_term(self, a, terms)
     }
-    fn assign_combination(&mut self, terms: &[(f64, &Self)]) {
+    fn assign_combination(&mut self, terms: &[(f64, &Self)]) -> Option<bool> {
         if let (false, Some(ys)) = (terms.is_empty(), term_slices(self.shape(), terms)) {
             if let Some(out) = self.as_slice_mut() {
-                return kernels::combine_into_f32(out, &ys);
+                return Some(kernels::combine_into_f32(out, &ys));
             }
         }
-        assign_combination_per_term(self, terms);
+        assign_combination_per_term(self, terms)
     }
 }
 
@@ -290,12 +294,15 @@ mod tests {
             (x.t().to_owned(), y.t().to_owned(), w.t().to_owned()),
         ] {
             let mut z = a.clone();
-            z.combine_assign(0.3, &[(-1.7, &b), (0.9, &c)]);
+            let finite = z.combine_assign(0.3, &[(-1.7, &b), (0.9, &c)]);
             let mut into = Array::zeros(a.raw_dim());
-            into.assign_combination(&[(0.3, &a), (-1.7, &b), (0.9, &c)]);
+            let finite_into = into.assign_combination(&[(0.3, &a), (-1.7, &b), (0.9, &c)]);
             let want = if a == x {
+                // The fused pass checks what it wrote; the per-term fallback cannot tell.
+                assert_eq!((finite, finite_into), (Some(true), Some(true)));
                 seq.clone()
             } else {
+                assert_eq!((finite, finite_into), (None, None));
                 seq.t().to_owned()
             };
             assert_eq!(z, want);
@@ -304,6 +311,9 @@ mod tests {
         let mut z = x.clone();
         z.combine_assign(0.5, &[]);
         assert_eq!(z, x.scale(0.5));
+        let inf = arr2(&[[0.0, f64::INFINITY], [0.0, 0.0]]);
+        assert_eq!(z.combine_assign(1.0, &[(1.0, &inf)]), Some(false));
+        assert_eq!(z.assign_combination(&[(1.0, &x), (0.0, &inf)]), Some(false));
         let mut into = arr2(&[[0.0]]);
         into.assign_combination(&[(2.0, &x)]);
         assert_eq!(into, x.scale(2.0));

@@ -49,16 +49,18 @@ pub trait State: LinearSpace + Send + std::fmt::Debug {
     }
     /// self ← a·self + Σⱼ cⱼ·yⱼ + c·ε, ε = `randn_like(seed, first_index, stream)`: a
     /// stochastic step's update and noise, the values of `combine_assign` then `add_randn`, in one
-    /// pass over self where the type allows.
+    /// pass over self where the type allows. Returns whether every new element is finite when
+    /// that pass could tell (as `combine_assign`), else `None`.
     fn combine_add_randn(
         &mut self,
         (a, terms, c): (f64, &[(f64, &Self)], f64),
         seed: u64,
         first_index: u64,
         stream: u64,
-    ) -> Result<()> {
+    ) -> Result<Option<bool>> {
         self.combine_assign(a, terms);
-        self.add_randn(c, seed, first_index, stream)
+        self.add_randn(c, seed, first_index, stream)?;
+        Ok(None)
     }
     /// a·self + b·u + c·v.
     fn lincomb3(&self, a: f64, u: &Self, b: f64, v: &Self, c: f64) -> Self {
@@ -170,7 +172,7 @@ macro_rules! impl_state_ndarray {
                 seed: u64,
                 first_index: u64,
                 stream: u64,
-            ) -> Result<()> {
+            ) -> Result<Option<bool>> {
                 let n = self.sample_len();
                 let shape = self.shape().to_vec();
                 let ys: Option<Vec<(f64, &[$t])>> = terms
@@ -183,11 +185,18 @@ macro_rules! impl_state_ndarray {
                     })
                     .collect();
                 if let (Some(ys), Some(x)) = (ys, self.as_slice_mut()) {
-                    $combine_add_normals(seed, first_index, stream, n, (a, &ys, c), x);
-                    return Ok(());
+                    return Ok(Some($combine_add_normals(
+                        seed,
+                        first_index,
+                        stream,
+                        n,
+                        (a, &ys, c),
+                        x,
+                    )));
                 }
                 self.combine_assign(a, terms);
-                self.add_randn(c, seed, first_index, stream)
+                self.add_randn(c, seed, first_index, stream)?;
+                Ok(None)
             }
             fn with_rows(&self, rows: &Array2<f64>) -> Result<Self> {
                 if rows.nrows() != self.batch() || rows.ncols() != self.sample_len() {
@@ -263,14 +272,24 @@ mod tests {
         want.combine_assign(0.8, &[(0.2, &d), (-0.1, &x)]);
         want.add_randn(0.5, 7, 0, 3).unwrap();
         let mut got = x.clone();
-        got.combine_add_randn((0.8, &[(0.2, &d), (-0.1, &x)], 0.5), 7, 0, 3)
+        let finite = got
+            .combine_add_randn((0.8, &[(0.2, &d), (-0.1, &x)], 0.5), 7, 0, 3)
             .unwrap();
         assert_eq!(got, want);
+        // The fused pass checks what it wrote (a non-standard layout's fallback cannot tell).
+        assert_eq!(finite, Some(true));
+        let inf = x.mapv(|v| if v == 7.0 { f64::INFINITY } else { v });
+        assert_eq!(
+            got.combine_add_randn((0.8, &[(0.2, &inf)], 0.5), 7, 0, 3)
+                .unwrap(),
+            Some(false)
+        );
         let mut got_t = x.clone().reversed_axes();
         let (dt, xt) = (d.clone().reversed_axes(), x.clone().reversed_axes());
-        got_t
+        let finite_t = got_t
             .combine_add_randn((0.8, &[(0.2, &dt), (-0.1, &xt)], 0.5), 7, 0, 3)
             .unwrap();
+        assert_eq!(finite_t, None);
         let mut want_t = x.clone().reversed_axes();
         want_t.combine_assign(0.8, &[(0.2, &dt), (-0.1, &xt)]);
         want_t.add_randn(0.5, 7, 0, 3).unwrap();

@@ -353,3 +353,64 @@ fn ddpm_with_learned_v_one_uses_the_forward_variance() {
     // The sampler returns process coordinates at the grid's end (x = a1·x̃).
     assert!(max_diff(&got, &want) < 1e-12, "{}", max_diff(&got, &want));
 }
+
+/// The exact denoiser of N(0, I) with one output element replaced by `bad` (the last, so that
+/// it lies in the last part of a split pass).
+struct NonFinite(f64);
+
+impl<S: tweedie_samplers::State> tweedie_samplers::Model<S> for NonFinite {
+    fn denoise(&self, x: &S, sigma: f64) -> tweedie_samplers::Result<S> {
+        let mut d = x.to_rows() / (1.0 + sigma * sigma);
+        let (i, j) = (d.nrows() - 1, d.ncols() - 1);
+        d[[i, j]] = self.0;
+        x.with_rows(&d)
+    }
+    fn capabilities(&self) -> tweedie_samplers::Capabilities<'_, S> {
+        tweedie_samplers::Capabilities::none()
+    }
+}
+
+/// A denoiser that returns NaN or ±∞ stops every fixed-grid sampler after its first step with
+/// the step and σ̃ named, on f64 and f32 states, small and split across threads.
+#[test]
+fn a_non_finite_state_stops_every_sampler_at_its_first_step() {
+    let p = Edm {
+        sigma_min: 0.002,
+        sigma_max: 80.0,
+    };
+    let grid = TimerKind::edm().grid(&p, 6).unwrap();
+    let want = format!(
+        "numerical failure: non-finite state after step 0 (σ̃ = {})",
+        grid.sigma_tilde[1]
+    );
+    for name in tweedie_samplers::SAMPLER_NAMES {
+        let kind = SamplerKind::from_name(name).unwrap();
+        if matches!(kind, SamplerKind::Adaptive { .. }) {
+            continue;
+        }
+        for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let model = NonFinite(bad);
+            for (rows, cols) in [(2, 3), (64, 600)] {
+                let x = Array2::<f64>::ones((rows, cols));
+                let run = |x: Init<Array2<f64>>| {
+                    Sampler::new(&p, grid.clone(), kind.clone(), &model)
+                        .unwrap()
+                        .run(x, None)
+                        .map(|_| ())
+                };
+                let err = run(Init::Latents(x.clone())).unwrap_err().to_string();
+                assert_eq!(err, want, "{name}, {bad}, [{rows}, {cols}]");
+                let run32 = |x: Init<Array2<f32>>| {
+                    Sampler::new(&p, grid.clone(), kind.clone(), &model)
+                        .unwrap()
+                        .run(x, None)
+                        .map(|_| ())
+                };
+                let err = run32(Init::Latents(x.mapv(|v| v as f32)))
+                    .unwrap_err()
+                    .to_string();
+                assert_eq!(err, want, "{name} f32, {bad}, [{rows}, {cols}]");
+            }
+        }
+    }
+}

@@ -34,7 +34,7 @@ impl<S: State> Run<'_, '_, S> {
             // x̃ scaled by e^{−(1+η)h} and the terms added in one pass, in place (with the noise).
             let terms: Vec<(f64, &S)> = hist.iter().zip(c).map(|((_, dj), cj)| (cj, dj)).collect();
             let mut xn = x;
-            if eta > 0.0 {
+            let finite = if eta > 0.0 {
                 xn.combine_add_randn(
                     (
                         (-k * h).exp(),
@@ -44,11 +44,11 @@ impl<S: State> Run<'_, '_, S> {
                     run.seed,
                     run.first_index,
                     stream(i, 0),
-                )?;
+                )?
             } else {
-                xn.combine_assign((-k * h).exp(), &terms);
-            }
-            Ok(xn)
+                xn.combine_assign((-k * h).exp(), &terms)
+            };
+            Ok((xn, finite))
         })
     }
 }

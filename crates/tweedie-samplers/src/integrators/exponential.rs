@@ -17,18 +17,18 @@ impl<S: State> Run<'_, '_, S> {
             x = xc;
             let s1 = self.s[i + 1];
             let den = self.den(&x, s)?;
-            let (xn, last) = if s1 == 0.0 {
-                (den.clone(), den)
+            let (xn, finite, last) = if s1 == 0.0 {
+                (den.clone(), None, den)
             } else {
                 let h = (s / s1).ln();
                 let sm = (s * s1).sqrt();
                 let u = u.get_or_insert_with(|| x.zeros_like());
                 u.assign_combination(&[(sm / s, &x), (-(-0.5 * h).exp_m1(), &den)]);
                 let den2 = self.den(u, sm)?;
-                x.lincomb_assign(s1 / s, &den2, -(-h).exp_m1());
-                (x, den2)
+                let finite = x.combine_assign(s1 / s, &[(-(-h).exp_m1(), &den2)]);
+                (x, finite, den2)
             };
-            x = self.end_step(i, xn, &last)?;
+            x = self.end_step(i, xn, finite, &last)?;
         }
         Ok(x)
     }
@@ -63,18 +63,18 @@ impl<S: State> Run<'_, '_, S> {
                 }
                 None => vec![(c, den)],
             };
-            if eta > 0.0 {
+            let finite = if eta > 0.0 {
                 xn.combine_add_randn(
                     (a, &terms, s1 * (-(-2.0 * eh).exp_m1()).sqrt()),
                     run.seed,
                     run.first_index,
                     stream(i, 0),
-                )?;
+                )?
             } else {
-                xn.combine_assign(a, &terms);
-            }
+                xn.combine_assign(a, &terms)
+            };
             prev.push(h, &[(1.0, den)]);
-            Ok(xn)
+            Ok((xn, finite))
         })
     }
 }

@@ -34,8 +34,8 @@ impl<S: State> Run<'_, '_, S> {
                 .map(|((_, dj), wj)| ((s1 - s) * wj, dj))
                 .collect();
             let mut xn = x;
-            xn.combine_assign(1.0, &terms);
-            Ok(xn)
+            let finite = xn.combine_assign(1.0, &terms);
+            Ok((xn, finite))
         })
     }
 }

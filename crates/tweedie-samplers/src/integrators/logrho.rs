@@ -31,8 +31,8 @@ impl<S: State> Run<'_, '_, S> {
                 .map(|((_, ej), cj)| (-s * cj, ej))
                 .collect();
             let mut xn = x;
-            xn.combine_assign(1.0, &terms);
-            x = self.end_step(i, xn, &den)?;
+            let finite = xn.combine_assign(1.0, &terms);
+            x = self.end_step(i, xn, finite, &den)?;
         }
         Ok(x)
     }

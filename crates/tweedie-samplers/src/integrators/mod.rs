@@ -117,21 +117,27 @@ impl<'r, 'c, S: State> Run<'r, 'c, S> {
     fn noise(&self, like: &S, step: usize, draw: u64) -> Result<S> {
         like.randn_like(self.seed, self.first_index, stream(step, draw))
     }
-    fn end_step(&mut self, i: usize, x: S, denoised: &S) -> Result<S> {
-        let x = match self.hook {
-            Some(h) => h.after_step(
-                i,
-                self.s[i + 1],
-                x,
-                NoiseKey {
-                    seed: self.seed,
-                    first_index: self.first_index,
-                    stream: stream(i, HOOK_DRAW),
-                },
-            )?,
-            None => x,
+    /// Closes step i on its new state x̃: the hook, the finiteness check, the trajectory and the
+    /// callback. `finite` is what the update's own pass found (`None`: it could not tell, and
+    /// the check is a pass of its own here); a hook's output is always checked here.
+    fn end_step(&mut self, i: usize, x: S, finite: Option<bool>, denoised: &S) -> Result<S> {
+        let (x, finite) = match self.hook {
+            Some(h) => (
+                h.after_step(
+                    i,
+                    self.s[i + 1],
+                    x,
+                    NoiseKey {
+                        seed: self.seed,
+                        first_index: self.first_index,
+                        stream: stream(i, HOOK_DRAW),
+                    },
+                )?,
+                None,
+            ),
+            None => (x, finite),
         };
-        if !x.all_finite() {
+        if !finite.unwrap_or_else(|| x.all_finite()) {
             return Err(SamplerError::Numerical(format!(
                 "non-finite state after step {i} (σ̃ = {})",
                 self.s[i + 1]
@@ -154,22 +160,23 @@ impl<'r, 'c, S: State> Run<'r, 'c, S> {
     }
 
     /// The step loop of the integrators that evaluate D once per step at the step's start:
-    /// D_i = D(x̃_i; σ̃_i), then x̃_{i+1} = `update(self, i, σ̃_i, σ̃_{i+1}, x̃_i, &D_i)` while
-    /// σ̃_{i+1} > 0, and D_i itself on the last step to σ̃ = 0; every step closes in `end_step`.
+    /// D_i = D(x̃_i; σ̃_i), then (x̃_{i+1}, finite) = `update(self, i, σ̃_i, σ̃_{i+1}, x̃_i, &D_i)`
+    /// while σ̃_{i+1} > 0 (finite: what the update's pass found, see `end_step`), and D_i itself
+    /// on the last step to σ̃ = 0; every step closes in `end_step`.
     fn steps(
         &mut self,
         mut x: S,
-        mut update: impl FnMut(&Self, usize, f64, f64, S, &S) -> Result<S>,
+        mut update: impl FnMut(&Self, usize, f64, f64, S, &S) -> Result<(S, Option<bool>)>,
     ) -> Result<S> {
         for i in 0..self.n() {
             let (s, s1) = (self.s[i], self.s[i + 1]);
             let den = self.den(&x, s)?;
-            let xn = if s1 == 0.0 {
-                den.clone()
+            let (xn, finite) = if s1 == 0.0 {
+                (den.clone(), None)
             } else {
                 update(self, i, s, s1, x, &den)?
             };
-            x = self.end_step(i, xn, &den)?;
+            x = self.end_step(i, xn, finite, &den)?;
         }
         Ok(x)
     }

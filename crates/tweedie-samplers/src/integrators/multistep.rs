@@ -9,19 +9,19 @@ use crate::state::State;
 
 /// x̃′ = x̃ + Σ_j w_j·d_j over the history (σ̃_j, d_j), d = dx̃/dσ̃, w_j = ∫_{σ̃}^{σ̃′} ℓ_j(ρ) dρ
 /// with ℓ_j the Lagrange basis on the σ̃_j: the polynomial through the d_j integrated exactly.
-/// One pass over x̃, in place.
+/// One pass over x̃, in place; with what that pass found about finiteness (`end_step`).
 pub(super) fn adams_bashforth_sigma<'h, S: State + 'h>(
     x: S,
     hist: impl Iterator<Item = &'h (f64, S)> + Clone,
     s: f64,
     s1: f64,
-) -> S {
+) -> (S, Option<bool>) {
     let nodes: Vec<f64> = hist.clone().map(|(sj, _)| sj - s1).collect();
     let w = poly_lagrange_weights(&nodes, s - s1);
     let terms: Vec<(f64, &S)> = hist.zip(w).map(|((_, dj), wj)| (-wj, dj)).collect();
     let mut xn = x;
-    xn.combine_assign(1.0, &terms);
-    xn
+    let finite = xn.combine_assign(1.0, &terms);
+    (xn, finite)
 }
 
 impl<S: State> Run<'_, '_, S> {

@@ -11,10 +11,11 @@ impl<S: State> Run<'_, '_, S> {
             let (mut xn, s) = self.churn(x, i, self.s[i])?;
             let s1 = self.s[i + 1];
             let den = self.den(&xn, s)?;
-            // In place: the step allocates nothing besides the model's output.
+            // In place: the step allocates nothing besides the model's output, and its pass
+            // checks finiteness.
             let r = s1 / s;
-            xn.lincomb_assign(r, &den, 1.0 - r);
-            x = self.end_step(i, xn, &den)?;
+            let finite = xn.combine_assign(r, &[(1.0 - r, &den)]);
+            x = self.end_step(i, xn, finite, &den)?;
         }
         Ok(x)
     }
@@ -31,19 +32,18 @@ impl<S: State> Run<'_, '_, S> {
             let den = self.den(&x, s)?;
             // Euler predictor x̃_e = x̃ + (σ′ − σ)·d = (σ′/σ)x̃ + (1 − σ′/σ)D, d = (x̃ − D)/σ.
             let r = s1 / s;
-            let last_den = if s1 > 0.0 {
+            let (finite, last_den) = if s1 > 0.0 {
                 let e = xe.get_or_insert_with(|| x.zeros_like());
                 e.assign_combination(&[(r, &x), (1.0 - r, &den)]);
                 // Trapezoid x̃ + (σ′ − σ)(d + d′)/2 with d′ = (x̃_e − D′)/σ′, one pass over x̃.
                 let den2 = self.den(e, s1)?;
                 let (a, b) = (0.5 * (s1 - s) / s, 0.5 * (s1 - s) / s1);
-                x.combine_assign(1.0 + a, &[(-a, &den), (b, e), (-b, &den2)]);
-                den2
+                let finite = x.combine_assign(1.0 + a, &[(-a, &den), (b, e), (-b, &den2)]);
+                (finite, den2)
             } else {
-                x.lincomb_assign(r, &den, 1.0 - r);
-                den
+                (x.combine_assign(r, &[(1.0 - r, &den)]), den)
             };
-            x = self.end_step(i, x, &last_den)?;
+            x = self.end_step(i, x, finite, &last_den)?;
         }
         Ok(x)
     }

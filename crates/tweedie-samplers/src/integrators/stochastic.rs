@@ -17,17 +17,17 @@ impl<S: State> Run<'_, '_, S> {
             let down = (s1 * s1 - up * up).max(0.0).sqrt();
             // In place: x̃ ← (σ_down/σ̃)x̃ + (1 − σ_down/σ̃)D + S_noise·σ_up·ε.
             let r = down / s;
-            if up > 0.0 {
+            let finite = if up > 0.0 {
                 x.combine_add_randn(
                     (r, &[(1.0 - r, &den)], s_noise * up),
                     self.seed,
                     self.first_index,
                     stream(i, 0),
-                )?;
+                )?
             } else {
-                x.lincomb_assign(r, &den, 1.0 - r);
-            }
-            x = self.end_step(i, x, &den)?;
+                x.combine_assign(r, &[(1.0 - r, &den)])
+            };
+            x = self.end_step(i, x, finite, &den)?;
         }
         Ok(x)
     }
@@ -43,17 +43,17 @@ impl<S: State> Run<'_, '_, S> {
             let sd = eta * sg1 * (1.0 - ratio * ratio).max(0.0).sqrt();
             let k = (sg1 * sg1 - sd * sd).max(0.0).sqrt();
             let c = k * a / (sg * a1);
-            if sd > 0.0 {
+            let finite = if sd > 0.0 {
                 x.combine_add_randn(
                     (c, &[(1.0 - c, &den)], sd / a1),
                     self.seed,
                     self.first_index,
                     stream(i, 0),
-                )?;
+                )?
             } else {
-                x.lincomb_assign(c, &den, 1.0 - c);
-            }
-            x = self.end_step(i, x, &den)?;
+                x.combine_assign(c, &[(1.0 - c, &den)])
+            };
+            x = self.end_step(i, x, finite, &den)?;
         }
         Ok(x)
     }
@@ -73,8 +73,8 @@ impl<S: State> Run<'_, '_, S> {
             let step = tweedie_core::DdpmStep::new(a, sg, a1, sg1);
             let var = step.beta_tilde;
             let (cx, cd, ce) = (step.coef_xt * a / a1, step.coef_x0 / a1, var.sqrt() / a1);
-            match &v {
-                _ if !(var > 0.0) => x.lincomb_assign(cx, &den, cd),
+            let finite = match &v {
+                _ if !(var > 0.0) => x.combine_assign(cx, &[(cd, &den)]),
                 None => x.combine_add_randn(
                     (cx, &[(cd, &den)], ce),
                     self.seed,
@@ -86,10 +86,10 @@ impl<S: State> Run<'_, '_, S> {
                     let eps = self
                         .noise(&x, i, 0)?
                         .mul_exp(v, 0.5 * step.learned_log_variance(var.ln()).1)?;
-                    x.combine_assign(cx, &[(cd, &den), (ce, &eps)]);
+                    x.combine_assign(cx, &[(cd, &den), (ce, &eps)])
                 }
-            }
-            x = self.end_step(i, x, &den)?;
+            };
+            x = self.end_step(i, x, finite, &den)?;
         }
         Ok(x)
     }
@@ -104,13 +104,13 @@ impl<S: State> Run<'_, '_, S> {
             let cx = a / a1 * (1.0 + f * dt + g2 * dt / (sg * sg));
             let cd = -a / a1 * g2 * dt / (sg * sg);
             let mut xn = x;
-            xn.combine_add_randn(
+            let finite = xn.combine_add_randn(
                 (cx, &[(cd, den)], (g2 * dt.abs()).sqrt() / a1),
                 run.seed,
                 run.first_index,
                 stream(i, 0),
             )?;
-            Ok(xn)
+            Ok((xn, finite))
         })
     }
 }

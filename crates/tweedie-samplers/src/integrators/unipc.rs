@@ -49,8 +49,8 @@ impl<S: State> Run<'_, '_, S> {
                 xc.combine_assign(w.x, &terms);
                 spare = Some(std::mem::replace(&mut x, xc));
             }
-            let xn = if s1 == 0.0 {
-                den.clone()
+            let (xn, finite) = if s1 == 0.0 {
+                (den.clone(), None)
             } else {
                 hist.push(s, &[(1.0, &den)]);
                 let mut p = order.min(i + 1).min(hist.len());
@@ -70,12 +70,14 @@ impl<S: State> Run<'_, '_, S> {
                     .map(|((_, dj), wj)| (*wj, dj))
                     .collect();
                 let mut xn = x;
-                if !terms.is_empty() {
-                    xn.combine_assign(w.x, &terms);
-                }
-                xn
+                let finite = if terms.is_empty() {
+                    None
+                } else {
+                    xn.combine_assign(w.x, &terms)
+                };
+                (xn, finite)
             };
-            x = self.end_step(i, xn, &den)?;
+            x = self.end_step(i, xn, finite, &den)?;
         }
         Ok(x)
     }
