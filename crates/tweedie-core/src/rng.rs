@@ -393,11 +393,12 @@ mod normal {
         for l in 0..N {
             let (s, c) = ((s[l] * theta[l]).to_bits(), c[l].to_bits());
             // Quarter turns: q = 1 → (−sin, cos), 2 → (−cos, −sin), 3 → (sin, −cos): a swap
-            // by mask and sign flips by xor (what negation is), so the lanes need no blends.
-            let swap = 0u64.wrapping_sub(q[l] & 1);
-            let (a, b) = ((s & swap) | (c & !swap), (c & swap) | (s & !swap));
-            cos[l] = f64::from_bits(a ^ (((q[l].wrapping_add(1) >> 1) & 1) << 63));
-            sin[l] = f64::from_bits(b ^ (((q[l] >> 1) & 1) << 63));
+            // by xor under a mask and sign flips by xor (what negation is): bit operations
+            // that vectorise without blends. Bit 1 of q (of q + 1) flips sin (cos).
+            let d = (s ^ c) & 0u64.wrapping_sub(q[l] & 1);
+            const SIGN: u64 = 1 << 63;
+            cos[l] = f64::from_bits(c ^ d ^ ((q[l].wrapping_add(1) << 62) & SIGN));
+            sin[l] = f64::from_bits(s ^ d ^ ((q[l] << 62) & SIGN));
         }
         (cos, sin)
     }
