@@ -325,8 +325,65 @@ fn combine_into<T: Elem>(out: &mut [T], terms: &[(f64, &[T])]) -> bool {
     combine_assign(1.0, out, rest)
 }
 
+/// Elements per block of [`combine_assign_forming`]: the block's d is read back while it is
+/// still in cache (16 KiB per f64 stream), and the per-block dispatch stays small against the
+/// block's arithmetic.
+const FORMING_BLOCK: usize = 2048;
+/// Terms of a [`combine_assign_forming`] held on the stack per block; longer ones take two
+/// whole passes (same values).
+const FORMING_MAX_TERMS: usize = 8;
+
+/// d ← p·x + q·z, then x ← a·x + Σⱼ cⱼ·yⱼ where a term given as `None` is d: a multistep step
+/// that forms its newest history entry in the same pass over x. The values of
+/// `combine_into(d, [(p, x), (q, z)])` followed by `combine_assign(a, x, terms)`, computed block
+/// by block (d is read back from cache, not memory). True when every new x is finite.
+fn combine_assign_forming<T: Elem>(
+    a: f64,
+    x: &mut [T],
+    d: &mut [T],
+    (p, q, z): (f64, f64, &[T]),
+    terms: &[(f64, Option<&[T]>)],
+) -> bool {
+    let n = x.len();
+    assert!(d.len() == n && z.len() == n, "combine: lengths differ");
+    for (_, y) in terms {
+        assert!(y.is_none_or(|y| y.len() == n), "combine: lengths differ");
+    }
+    if terms.len() > FORMING_MAX_TERMS {
+        combine_into(d, &[(p, x), (q, z)]);
+        let ts: Vec<(f64, &[T])> = terms.iter().map(|(c, y)| (*c, y.unwrap_or(d))).collect();
+        return combine_assign(a, x, &ts);
+    }
+    let part = |x: &mut [T], d: &mut [T], off: usize| -> bool {
+        let mut finite = true;
+        for (k, (xb, db)) in x
+            .chunks_mut(FORMING_BLOCK)
+            .zip(d.chunks_mut(FORMING_BLOCK))
+            .enumerate()
+        {
+            let at = off + k * FORMING_BLOCK;
+            let range = at..at + xb.len();
+            combine_into(db, &[(p, xb), (q, &z[range.clone()])]);
+            let mut ts: [(f64, &[T]); FORMING_MAX_TERMS] = [(0.0, &[]); FORMING_MAX_TERMS];
+            for (t, (c, y)) in ts.iter_mut().zip(terms) {
+                *t = (*c, y.map_or(&*db, |y| &y[range.clone()]));
+            }
+            finite &= combine_assign(a, xb, &ts[..terms.len()]);
+        }
+        finite
+    };
+    if n <= PAR_CHUNK {
+        return part(x, d, 0);
+    }
+    x.par_chunks_mut(PAR_CHUNK)
+        .zip(d.par_chunks_mut(PAR_CHUNK))
+        .enumerate()
+        .map(|(k, (x, d))| part(x, d, k * PAR_CHUNK))
+        .reduce(|| true, |a, b| a & b)
+}
+
 macro_rules! combine_kernels {
-    ($t:ty, $assign:ident, $into:ident) => {
+    ($t:ty, $assign:ident, $into:ident, $forming:ident) => {
         /// x ← a·x + Σⱼ cⱼ·yⱼ in one pass (see [`combine_element`] for the rounding); true
         /// when every new value is finite (checked in the same pass).
         #[inline(never)]
@@ -339,11 +396,34 @@ macro_rules! combine_kernels {
         pub fn $into(out: &mut [$t], terms: &[(f64, &[$t])]) -> bool {
             combine_into(out, terms)
         }
+        /// d ← p·x + q·z and x ← a·x + Σⱼ cⱼ·yⱼ (a `None` term is d) in one pass over x: the
+        /// values of `$into(d, [(p, x), (q, z)])` then `$assign(a, x, terms)`; true when every
+        /// new x is finite.
+        #[inline(never)]
+        pub fn $forming(
+            a: f64,
+            x: &mut [$t],
+            d: &mut [$t],
+            formed: (f64, f64, &[$t]),
+            terms: &[(f64, Option<&[$t]>)],
+        ) -> bool {
+            combine_assign_forming(a, x, d, formed, terms)
+        }
     };
 }
 
-combine_kernels!(f64, combine_assign_f64, combine_into_f64);
-combine_kernels!(f32, combine_assign_f32, combine_into_f32);
+combine_kernels!(
+    f64,
+    combine_assign_f64,
+    combine_into_f64,
+    combine_assign_forming_f64
+);
+combine_kernels!(
+    f32,
+    combine_assign_f32,
+    combine_into_f32,
+    combine_assign_forming_f32
+);
 
 kernels!(f64, axpby_assign_f64, axpby_f64, all_finite_f64);
 kernels!(f32, axpby_assign_f32, axpby_f32, all_finite_f32);
@@ -419,6 +499,91 @@ mod tests {
                 bad[n - 1] = f64::NEG_INFINITY;
                 assert!(!all_finite_f64(&bad));
             }
+        }
+    }
+
+    /// The forming pass equals its two passes bit for bit, whatever the term order, block and
+    /// thread split; and reports finiteness.
+    #[test]
+    fn forming_equals_two_passes() {
+        for n in [
+            5,
+            FORMING_BLOCK + 7,
+            PAR_CHUNK + 3,
+            3 * PAR_CHUNK + FORMING_BLOCK / 2,
+        ] {
+            let x: Vec<f64> = (0..n).map(|i| (i % 97) as f64 * 0.25 - 3.0).collect();
+            let z: Vec<f64> = (0..n).map(|i| (i % 13) as f64 - 6.5).collect();
+            let u: Vec<f64> = (0..n).map(|i| (i % 7) as f64 * 0.3 + 0.1).collect();
+            let v: Vec<f64> = (0..n).map(|i| (i % 5) as f64 - 2.2).collect();
+            let s = 0.37;
+            for at in 0..3 {
+                let mut terms: Vec<(f64, Option<&[f64]>)> =
+                    vec![(-0.21, Some(&u[..])), (0.13, Some(&v[..]))];
+                terms.insert(at, (0.7, None));
+                let mut d_want = vec![0.0; n];
+                combine_into_f64(&mut d_want, &[(1.0 / s, &x), (-1.0 / s, &z)]);
+                let ts: Vec<(f64, &[f64])> = terms
+                    .iter()
+                    .map(|(c, y)| (*c, y.unwrap_or(&d_want)))
+                    .collect();
+                let mut x_want = x.clone();
+                combine_assign_f64(0.9, &mut x_want, &ts);
+                let mut d = vec![5.0; n];
+                let mut got = x.clone();
+                let finite = combine_assign_forming_f64(
+                    0.9,
+                    &mut got,
+                    &mut d,
+                    (1.0 / s, -1.0 / s, &z),
+                    &terms,
+                );
+                assert!(finite);
+                assert_eq!((got, d), (x_want, d_want), "n {n}, at {at}");
+                // f32: rounded after every term in both.
+                let f = |w: &[f64]| w.iter().map(|v| *v as f32).collect::<Vec<f32>>();
+                let (xf, zf, uf) = (f(&x), f(&z), f(&u));
+                let mut df_want = vec![0.0f32; n];
+                combine_into_f32(&mut df_want, &[(1.0 / s, &xf), (-1.0 / s, &zf)]);
+                let mut xf_want = xf.clone();
+                combine_assign_f32(0.9, &mut xf_want, &[(0.7, &df_want), (-0.21, &uf)]);
+                let mut df = vec![0.0f32; n];
+                let mut xf_got = xf.clone();
+                combine_assign_forming_f32(
+                    0.9,
+                    &mut xf_got,
+                    &mut df,
+                    (1.0 / s, -1.0 / s, &zf),
+                    &[(0.7, None), (-0.21, Some(&uf))],
+                );
+                assert_eq!((xf_got, df), (xf_want, df_want));
+            }
+            let mut zbad = z.clone();
+            zbad[n - 1] = f64::NAN;
+            let (mut d, mut got) = (vec![0.0; n], x.clone());
+            let finite = combine_assign_forming_f64(
+                1.0,
+                &mut got,
+                &mut d,
+                (1.0, -1.0, &zbad),
+                &[(0.5, None)],
+            );
+            assert!(!finite && d[n - 1].is_nan());
+            // More terms than a block holds on the stack: the two passes, same values.
+            let many: Vec<(f64, Option<&[f64]>)> = (0..FORMING_MAX_TERMS + 1)
+                .map(|k| (0.1 * k as f64, if k == 2 { None } else { Some(&u[..]) }))
+                .collect();
+            let mut d_want = vec![0.0; n];
+            combine_into_f64(&mut d_want, &[(1.0, &x), (-1.0, &z)]);
+            let ts: Vec<(f64, &[f64])> = many
+                .iter()
+                .map(|(c, y)| (*c, y.unwrap_or(&d_want)))
+                .collect();
+            let mut x_want = x.clone();
+            combine_assign_f64(1.0, &mut x_want, &ts);
+            let (mut d, mut got) = (vec![0.0; n], x.clone());
+            combine_assign_forming_f64(1.0, &mut got, &mut d, (1.0, -1.0, &z), &many);
+            assert_eq!((got, d), (x_want, d_want));
         }
     }
 

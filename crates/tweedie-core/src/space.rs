@@ -35,6 +35,55 @@ pub trait LinearSpace: Clone {
     fn assign_combination(&mut self, terms: &[(f64, &Self)]) -> Option<bool> {
         assign_combination_per_term(self, terms)
     }
+    /// d ← p·self + q·z (self before the update; d only gives the storage), then
+    /// self ← a·self + Σⱼ cⱼ·yⱼ where a term given as `None` is d: a multistep step that forms
+    /// its newest history entry (e.g. d = (x̃ − D)/σ̃) in the same pass over self where the type
+    /// allows. The values of `d.assign_combination(&[(p, self), (q, z)])` followed by
+    /// `self.combine_assign(a, terms)`; returns what `combine_assign` does.
+    fn combine_assign_forming(
+        &mut self,
+        d: &mut Self,
+        (p, q, z): (f64, f64, &Self),
+        a: f64,
+        terms: &[(f64, Option<&Self>)],
+    ) -> Option<bool> {
+        forming_in_two_passes(self, d, (p, q, z), a, terms)
+    }
+}
+
+/// [`LinearSpace::combine_assign_forming`] as its two passes: the trait's default, and the
+/// arrays' path when a buffer is not contiguous.
+fn forming_in_two_passes<S: LinearSpace>(
+    x: &mut S,
+    d: &mut S,
+    (p, q, z): (f64, f64, &S),
+    a: f64,
+    terms: &[(f64, Option<&S>)],
+) -> Option<bool> {
+    d.assign_combination(&[(p, x), (q, z)]);
+    let terms: Vec<(f64, &S)> = terms.iter().map(|(c, y)| (*c, y.unwrap_or(d))).collect();
+    x.combine_assign(a, &terms)
+}
+
+/// The terms of a forming pass over buffers (`None`: the buffer being formed).
+type FormingTerms<'a, T> = Vec<(f64, Option<&'a [T]>)>;
+
+/// [`LinearSpace::combine_assign_forming`]'s contiguous buffers: z's and every given term's
+/// (`None` stays `None`: d), when they all have `shape` and standard layout.
+fn forming_slices<'a, T, D: Dimension>(
+    shape: &[usize],
+    z: &'a Array<T, D>,
+    terms: &[(f64, Option<&'a Array<T, D>>)],
+) -> Option<(&'a [T], FormingTerms<'a, T>)> {
+    let slice = |y: &'a Array<T, D>| (y.shape() == shape).then_some(()).and(y.as_slice());
+    let ys = terms
+        .iter()
+        .map(|(c, y)| match y {
+            None => Some((*c, None)),
+            Some(y) => slice(y).map(|y| (*c, Some(y))),
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some((slice(z)?, ys))
 }
 
 /// [`LinearSpace::combine_assign`] one term at a time: the trait's default, and the arrays'
@@ -156,6 +205,21 @@ impl<D: Dimension> LinearSpace for Array<f64, D> {
         }
         assign_combination_per_term(self, terms)
     }
+    fn combine_assign_forming(
+        &mut self,
+        d: &mut Self,
+        (p, q, z): (f64, f64, &Self),
+        a: f64,
+        terms: &[(f64, Option<&Self>)],
+    ) -> Option<bool> {
+        let shape = self.shape().to_vec();
+        if let (Some((z, ys)), true) = (forming_slices(&shape, z, terms), d.shape() == shape) {
+            if let (Some(x), Some(d)) = (self.as_slice_mut(), d.as_slice_mut()) {
+                return Some(kernels::combine_assign_forming_f64(a, x, d, (p, q, z), &ys));
+            }
+        }
+        forming_in_two_passes(self, d, (p, q, z), a, terms)
+    }
 }
 
 /// f32 states: each element is combined in f64 and rounded once.
@@ -210,6 +274,21 @@ impl<D: Dimension> LinearSpace for Array<f32, D> {
             }
         }
         assign_combination_per_term(self, terms)
+    }
+    fn combine_assign_forming(
+        &mut self,
+        d: &mut Self,
+        (p, q, z): (f64, f64, &Self),
+        a: f64,
+        terms: &[(f64, Option<&Self>)],
+    ) -> Option<bool> {
+        let shape = self.shape().to_vec();
+        if let (Some((z, ys)), true) = (forming_slices(&shape, z, terms), d.shape() == shape) {
+            if let (Some(x), Some(d)) = (self.as_slice_mut(), d.as_slice_mut()) {
+                return Some(kernels::combine_assign_forming_f32(a, x, d, (p, q, z), &ys));
+            }
+        }
+        forming_in_two_passes(self, d, (p, q, z), a, terms)
     }
 }
 
@@ -307,6 +386,25 @@ mod tests {
             };
             assert_eq!(z, want);
             assert_eq!(into, want);
+        }
+        // Forming d = (x − y)/s in the update's pass: the two passes' values, contiguous or not.
+        for (a, b, c) in [
+            (x.clone(), y.clone(), w.clone()),
+            (x.t().to_owned(), y.t().to_owned(), w.t().to_owned()),
+        ] {
+            let mut d_want = Array::zeros(a.raw_dim());
+            d_want.assign_combination(&[(1.0 / 0.3, &a), (-1.0 / 0.3, &b)]);
+            let mut want = a.clone();
+            want.combine_assign(0.9, &[(0.4, &c), (-0.7, &d_want)]);
+            let (mut d, mut got) = (Array::zeros(a.raw_dim()), a.clone());
+            let finite = got.combine_assign_forming(
+                &mut d,
+                (1.0 / 0.3, -1.0 / 0.3, &b),
+                0.9,
+                &[(0.4, Some(&c)), (-0.7, None)],
+            );
+            assert_eq!((got, d), (want, d_want));
+            assert_eq!(finite, if a == x { Some(true) } else { None });
         }
         let mut z = x.clone();
         z.combine_assign(0.5, &[]);

@@ -1,8 +1,9 @@
 //! DPM-Solver++(3M) and its SDE form (Lu et al. 2022b; the SDE variant as k-diffusion's
 //! `dpmpp_3m_sde`): third-order multistep exponential integrators in λ = −ln σ̃.
 
+use std::iter::once;
+
 use crate::error::Result;
-use crate::integrators::history::History;
 use crate::integrators::weights::{dpm_solver_damping, exp_lagrange_weights};
 use crate::integrators::Run;
 use crate::state::State;
@@ -16,15 +17,14 @@ impl<S: State> Run<'_, '_, S> {
     /// `damped` (η = 0 only) adds `dpm_solver_damping` on three-point steps: the update of
     /// DPM-Solver's reference code, second order (`SamplerKind::DpmSolverPp3mDamped`).
     pub(super) fn dpmpp_3m(&mut self, x: S, eta: f64, damped: bool) -> Result<S> {
-        // Copies of the last three D in buffers reused across steps.
-        let mut hist = History::new(3);
-        self.steps(x, |run, i, s, s1, x, den| {
+        // D_i and the two previous D (the model's outputs themselves, kept: no copies).
+        self.steps_keeping_denoised(x, 2, |run, i, s, s1, x, den, older| {
             let h = (s / s1).ln();
             let k = 1.0 + eta;
-            hist.push(s, &[(1.0, den)]);
-            let nodes: Vec<f64> = hist.iter().map(|(sj, _)| k * (s1 / sj).ln()).collect();
+            let hist = || once((s, den)).chain(older.iter().map(|(sj, dj)| (*sj, dj)));
+            let nodes: Vec<f64> = hist().map(|(sj, _)| k * (s1 / sj).ln()).collect();
             let mut c = exp_lagrange_weights(&nodes, k * h);
-            if let (true, Some((s_1, _)), Some((s_2, _))) = (damped, hist.get(1), hist.get(2)) {
+            if let (true, Some((s_1, _)), Some((s_2, _))) = (damped, older.get(0), older.get(1)) {
                 let h0 = (s_1 / s).ln();
                 let h1 = (s_2 / s_1).ln();
                 for (cj, dj) in c.iter_mut().zip(dpm_solver_damping(h, h0, h1)) {
@@ -32,7 +32,7 @@ impl<S: State> Run<'_, '_, S> {
                 }
             }
             // x̃ scaled by e^{−(1+η)h} and the terms added in one pass, in place (with the noise).
-            let terms: Vec<(f64, &S)> = hist.iter().zip(c).map(|((_, dj), cj)| (cj, dj)).collect();
+            let terms: Vec<(f64, &S)> = hist().zip(c).map(|((_, dj), cj)| (cj, dj)).collect();
             let mut xn = x;
             let finite = if eta > 0.0 {
                 xn.combine_add_randn(

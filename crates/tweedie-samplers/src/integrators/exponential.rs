@@ -3,7 +3,6 @@
 //! 2M's extrapolation from the previous step) over the step.
 
 use crate::error::Result;
-use crate::integrators::history::History;
 use crate::integrators::Run;
 use crate::state::State;
 use crate::step::stream;
@@ -44,9 +43,8 @@ impl<S: State> Run<'_, '_, S> {
     /// x̃′ = (σ̃′/σ̃)e^{−ηh}x̃ + c·D_d (+ σ̃′√(1 − e^{−2ηh})·ε when η > 0), c = 1 − e^{−(1+η)h},
     /// D_d = (1 + 1/2r)D − (1/2r)D_{i−1}, r = h_{i−1}/h (D on the first step); η = 0 is 2M.
     fn dpmpp_2m_any(&mut self, x: S, eta: f64) -> Result<S> {
-        // D_{i−1} (a copy in a buffer reused across steps) and h_{i−1}.
-        let mut prev = History::new(1);
-        self.steps(x, |run, i, s, s1, x, den| {
+        // D_{i−1} (the model's previous output itself, kept: no copy) and its σ̃.
+        self.steps_keeping_denoised(x, 1, |run, i, s, s1, x, den, prev| {
             let h = (s / s1).ln();
             let eh = eta * h;
             let c = -(-h - eh).exp_m1();
@@ -57,7 +55,9 @@ impl<S: State> Run<'_, '_, S> {
                 s1 / s * (-eh).exp()
             };
             let terms: Vec<(f64, &S)> = match prev.get(0) {
-                Some((h_last, old)) => {
+                Some((s_last, old)) => {
+                    // h_{i−1} = ln(σ̃_{i−1}/σ̃_i), as step i − 1 computed its own h.
+                    let h_last = (s_last / s).ln();
                     let r = h_last / h;
                     vec![(c * (1.0 + 0.5 / r), den), (-0.5 * c / r, old)]
                 }
@@ -73,7 +73,6 @@ impl<S: State> Run<'_, '_, S> {
             } else {
                 xn.combine_assign(a, &terms)
             };
-            prev.push(h, &[(1.0, den)]);
             Ok((xn, finite))
         })
     }

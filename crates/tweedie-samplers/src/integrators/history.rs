@@ -1,9 +1,9 @@
-//! The history of a multistep method: its last few (σ̃ⱼ, stateⱼ) entries, newest first, in
-//! buffers that are reused, so that steps allocate nothing once the history is full.
+//! The history of a multistep method: its last few (σ̃ⱼ, stateⱼ) entries, newest first. An entry
+//! is either the model's output itself (moved in, never copied) or formed by the step's own
+//! update pass in the buffer of the entry it displaces, so that steps allocate nothing and
+//! make no pass of their own once the history is full.
 
 use std::collections::VecDeque;
-
-use crate::state::State;
 
 /// Up to `cap` entries, newest first (`iter` gives the newest first, `iter().rev()` the oldest).
 pub(crate) struct History<S> {
@@ -11,36 +11,33 @@ pub(crate) struct History<S> {
     cap: usize,
 }
 
-impl<S: State> History<S> {
+impl<S> History<S> {
+    /// A history of at most `cap` entries (0: it keeps nothing).
     pub(crate) fn new(cap: usize) -> Self {
         History {
             items: VecDeque::with_capacity(cap + 1),
-            cap: cap.max(1),
+            cap,
         }
     }
 
-    /// Pushes (σ̃, Σⱼ cⱼ·yⱼ) as the newest entry, written into the buffer of the entry it
-    /// displaces once the history is full (the values of `y₀.lincomb(c₀, y₁, c₁)`, or of
-    /// `y₀.scale(c₀)` for one term).
-    pub(crate) fn push(&mut self, sigma: f64, terms: &[(f64, &S)]) {
-        let mut buf = if self.items.len() >= self.cap {
+    /// Pushes (σ̃, v) as the newest entry; once the history is full the oldest leaves.
+    pub(crate) fn push(&mut self, sigma: f64, v: S) {
+        if self.cap == 0 {
+            return;
+        }
+        if self.items.len() >= self.cap {
+            self.items.pop_back();
+        }
+        self.items.push_front((sigma, v));
+    }
+
+    /// Makes room for the next entry: once the history is full its oldest entry leaves and its
+    /// buffer is returned, for the next entry to be written into; `None` while it fills.
+    pub(crate) fn make_room(&mut self) -> Option<S> {
+        if self.cap > 0 && self.items.len() >= self.cap {
             self.items.pop_back().map(|(_, b)| b)
         } else {
             None
-        };
-        let v = match buf.as_mut() {
-            Some(b) => {
-                b.assign_combination(terms);
-                buf
-            }
-            None => terms.first().map(|(_, y0)| {
-                let mut b = y0.zeros_like();
-                b.assign_combination(terms);
-                b
-            }),
-        };
-        if let Some(v) = v {
-            self.items.push_front((sigma, v));
         }
     }
 

@@ -6,7 +6,7 @@ use tweedie_core::multistep::ipndm_weights;
 
 use crate::error::Result;
 use crate::integrators::history::History;
-use crate::integrators::multistep::adams_bashforth_sigma;
+use crate::integrators::multistep::{adams_bashforth_sigma, step_forming_d};
 use crate::integrators::Run;
 use crate::state::State;
 
@@ -16,8 +16,8 @@ impl<S: State> Run<'_, '_, S> {
     pub(super) fn lms(&mut self, x: S, order: usize) -> Result<S> {
         let mut hist = History::new(order);
         self.steps(x, |_, _, s, s1, x, den| {
-            hist.push(s, &[(1.0 / s, &x), (-1.0 / s, den)]);
-            Ok(adams_bashforth_sigma(x, hist.iter(), s, s1))
+            let coeffs = |sigmas: &[f64]| Ok(adams_bashforth_sigma(sigmas, s, s1));
+            step_forming_d(&mut hist, x, den, s, coeffs, false)
         })
     }
 
@@ -26,16 +26,11 @@ impl<S: State> Run<'_, '_, S> {
     pub(super) fn ipndm(&mut self, x: S, order: usize) -> Result<S> {
         let mut hist = History::new(order);
         self.steps(x, |_, _, s, s1, x, den| {
-            hist.push(s, &[(1.0 / s, &x), (-1.0 / s, den)]);
-            let w = ipndm_weights(hist.len())?;
-            let terms: Vec<(f64, &S)> = hist
-                .iter()
-                .zip(w)
-                .map(|((_, dj), wj)| ((s1 - s) * wj, dj))
-                .collect();
-            let mut xn = x;
-            let finite = xn.combine_assign(1.0, &terms);
-            Ok((xn, finite))
+            let coeffs = |sigmas: &[f64]| {
+                let w = ipndm_weights(sigmas.len())?;
+                Ok(w.iter().map(|wj| (s1 - s) * wj).collect())
+            };
+            step_forming_d(&mut hist, x, den, s, coeffs, false)
         })
     }
 }

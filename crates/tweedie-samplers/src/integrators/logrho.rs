@@ -3,6 +3,7 @@
 
 use crate::error::Result;
 use crate::integrators::history::History;
+use crate::integrators::multistep::step_forming_d;
 use crate::integrators::weights::exp_lagrange_weights;
 use crate::integrators::Run;
 use crate::state::State;
@@ -17,21 +18,17 @@ impl<S: State> Run<'_, '_, S> {
         for i in 0..self.n() {
             let (s, s1) = (self.s[i], self.s[i + 1]);
             let den = self.den(&x, s)?;
-            hist.push(s, &[(1.0 / s, &x), (-1.0 / s, &den)]);
-            let nodes: Vec<f64> = hist.iter().map(|(sj, _)| (sj / s).ln()).collect();
             let h = if s1 == 0.0 {
                 f64::INFINITY
             } else {
                 (s / s1).ln()
             };
-            let c = exp_lagrange_weights(&nodes, h);
-            let terms: Vec<(f64, &S)> = hist
-                .iter()
-                .zip(c)
-                .map(|((_, ej), cj)| (-s * cj, ej))
-                .collect();
-            let mut xn = x;
-            let finite = xn.combine_assign(1.0, &terms);
+            let coeffs = |sigmas: &[f64]| {
+                let nodes: Vec<f64> = sigmas.iter().map(|sj| (sj / s).ln()).collect();
+                let c = exp_lagrange_weights(&nodes, h);
+                Ok(c.into_iter().map(|cj| -s * cj).collect())
+            };
+            let (xn, finite) = step_forming_d(&mut hist, x, &den, s, coeffs, false)?;
             x = self.end_step(i, xn, finite, &den)?;
         }
         Ok(x)

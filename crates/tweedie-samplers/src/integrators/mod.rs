@@ -33,6 +33,7 @@ pub mod weights;
 use tweedie_core::Process;
 
 use crate::error::{Result, SamplerError};
+use crate::integrators::history::History;
 use crate::kind::{Churn, SamplerKind};
 use crate::model::Model;
 use crate::state::State;
@@ -165,18 +166,35 @@ impl<'r, 'c, S: State> Run<'r, 'c, S> {
     /// on the last step to σ̃ = 0; every step closes in `end_step`.
     fn steps(
         &mut self,
-        mut x: S,
+        x: S,
         mut update: impl FnMut(&Self, usize, f64, f64, S, &S) -> Result<(S, Option<bool>)>,
     ) -> Result<S> {
+        self.steps_keeping_denoised(x, 0, |run, i, s, s1, x, den, _| {
+            update(run, i, s, s1, x, den)
+        })
+    }
+
+    /// [`Run::steps`] for the multistep methods whose history is D itself: `update` also sees
+    /// the `cap` previous (σ̃_j, D_j), newest first, and after the step D_i moves into that
+    /// history (no copy; the oldest entry leaves, and its buffer is the next output's).
+    #[allow(clippy::type_complexity)]
+    fn steps_keeping_denoised(
+        &mut self,
+        mut x: S,
+        cap: usize,
+        mut update: impl FnMut(&Self, usize, f64, f64, S, &S, &History<S>) -> Result<(S, Option<bool>)>,
+    ) -> Result<S> {
+        let mut older = History::new(cap);
         for i in 0..self.n() {
             let (s, s1) = (self.s[i], self.s[i + 1]);
             let den = self.den(&x, s)?;
             let (xn, finite) = if s1 == 0.0 {
                 (den.clone(), None)
             } else {
-                update(self, i, s, s1, x, &den)?
+                update(self, i, s, s1, x, &den, &older)?
             };
             x = self.end_step(i, xn, finite, &den)?;
+            older.push(s, den);
         }
         Ok(x)
     }

@@ -1,6 +1,8 @@
 //! UniPC (Zhao et al. 2023): the unified predictor UniP-p and corrector UniC-p with data
 //! prediction, weights from `tweedie_core::multistep::unipc_weights`.
 
+use std::iter::once;
+
 use tweedie_core::multistep::{unipc_weights, UniPcVariant};
 use tweedie_core::Invalid;
 
@@ -31,10 +33,10 @@ impl<S: State> Run<'_, '_, S> {
                 "UniPC's corrector does not combine with step hooks; set corrector = false",
             ));
         }
-        // Copies of the last D (newest first), in buffers reused across steps.
-        let mut hist = History::new(order);
+        // The previous D (newest first): the model's outputs themselves, kept (no copies).
+        let mut older = History::new(order);
         // x̃ before the last predictor step and the order it used; `spare` is the buffer the
-        // corrector frees, reused for the next copy.
+        // corrector frees, which takes the next prediction.
         let mut prev: Option<(S, usize)> = None;
         let mut spare: Option<S> = None;
         for i in 0..n {
@@ -42,42 +44,43 @@ impl<S: State> Run<'_, '_, S> {
             let den = self.den(&x, s)?;
             // On the last step (to σ̃ = 0, whose result is D_i) a corrected x̃_i would not be used.
             if let Some((mut xc, p)) = prev.take().filter(|_| s1 > 0.0) {
-                let sig: Vec<f64> = hist.iter().take(p).map(|(sj, _)| *sj).collect();
+                let sig: Vec<f64> = older.iter().take(p).map(|(sj, _)| *sj).collect();
                 let w = unipc_weights(&sig, s, variant, true)?;
                 let mut terms = vec![(w.new, &den)];
-                terms.extend(hist.iter().zip(&w.d).map(|((_, dj), wj)| (*wj, dj)));
+                terms.extend(older.iter().zip(&w.d).map(|((_, dj), wj)| (*wj, dj)));
                 xc.combine_assign(w.x, &terms);
                 spare = Some(std::mem::replace(&mut x, xc));
             }
             let (xn, finite) = if s1 == 0.0 {
                 (den.clone(), None)
             } else {
-                hist.push(s, &[(1.0, &den)]);
-                let mut p = order.min(i + 1).min(hist.len());
+                // D_i, then the previous D.
+                let hist = || once((s, &den)).chain(older.iter().map(|(sj, dj)| (*sj, dj)));
+                let mut p = order.min(i + 1).min(1 + older.len());
                 if n < 15 {
                     p = p.min(n - i);
                 }
-                let sig: Vec<f64> = hist.iter().take(p).map(|(sj, _)| *sj).collect();
+                let sig: Vec<f64> = hist().take(p).map(|(sj, _)| sj).collect();
                 let w = unipc_weights(&sig, s1, variant, false)?;
+                let terms: Vec<(f64, &S)> =
+                    hist().zip(&w.d).map(|((_, dj), wj)| (*wj, dj)).collect();
                 if corrector {
-                    let mut copy = spare.take().unwrap_or_else(|| x.zeros_like());
-                    copy.assign_combination(&[(1.0, &x)]);
-                    prev = Some((copy, p));
-                }
-                let terms: Vec<(f64, &S)> = hist
-                    .iter()
-                    .zip(&w.d)
-                    .map(|((_, dj), wj)| (*wj, dj))
-                    .collect();
-                let mut xn = x;
-                let finite = if terms.is_empty() {
-                    None
+                    // x̃_i stays for the corrector: the prediction goes into the spare buffer
+                    // (the values of the in-place update, without a copy of x̃_i).
+                    let mut xn = spare.take().unwrap_or_else(|| x.zeros_like());
+                    let mut all = vec![(w.x, &x)];
+                    all.extend(terms);
+                    let finite = xn.assign_combination(&all);
+                    prev = Some((x, p));
+                    (xn, finite)
                 } else {
-                    xn.combine_assign(w.x, &terms)
-                };
-                (xn, finite)
+                    let mut xn = x;
+                    let finite = xn.combine_assign(w.x, &terms);
+                    (xn, finite)
+                }
             };
             x = self.end_step(i, xn, finite, &den)?;
+            older.push(s, den);
         }
         Ok(x)
     }
