@@ -16,18 +16,17 @@ impl<S: State> Run<'_, '_, S> {
             x = xc;
             let s1 = self.s[i + 1];
             let den = self.den(&x, s)?;
-            let (xn, finite, last) = if s1 == 0.0 {
-                (den.clone(), None, den)
-            } else {
-                let h = (s / s1).ln();
-                let sm = (s * s1).sqrt();
-                let u = u.get_or_insert_with(|| x.zeros_like());
-                u.assign_combination(&[(sm / s, &x), (-(-0.5 * h).exp_m1(), &den)]);
-                let den2 = self.den(u, sm)?;
-                let finite = x.combine_assign(s1 / s, &[(-(-h).exp_m1(), &den2)]);
-                (x, finite, den2)
-            };
-            x = self.end_step(i, xn, finite, &last)?;
+            if s1 == 0.0 {
+                x = self.end_with_denoised(i, den)?;
+                continue;
+            }
+            let h = (s / s1).ln();
+            let sm = (s * s1).sqrt();
+            let u = u.get_or_insert_with(|| x.zeros_like());
+            u.assign_combination(&[(sm / s, &x), (-(-0.5 * h).exp_m1(), &den)]);
+            let den2 = self.den(u, sm)?;
+            let finite = x.combine_assign(s1 / s, &[(-(-h).exp_m1(), &den2)]);
+            x = self.end_step(i, x, finite, &den2)?;
         }
         Ok(x)
     }

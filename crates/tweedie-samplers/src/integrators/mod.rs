@@ -138,6 +138,28 @@ impl<'r, 'c, S: State> Run<'r, 'c, S> {
             ),
             None => (x, finite),
         };
+        self.close_step(i, x, finite, Some(denoised))
+    }
+
+    /// Closes the last step, to σ̃ = 0, whose x̃ is D_i itself: D_i is moved, not copied, unless
+    /// a hook needs the two apart.
+    fn end_with_denoised(&mut self, i: usize, den: S) -> Result<S> {
+        if self.hook.is_some() {
+            let x = den.clone();
+            return self.end_step(i, x, None, &den);
+        }
+        self.close_step(i, den, None, None)
+    }
+
+    /// The finiteness check, the trajectory and the callback of step i (`denoised`: `None` when
+    /// it is x̃ itself).
+    fn close_step(
+        &mut self,
+        i: usize,
+        x: S,
+        finite: Option<bool>,
+        denoised: Option<&S>,
+    ) -> Result<S> {
         if !finite.unwrap_or_else(|| x.all_finite()) {
             return Err(SamplerError::Numerical(format!(
                 "non-finite state after step {i} (σ̃ = {})",
@@ -154,7 +176,7 @@ impl<'r, 'c, S: State> Run<'r, 'c, S> {
                 sigma: self.s[i],
                 sigma_next: self.s[i + 1],
                 x: &x,
-                denoised,
+                denoised: denoised.unwrap_or(&x),
             });
         }
         Ok(x)
@@ -188,11 +210,11 @@ impl<'r, 'c, S: State> Run<'r, 'c, S> {
         for i in 0..self.n() {
             let (s, s1) = (self.s[i], self.s[i + 1]);
             let den = self.den(&x, s)?;
-            let (xn, finite) = if s1 == 0.0 {
-                (den.clone(), None)
-            } else {
-                update(self, i, s, s1, x, &den, &older)?
-            };
+            if s1 == 0.0 {
+                x = self.end_with_denoised(i, den)?;
+                continue;
+            }
+            let (xn, finite) = update(self, i, s, s1, x, &den, &older)?;
             x = self.end_step(i, xn, finite, &den)?;
             older.push(s, den);
         }

@@ -51,9 +51,11 @@ impl<S: State> Run<'_, '_, S> {
                 xc.combine_assign(w.x, &terms);
                 spare = Some(std::mem::replace(&mut x, xc));
             }
-            let (xn, finite) = if s1 == 0.0 {
-                (den.clone(), None)
-            } else {
+            if s1 == 0.0 {
+                x = self.end_with_denoised(i, den)?;
+                continue;
+            }
+            let (xn, finite) = {
                 // D_i, then the previous D.
                 let hist = || once((s, &den)).chain(older.iter().map(|(sj, dj)| (*sj, dj)));
                 let mut p = order.min(i + 1).min(1 + older.len());
