@@ -285,7 +285,7 @@ const MAX_FUSED: usize = 4;
 /// `axpby_assign(1, x, cⱼ, yⱼ)`, without their separate passes over x. True when every new
 /// value is finite.
 #[inline(always)]
-fn combine_assign<T: Elem>(a: f64, x: &mut [T], terms: &[(f64, &[T])]) -> bool {
+pub(crate) fn combine_assign<T: Elem>(a: f64, x: &mut [T], terms: &[(f64, &[T])]) -> bool {
     let (head, rest) = terms.split_at(terms.len().min(MAX_FUSED));
     let c = |k: usize| head[k].0;
     let y = |k: usize| head[k].1;

@@ -19,11 +19,11 @@
 //! generator keyed the same way: key = (seed, stream) as 2×8 little-endian bytes, stream id
 //! (nonce) = sample index.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use ndarray::Array2;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha12Rng;
+
+use crate::kernels::{self, Elem};
 
 /// Conventional stream ids, so independent uses never share noise.
 pub mod streams {
@@ -127,7 +127,10 @@ pub fn fill_uniforms(seed: u64, index: u64, stream: u64, out: &mut [f64]) {
 /// `first_index + i`, so it equals `normal_vec(seed, first_index + i, stream, len)` whatever
 /// the batch split. Nothing is allocated; large batches are split across rayon threads.
 pub fn normal_rows_into(seed: u64, first_index: u64, stream: u64, len: usize, out: &mut [f64]) {
-    normal::rows(seed, first_index, stream, len, out, |x, _, z| *x = z);
+    normal::rows(seed, first_index, stream, len, out, |x, _, z| {
+        x.copy_from_slice(z);
+        true
+    });
 }
 
 /// out ← out + c·ε in place, ε the rows of [`normal_rows_into`] (the stochastic samplers'
@@ -140,7 +143,12 @@ pub fn add_normal_rows(
     len: usize,
     out: &mut [f64],
 ) {
-    normal::rows(seed, first_index, stream, len, out, |x, _, z| *x += c * z);
+    normal::rows(seed, first_index, stream, len, out, |x, _, z| {
+        for (x, z) in x.iter_mut().zip(z) {
+            *x += c * z;
+        }
+        true
+    });
 }
 
 /// [`add_normal_rows`] for an f32 buffer: each element is combined in f64 and rounded once.
@@ -153,7 +161,10 @@ pub fn add_normal_rows_f32(
     out: &mut [f32],
 ) {
     normal::rows(seed, first_index, stream, len, out, |x, _, z| {
-        *x = (*x as f64 + c * z) as f32
+        for (x, z) in x.iter_mut().zip(z) {
+            *x = (*x as f64 + c * z) as f32;
+        }
+        true
     });
 }
 
@@ -184,8 +195,12 @@ pub fn combine_add_normal_rows_f32(
     combine_add_normals(seed, first_index, stream, len, update, x)
 }
 
+/// Terms applied with the noise in one pass; the ones before them take a pass of their own
+/// (same values: the element is rounded to T after every term either way).
+const NOISY_TERMS: usize = 3;
+
 #[inline(always)]
-fn combine_add_normals<T: crate::kernels::Elem>(
+fn combine_add_normals<T: Elem>(
     seed: u64,
     first_index: u64,
     stream: u64,
@@ -196,23 +211,67 @@ fn combine_add_normals<T: crate::kernels::Elem>(
     for (_, y) in terms {
         assert_eq!(y.len(), x.len(), "combine_add_normal_rows: lengths differ");
     }
-    // Set (rarely, so the store costs nothing) by whichever thread writes a non-finite value.
-    let bad = AtomicBool::new(false);
-    normal::rows(seed, first_index, stream, len, x, |x, k, z| {
-        let mut t = a * x.to_f64();
-        if terms.is_empty() {
-            t = T::from_f64(t).to_f64();
+    let (a, terms) = match terms.len().checked_sub(NOISY_TERMS) {
+        Some(k) if k > 0 => {
+            // Its flag is not needed: a non-finite value stays non-finite through finite terms.
+            kernels::combine_assign(a, x, &terms[..k]);
+            (1.0, &terms[k..])
         }
-        for (cj, yj) in terms {
-            t = T::from_f64(t + cj * yj[k].to_f64()).to_f64();
+        _ => (a, terms),
+    };
+    // The number of terms is fixed for the whole pass, so the chunk loops below are
+    // straight-line code per element.
+    let c_ = |k: usize| terms[k].0;
+    let y = |k: usize| terms[k].1;
+    match terms.len() {
+        0 => noisy_update::<T, 0>(seed, first_index, stream, len, (a, [], []), c, x),
+        1 => noisy_update(seed, first_index, stream, len, (a, [c_(0)], [y(0)]), c, x),
+        2 => noisy_update(
+            seed,
+            first_index,
+            stream,
+            len,
+            (a, [c_(0), c_(1)], [y(0), y(1)]),
+            c,
+            x,
+        ),
+        _ => noisy_update(
+            seed,
+            first_index,
+            stream,
+            len,
+            (a, [c_(0), c_(1), c_(2)], [y(0), y(1), y(2)]),
+            c,
+            x,
+        ),
+    }
+}
+
+/// x ← a·x + Σⱼ cⱼ·yⱼ + c·ε for N terms, chunk by chunk of the generator's buffer of normals:
+/// each element is `kernels::combine_element` then the noise, rounded to T after each; true
+/// when every new value is finite.
+#[inline(always)]
+fn noisy_update<T: Elem, const N: usize>(
+    seed: u64,
+    first_index: u64,
+    stream: u64,
+    len: usize,
+    (a, cs, ys): (f64, [f64; N], [&[T]; N]),
+    c: f64,
+    x: &mut [T],
+) -> bool {
+    normal::rows(seed, first_index, stream, len, x, |x, at, z| {
+        let ys: [&[T]; N] = std::array::from_fn(|j| &ys[j][at..at + x.len()]);
+        let z = &z[..x.len()];
+        let mut bad = false;
+        for (i, x) in x.iter_mut().enumerate() {
+            let t = kernels::combine_element(a * x.to_f64(), &cs, &ys, i);
+            let v = T::from_f64(t.to_f64() + c * z[i]);
+            bad |= v.non_finite();
+            *x = v;
         }
-        let v = T::from_f64(t + c * z);
-        if v.non_finite() {
-            bad.store(true, Ordering::Relaxed);
-        }
-        *x = v;
-    });
-    !bad.into_inner()
+        !bad
+    })
 }
 
 /// The normal generator behind every public draw: Philox4x32-10 blocks, two 52-bit open
@@ -443,10 +502,18 @@ mod normal {
         }
     }
 
-    /// put(out[k], at + k, z_k) for the rows of `len` normals of samples first, first + 1, …
-    /// laid end to end in `out` (the last one may be cut short). The rows' blocks are drawn as
-    /// one sequence, BATCH at a time whatever the row length, so short rows (2-D states) fill
-    /// the SIMD lanes too; an odd row drops its last block's second normal.
+    /// The caller's update of a chunk: put(out_chunk, at, z) with z the chunk's normals (as
+    /// many as it has elements) and `at` its first element's position in the whole buffer;
+    /// true when every value it wrote is finite.
+    pub(super) trait Put<T>: Fn(&mut [T], usize, &[f64]) -> bool {}
+    impl<T, F: Fn(&mut [T], usize, &[f64]) -> bool> Put<T> for F {}
+
+    /// put over the rows of `len` normals of samples first, first + 1, … laid end to end in
+    /// `out` (the last one may be cut short), one chunk per batch (at most 2·BATCH elements,
+    /// `at` + its offset in `out`), so the update runs as a slice loop rather than a call per
+    /// element. The rows' blocks are drawn as one sequence, BATCH at a time whatever the row
+    /// length, so short rows (2-D states) fill the SIMD lanes too; an odd row drops its last
+    /// block's second normal. True when every chunk's put was.
     #[inline(always)]
     pub(super) fn rows_portable<T>(
         key: [u32; 2],
@@ -454,14 +521,15 @@ mod normal {
         len: usize,
         out: &mut [T],
         at: usize,
-        put: &impl Fn(&mut T, usize, f64),
-    ) {
+        put: &impl Put<T>,
+    ) -> bool {
         let (per_row, odd) = (len.div_ceil(2) as u64, !len.is_multiple_of(2));
         let mut ctr = Counters {
             block: [[0; LANES]; GROUPS],
             index: [[0; LANES]; GROUPS],
         };
         let mut z = [0.0; 2 * BATCH];
+        let mut finite = true;
         // The next block to draw: block j of sample `index`; the next output: out[k].
         let (mut index, mut j, mut k) = (first, 0u64, 0usize);
         while k < out.len() {
@@ -501,32 +569,28 @@ mod normal {
             } else {
                 normals(key, &ctr, groups, &mut z);
             }
-            if !odd {
-                let n = left.min(2 * groups * LANES);
-                put_all(&mut out[k..k + n], &z, at + k, put);
-                k += n;
-            } else {
-                // Odd rows: a block that ends its row gives one normal.
-                for (b, pair) in ctr.block[..groups].iter().flatten().zip(z.chunks_exact(2)) {
-                    for &zi in &pair[..if *b + 1 == per_row { 1 } else { 2 }] {
-                        if k < out.len() {
-                            put(&mut out[k], at + k, zi);
-                            k += 1;
-                        }
+            let drawn = if odd {
+                // Odd rows: a block that ends its row gives one normal; the others move down
+                // over the dropped ones (in place: the write never passes the read).
+                let mut n = 0;
+                for (p, b) in ctr.block[..groups].iter().flatten().enumerate() {
+                    let (z0, z1) = (z[2 * p], z[2 * p + 1]);
+                    z[n] = z0;
+                    n += 1;
+                    if *b + 1 != per_row {
+                        z[n] = z1;
+                        n += 1;
                     }
                 }
-            }
+                n
+            } else {
+                2 * groups * LANES
+            };
+            let n = left.min(drawn);
+            finite &= put(&mut out[k..k + n], at + k, &z[..n]);
+            k += n;
         }
-    }
-
-    /// put(x_j, at + j, z_j) for j < x.len() ≤ z.len(): a plain indexed loop (no running
-    /// counter to check for overflow), which vectorises when `put` does.
-    #[inline(always)]
-    fn put_all<T>(x: &mut [T], z: &[f64], at: usize, put: &impl Fn(&mut T, usize, f64)) {
-        let z = &z[..x.len()];
-        for j in 0..x.len() {
-            put(&mut x[j], at + j, z[j]);
-        }
+        finite
     }
 
     /// The same code compiled for AVX2 (4 f64 / u64 lanes per instruction instead of 2).
@@ -538,8 +602,8 @@ mod normal {
         len: usize,
         out: &mut [T],
         at: usize,
-        put: &impl Fn(&mut T, usize, f64),
-    ) {
+        put: &impl Put<T>,
+    ) -> bool {
         rows_portable(key, first, len, out, at, put)
     }
 
@@ -549,8 +613,8 @@ mod normal {
         len: usize,
         out: &mut [T],
         at: usize,
-        put: &impl Fn(&mut T, usize, f64),
-    ) {
+        put: &impl Put<T>,
+    ) -> bool {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU has AVX2 (checked just above).
@@ -559,18 +623,19 @@ mod normal {
         rows_portable(key, first, len, out, at, put)
     }
 
-    /// put(out[k], k, z_ij), k = i·len + j, for rows i of samples `first_index + i`; whole rows
-    /// per rayon task once the batch is large enough to pay for the threads.
+    /// put over rows i of samples `first_index + i` (see [`rows_portable`]); whole rows per
+    /// rayon task once the batch is large enough to pay for the threads. True when every
+    /// chunk's put was (every task runs: they write).
     pub(super) fn rows<T: Send>(
         seed: u64,
         first_index: u64,
         stream: u64,
         len: usize,
         out: &mut [T],
-        put: impl Fn(&mut T, usize, f64) + Sync,
-    ) {
+        put: impl Put<T> + Sync,
+    ) -> bool {
         if len == 0 || out.is_empty() {
-            return;
+            return true;
         }
         let key = philox_key(seed, stream);
         let per_task = (PAR_CHUNK / len).max(1);
@@ -579,10 +644,11 @@ mod normal {
         }
         out.par_chunks_mut(per_task * len)
             .enumerate()
-            .for_each(|(t, part)| {
+            .map(|(t, part)| {
                 let first = first_index + (t * per_task) as u64;
                 rows_here(key, first, len, part, t * per_task * len, &put)
-            });
+            })
+            .reduce(|| true, |a, b| a & b)
     }
 }
 
@@ -609,6 +675,12 @@ pub fn uniform(seed: u64, index: u64, stream: u64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The draw as a chunk update: the chunk's normals copied out.
+    fn copy(x: &mut [f64], _: usize, z: &[f64]) -> bool {
+        x.copy_from_slice(z);
+        true
+    }
 
     #[test]
     fn independent_of_batching() {
@@ -682,7 +754,7 @@ mod tests {
         let first = (1u64 << 32) - 3;
         for len in [1, 2, 3, 5, 8, 63, 64, 65, 130] {
             let mut z = vec![f64::NAN; 7 * len + len / 2];
-            normal::rows_here(key, first, len, &mut z, 0, &|x: &mut f64, _, v| *x = v);
+            normal::rows_here(key, first, len, &mut z, 0, &copy);
             for (k, &zk) in z.iter().enumerate() {
                 let (index, j) = (first + (k / len) as u64, k % len);
                 let b = philox4x32_10([(j / 2) as u32, 0, index as u32, (index >> 32) as u32], key);
@@ -735,8 +807,8 @@ mod tests {
         let (len, rows) = (37, 1000);
         let mut a = vec![0.0; len * rows];
         let mut b = vec![0.0; len * rows];
-        normal::rows_portable(key, 11, len, &mut a, 0, &|x: &mut f64, _, z| *x = z);
-        normal::rows_here(key, 11, len, &mut b, 0, &|x: &mut f64, _, z| *x = z);
+        normal::rows_portable(key, 11, len, &mut a, 0, &copy);
+        normal::rows_here(key, 11, len, &mut b, 0, &copy);
         assert_eq!(a, b);
         let all = normal_rows(3, 11, rows, 5, len);
         assert_eq!(all.as_slice().unwrap(), &a[..]);
@@ -783,6 +855,60 @@ mod tests {
             &mut gotf,
         );
         assert_eq!(gotf, wantf);
+    }
+
+    /// The fused update with every number of terms (each count has its own chunk loop; past
+    /// three, the leading terms take a pass of their own) and odd and even rows: bit for bit
+    /// the combination, then the noise.
+    #[test]
+    fn noisy_update_is_the_combination_then_the_noise_for_every_term_count() {
+        for (len, rows) in [(3, 50), (64, 9), (129, 4)] {
+            let n = len * rows;
+            let ys: Vec<Vec<f64>> = (0..5)
+                .map(|j| {
+                    (0..n)
+                        .map(|k| ((k * (j + 2)) % 13) as f64 * 0.37 - 2.1)
+                        .collect()
+                })
+                .collect();
+            let ysf: Vec<Vec<f32>> = ys
+                .iter()
+                .map(|y| y.iter().map(|v| *v as f32).collect())
+                .collect();
+            let cs = [0.3, -1.1, 2.5e-3, 0.7, -0.01];
+            let x0: Vec<f64> = (0..n).map(|k| (k % 23) as f64 * 0.11 - 1.3).collect();
+            for t in 0..=5 {
+                let terms: Vec<(f64, &[f64])> = (0..t).map(|j| (cs[j], &ys[j][..])).collect();
+                let mut want = x0.clone();
+                crate::kernels::combine_assign_f64(0.93, &mut want, &terms);
+                add_normal_rows(4, 7, 2, 0.17, len, &mut want);
+                let mut got = x0.clone();
+                assert!(combine_add_normal_rows(
+                    4,
+                    7,
+                    2,
+                    len,
+                    (0.93, &terms, 0.17),
+                    &mut got
+                ));
+                assert_eq!(got, want, "len {len}, {t} terms");
+                let terms: Vec<(f64, &[f32])> = (0..t).map(|j| (cs[j], &ysf[j][..])).collect();
+                let x0f: Vec<f32> = x0.iter().map(|v| *v as f32).collect();
+                let mut want = x0f.clone();
+                crate::kernels::combine_assign_f32(0.93, &mut want, &terms);
+                add_normal_rows_f32(4, 7, 2, 0.17, len, &mut want);
+                let mut got = x0f;
+                assert!(combine_add_normal_rows_f32(
+                    4,
+                    7,
+                    2,
+                    len,
+                    (0.93, &terms, 0.17),
+                    &mut got
+                ));
+                assert_eq!(got, want, "f32, len {len}, {t} terms");
+            }
+        }
     }
 
     /// The fused noisy update reports whether what it wrote is finite, across the thread split
