@@ -22,6 +22,15 @@ pub enum SamplerError {
     /// A numerical failure (non-finite state, step size underflow, CG breakdown).
     #[error("numerical failure: {0}")]
     Numerical(String),
+    /// Conjugate gradients stopped at its iteration limit before every row met its tolerance.
+    #[error(
+        "conjugate gradients did not converge: relative residual {residual:.2e} after {iterations} iterations (tolerance {tol:.0e})"
+    )]
+    NotConverged {
+        iterations: usize,
+        residual: f64,
+        tol: f64,
+    },
     /// An error from the math core.
     #[error(transparent)]
     Core(#[from] CoreError),

@@ -9,7 +9,7 @@ use tweedie_core::LinearSpace;
 use crate::error::{Result, SamplerError};
 use crate::model::{Capabilities, Model, ModelExt};
 use crate::ops::ForwardModel;
-use crate::rows::{cg, RepeatedRow, Rows};
+use crate::rows::{cg, cg_solve, RepeatedRow, Rows};
 use crate::state::State;
 
 /// An estimate of ∇log p(y|x̃) from r = y − A·D(x̃; σ̃), J = ∂D/∂x̃ (a vector-Jacobian product)
@@ -29,7 +29,8 @@ pub enum GradientGuidance {
         sigma_data: f64,
     },
     /// TMP (Boys et al. 2023, Tweedie moment projection): p(x₀|x̃) ≈ N(D, σ̃²J) (Tweedie's covariance),
-    /// ∇log p(y|x̃) ≈ Jᵀ Aᵀ (σ̃² A J Aᵀ + s²I)⁻¹ r, the solve by CG with one VJP per iteration.
+    /// ∇log p(y|x̃) ≈ Jᵀ Aᵀ (σ̃² A J Aᵀ + s²I)⁻¹ r, the solve by CG with one VJP per iteration
+    /// (at most `cg_iters`: the iterate there is used, converged or not).
     Tmp {
         #[serde(default = "cg_iters")]
         cg_iters: usize,
@@ -115,7 +116,8 @@ impl GradientGuidance {
 }
 
 /// Batched conjugate gradients for SPD systems M_i u_i = b_i, one per row (each row its own
-/// matrix), on host rows: [`crate::rows::cg`].
+/// matrix), on host rows: [`crate::rows::cg`] (an error when a row has not converged after
+/// `iters` iterations).
 pub fn cg_rows<F>(matvec: F, b: &Array2<f64>, iters: usize, tol: f64) -> Result<Array2<f64>>
 where
     F: Fn(&Array2<f64>) -> Result<Array2<f64>>,
@@ -193,7 +195,9 @@ impl<S: State> Model<S> for GuidedModel<'_, S> {
                     let (_, jv) = model.denoise_vjp(x, sigma, &v)?;
                     Ok(jv.device_rows().apply(op)?.lincomb(sigma * sigma, u, s2))
                 };
-                cg(matvec, &r, *cg_iters, *cg_tol)?
+                // Truncated CG is TMP's own approximation (its budget is a method
+                // parameter, and J need not be symmetric): the iterate at the limit is used.
+                cg_solve(matvec, &r, *cg_iters, *cg_tol)?.u
             }
         };
         let v = x.with_device_rows(&weighted.adjoint(op)?)?;

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use ndarray::{Array1, Array2, Axis};
-use tweedie::samplers::{cg_rows, Blur, Boundary, Downsample, ForwardModel, Mask, MatrixOp};
+use tweedie::samplers::rows::cg_solve;
+use tweedie::samplers::{Blur, Boundary, Downsample, ForwardModel, Mask, MatrixOp};
 
 /// `--operator NAME` and its parameters.
 #[derive(Debug, Clone, clap::Args)]
@@ -182,11 +183,19 @@ pub fn measurement_picture(op: &dyn ForwardModel, y: &Array1<f64>) -> Result<Arr
         return Ok(y.clone());
     }
     let y2: Array2<f64> = y.clone().insert_axis(Axis(0));
-    let u = cg_rows(
+    let solve = cg_solve(
         |u| op.apply(&op.adjoint(u)?),
         &y2,
         2 * op.out_dim() + 20,
         1e-10,
     )?;
-    Ok(op.adjoint(&u)?.row(0).to_owned())
+    // Only a picture: a rank-deficient AAᵀ (a matrix operator) may stop CG short, and the
+    // iterate is still shown, with a note.
+    if !solve.converged {
+        eprintln!(
+            "note: the measurement picture Aᵀ(AAᵀ)⁻¹y is approximate (CG stopped at relative residual {:.1e} after {} iterations)",
+            solve.worst_residual, solve.iterations
+        );
+    }
+    Ok(op.adjoint(&solve.u)?.row(0).to_owned())
 }
