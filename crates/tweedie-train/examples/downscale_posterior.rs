@@ -173,10 +173,13 @@ fn main() -> Result<()> {
     let worst = |v: &[Figures], g: fn(&Figures) -> f64| v.iter().map(g).fold(0.0, f64::max);
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     println!(
-        "{k} held-out 16×16 fields, f = {f} ({}×{} block averages), {n} draws each; \
-         exact posterior pixel std {post_std:.4}; sampling {secs:.0} s\n",
+        "{k} held-out {h}×{w} fields, f = {f} ({}×{} block averages), {n} draws each; model: \
+         {} {} steps (the run's [sampling]); exact posterior pixel std {post_std:.4}; \
+         sampling {secs:.0} s\n",
         h / f,
-        w / f
+        w / f,
+        cfg.sampling.sampler,
+        cfg.sampling.steps
     );
     println!("| draws | mean error (posterior σ), mean / max over conditions | spectrum mean \\|log ratio\\| | spectrum max \\|log ratio\\| | RMS(x̄ − truth) | RMS(Ax − y)/RMS(y) |");
     println!("|---|---:|---:|---:|---:|---:|");

@@ -8,6 +8,14 @@
 //! μ̂_k = S_k H_k* ŷ_k / (|H_k|² S_k + s²) and the posterior variance of mode k is
 //! S_k s² / (|H_k|² S_k + s²); any other A (mask, downsample, matrix, zero-padded blur) solves
 //! M u = r by conjugate gradients with C applied by FFT. Nothing of size D×D is formed.
+//!
+//! The field's mean mode has variance 0 (S_0 = 0), so without noise M is singular when Aᵀ maps
+//! some v to a constant field (block averages: v = 1): C Aᵀ v = 0. The gain C Aᵀ M⁺ ignores
+//! that direction, but CG cannot reduce a residual's component along it (an f32 field's block
+//! averages have one, and every product M·u adds rounding there) and its steps along it divide
+//! by a curvature of rounding size, so the solve projects it out first: the s → 0 limit of the
+//! posterior, in which y's component along v (the field mean, known to be 0) carries no
+//! information.
 
 use ndarray::{Array1, Array2, ArrayView2, Axis};
 use tweedie_samplers::{cg_rows, ForwardModel};
@@ -35,6 +43,8 @@ pub struct FieldPosterior<'a> {
     op: &'a dyn ForwardModel,
     /// H per mode when `op` is circulant.
     transfer: Option<Vec<C64>>,
+    /// The unit vector v of M's null space when s = 0 and Aᵀv is a constant field.
+    null: Option<Array1<f64>>,
 }
 
 impl std::fmt::Debug for FieldPosterior<'_> {
@@ -72,7 +82,18 @@ impl<'a> FieldPosterior<'a> {
                 .map(|(re, im)| C64::new(re, im))
                 .collect()
         });
-        Ok(FieldPosterior { spec, op, transfer })
+        let null = match transfer {
+            None if op.noise_std() == 0.0 && spec.spectrum().first() == Some(&0.0) => {
+                constant_preimage(op)?
+            }
+            _ => None,
+        };
+        Ok(FieldPosterior {
+            spec,
+            op,
+            transfer,
+            null,
+        })
     }
 
     /// Whether the posterior is computed in Fourier space (circulant operator) rather than by CG.
@@ -98,17 +119,26 @@ impl<'a> FieldPosterior<'a> {
         Ok(())
     }
 
-    /// M⁻¹ r for every row r (m values), M = A C Aᵀ + s²I, by conjugate gradients.
+    /// M⁻¹ r for every row r (m values), M = A C Aᵀ + s²I, by conjugate gradients (M⁺ r when
+    /// M is singular: r's component along the null vector is dropped, and so is the rounding
+    /// that each product M·u adds along it).
     fn solve(&self, r: &Array2<f64>) -> Result<Array2<f64>> {
         let (op, spec) = (self.op, self.spec);
+        let project = |a: Array2<f64>| match &self.null {
+            Some(v) => {
+                let along = a.dot(v).insert_axis(Axis(1));
+                a - along * v.view().insert_axis(Axis(0))
+            }
+            None => a,
+        };
         let s2 = op.noise_std().powi(2);
         let matvec = |u: &Array2<f64>| -> tweedie_samplers::Result<Array2<f64>> {
             let cu = spec
                 .apply_covariance(op.adjoint(u)?.view())
                 .map_err(|e| tweedie_samplers::SamplerError::Numerical(e.to_string()))?;
-            Ok(op.apply(&cu)? + u * s2)
+            Ok(project(op.apply(&cu)? + u * s2))
         };
-        cg_rows(matvec, r, 2 * op.out_dim() + 20, CG_TOL).map_err(op_err)
+        cg_rows(matvec, &project(r.clone()), 2 * op.out_dim() + 20, CG_TOL).map_err(op_err)
     }
 
     /// C Aᵀ M⁻¹ r for every row r (the gain applied to residuals).
@@ -205,6 +235,23 @@ impl<'a> FieldPosterior<'a> {
     }
 }
 
+/// The unit v with Aᵀv a constant field, if there is one: the least-squares solution of
+/// Aᵀv = 1, (A Aᵀ)v = A·1 by CG, kept when Aᵀv is 1 to 1e-9 (a mask that leaves a pixel
+/// out has none; block averages have v ∝ 1).
+fn constant_preimage(op: &dyn ForwardModel) -> Result<Option<Array1<f64>>> {
+    let ones = Array2::<f64>::ones((1, op.in_dim()));
+    let a1 = op.apply(&ones).map_err(op_err)?;
+    let normal = |u: &Array2<f64>| op.apply(&op.adjoint(u)?);
+    // A rank-deficient A Aᵀ (a matrix operator) may stop CG: then no constant preimage is used.
+    let Ok(v) = cg_rows(normal, &a1, 2 * op.out_dim() + 20, CG_TOL) else {
+        return Ok(None);
+    };
+    let back = op.adjoint(&v).map_err(op_err)?;
+    let off = back.iter().map(|b| (b - 1.0).abs()).fold(0.0, f64::max);
+    let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    Ok((off < 1e-9 && norm > 0.0).then(|| v.row(0).mapv(|x| x / norm)))
+}
+
 /// The per-mode variance of samples (rows of h·w values) about their own mean,
 /// (1/(N−1))·Σ_i |(F(x_i − x̄))_k|² (unitary DFT, DFT order): what
 /// [`FieldPosterior::mode_variance`] is for a sampler's draws.
@@ -247,12 +294,22 @@ mod tests {
         op: &dyn ForwardModel,
         y: &Array1<f64>,
     ) -> (Array1<f64>, Array2<f64>) {
+        let s2 = op.noise_std().powi(2);
+        dense_plus(spec, op, y, Array2::<f64>::eye(op.out_dim()) * s2)
+    }
+
+    /// As [`dense`] with M = A C Aᵀ + `extra`.
+    fn dense_plus(
+        spec: &FieldSpec,
+        op: &dyn ForwardModel,
+        y: &Array1<f64>,
+        extra: Array2<f64>,
+    ) -> (Array1<f64>, Array2<f64>) {
         let d = spec.dim();
         let c = spec.apply_covariance(Array2::eye(d).view()).unwrap();
         let a = op.matrix().unwrap();
         let ca_t = c.dot(&a.t());
-        let s2 = op.noise_std().powi(2);
-        let m = a.dot(&ca_t) + Array2::<f64>::eye(a.nrows()) * s2;
+        let m = a.dot(&ca_t) + extra;
         let l = cholesky(m.view(), "M").unwrap();
         let my = cho_solve_mat(l.view(), y.view().insert_axis(Axis(1)));
         let mean = ca_t.dot(&my).column(0).to_owned();
@@ -337,6 +394,52 @@ mod tests {
                 assert!(diff.iter().all(|e| e.abs() < 1e-9), "{name}: draw {r}");
             }
         }
+        Ok(())
+    }
+
+    /// Noiseless block averages (the conditions of a downscaling model): M = A C Aᵀ is singular
+    /// along the constant v (the mean mode has variance 0, C Aᵀ v = 0). Dense reference: M + v vᵀ
+    /// is regular and its inverse is M⁺ + v vᵀ, whose gain C Aᵀ(M⁺ + v vᵀ) = C Aᵀ M⁺ is the
+    /// s → 0 posterior's. The mean and every draw reproduce y even when y carries an
+    /// inconsistent constant (the f32 rounding of a field's mean); the mean mode's posterior
+    /// variance is 0.
+    #[test]
+    fn noiseless_block_averages_give_the_limit_posterior() -> Result<()> {
+        let (h, w) = (8, 8);
+        let spec = FieldSpec::new(h, w, 3.0, 0.5)?;
+        let op = Downsample::new(1, h, w, 2, 0.0).unwrap();
+        let post = FieldPosterior::new(&spec, &op)?;
+        assert!(post.null.is_some());
+        let x = spec.draw_f64(0, 1, 4, 0)?;
+        let y = op.apply(&x).unwrap().row(0).to_owned();
+        let m = op.out_dim();
+        let vvt = Array2::from_elem((m, m), 1.0 / m as f64);
+        let (mean, p) = dense_plus(&spec, &op, &y, vvt);
+        let tilted = &y + 1e-7;
+        let got = post.mean(&tilted)?;
+        let err = (&got - &mean).mapv(f64::abs).fold(0.0f64, |a, &b| a.max(b));
+        assert!(err < 1e-9, "mean off by {err}");
+        let back = op.apply(&got.clone().insert_axis(Axis(0))).unwrap();
+        let err = (&back.row(0) - &y)
+            .mapv(f64::abs)
+            .fold(0.0f64, |a, &b| a.max(b));
+        assert!(err < 1e-10, "A·μ off y by {err}");
+        let draws = post.sample(&tilted, 4, 2)?;
+        let err = (&op.apply(&draws).unwrap() - &y.view().insert_axis(Axis(0)))
+            .mapv(f64::abs)
+            .fold(0.0f64, |a, &b| a.max(b));
+        assert!(err < 1e-10, "a draw's block averages off y by {err}");
+        let mv = post.mode_variance()?;
+        assert!(mv[0].abs() < 1e-12, "mean mode variance {}", mv[0]);
+        for (k, (a, b)) in mv.iter().zip(dense_mode_variance(&p, h, w)).enumerate() {
+            assert!((a - b).abs() < 1e-9, "mode {k} variance {a} vs {b}");
+        }
+        // Noise or a mask that leaves pixels out: M is regular, nothing is projected.
+        let noisy = Downsample::new(1, h, w, 2, 0.1).unwrap();
+        assert!(FieldPosterior::new(&spec, &noisy)?.null.is_none());
+        let keep: Vec<bool> = (0..h * w).map(|i| i % 3 > 0).collect();
+        let mask = Mask::new(&keep, 0.0).unwrap();
+        assert!(FieldPosterior::new(&spec, &mask)?.null.is_none());
         Ok(())
     }
 
