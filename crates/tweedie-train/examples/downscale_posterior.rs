@@ -4,9 +4,9 @@
 //! For each of K held-out fields x: y = its f×f block averages; N model samples given y; the
 //! exact posterior (Gaussian conditioning, `FieldPosterior` with the average-pooling operator and
 //! no noise) gives the mean μ, the per-mode variance and N exact draws (Matheron's rule), which
-//! set the Monte-Carlo floor of every figure. Prints a markdown table and writes a PNG: per
-//! condition, the low-resolution input, the truth, the exact posterior mean, the model's sample
-//! mean, two model samples and two exact draws.
+//! set the Monte-Carlo floor of every figure. Prints a markdown table and writes a PNG: one
+//! column per condition (the first 8), rows the low-resolution input, the truth, the exact
+//! posterior mean, the model's sample mean, two model samples and two exact draws.
 //!
 //! cargo run --profile dev -p tweedie-train --example downscale_posterior -- RUN_DIR [K] [N] [PNG]
 
@@ -21,6 +21,10 @@ use tweedie_train::trainer::{files, Sampling};
 use tweedie_train::{TrainConfig, TrainError};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// Fields shown per condition: low-res input, truth, exact mean, model mean, 2 model samples,
+/// 2 exact draws.
+const TILES: usize = 8;
 
 /// Figures of one set of N draws given one condition.
 #[derive(Debug, Default, Clone, Copy)]
@@ -212,14 +216,16 @@ fn main() -> Result<()> {
             .collect::<Vec<_>>()
     );
     if let Some(p) = png {
-        let rows: Vec<f32> = tiles
-            .iter()
-            .flat_map(|t| t.iter().map(|&v| v as f32))
+        // One kind of field per row, one condition per column (the first 8 conditions).
+        let cols = k.min(8);
+        let rows: Vec<f32> = (0..TILES)
+            .flat_map(|kind| (0..cols).map(move |j| j * TILES + kind))
+            .flat_map(|i| tiles[i].iter().map(|&v| v as f32).collect::<Vec<_>>())
             .collect();
-        let x = Array2::from_shape_vec((tiles.len(), h * w), rows)?;
-        tweedie_train::plot::write_field_grid(&p, x.view(), &[1, h, w])
+        let x = Array2::from_shape_vec((TILES * cols, h * w), rows)?;
+        tweedie_train::plot::write_field_grid_cols(&p, x.view(), &[1, h, w], cols)
             .map_err(|e: TrainError| e.to_string())?;
-        println!("\nwrote {} (rows: conditions; columns: low-res input, truth, exact posterior mean, model mean, 2 model samples, 2 exact draws)", p.display());
+        println!("\nwrote {} (columns: the first {cols} conditions; rows: low-res input, truth, exact posterior mean, model mean, 2 model samples, 2 exact draws)", p.display());
     }
     Ok(())
 }

@@ -151,6 +151,19 @@ fn diverging(t: f32) -> [u8; 3] {
 /// (one per variable) coloured by a diverging map symmetric about 0 and scaled per channel to
 /// that channel's largest |value| over the samples; tiles are upscaled to at least 32 pixels.
 pub fn write_field_grid(path: &Path, x: ArrayView2<f32>, shape: &[usize]) -> Result<()> {
+    let c = shape.first().copied().unwrap_or(1).max(1);
+    let cols = (x.nrows().max(1) as f64 / c as f64).sqrt().ceil().max(1.0) as usize;
+    write_field_grid_cols(path, x, shape, cols)
+}
+
+/// As [`write_field_grid`] with `cols` samples per row of the grid (rows of a figure that
+/// mean something: one kind of field per row).
+pub fn write_field_grid_cols(
+    path: &Path,
+    x: ArrayView2<f32>,
+    shape: &[usize],
+    cols: usize,
+) -> Result<()> {
     let &[c, h, w] = shape else {
         return Err(TrainError::Data(format!(
             "field grid needs [C, H, W] samples, got {shape:?}"
@@ -177,7 +190,7 @@ pub fn write_field_grid(path: &Path, x: ArrayView2<f32>, shape: &[usize]) -> Res
         })
         .collect();
     let n = x.nrows().max(1);
-    let cols = (n as f64 / c as f64).sqrt().ceil().max(1.0) as usize;
+    let cols = cols.max(1);
     let rows = n.div_ceil(cols);
     let scale = (32usize.div_ceil(h.min(w).max(1))).max(1);
     let (th, tw, pad) = (h * scale, w * scale, 2usize);
