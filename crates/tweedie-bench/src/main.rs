@@ -37,6 +37,8 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    // Megabyte states are freed and allocated every step: keep the memory mapped.
+    tweedie_nets::device::retain_freed_memory();
     let result = match Cli::parse().command {
         Command::BenchSamplers(args) => bench::run(args),
         Command::BenchConditional(args) => cond::run(args),

@@ -5,6 +5,8 @@ mod cli;
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    // Megabyte states are freed and allocated every step: keep the memory mapped.
+    tweedie_nets::device::retain_freed_memory();
     let args = cli::Cli::parse();
     match args.command.run() {
         Ok(()) => std::process::ExitCode::SUCCESS,

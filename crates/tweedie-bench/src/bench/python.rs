@@ -303,10 +303,16 @@ fn run_job(
     let script = write_script(dir)?;
     ndarray_npy::write_npy(dir.join("latents.npy"), latents).context("writing latents.npy")?;
     std::fs::write(dir.join("job.json"), serde_json::to_vec(job)?).context("writing job.json")?;
-    let status = Command::new(&h.python)
-        .arg(&script)
-        .arg("run")
-        .arg(dir)
+    let mut cmd = Command::new(&h.python);
+    cmd.arg(&script).arg("run").arg(dir);
+    // The Python side gets this process's allocator settings (tweedie_nets::device::
+    // retain_freed_memory), so both sides' overheads are measured on the same malloc.
+    if std::env::var_os("GLIBC_TUNABLES").is_none() {
+        if let Some(tunables) = tweedie_nets::device::retained_memory_tunables() {
+            cmd.env("GLIBC_TUNABLES", tunables);
+        }
+    }
+    let status = cmd
         .status()
         .with_context(|| format!("running {}", h.python.display()))?;
     if !status.success() {
