@@ -143,12 +143,7 @@ pub fn add_normal_rows(
     len: usize,
     out: &mut [f64],
 ) {
-    normal::rows(seed, first_index, stream, len, out, |x, _, z| {
-        for (x, z) in x.iter_mut().zip(z) {
-            *x += c * z;
-        }
-        true
-    });
+    noisy_update::<f64, 0>(seed, first_index, stream, len, (1.0, [], []), c, out);
 }
 
 /// [`add_normal_rows`] for an f32 buffer: each element is combined in f64 and rounded once.
@@ -160,12 +155,7 @@ pub fn add_normal_rows_f32(
     len: usize,
     out: &mut [f32],
 ) {
-    normal::rows(seed, first_index, stream, len, out, |x, _, z| {
-        for (x, z) in x.iter_mut().zip(z) {
-            *x = (*x as f64 + c * z) as f32;
-        }
-        true
-    });
+    noisy_update::<f32, 0>(seed, first_index, stream, len, (1.0, [], []), c, out);
 }
 
 /// x ← a·x + Σⱼ cⱼ·yⱼ + c·ε in one pass over x (ε the rows of [`normal_rows_into`]): a
