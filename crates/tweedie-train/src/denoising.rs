@@ -365,6 +365,7 @@ mod tests {
             held_out: Dataset::new(x(20, 5), vec![2], None)?,
             truth: GroundTruth::None,
             netcdf: None,
+            levels: None,
         };
         let reference = Reference::for_data(&data)?;
         let run = |batch| {

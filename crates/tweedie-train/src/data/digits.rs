@@ -10,6 +10,8 @@ use crate::error::{Result, TrainError};
 
 /// Number of images in the file.
 pub const N_DIGITS: usize = 1797;
+/// Pixel levels 0 … 16 (stored as x/8 − 1).
+pub const LEVELS: u32 = 17;
 /// Where the project's set-up puts the file, relative to the repository root.
 pub const DIGITS_REL_PATH: &str = ".venv/share/tweedie/digits.csv.gz";
 
@@ -78,7 +80,7 @@ pub fn load(path: &Path) -> Result<RawDigits> {
                     format!("line {}: field {} is `{v}`, not a number", ln + 1, j + 1),
                 )
             })?;
-            let max = if j < 64 { 16.0 } else { 9.0 };
+            let max = if j < 64 { f64::from(LEVELS - 1) } else { 9.0 };
             if !(0.0..=max).contains(&x) || x.fract() != 0.0 {
                 return Err(TrainError::bad(
                     path,

@@ -161,6 +161,22 @@ pub struct Data {
     /// Names, units, coordinates and normalisation of NetCDF data (samples are written back
     /// in physical units with them).
     pub netcdf: Option<NetcdfMeta>,
+    /// Integer data: L levels 0 … L−1 stored as x/((L−1)/2) − 1 (digits 17, 8-bit images
+    /// 256), what likelihoods in bits/dim dequantise; None for continuous data.
+    pub levels: Option<u32>,
+}
+
+impl Data {
+    /// The held-out split as its integer levels (`levels` of each value, exact: the stored
+    /// values are level/((L−1)/2) − 1 in f32), or None for continuous data.
+    pub fn held_out_levels(&self) -> Option<Array2<f64>> {
+        let half = f64::from(self.levels? - 1) / 2.0;
+        Some(
+            self.held_out
+                .x
+                .mapv(|v| ((f64::from(v) + 1.0) * half).round()),
+        )
+    }
 }
 
 mod defaults {
@@ -471,6 +487,7 @@ impl DataConfig {
             Ok::<_, TrainError>((Dataset::new(x, vec![2], l)?, Dataset::new(xh, vec![2], lh)?))
         };
         let mut netcdf = None;
+        let mut levels = None;
         let (train, held_out, truth) = match self {
             DataConfig::Mixture {
                 preset,
@@ -527,8 +544,9 @@ impl DataConfig {
                     None => digits::default_path()?,
                 };
                 let raw = digits::load(&p)?;
-                let x = raw.pixels.mapv(|v| v / 8.0 - 1.0);
+                let x = raw.pixels.mapv(|v| v / ((digits::LEVELS - 1) as f32 / 2.0) - 1.0);
                 let all = Dataset::new(x, vec![1, 8, 8], Some(raw.labels))?;
+                levels = Some(digits::LEVELS);
                 let (tr, ho): (Vec<usize>, Vec<usize>) =
                     (0..all.len()).partition(|&i| !digits::is_held_out(i));
                 (all.select(&tr), all.select(&ho), GroundTruth::None)
@@ -553,6 +571,7 @@ impl DataConfig {
                 held_out_every,
             } => {
                 let l = user::load_png_dir(path)?;
+                levels = l.levels;
                 let (a, b) = split_every(Dataset::new(l.x, l.shape, l.labels)?, *held_out_every)?;
                 (a, b, GroundTruth::None)
             }
@@ -563,6 +582,7 @@ impl DataConfig {
                 held_out_every,
             } => {
                 let l = user::load_npy(path, *channels)?;
+                levels = l.levels;
                 let lab = labels.as_deref().map(user::load_npy_labels).transpose()?;
                 let (a, b) = split_every(Dataset::new(l.x, l.shape, lab)?, *held_out_every)?;
                 (a, b, GroundTruth::None)
@@ -573,6 +593,7 @@ impl DataConfig {
                 held_out_every,
             } => {
                 let l = user::load_idx(images, labels.as_deref())?;
+                levels = l.levels;
                 let (a, b) = split_every(Dataset::new(l.x, l.shape, l.labels)?, *held_out_every)?;
                 (a, b, GroundTruth::None)
             }
@@ -588,6 +609,7 @@ impl DataConfig {
             held_out,
             truth,
             netcdf,
+            levels,
         })
     }
 }
@@ -658,6 +680,7 @@ mod tests {
         );
         assert_eq!(d.train.num_classes, Some(2));
         assert_ne!(d.train.x.row(0), d.held_out.x.row(0));
+        assert!(d.levels.is_none() && d.held_out_levels().is_none());
         let e = DataConfig::Moons {
             n: 0,
             held_out: 5,
@@ -696,6 +719,15 @@ mod tests {
         // First digit of the file is a 0 whose top-left pixel is 0 → −1 and third is 5 → 5/8 − 1.
         assert_eq!(d.train.labels.as_ref().map(|l| l[0]), Some(0));
         assert_eq!(d.train.x[[0, 2]], 5.0 / 8.0 - 1.0);
+        // The held-out split as levels: integers 0 … 16 that give back every stored value.
+        assert_eq!(d.levels, Some(17));
+        let lv = d.held_out_levels().expect("digits are levels");
+        assert_eq!(lv.dim(), d.held_out.x.dim());
+        for (l, x) in lv.iter().zip(&d.held_out.x) {
+            assert!((0.0..=16.0).contains(l) && l.fract() == 0.0, "{l}");
+            assert_eq!((*l / 8.0 - 1.0) as f32, *x);
+        }
+        assert_eq!(lv.fold(0.0_f64, |a, &b| a.max(b)), 16.0);
         let e = DataConfig::Digits {
             path: Some("/no/such/digits.csv.gz".into()),
         }

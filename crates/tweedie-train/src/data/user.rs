@@ -17,6 +17,8 @@ pub struct Loaded {
     pub shape: Vec<usize>,
     pub labels: Option<Vec<i64>>,
     pub class_names: Option<Vec<String>>,
+    /// 256 for 8-bit pixels (PNG, IDX, u8 .npy); None for float arrays, taken as they are.
+    pub levels: Option<u32>,
 }
 
 /// Whether a folder entry is hidden (`.git`, `.DS_Store`, `.ipynb_checkpoints`): never data.
@@ -145,6 +147,7 @@ pub fn load_png_dir(dir: &Path) -> Result<Loaded> {
         shape: vec![c, h, w],
         labels,
         class_names: labelled.then_some(class_names),
+        levels: Some(256),
     })
 }
 
@@ -177,7 +180,9 @@ pub fn is_channel_last(shape: &[usize], channels: Channels) -> bool {
 /// 4-D arrays as [N, C, H, W], or [N, H, W, C] by `channels` (transposed to channels first).
 pub fn load_npy(path: &Path, channels: Channels) -> Result<Loaded> {
     use super::npy::Values;
-    let arr: ArrayD<f32> = match super::npy::read(path)? {
+    let values = super::npy::read(path)?;
+    let levels = matches!(values, Values::U8(_)).then_some(256);
+    let arr: ArrayD<f32> = match values {
         Values::F32(a) => a,
         Values::F64(a) => a.mapv(|v| v as f32),
         Values::U8(a) => a.mapv(|v| v as f32 / 127.5 - 1.0),
@@ -228,6 +233,7 @@ pub fn load_npy(path: &Path, channels: Channels) -> Result<Loaded> {
         shape,
         labels: None,
         class_names: None,
+        levels,
     })
 }
 
@@ -379,6 +385,7 @@ pub fn load_idx(images: &Path, labels: Option<&Path>) -> Result<Loaded> {
         shape: vec![1, h, w],
         labels,
         class_names: None,
+        levels: Some(256),
     })
 }
 
@@ -468,6 +475,7 @@ mod tests {
         assert_eq!(l.shape, vec![1, 3, 4]);
         assert_eq!(l.x.dim(), (2, 12));
         assert!((l.x[[1, 11]] - (123.0 / 127.5 - 1.0)).abs() < 1e-6);
+        assert_eq!(l.levels, Some(256));
 
         let p2 = dir.path().join("v.npy");
         ndarray::arr2(&[[0.5f64, -2.0], [1.0, 3.0]])
@@ -476,6 +484,7 @@ mod tests {
         let l = load_npy(&p2, Channels::Auto)?;
         assert_eq!(l.shape, vec![2]);
         assert_eq!(l.x[[0, 1]], -2.0);
+        assert_eq!(l.levels, None);
 
         let p3 = dir.path().join("lab.npy");
         ndarray::arr1(&[2i64, 0, 1, 0])
@@ -528,6 +537,7 @@ mod tests {
         assert_eq!(l.shape, vec![1, 2, 3]);
         assert_eq!(l.x[[0, 1]], 1.0);
         assert_eq!(l.labels, Some(vec![1, 0]));
+        assert_eq!(l.levels, Some(256));
         // Dims whose product overflows are a clear error, not a panic.
         let huge = dir.path().join("huge");
         std::fs::write(&huge, idx_bytes(&[u32::MAX, u32::MAX, u32::MAX], &[0; 4])).unwrap();

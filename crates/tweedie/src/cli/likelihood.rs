@@ -26,17 +26,23 @@ use tweedie::samplers::Model;
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  \
     tweedie sample --model gmm2d --n 200 --out x.npy && tweedie likelihood --model gmm2d --data x.npy --out logp.npy\n  \
-    tweedie likelihood --model runs/digits/model.safetensors --data test.npy --levels 17 --divergence rademacher --probes 4 --out logp.npy\n  \
-    tweedie likelihood --method vlb --model runs/digits-iddpm/model.safetensors --data test.npy --levels 17 --out vlb.npy")]
+    tweedie likelihood --model runs/digits/model.safetensors --data runs/digits --divergence rademacher --probes 4 --out logp.npy\n  \
+    tweedie likelihood --model runs/digits/model.safetensors --data test.npy --levels 17 --out logp.npy\n  \
+    tweedie likelihood --method vlb --model runs/digits-iddpm/model.safetensors --data runs/digits-iddpm --out vlb.npy")]
 pub struct Args {
     /// Model: a built-in mixture preset (gmm2d, gmm64d), a mixture TOML file or a network
     /// checkpoint (`.safetensors`).
     #[arg(long)]
     pub model: String,
-    /// Data points, a 2-D f64 .npy [n, D] (D = the model's sample size), in the model's data
-    /// space, or integer levels 0 … L−1 with --levels L.
+    /// Data points: a 2-D .npy [n, D] (D = the model's sample size) in the model's data space,
+    /// or integer levels 0 … L−1 with --levels L; or a training config (.toml) or run
+    /// directory, whose held-out split is used (as levels where the data set is integer:
+    /// digits 17, 8-bit images 256).
     #[arg(long)]
     pub data: PathBuf,
+    /// Only the first N points.
+    #[arg(long)]
+    pub first: Option<usize>,
     /// Output .npy: log p(x₀) in nats for every point ([n], f64); bits/dim go to `<out>_bpd.npy`.
     #[arg(long)]
     pub out: PathBuf,
@@ -116,14 +122,53 @@ pub(super) fn model_space(
     Ok((y, Some(q)))
 }
 
-pub fn run(args: Args) -> Result<()> {
-    if args.batch == 0 {
-        bail!("--batch 0: need at least one point per batch");
-    }
-    let x = super::sample::read_npy2(&args.data)?;
+/// The points of --data (the first --first of them) and, for a data set's held-out split,
+/// its levels in `args.levels`.
+fn read_points(args: &mut Args) -> Result<Array2<f64>> {
+    let is_config = args.data.is_dir() || args.data.extension().is_some_and(|e| e == "toml");
+    let x = if is_config {
+        let config = if args.data.is_dir() {
+            args.data.join("config.toml")
+        } else {
+            args.data.clone()
+        };
+        let cfg = tweedie::train::TrainConfig::from_file(&config, &[])
+            .with_context(|| format!("--data {}", args.data.display()))?;
+        let data = cfg.data.load()?;
+        match (data.held_out_levels(), data.levels, args.levels) {
+            (Some(_), Some(l), Some(given)) if given != l => bail!(
+                "--levels {given}: the held-out split of {} has {l} levels",
+                config.display()
+            ),
+            (Some(levels), l, _) => {
+                args.levels = l;
+                levels
+            }
+            (None, _, Some(given)) => bail!(
+                "--levels {given}: the held-out split of {} is continuous data, not levels",
+                config.display()
+            ),
+            (None, _, None) => data.held_out.x.mapv(f64::from),
+        }
+    } else {
+        super::sample::read_npy2(&args.data)?
+    };
+    let x = match args.first {
+        Some(0) => bail!("--first 0: need at least one point"),
+        Some(n) if n < x.nrows() => x.slice(s![..n, ..]).to_owned(),
+        _ => x,
+    };
     if x.nrows() == 0 {
         bail!("{}: no data points", args.data.display());
     }
+    Ok(x)
+}
+
+pub fn run(mut args: Args) -> Result<()> {
+    if args.batch == 0 {
+        bail!("--batch 0: need at least one point per batch");
+    }
+    let x = read_points(&mut args)?;
     match args.method.as_str() {
         "ode" => {}
         "vlb" => return super::vlb::run(&args, x),
@@ -398,6 +443,38 @@ mod tests {
             );
             assert!((b[i] + l[i] / (2.0 * std::f64::consts::LN_2)).abs() < 1e-12);
         }
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// `--data CONFIG`: the held-out split of the config's data set, the same numbers as those
+    /// rows given as an .npy; continuous data refuse --levels, and --first 0 is named.
+    #[test]
+    fn held_out_split_of_a_config() {
+        let dir = std::env::temp_dir().join(format!("tweedie-lik-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/toy-edm.toml");
+        let cfg = tweedie::train::TrainConfig::from_file(&config, &[]).unwrap();
+        let held = cfg.data.load().unwrap().held_out.x.mapv(f64::from);
+        save(&dir, &held.slice(s![..3, ..]).to_owned());
+        let common = ["--model", "gmm2d", "--steps", "8"];
+        run(args(&dir, &common)).unwrap();
+        let read = |name: &str| {
+            Array1::<f64>::read_npy(std::fs::File::open(dir.join(name)).unwrap()).unwrap()
+        };
+        let from_npy = read("l.npy");
+        let c = config.display().to_string();
+        let mut a = args(&dir, &[&common[..], &["--first", "3"]].concat());
+        a.data = config.clone();
+        run(a).unwrap();
+        assert_eq!(read("l.npy"), from_npy);
+        let mut a = args(&dir, &[&common[..], &["--levels", "256"]].concat());
+        a.data = config.clone();
+        let e = format!("{:#}", run(a).unwrap_err());
+        assert!(e.contains("--levels 256") && e.contains(&c) && e.contains("continuous"), "{e}");
+        let mut a = args(&dir, &[&common[..], &["--first", "0"]].concat());
+        a.data = config;
+        let e = format!("{:#}", run(a).unwrap_err());
+        assert!(e.contains("--first 0"), "{e}");
         std::fs::remove_dir_all(&dir).ok();
     }
 
