@@ -63,6 +63,16 @@ impl Dequantizer {
         }
     }
 
+    /// The ODE's default σ̃_min for these levels: a quarter of a bin, 1/(4c) = 1/(2(L − 1)).
+    /// For 8-bit data that is 0.00196, EDM's σ̃_min = 0.002; coarser data keep the same fraction
+    /// of a bin (the digits' 17 levels: 1/32). Far below a bin, a model that has learned the
+    /// levels puts its density near the bin centres, and the uniform-dequantisation bound
+    /// −log p(x + u) ≥ −log P(x) loosens by that concentration, not by the model's error
+    /// (docs/results.md, digits bits/dim against σ̃_min).
+    pub fn ode_sigma_min(&self) -> f64 {
+        0.25 / self.scale()
+    }
+
     /// y = (x + u − ½)/c − 1 for level x and uniform u ∈ [0, 1).
     pub fn dequantize(&self, x: f64, u: f64) -> f64 {
         (x + u - 0.5) / self.scale() - 1.0
@@ -275,5 +285,9 @@ mod tests {
         assert!(q.check_level(256.0).is_err());
         assert!(q.check_level(1.5).is_err());
         assert!(q.check_level(-1.0).is_err());
+        // σ̃_min is a quarter of a bin: EDM's 0.002 for 8 bits (to 2 %), 1/32 for 17 levels.
+        assert_eq!(q.ode_sigma_min(), 0.5 / 255.0);
+        assert!((q.ode_sigma_min() / 0.002 - 1.0).abs() < 0.02);
+        assert_eq!(Dequantizer::new(17).unwrap().ode_sigma_min(), 1.0 / 32.0);
     }
 }

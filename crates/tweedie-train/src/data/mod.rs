@@ -544,7 +544,9 @@ impl DataConfig {
                     None => digits::default_path()?,
                 };
                 let raw = digits::load(&p)?;
-                let x = raw.pixels.mapv(|v| v / ((digits::LEVELS - 1) as f32 / 2.0) - 1.0);
+                let x = raw
+                    .pixels
+                    .mapv(|v| v / ((digits::LEVELS - 1) as f32 / 2.0) - 1.0);
                 let all = Dataset::new(x, vec![1, 8, 8], Some(raw.labels))?;
                 levels = Some(digits::LEVELS);
                 let (tr, ho): (Vec<usize>, Vec<usize>) =
