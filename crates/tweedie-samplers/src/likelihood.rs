@@ -101,6 +101,18 @@ impl Likelihood {
         x0: &S,
         prior: Option<Prior<'_>>,
     ) -> Result<LikelihoodOutput> {
+        self.run_with_progress(model, x0, prior, &mut |_| {})
+    }
+
+    /// [`Self::run`], calling `on_step(done)` after each RK4 step with the steps done so far (for
+    /// a progress bar).
+    pub fn run_with_progress<S: State>(
+        &self,
+        model: &dyn Model<S>,
+        x0: &S,
+        prior: Option<Prior<'_>>,
+        on_step: &mut dyn FnMut(usize),
+    ) -> Result<LikelihoodOutput> {
         self.validate()?;
         if !model.has_vjp() {
             return Err(SamplerError::Unsupported(
@@ -138,6 +150,7 @@ impl Likelihood {
                     ell[p][j] += h / 6.0 * (l1[p][j] + 2.0 * l2[p][j] + 2.0 * l3[p][j] + l4[p][j]);
                 }
             }
+            on_step(i + 1);
         }
         if !x.all_finite() {
             return Err(SamplerError::Numerical(

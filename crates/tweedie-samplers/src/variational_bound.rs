@@ -100,6 +100,17 @@ impl VariationalBound {
     /// The bound's terms for every sample of `x0` (data space; level centres with
     /// [`Decoder::Discretized`]).
     pub fn run<S: State>(&self, model: &dyn Model<S>, x0: &S) -> Result<BoundTerms> {
+        self.run_with_progress(model, x0, &mut |_| {})
+    }
+
+    /// [`Self::run`], calling `on_step(done)` after each chain step with the steps done so far
+    /// (for a progress bar).
+    pub fn run_with_progress<S: State>(
+        &self,
+        model: &dyn Model<S>,
+        x0: &S,
+        on_step: &mut dyn FnMut(usize),
+    ) -> Result<BoundTerms> {
         self.validate()?;
         let rows = x0.to_rows();
         if let Some(i) = rows.iter().position(|v| !v.is_finite()) {
@@ -184,6 +195,7 @@ impl VariationalBound {
                     });
                 *acc += sum;
             }
+            on_step(j + 1);
         }
         if let Some(i) = (0..b).find(|&i| !(diffusion[i] + decoder[i]).is_finite()) {
             return Err(SamplerError::Numerical(format!(

@@ -138,3 +138,18 @@ fn bad_settings_are_named() {
     );
     assert!(format!("{}", s.run(&m, &x0, None).unwrap_err()).contains("probes"));
 }
+
+/// The progress hook sees every RK4 step once, in order, and leaves the result bit for bit.
+#[test]
+fn progress_hook_counts_steps_without_changing_the_result() {
+    let g = preset("gmm2d").unwrap();
+    let x0 = g.sample(5, 9);
+    let s = spec(6, Divergence::Exact);
+    let plain = s.run(&g, &x0, None).unwrap();
+    let mut seen = Vec::new();
+    let hooked = s
+        .run_with_progress(&g, &x0, None, &mut |done| seen.push(done))
+        .unwrap();
+    assert_eq!(seen, (1..=6).collect::<Vec<_>>());
+    assert_eq!(plain.log_p, hooked.log_p);
+}

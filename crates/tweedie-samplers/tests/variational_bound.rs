@@ -225,6 +225,26 @@ fn terms_do_not_depend_on_the_batch_split() {
     }
 }
 
+/// The progress hook sees every chain step once, in order, and leaves the terms bit for bit.
+#[test]
+fn progress_hook_counts_chain_steps_without_changing_the_terms() {
+    let grid = iddpm_u_grid(0.001, 0.008, 12);
+    let model = Closures {
+        den: |x: &Array2<f64>, sigma: f64| x * (0.25 / (0.25 + sigma * sigma)),
+        v: Some(|sigma: f64| 0.3 + 0.01 * sigma.min(10.0)),
+    };
+    let x0 = tweedie_core::rng::normal_rows(5, 0, 3, 0, 2) * 0.5;
+    let b = bound(grid, Decoder::Continuous);
+    let plain = b.run(&model, &x0).unwrap().total();
+    let mut seen = Vec::new();
+    let hooked = b
+        .run_with_progress(&model, &x0, &mut |done| seen.push(done))
+        .unwrap()
+        .total();
+    assert_eq!(seen, (1..=12).collect::<Vec<_>>());
+    assert_eq!(plain, hooked);
+}
+
 #[test]
 fn bad_grids_and_data_are_named() {
     let model = Closures {

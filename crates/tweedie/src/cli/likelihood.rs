@@ -82,6 +82,44 @@ pub struct Args {
     /// Device for network checkpoints: auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// A progress bar over `len` solver steps on stderr (drawn only on a terminal), or a hidden one.
+pub(super) fn progress_bar(len: usize, quiet: bool) -> indicatif::ProgressBar {
+    if quiet {
+        return indicatif::ProgressBar::hidden();
+    }
+    let pb = indicatif::ProgressBar::new(len as u64);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps, {msg} ETA {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    pb
+}
+
+/// Runs `f` on batches of `batch` rows, giving it the batch's first row and an `on_step`
+/// that advances `pb` by the batch's solver steps; the concatenation is the caller's.
+pub(super) fn for_batches<T>(
+    rows: usize,
+    batch: usize,
+    pb: &indicatif::ProgressBar,
+    mut f: impl FnMut(usize, usize, &mut dyn FnMut(usize)) -> Result<T>,
+) -> Result<Vec<T>> {
+    let mut out = Vec::new();
+    for start in (0..rows).step_by(batch) {
+        let end = (start + batch).min(rows);
+        pb.set_message(format!("points {start}..{end} of {rows}"));
+        let base = pb.position();
+        out.push(
+            f(start, end, &mut |done| pb.set_position(base + done as u64))
+                .with_context(|| format!("points {start}..{end}"))?,
+        );
+    }
+    pb.finish_and_clear();
+    Ok(out)
 }
 
 fn divergence(args: &Args, dim: usize) -> Result<Divergence> {
@@ -208,7 +246,9 @@ pub fn run(mut args: Args) -> Result<()> {
             );
         }
         let model = &mix;
-        let (l, s, n) = batched(&args, &spec, &y, |spec, rows| spec.run(&model, rows, None))?;
+        let (l, s, n) = batched(&args, &spec, &y, |spec, rows, on_step| {
+            spec.run_with_progress(&model, rows, None, on_step)
+        })?;
         // The mixture's exact log p_{σ̃_min} as a check of the solve (EDM: σ = σ̃, α = 1).
         let edm = Edm {
             sigma_min,
@@ -266,17 +306,22 @@ fn batched(
     args: &Args,
     spec: &Likelihood,
     y: &Array2<f64>,
-    mut f: impl FnMut(&Likelihood, &Array2<f64>) -> tweedie::samplers::Result<LikelihoodOutput>,
+    mut f: impl FnMut(
+        &Likelihood,
+        &Array2<f64>,
+        &mut dyn FnMut(usize),
+    ) -> tweedie::samplers::Result<LikelihoodOutput>,
 ) -> Result<(Array1<f64>, Option<Array1<f64>>, usize)> {
+    let pb = progress_bar(y.nrows().div_ceil(args.batch) * spec.steps, args.quiet);
+    let outs = for_batches(y.nrows(), args.batch, &pb, |start, end, on_step| {
+        let mut sp = spec.clone();
+        sp.first_index = start as u64;
+        Ok(f(&sp, &y.slice(s![start..end, ..]).to_owned(), on_step)?)
+    })?;
     let mut logp = Vec::with_capacity(y.nrows());
     let mut se: Vec<f64> = Vec::new();
     let mut nfe = 0;
-    for start in (0..y.nrows()).step_by(args.batch) {
-        let end = (start + args.batch).min(y.nrows());
-        let mut sp = spec.clone();
-        sp.first_index = start as u64;
-        let out = f(&sp, &y.slice(s![start..end, ..]).to_owned())
-            .with_context(|| format!("points {start}..{end}"))?;
+    for out in outs {
         logp.extend(out.log_p);
         if let Some(s) = out.std_err {
             se.extend(s);
@@ -294,9 +339,9 @@ fn run_checkpoint(
     y: &Array2<f64>,
 ) -> Result<(Array1<f64>, Option<Array1<f64>>, usize)> {
     let net = load_net(args, y.ncols())?;
-    batched(args, spec, y, |spec, rows| {
+    batched(args, spec, y, |spec, rows, on_step| {
         let m: &dyn Model<TchTensor> = &net.model;
-        spec.run(m, &net.rows_to_state(rows), None)
+        spec.run_with_progress(m, &net.rows_to_state(rows), None, on_step)
     })
 }
 

@@ -13,7 +13,7 @@ use tweedie::nets::Wrapper;
 use tweedie::samplers::variational_bound::{BoundTerms, Decoder, VariationalBound};
 use tweedie::samplers::Model;
 
-use super::likelihood::{load_net, std_error, write_outputs, Args};
+use super::likelihood::{for_batches, load_net, progress_bar, std_error, write_outputs, Args};
 
 /// K + 1 levels u_{j_i}, j_i = round(i·M/K), of an M-step grid u_0 > … > u_M = 0: the whole grid
 /// for K = M, always u_0 and u_M.
@@ -94,18 +94,16 @@ pub fn run(args: &Args, x: Array2<f64>) -> Result<()> {
         first_index: 0,
     };
     let started = std::time::Instant::now();
-    let mut all: Option<BoundTerms> = None;
-    for start in (0..y.nrows()).step_by(args.batch) {
-        let end = (start + args.batch).min(y.nrows());
+    let pb = progress_bar(y.nrows().div_ceil(args.batch) * k, args.quiet);
+    let batches = for_batches(y.nrows(), args.batch, &pb, |start, end, on_step| {
         let mut b = bound.clone();
         b.first_index = start as u64;
         let m: &dyn Model<TchTensor> = &net.model;
-        let t = b
-            .run(
-                m,
-                &net.rows_to_state(&y.slice(s![start..end, ..]).to_owned()),
-            )
-            .with_context(|| format!("points {start}..{end}"))?;
+        let rows = net.rows_to_state(&y.slice(s![start..end, ..]).to_owned());
+        Ok(b.run_with_progress(m, &rows, on_step)?)
+    })?;
+    let mut all: Option<BoundTerms> = None;
+    for t in batches {
         all = Some(match all {
             None => t,
             Some(mut a) => {
