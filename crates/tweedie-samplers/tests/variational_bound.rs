@@ -201,14 +201,19 @@ fn exact_reverse_steps_make_the_bound_the_entropy_plus_the_prior_gap() {
     );
 }
 
+/// The exact denoiser of N(0, 0.25·I) with a learned variance v(σ̃) that varies with σ̃.
+fn gaussian_prior_with_variance() -> impl Model<Array2<f64>> {
+    Closures {
+        den: |x: &Array2<f64>, sigma: f64| x * (0.25 / (0.25 + sigma * sigma)),
+        v: Some(|sigma: f64| 0.3 + 0.01 * sigma.min(10.0)),
+    }
+}
+
 /// Row i's terms depend on (seed, first_index + i) only, not on the batch split.
 #[test]
 fn terms_do_not_depend_on_the_batch_split() {
     let grid = iddpm_u_grid(0.001, 0.008, 50);
-    let model = Closures {
-        den: |x: &Array2<f64>, sigma: f64| x * (0.25 / (0.25 + sigma * sigma)),
-        v: Some(|sigma: f64| 0.3 + 0.01 * sigma.min(10.0)),
-    };
+    let model = gaussian_prior_with_variance();
     let x0 = tweedie_core::rng::normal_rows(5, 0, 6, 0, 3) * 0.5;
     let whole = bound(grid.clone(), Decoder::Continuous)
         .run(&model, &x0)
@@ -229,10 +234,7 @@ fn terms_do_not_depend_on_the_batch_split() {
 #[test]
 fn progress_hook_counts_chain_steps_without_changing_the_terms() {
     let grid = iddpm_u_grid(0.001, 0.008, 12);
-    let model = Closures {
-        den: |x: &Array2<f64>, sigma: f64| x * (0.25 / (0.25 + sigma * sigma)),
-        v: Some(|sigma: f64| 0.3 + 0.01 * sigma.min(10.0)),
-    };
+    let model = gaussian_prior_with_variance();
     let x0 = tweedie_core::rng::normal_rows(5, 0, 3, 0, 2) * 0.5;
     let b = bound(grid, Decoder::Continuous);
     let plain = b.run(&model, &x0).unwrap().total();
