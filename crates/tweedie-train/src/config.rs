@@ -219,6 +219,15 @@ pub struct TrainingConfig {
     /// Random horizontal flips of image data (probability ½), off by default (digits are not symmetric).
     #[serde(default)]
     pub hflip: bool,
+    /// Uniform dequantisation of integer data (digits, 8-bit images): each training value
+    /// moves uniformly within its level's bin, x + (u − ½)/c, c = (L − 1)/2, drawn per sample
+    /// and element from the keyed noise (stream [`crate::trainer::STREAM_DEQUANTIZE`]). The
+    /// model then learns a density without point masses at the levels, which is what the
+    /// dequantised likelihood (`tweedie likelihood --levels`) bounds tightly at small σ̃_min
+    /// (Song et al. 2021, "Maximum likelihood training of score-based diffusion models").
+    /// Off by default; an error on data without levels.
+    #[serde(default)]
+    pub dequantize: bool,
 }
 
 impl Default for TrainingConfig {
@@ -241,6 +250,7 @@ impl Default for TrainingConfig {
             conditional: false,
             label_dropout: d::label_dropout(),
             hflip: false,
+            dequantize: false,
         }
     }
 }

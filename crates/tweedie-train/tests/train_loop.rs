@@ -1072,3 +1072,44 @@ fn stale_temp_files_of_dead_writers_are_removed_on_resume() -> Result<(), TrainE
     assert!(live.exists(), "a live process's temp file was removed");
     Ok(())
 }
+
+/// `training.dequantize` on 8-bit data: its offsets are keyed per sample, so 4 steps, a resume
+/// and 4 more equal 8 in one go bit for bit; it changes training (off gives other weights); and
+/// data without levels refuse it by name.
+#[test]
+fn dequantized_training_resumes_bit_for_bit_and_needs_levels() -> Result<(), TrainError> {
+    use ndarray_npy::WriteNpyExt;
+    let root = tempfile::tempdir().map_err(|e| TrainError::io("tmp", e))?;
+    let npy = root.path().join("x.npy");
+    ndarray::Array2::<u8>::from_shape_fn((96, 2), |(i, j)| ((i * 37 + j * 101) % 256) as u8)
+        .write_npy(std::fs::File::create(&npy).map_err(|e| TrainError::io(&npy, e))?)
+        .map_err(|e| TrainError::Other(e.to_string()))?;
+    let data = format!(
+        "[data]\ntype = \"npy\"\npath = \"{}\"\n",
+        npy.display().to_string().replace('\\', "/")
+    );
+    let cfg = |steps, on: bool| config_data(steps, &data, &[&format!("training.dequantize={on}")]);
+    let (a, b, z) = (
+        root.path().join("a"),
+        root.path().join("b"),
+        root.path().join("z"),
+    );
+    train(&cfg(8, true), &opts(&a, false))?;
+    train(&cfg(4, true), &opts(&b, false))?;
+    train(&cfg(8, true), &opts(&b, true))?;
+    assert_bit_identical(&state(&a), &state(&b));
+    train(&cfg(8, false), &opts(&z, false))?;
+    let (sa, sz) = (state(&a), state(&z));
+    assert!(sa.iter().any(|(k, t)| !t.equal(&sz[k])));
+    let e = train(
+        &config(2, &["training.dequantize=true"]),
+        &opts(&root.path().join("m"), false),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("training.dequantize") && e.contains("moons"),
+        "{e}"
+    );
+    Ok(())
+}

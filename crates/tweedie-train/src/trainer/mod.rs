@@ -36,8 +36,8 @@ use sampling::sync_sampling_copy;
 pub use sampling::{grid_labels, held_out_conditions, write_samples, Sampling};
 use setup::{prepare, Loaded};
 pub(crate) use step::torch_step_seed;
-pub use step::STREAM_AUG;
 use step::{train_step, Live};
+pub use step::{STREAM_AUG, STREAM_DEQUANTIZE};
 
 use crate::checkpoint::{restore, save_state, STATE_FILE};
 use crate::config::TrainConfig;
@@ -253,6 +253,7 @@ fn train_loop(
                 &mut sync,
                 rows.clone(),
                 stop,
+                data.levels.filter(|_| t.dequantize),
             )
         };
         let (lv, gn) = match step_result {

@@ -57,6 +57,16 @@ pub(super) fn prepare(
         None => 0..cfg.training.batch_size,
     };
     let data = cfg.data.load()?;
+    if cfg.training.dequantize && data.levels.is_none() {
+        return Err(TrainError::invalid(
+            "training.dequantize",
+            true,
+            format!(
+                "data set {} has no integer levels to dequantise (digits, PNG, IDX and u8 .npy data have)",
+                data.name
+            ),
+        ));
+    }
     let mcfg = model_config(cfg, &data)?;
     let loss = Loss::new(cfg.formulation()?)?;
     let device = match (device_of(cfg)?, dp) {
