@@ -284,7 +284,7 @@ pub fn sample_mode_variance(x: ArrayView2<f64>, h: usize, w: usize) -> Result<Ve
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tweedie_core::linalg::{cho_solve_mat, cholesky};
+    use tweedie_core::linalg::{cho_solve_mat, cholesky, max_abs_diff};
     use tweedie_samplers::{Blur, Boundary, Downsample, Mask, MatrixOp};
 
     /// The dense answer: C as a matrix, M = A C Aᵀ + s²I by Cholesky, μ = C Aᵀ M⁻¹ y and
@@ -374,13 +374,11 @@ mod tests {
                 .to_owned();
             let (mean, p) = dense(&spec, op.as_ref(), &y);
             let got = post.mean(&y)?;
-            let err = (&got - &mean).mapv(f64::abs).fold(0.0f64, |a, &b| a.max(b));
+            let err = max_abs_diff(&got, &mean);
             assert!(err < 1e-9, "{name}: mean off by {err}");
             let v = Array2::from_shape_fn((3, d), |(i, j)| ((i * d + j) as f64 * 0.37).sin());
             let pv = post.apply_covariance(&v)?;
-            let err = (&pv - &v.dot(&p))
-                .mapv(f64::abs)
-                .fold(0.0f64, |a, &b| a.max(b));
+            let err = max_abs_diff(&pv, &v.dot(&p));
             assert!(err < 1e-9, "{name}: P·v off by {err}");
             let mv = post.mode_variance()?;
             for (k, (a, b)) in mv.iter().zip(dense_mode_variance(&p, h, w)).enumerate() {
@@ -417,17 +415,17 @@ mod tests {
         let (mean, p) = dense_plus(&spec, &op, &y, vvt);
         let tilted = &y + 1e-7;
         let got = post.mean(&tilted)?;
-        let err = (&got - &mean).mapv(f64::abs).fold(0.0f64, |a, &b| a.max(b));
+        let err = max_abs_diff(&got, &mean);
         assert!(err < 1e-9, "mean off by {err}");
         let back = op.apply(&got.clone().insert_axis(Axis(0))).unwrap();
-        let err = (&back.row(0) - &y)
-            .mapv(f64::abs)
-            .fold(0.0f64, |a, &b| a.max(b));
+        let err = max_abs_diff(&back.row(0).to_owned(), &y);
         assert!(err < 1e-10, "A·μ off y by {err}");
         let draws = post.sample(&tilted, 4, 2)?;
-        let err = (&op.apply(&draws).unwrap() - &y.view().insert_axis(Axis(0)))
-            .mapv(f64::abs)
-            .fold(0.0f64, |a, &b| a.max(b));
+        let reproduced = op.apply(&draws).unwrap();
+        let err = max_abs_diff(
+            &reproduced,
+            &y.broadcast(reproduced.dim()).unwrap().to_owned(),
+        );
         assert!(err < 1e-10, "a draw's block averages off y by {err}");
         let mv = post.mode_variance()?;
         assert!(mv[0].abs() < 1e-12, "mean mode variance {}", mv[0]);
