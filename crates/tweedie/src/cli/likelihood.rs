@@ -166,28 +166,21 @@ pub(super) fn model_space(
 fn read_points(args: &mut Args) -> Result<Array2<f64>> {
     let is_config = args.data.is_dir() || args.data.extension().is_some_and(|e| e == "toml");
     let x = if is_config {
-        let config = if args.data.is_dir() {
-            args.data.join("config.toml")
-        } else {
-            args.data.clone()
-        };
-        let cfg = tweedie::train::TrainConfig::from_file(&config, &[])
-            .with_context(|| format!("--data {}", args.data.display()))?;
-        let data = cfg.data.load()?;
-        match (data.held_out_levels(), data.levels, args.levels) {
-            (Some(_), Some(l), Some(given)) if given != l => bail!(
+        let (config, data) = super::measure::load_data_set(&args.data)?;
+        match (data.levels, args.levels) {
+            (Some(l), Some(given)) if given != l => bail!(
                 "--levels {given}: the held-out split of {} has {l} levels",
                 config.display()
             ),
-            (Some(levels), l, _) => {
-                args.levels = l;
-                levels
-            }
-            (None, _, Some(given)) => bail!(
+            (None, Some(given)) => bail!(
                 "--levels {given}: the held-out split of {} is continuous data, not levels",
                 config.display()
             ),
-            (None, _, None) => data.held_out.x.mapv(f64::from),
+            (levels, _) => {
+                args.levels = levels;
+                data.held_out_levels()
+                    .unwrap_or_else(|| data.held_out.x.mapv(f64::from))
+            }
         }
     } else {
         super::sample::read_npy2(&args.data)?

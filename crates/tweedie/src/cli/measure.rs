@@ -6,13 +6,15 @@
 //! --noise-std 0` those rows are the low-resolution fields a model trained with
 //! `[conditioning] kind = "downscale"` samples from (`tweedie sample --condition y.npy`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use ndarray::Array1;
 use tweedie::core::rng::normal_rows;
 use tweedie::samplers::ops::measure;
 use tweedie::train::data::npy;
+use tweedie::train::data::Data;
+use tweedie::train::trainer::files;
 use tweedie::train::TrainConfig;
 
 /// `tweedie measure --data configs/fields-edm.toml --index 3 --operator downsample --factor 4
@@ -50,15 +52,22 @@ pub struct Args {
 /// Stream of the measurement noise (past core's conventional streams).
 const STREAM: u64 = 7 << 32;
 
-pub fn run(args: Args) -> Result<()> {
-    let config = if args.data.is_dir() {
-        args.data.join("config.toml")
+/// The data set of `--data`: a training config, or a run directory's saved config; returns
+/// the config's path and the loaded data (`measure` and `likelihood` read held-out samples).
+pub(super) fn load_data_set(data: &Path) -> Result<(PathBuf, Data)> {
+    let config = if data.is_dir() {
+        data.join(files::CONFIG)
     } else {
-        args.data.clone()
+        data.to_path_buf()
     };
     let cfg = TrainConfig::from_file(&config, &[])
-        .with_context(|| format!("--data {}", args.data.display()))?;
+        .with_context(|| format!("--data {}", data.display()))?;
     let data = cfg.data.load()?;
+    Ok((config, data))
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let (config, data) = load_data_set(&args.data)?;
     let held = &data.held_out;
     if let Some(i) = args.index.iter().find(|&&i| i >= held.len()) {
         bail!(
